@@ -1,0 +1,50 @@
+"""Optuna samplers as agents: an in-memory study mirrors the run's trials, one sampler draw per ask."""
+
+from __future__ import annotations
+
+import optuna
+
+from agents.base import Agent, register_agent
+from autocomp.evaluate import EvalResult
+from autocomp.policy import Policy
+from search_spaces import Space
+
+
+class OptunaAgent(Agent):
+    """Asks an Optuna sampler; the sampler is re-seeded from (seed, n) so a resumed run proposes the same."""
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        super().__init__(space, seed)
+        self._study = optuna.create_study(direction="maximize", sampler=self.make_sampler(seed))
+        self._pending: dict[str, optuna.trial.Trial] = {}
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def ask(self) -> Policy:
+        self._study.sampler = self.make_sampler(self.seed * 1_000_003 + self.told)
+        trial = self._study.ask(self.space.distributions())
+        policy = self.space.to_policy(trial.params)
+        self._pending[policy.key()] = trial
+        return policy
+
+    def tell(self, policy: Policy, result: EvalResult | None) -> None:
+        super().tell(policy, result)
+        trial = self._pending.pop(policy.key(), None)
+        if trial is None:  # replayed from the run's study: add it as a finished trial
+            state = optuna.trial.TrialState.FAIL if result is None else optuna.trial.TrialState.COMPLETE
+            self._study.add_trial(optuna.trial.create_trial(
+                params=self.space.to_params(policy), distributions=self.space.distributions(),
+                value=None if result is None else result.accuracy, state=state))
+        elif result is None:
+            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self._study.tell(trial, result.accuracy)
+
+
+@register_agent("tpe")
+class TPEAgent(OptunaAgent):
+    """Tree-structured Parzen estimator (multivariate), after 10 random start-up trials."""
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)

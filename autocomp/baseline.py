@@ -1,0 +1,66 @@
+"""The baseline model: trained once, cached on disk by a hash of everything that defines it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autocomp import io, models
+from autocomp.config import RunConfig
+from autocomp.data import DataBundle
+from autocomp.evaluate import accuracy
+from autocomp.progress import console
+from autocomp.train import TrainSettings, train
+
+BASELINE_FORMAT_VERSION = 1
+
+
+@dataclass
+class Baseline:
+    model: nn.Module
+    val_accuracy: float
+    test_accuracy: float
+    folder: Path
+
+
+def cache_root() -> Path:
+    """``$AUTOCOMP_CACHE``, else ``~/.cache/autocomp``."""
+    return Path(os.environ.get("AUTOCOMP_CACHE") or Path.home() / ".cache" / "autocomp")
+
+
+def baseline_key(config: RunConfig) -> str:
+    """Hash of what defines the baseline: model, data set and split, training settings (not the data folder)."""
+    data = config.data.model_dump(mode="json", exclude={"dir"})
+    defining = {"version": BASELINE_FORMAT_VERSION, "model": config.model.model_dump(mode="json"),
+                "data": data, "train": config.baseline.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_baseline(config: RunConfig, data: DataBundle) -> Baseline:
+    """Load the cached baseline for ``config`` or train it (resuming an interrupted training)."""
+    folder = cache_root() / "baselines" / f"{config.model.name}-{data.name}-{baseline_key(config)}"
+    model_path, meta_path = folder / "model.pt", folder / "meta.json"
+    if model_path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        console.log(f"baseline: cached at {folder}")
+        return Baseline(io.load(model_path), meta["val_accuracy"], meta["test_accuracy"], folder)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = TrainSettings(**config.baseline.model_dump())
+    torch.manual_seed(settings.seed)
+    model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
+                          **config.model.kwargs)
+    checkpoint = folder / "train.ckpt"
+    train(model, data.train, settings, checkpoint=checkpoint, label="baseline")
+    val_accuracy, test_accuracy = accuracy(model, data.val), accuracy(model, data.test)
+    io.save(model, model_path, data.example_input())
+    meta_path.write_text(json.dumps({"val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
+                                     "config": config.to_dict()}, indent=2))
+    checkpoint.unlink(missing_ok=True)
+    return Baseline(model, val_accuracy, test_accuracy, folder)

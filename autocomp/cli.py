@@ -1,0 +1,75 @@
+"""`autocomp` command line. User errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autocomp.errors import AutocompError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
+stdout = Console()
+
+
+def _fail(err: AutocompError) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _summary(report: dict) -> Table:
+    base, best = report["baseline"], report["best"]
+    table = Table(title=f"autocomp: {report['model']} on {report['data']}, agent {report['agent']}, "
+                        f"{report['trials']} trials, {report['wall_seconds']:.0f} s")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    table.add_column("compressed", justify="right")
+    table.add_column("ratio", justify="right")
+    for label, key, fmt in [("test accuracy", "test_accuracy", "{:.2%}"), ("held-out accuracy", "val_accuracy", "{:.2%}"),
+                            ("MACs", "macs", "{:,}"), ("params", "params", "{:,}"), ("size (bytes)", "size_bytes", "{:,}")]:
+        ratio = "" if "accuracy" in key else f"{best[key] / base[key]:.1%}"
+        table.add_row(label, fmt.format(base[key]), fmt.format(best[key]), ratio)
+    return table
+
+
+@app.command()
+def search(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML run config, e.g. configs/fmnist_resnet20.yaml.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<config name>).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set search.trials=10.")] = None,
+) -> None:
+    """Search per-layer pruning ratios under the config's budget, fine-tune the best, write the report.
+
+    Example: autocomp search --config configs/fmnist_resnet20.yaml --out runs/demo --set search.trials=20
+    """
+    from autocomp.config import load_config
+    from autocomp.search_loop import search as run_search
+
+    try:
+        run_config = load_config(config, overrides or [])
+        result = run_search(run_config, out if out is not None else Path("runs") / config.stem)
+    except AutocompError as err:
+        _fail(err)
+    stdout.print(_summary(result.report))
+    stdout.print(f"run folder: {result.run_dir}  (report.md, model.pt, policy.json, study.db)")
+
+
+@app.command()
+def zoo() -> None:
+    """List the models of the built-in zoo."""
+    from autocomp import models
+
+    for name in models.names():
+        stdout.print(name)
+
+
+def main() -> None:
+    app(prog_name="autocomp")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

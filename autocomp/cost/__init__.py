@@ -1,0 +1,6 @@
+"""Cost of models and policies: MACs, parameters, size."""
+
+from autocomp.cost.macs import count_macs, module_macs
+from autocomp.cost.measure import Cost, count_params, measure, weight_bytes
+
+__all__ = ["Cost", "count_macs", "count_params", "measure", "module_macs", "weight_bytes"]

@@ -1,0 +1,46 @@
+"""report.json and report.md of a finished run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    """Write ``report.json`` (the full record) and a short ``report.md`` beside it."""
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    base, best, constraint = report["baseline"], report["best"], report["constraint"]
+    rows = [
+        ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
+        ("held-out accuracy (search score)", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
+        ("MACs", f"{base['macs']:,}", f"{best['macs']:,} ({_pct(best['macs'] / base['macs'])})"),
+        ("parameters", f"{base['params']:,}", f"{best['params']:,} ({_pct(best['params'] / base['params'])})"),
+        ("size (bytes)", f"{base['size_bytes']:,}", f"{best['size_bytes']:,}"),
+    ]
+    lines = [
+        f"# autocomp report: {report['model']} on {report['data']}",
+        "",
+        f"Constraint: {constraint['metric']} <= {constraint['limit']:,.0f}"
+        + (f" ({_pct(constraint['max'])} of the baseline)" if constraint["relative"] else ""),
+        f"Agent `{report['agent']}`, {report['trials']} trials ({report['failed_trials']} failed), "
+        f"best is trial {best['trial']}; wall time {report['wall_seconds']:.0f} s.",
+        "",
+        "| | baseline | compressed |",
+        "|---|---:|---:|",
+        *[f"| {name} | {a} | {b} |" for name, a, b in rows],
+        "",
+        "Test accuracy is measured once, after the fine-tune; the search scored candidates on a held-out",
+        "part of the training set. Files: `model.pt` (reload with `autocomp.load`), `policy.json`, `study.db`.",
+        "",
+        "## Channels kept per layer",
+        "",
+        "| layer | channels | keep |",
+        "|---|---:|---:|",
+        *[f"| `{name}` | {kept} / {total} | {kept / total:.2f} |" for name, (kept, total) in best["channels"].items()],
+    ]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")

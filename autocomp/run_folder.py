@@ -1,0 +1,57 @@
+"""The run folder: claimed only after every check passed, and never reused for another config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from autocomp.config import RunConfig
+from autocomp.errors import ConfigError
+
+CONFIG_NAME = "config.yaml"
+# A run may be continued with a larger trial budget or another thread count; any other change is another run.
+RESUMABLE_KEYS = (("search", "trials"), ("threads",))
+
+
+def _identity(config: dict) -> dict:
+    """The config without the keys a resumed run may change."""
+    identity = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
+    for path in RESUMABLE_KEYS:
+        node = identity
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return identity
+
+
+def _first_difference(a: object, b: object, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "(top level)"
+
+
+def check_run_folder(out: Path, config: RunConfig) -> None:
+    """Refuse a folder that holds something other than a run of this very config (nothing is written)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"run folder {out} exists and is not a folder; choose another --out.")
+    saved = out / CONFIG_NAME
+    if saved.exists():
+        previous = _identity(yaml.safe_load(saved.read_text()) or {})
+        current = _identity(config.to_dict())
+        if previous != current:
+            key = _first_difference(previous, current)
+            raise ConfigError(f"run folder {out} holds a run with a different config (first difference: {key}); "
+                              "choose another --out or delete that folder.")
+    elif any(out.iterdir()):
+        raise ConfigError(f"run folder {out} is not empty and holds no autocomp run; choose another --out.")
+
+
+def claim_run_folder(out: Path, config: RunConfig) -> None:
+    """Create ``out`` and record the config that owns it (call after `check_run_folder`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

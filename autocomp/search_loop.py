@@ -1,0 +1,209 @@
+"""The search loop: space + agent + evaluator + Optuna study under a budget, then the finish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+import agents
+from autocomp import io, models
+from autocomp.baseline import Baseline, prepare_baseline
+from autocomp.compress import get_criterion
+from autocomp.config import RunConfig
+from autocomp.cost import Cost, measure
+from autocomp.data import DataBundle, load_dataset
+from autocomp.errors import ConfigError
+from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, accuracy
+from autocomp.graph import ModelGraph
+from autocomp.policy import Policy
+from autocomp.progress import console, progress_bar
+from autocomp.report import write_report
+from autocomp.run_folder import check_run_folder, claim_run_folder
+from autocomp.train import Distillation, TrainSettings, train
+from search_spaces import Constraint, PruneRatio, Space
+
+STUDY_NAME = "autocomp"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    data: DataBundle
+    example: torch.Tensor
+    graph: ModelGraph
+    space: Space
+    constraint: Constraint
+    baseline_cost: Cost
+
+
+def _validate(config: RunConfig) -> _Setup:
+    """Every check a user's config can fail, before anything is written or trained."""
+    if config.search.agent not in agents.agent_names():
+        raise ConfigError(f"unknown agent {config.search.agent!r}; allowed: {', '.join(agents.agent_names())}.")
+    get_criterion(config.search.criterion)
+    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size,
+                        seed=config.data.seed, **config.data.options)
+    model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
+                          **config.model.kwargs)
+    example = data.example_input()
+    graph = ModelGraph(model, example)
+    baseline_cost = measure(model, example)
+    constraint = Constraint.create(config.constraint.metric, config.constraint.max, config.constraint.relative,
+                                   baseline_cost)
+    space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep))
+    constraint.check_reachable(graph, space)
+    return _Setup(data, example, graph, space, constraint, baseline_cost)
+
+
+def _open_study(run_dir: Path) -> optuna.Study:
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna.create_study(storage=f"sqlite:///{run_dir / 'study.db'}", study_name=STUDY_NAME,
+                               direction="maximize", load_if_exists=True)
+
+
+def _result_of(trial: optuna.trial.FrozenTrial) -> EvalResult | None:
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        return None
+    attrs = trial.user_attrs
+    return EvalResult(trial.value, Cost(attrs["macs"], attrs["params"], attrs["size_bytes"]), attrs["seconds"])
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
+
+
+def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy, constraint: Constraint,
+            result: EvalResult | None, error: str | None) -> None:
+    attrs: dict[str, Any] = {"policy": policy.to_dict()}
+    if result is None:
+        attrs["error"] = error
+        state, value = optuna.trial.TrialState.FAIL, None
+    else:
+        attrs.update(result.cost.to_dict(), seconds=result.seconds,
+                     feasible=constraint.value_of(result.cost) <= constraint.limit)
+        state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
+    study.add_trial(optuna.trial.create_trial(params=space.to_params(proposal), distributions=space.distributions(),
+                                              value=value, state=state, user_attrs=attrs))
+
+
+def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: optuna.Study) -> None:
+    agent = agents.create_agent(config.search.agent, setup.space, seed=config.search.seed)
+    done = _finished(study)
+    for trial in done:  # resume: the agent relearns everything the study remembers
+        agent.tell(setup.space.to_policy(trial.params), _result_of(trial))
+    if done:
+        console.log(f"search: resuming with {len(done)} finished trials from the study")
+    remaining = config.search.trials - len(done)
+    with progress_bar() as bar:
+        task = bar.add_task(f"search ({config.search.agent})", total=config.search.trials, completed=len(done), info="")
+        while remaining > 0:
+            proposal = agent.ask()
+            if proposal is None:
+                break
+            policy = setup.constraint.project(setup.graph, setup.space, proposal)
+            result, error = None, None
+            try:
+                result = evaluator.score(policy)
+            except (RuntimeError, ValueError, FloatingPointError) as err:
+                error = f"{type(err).__name__}: {err}"
+            _record(study, setup.space, proposal, policy, setup.constraint, result, error)
+            agent.tell(proposal, result)
+            remaining -= 1
+            best = _best_trial(study)
+            info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
+            bar.update(task, advance=1, info=info)
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.user_attrs.get("feasible")]
+    return max(feasible, key=lambda t: (t.value, -t.user_attrs["macs"]), default=None)
+
+
+def _finish(config: RunConfig, setup: _Setup, evaluator: Evaluator, baseline: Baseline, policy: Policy,
+            run_dir: Path) -> tuple[torch.nn.Module, float]:
+    """Fine-tune the chosen policy's model with distillation, then measure test accuracy once."""
+    small = evaluator.build(policy)
+    finetune = config.finetune
+    settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha"}))
+    distill = Distillation(baseline.model, temperature=finetune.temperature, alpha=finetune.alpha)
+    train(small, setup.data.train, settings, checkpoint=run_dir / "finetune.ckpt", distill=distill, label="fine-tune")
+    return small, accuracy(small, setup.data.test)
+
+
+def _finished_report(run_dir: Path, best: optuna.trial.FrozenTrial, trials: int) -> dict[str, Any] | None:
+    """The report of an earlier finish of the same trials with the same best, if there is one."""
+    path = run_dir / "report.json"
+    if not (path.exists() and (run_dir / "model.pt").exists()):
+        return None
+    report = json.loads(path.read_text())
+    same = report.get("trials") == trials and report.get("best", {}).get("trial") == best.number
+    return report if same else None
+
+
+def search(config: RunConfig, out: str | Path) -> SearchResult:
+    """Run (or resume) the constrained search of ``config`` in the run folder ``out``."""
+    started = time.perf_counter()
+    run_dir = Path(out)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    setup = _validate(config)
+    check_run_folder(run_dir, config)
+    claim_run_folder(run_dir, config)
+
+    baseline = prepare_baseline(config, setup.data)
+    evaluator = Evaluator(baseline.model, setup.example, setup.data.train, setup.data.val, EvaluatorSettings(
+        bn_batches=config.evaluator.bn_batches, batch_size=config.evaluator.batch_size,
+        val_examples=config.evaluator.val_examples, criterion=config.search.criterion, seed=config.search.seed))
+    study = _open_study(run_dir)
+    _run_trials(config, setup, evaluator, study)
+
+    best = _best_trial(study)
+    if best is None:
+        raise RuntimeError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in {run_dir / 'study.db'}.")
+    finished = _finished_report(run_dir, best, len(_finished(study)))
+    if finished is not None:
+        console.log(f"search: {run_dir} is already finished with trial {best.number} as the best")
+        return SearchResult(run_dir, finished)
+    policy = Policy.from_dict(best.user_attrs["policy"])
+    small, test_accuracy = _finish(config, setup, evaluator, baseline, policy, run_dir)
+    final_cost = measure(small, setup.example)
+    io.save(small, run_dir / "model.pt", setup.example)
+    policy.save(run_dir / "policy.json")
+
+    base_cost = setup.baseline_cost
+    pruned = {name: module.weight.shape[0] for name, module in small.named_modules() if name in
+              {layer.name for layer in setup.graph.prunable}}
+    trials = _finished(study)
+    report = {
+        "model": config.model.name,
+        "data": config.data.name,
+        "agent": config.search.agent,
+        "constraint": {"metric": setup.constraint.metric, "limit": setup.constraint.limit,
+                       "max": config.constraint.max, "relative": config.constraint.relative},
+        "trials": len(trials),
+        "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        "wall_seconds": time.perf_counter() - started,
+        "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
+                     **base_cost.to_dict()},
+        "best": {"trial": best.number, "val_accuracy": best.value, "test_accuracy": test_accuracy,
+                 **final_cost.to_dict(),
+                 "channels": {layer.name: [pruned[layer.name], layer.out_channels] for layer in setup.graph.prunable}},
+        "config": config.to_dict(),
+    }
+    write_report(run_dir, report)
+    (run_dir / "finetune.ckpt").unlink(missing_ok=True)
+    return SearchResult(run_dir, report)

@@ -1,0 +1,110 @@
+"""Training and distillation fine-tuning: SGD, one-cycle schedule, checkpointed and resumable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from autocomp.data import iterate_batches, num_batches
+from autocomp.errors import ConfigError
+from autocomp.progress import console, progress_bar
+
+CHECKPOINT_EVERY_STEPS = 100
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Hinton et al. 2015: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``."""
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      temperature: float, alpha: float) -> torch.Tensor:
+    """Temperature-softened KL to the teacher plus cross-entropy on the hard labels."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True)
+    return alpha * t * t * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkpoint: Path | None = None,
+          distill: Distillation | None = None, label: str = "train") -> nn.Module:
+    """Train ``model`` in place; with ``checkpoint`` an interrupted call resumes where it stopped."""
+    steps_per_epoch = num_batches(data, settings.batch_size, drop_last=True)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size {settings.batch_size} is larger than the {len(data)} training examples.")
+    total_steps = settings.epochs * steps_per_epoch
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total_steps,
+                                                   pct_start=0.15, anneal_strategy="cos")
+    step = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state["settings"] == asdict(settings):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            step = state["step"]
+            console.log(f"{label}: resuming at step {step} of {total_steps} from {checkpoint}")
+
+    def save() -> None:
+        if checkpoint is not None:
+            _save_atomic({"settings": asdict(settings), "step": step, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, checkpoint)
+
+    if distill is not None:
+        distill.teacher.eval()
+    model.train()
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=total_steps, completed=step, info="")
+        while step < total_steps:
+            epoch, skip = divmod(step, steps_per_epoch)
+            batches = iterate_batches(data, settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch, drop_last=True)
+            for index, (images, labels) in enumerate(batches):
+                if index < skip:
+                    continue
+                logits = model(images)
+                if distill is None:
+                    loss = F.cross_entropy(logits, labels)
+                else:
+                    with torch.no_grad():
+                        teacher_logits = distill.teacher(images)
+                    loss = distillation_loss(logits, teacher_logits, labels, distill.temperature, distill.alpha)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{label}: loss became {loss.item()} at step {step}.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{settings.epochs} loss {loss.item():.3f}")
+                if step % CHECKPOINT_EVERY_STEPS == 0 or step % steps_per_epoch == 0:
+                    save()
+    model.eval()
+    return model

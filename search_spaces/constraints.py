@@ -1,0 +1,75 @@
+"""Constraint: a budget on a cost metric, and the projection of any proposal into it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autocomp.cost import Cost
+from autocomp.errors import ConfigError, InfeasibleError
+from autocomp.graph import ModelGraph
+from autocomp.policy import Policy
+from search_spaces.space import Space
+
+_METRICS = ("macs", "flops")
+_BISECTION_STEPS = 40
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric`` of the compressed model must be at most ``limit`` (an absolute count)."""
+
+    metric: str
+    limit: float
+
+    def __post_init__(self) -> None:
+        if self.metric not in _METRICS:
+            raise ConfigError(f"constraint metric {self.metric!r} is not supported yet; allowed: {', '.join(_METRICS)}.")
+
+    @classmethod
+    def create(cls, metric: str, max_value: float, relative: bool, baseline: Cost) -> Constraint:
+        """A limit given as a fraction of ``baseline`` (``relative``) or as an absolute count."""
+        base = baseline.macs * (2 if metric == "flops" else 1)
+        return cls(metric, max_value * base if relative else max_value)
+
+    def value(self, graph: ModelGraph, policy: Policy) -> int:
+        """The constrained metric of ``policy``'s compressed model, predicted exactly from the graph."""
+        macs = graph.predict_macs(policy)
+        return 2 * macs if self.metric == "flops" else macs
+
+    def value_of(self, cost: Cost) -> int:
+        return cost.flops if self.metric == "flops" else cost.macs
+
+    def feasible(self, graph: ModelGraph, policy: Policy) -> bool:
+        return self.value(graph, policy) <= self.limit
+
+    def check_reachable(self, graph: ModelGraph, space: Space) -> None:
+        """Raise `InfeasibleError` before the search when even the smallest policy is over budget."""
+        smallest = space.to_policy({d.name: d.dim.low for d in space.decisions})
+        reachable = self.value(graph, smallest)
+        if reachable > self.limit:
+            raise InfeasibleError(
+                f"{self.metric} budget {self.limit:,.0f} cannot be met: the smallest model this space reaches "
+                f"has {reachable:,} {self.metric}."
+            )
+
+    def project(self, graph: ModelGraph, space: Space, policy: Policy) -> Policy:
+        """The feasible policy nearest ``policy``: all keep ratios scaled by one factor, found by bisection.
+
+        A feasible policy is returned unchanged; otherwise the largest factor in (0, 1] whose
+        scaled policy (each ratio floored at its range's low end) meets the budget.
+        """
+        if self.feasible(graph, policy):
+            return policy
+        params = space.to_params(policy)
+
+        def scaled(factor: float) -> Policy:
+            return space.to_policy({name: value * factor for name, value in params.items()})
+
+        low, high = 0.0, 1.0
+        for _ in range(_BISECTION_STEPS):
+            mid = (low + high) / 2
+            if self.feasible(graph, scaled(mid)):
+                low = mid
+            else:
+                high = mid
+        return scaled(low)

@@ -1,0 +1,106 @@
+"""One suite every agent passes, with a cheap analytic evaluator instead of a network."""
+
+import copy
+
+import pytest
+import torch
+
+import agents
+import autocomp
+from autocomp.cost import Cost
+from autocomp.evaluate import EvalResult
+from autocomp.graph import ModelGraph
+from search_spaces import Constraint, PruneRatio, Space
+
+X = torch.zeros(1, 1, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
+    graph = ModelGraph(copy.deepcopy(model), X)
+    space = Space.from_graph(graph, PruneRatio(0.2))
+    constraint = Constraint.create("macs", 0.5, relative=True, baseline=autocomp.measure(model, X))
+    return graph, space, constraint
+
+
+def analytic_score(graph, space, policy) -> EvalResult:
+    """Accuracy proxy: later layers matter more; smooth, so learning agents can climb it."""
+    params = space.to_params(policy)
+    weights = torch.linspace(1.0, 2.0, len(params))
+    score = float(sum(w * v for w, v in zip(weights, params.values())) / weights.sum())
+    return EvalResult(score, Cost(graph.predict_macs(policy), 0, 0), 0.0)
+
+
+def drive(agent, graph, space, constraint, n):
+    proposals = []
+    for _ in range(n):
+        proposal = agent.ask()
+        if proposal is None:
+            break
+        projected = constraint.project(graph, space, proposal)
+        agent.tell(proposal, analytic_score(graph, space, projected))
+        proposals.append((proposal, projected))
+    return proposals
+
+
+@pytest.mark.parametrize("name", agents.agent_names())
+def test_every_proposal_is_in_the_space_and_projects_into_the_budget(setting, name):
+    graph, space, constraint = setting
+    agent = agents.create_agent(name, space, seed=3)
+    proposals = drive(agent, graph, space, constraint, 12)
+    assert proposals
+    for proposal, projected in proposals:
+        params = space.to_params(proposal)
+        assert set(params) == set(space.names)
+        assert all(0.2 <= value <= 1.0 for value in params.values())
+        assert graph.predict_macs(projected) <= constraint.limit
+
+
+@pytest.mark.parametrize("name", agents.agent_names())
+def test_a_replayed_agent_proposes_what_the_uninterrupted_one_would(setting, name):
+    graph, space, constraint = setting
+    first = agents.create_agent(name, space, seed=5)
+    history = drive(first, graph, space, constraint, 11)
+    expected_next = first.ask()
+
+    resumed = agents.create_agent(name, space, seed=5)
+    for proposal, projected in history:
+        resumed.tell(proposal, analytic_score(graph, space, projected))
+    assert resumed.ask() == expected_next
+
+
+@pytest.mark.parametrize("name", ["random", "tpe"])
+def test_seeds_change_the_proposals(setting, name):
+    _, space, _ = setting
+    a = agents.create_agent(name, space, seed=0).ask()
+    b = agents.create_agent(name, space, seed=1).ask()
+    assert a != b
+
+
+def test_uniform_proposes_one_policy_that_projects_to_a_uniform_ratio(setting):
+    graph, space, constraint = setting
+    agent = agents.create_agent("uniform", space)
+    proposals = drive(agent, graph, space, constraint, 5)
+    assert len(proposals) == 1
+    keeps = set(space.to_params(proposals[0][1]).values())
+    assert len(keeps) == 1
+    assert graph.predict_macs(proposals[0][1]) >= 0.9 * constraint.limit
+
+
+def test_tpe_beats_random_search_on_the_analytic_objective(setting):
+    graph, space, constraint = setting
+
+    def best(name, seed):
+        agent = agents.create_agent(name, space, seed=seed)
+        return max(analytic_score(graph, space, p).accuracy for _, p in drive(agent, graph, space, constraint, 30))
+
+    tpe = sum(best("tpe", s) for s in range(3))
+    rnd = sum(best("random", s) for s in range(3))
+    assert tpe > rnd
+
+
+def test_unknown_agent_names_the_allowed_ones(setting):
+    _, space, _ = setting
+    with pytest.raises(autocomp.ConfigError, match="allowed: random, tpe, uniform"):
+        agents.create_agent("amc-not-yet", space)

@@ -1,0 +1,105 @@
+"""The CLI: bad input exits 2 with one clear line and leaves an existing run folder as it was."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autocomp.config import build_config
+
+GOOD = {
+    "model": {"name": "resnet20"},
+    "data": {"name": "digits", "val_size": 300},
+    "baseline": {"epochs": 1, "batch_size": 64},
+    "constraint": {"metric": "macs", "max": 0.5},
+    "search": {"agent": "random", "trials": 2},
+    "evaluator": {"bn_batches": 2, "val_examples": 100},
+    "finetune": {"epochs": 1, "batch_size": 64},
+}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autocomp.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def existing_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(build_config(GOOD).to_dict()))
+    (run / "report.json").write_text('{"earlier": "result"}')
+    return run
+
+
+def with_change(section: str, key: str, value) -> dict:
+    config = {name: dict(values) for name, values in GOOD.items()}
+    config[section][key] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (with_change("search", "colour", "blue"), "unknown config key 'search.colour'"),
+        (with_change("constraint", "max", 1.5), "outside (0, 1]"),
+        (with_change("constraint", "max", 0.0), "constraint.max"),
+        (with_change("model", "name", "resnet21"), "unknown model 'resnet21'"),
+        (with_change("search", "agent", "genius"), "unknown agent 'genius'"),
+        ({**GOOD, "data": {"name": "fashion_mnist", "dir": "/nonexistent/fmnist"}}, "/nonexistent/fmnist"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line_and_touches_nothing(tmp_path, existing_run, config, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    before = snapshot(existing_run)
+    result = run_cli("search", "--config", str(path), "--out", str(existing_run), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert snapshot(existing_run) == before
+
+
+def test_a_run_folder_of_another_config_is_refused(tmp_path, existing_run):
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(with_change("search", "seed", 3)))
+    before = snapshot(existing_run)
+    result = run_cli("search", "--config", str(path), "--out", str(existing_run), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "search.seed" in result.stderr
+    assert snapshot(existing_run) == before
+
+
+def test_bad_override_syntax_exits_2(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    result = run_cli("search", "--config", str(path), "--set", "search.trials", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "key=value" in result.stderr
+
+
+def test_search_happy_path_prints_the_summary(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    result = run_cli("search", "--config", str(path), "--out", str(tmp_path / "out"), "--set", "search.trials=1",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "MACs" in result.stdout and "test accuracy" in result.stdout
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert saved["search"]["trials"] == 1
+    assert (tmp_path / "out" / "model.pt").is_file()
+
+
+def test_zoo_lists_the_models(tmp_path):
+    result = run_cli("zoo", cwd=tmp_path)
+    assert result.returncode == 0
+    assert {"resnet20", "resnet56", "mobilenet_v2", "vgg_small"} <= set(result.stdout.split())

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from autocomp import ConfigError, LayerDecision, Policy
+
+
+def test_json_round_trip_keeps_every_decision(tmp_path):
+    policy = Policy({"conv1": LayerDecision(0.5), "layer1.0.conv1": LayerDecision(0.25), "fc0": LayerDecision(1.0)})
+    path = tmp_path / "policy.json"
+    policy.save(path)
+    again = Policy.load(path)
+    assert again == policy
+    assert again.key() == policy.key()
+    assert json.loads(path.read_text())["version"] == 1
+
+
+def test_key_ignores_order_and_tells_policies_apart():
+    a = Policy({"a": LayerDecision(0.5), "b": LayerDecision(0.75)})
+    b = Policy({"b": LayerDecision(0.75), "a": LayerDecision(0.5)})
+    c = Policy({"a": LayerDecision(0.5), "b": LayerDecision(0.7)})
+    assert a.key() == b.key()
+    assert a.key() != c.key()
+
+
+def test_unlisted_layers_are_kept_whole():
+    assert Policy({"a": LayerDecision(0.3)}).keep("other") == 1.0
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.1, 1.01, float("nan"), "half", True])
+def test_keep_outside_the_unit_interval_is_refused(keep):
+    with pytest.raises(ConfigError, match="keep ratio"):
+        LayerDecision(keep)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"layers": {}}, "not an autocomp policy"),
+        ({"format": "autocomp.policy", "version": 99, "layers": {}}, "version 99"),
+        ({"format": "autocomp.policy", "version": 1, "layers": {"a": {"keep": 0.5, "bits": 4}}}, "unknown field"),
+        ({"format": "autocomp.policy", "version": 1, "layers": {"a": {"keep": 2}}}, "outside"),
+    ],
+)
+def test_bad_policy_files_are_refused_with_a_reason(tmp_path, data, message):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=message):
+        Policy.load(path)
+
+
+def test_invalid_json_names_the_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="broken.json"):
+        Policy.load(path)

@@ -1,0 +1,81 @@
+"""End to end on scikit-learn's digits: a real (small) search, fine-tune, report, resume."""
+
+import json
+
+import optuna
+import pytest
+import torch
+
+import autocomp
+from autocomp.config import build_config
+
+TINY = {
+    "model": {"name": "resnet20"},
+    "data": {"name": "digits", "val_size": 300},
+    "baseline": {"epochs": 4, "batch_size": 64, "lr": 0.1},
+    "constraint": {"metric": "macs", "max": 0.5},
+    "search": {"agent": "tpe", "trials": 6},
+    "evaluator": {"bn_batches": 4, "batch_size": 128, "val_examples": 300},
+    "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    result = autocomp.search(build_config(TINY), out)
+    return out, result
+
+
+def test_the_run_folder_holds_model_policy_report_and_study(finished_run):
+    out, result = finished_run
+    for name in ("model.pt", "policy.json", "report.json", "report.md", "study.db", "config.yaml"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report == json.loads(json.dumps(result.report))
+    assert report["trials"] == 6
+    assert "report" in (out / "report.md").read_text()
+
+
+def test_the_saved_model_meets_the_budget_when_remeasured(finished_run):
+    out, result = finished_run
+    model = autocomp.load(out / "model.pt")
+    x = torch.zeros(1, 1, 8, 8)
+    macs = autocomp.measure(model, x).macs
+    baseline_macs = result.report["baseline"]["macs"]
+    assert macs <= 0.5 * baseline_macs
+    assert macs >= 0.4 * baseline_macs  # the budget is used, not wasted
+    assert result.report["best"]["macs"] == macs
+
+
+def test_the_compressed_model_still_classifies_digits(finished_run):
+    _, result = finished_run
+    best, baseline = result.report["best"], result.report["baseline"]
+    assert baseline["test_accuracy"] > 0.8
+    assert best["test_accuracy"] > baseline["test_accuracy"] - 0.15
+
+
+def test_every_candidate_is_a_trial_of_the_study(finished_run):
+    out, _ = finished_run
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{out / 'study.db'}")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 6
+    for trial in trials:
+        assert trial.user_attrs["feasible"] is True
+        assert 0.0 <= trial.value <= 1.0
+        autocomp.Policy.from_dict(trial.user_attrs["policy"])
+
+
+def test_a_longer_budget_resumes_the_same_study(finished_run, tmp_path):
+    out, _ = finished_run
+    copy = tmp_path / "resumed"
+    copy.mkdir()
+    for name in ("study.db", "config.yaml"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    config = dict(TINY, search=dict(TINY["search"], trials=8))  # a larger budget continues the run
+    result = autocomp.search(build_config(config), copy)
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{copy / 'study.db'}")
+    assert len(study.trials) == 8
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == 8  # the resumed agent did not repeat earlier proposals
+    assert result.report["trials"] == 8
