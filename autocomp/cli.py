@@ -23,16 +23,15 @@ def _fail(err: AutocompError) -> None:
 
 def _summary(report: dict) -> Table:
     base, best = report["baseline"], report["best"]
-    table = Table(title=f"autocomp: {report['model']} on {report['data']}, agent {report['agent']}, "
-                        f"{report['trials']} trials, {report['wall_seconds']:.0f} s")
-    table.add_column("")
-    table.add_column("baseline", justify="right")
-    table.add_column("compressed", justify="right")
-    table.add_column("ratio", justify="right")
-    for label, key, fmt in [("test accuracy", "test_accuracy", "{:.2%}"), ("held-out accuracy", "val_accuracy", "{:.2%}"),
-                            ("MACs", "macs", "{:,}"), ("params", "params", "{:,}"), ("size (bytes)", "size_bytes", "{:,}")]:
-        ratio = "" if "accuracy" in key else f"{best[key] / base[key]:.1%}"
-        table.add_row(label, fmt.format(base[key]), fmt.format(best[key]), ratio)
+    table = Table(title=f"autocomp: {report['model']} on {report['data']}",
+                  caption=f"agent {report['agent']}, {report['trials']} trials, best trial {best['trial']} scored "
+                          f"{best['val_accuracy']:.2%} on held-out data before its fine-tune; {report['wall_seconds']:.0f} s")
+    for column, justify in (("", "left"), ("baseline", "right"), ("compressed", "right"), ("ratio", "right")):
+        table.add_column(column, justify=justify)
+    table.add_row("test accuracy", f"{base['test_accuracy']:.2%}", f"{best['test_accuracy']:.2%}",
+                  f"{100 * (best['test_accuracy'] - base['test_accuracy']):+.2f} pt")
+    for label, key in (("MACs", "macs"), ("params", "params"), ("size (bytes)", "size_bytes")):
+        table.add_row(label, f"{base[key]:,}", f"{best[key]:,}", f"{best[key] / base[key]:.1%}")
     return table
 
 

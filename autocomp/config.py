@@ -32,6 +32,14 @@ class ModelConfig(_Section):
             raise ValueError(f"unknown model {name!r}; allowed: {', '.join(models.names())}")
         return name
 
+    @field_validator("kwargs")
+    @classmethod
+    def _no_data_arguments(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted({"num_classes", "in_channels"} & set(kwargs))
+        if taken:
+            raise ValueError(f"{taken[0]} comes from the data set and cannot be set here")
+        return kwargs
+
 
 class DataConfig(_Section):
     name: Literal["fashion_mnist", "digits", "synthetic"] = "fashion_mnist"

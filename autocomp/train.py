@@ -106,5 +106,7 @@ def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkp
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{settings.epochs} loss {loss.item():.3f}")
                 if step % CHECKPOINT_EVERY_STEPS == 0 or step % steps_per_epoch == 0:
                     save()
+            if not bar.console.is_terminal:  # logs get one line per epoch instead of a live bar
+                console.log(f"{label}: epoch {epoch + 1}/{settings.epochs} done, last loss {loss.item():.3f}")
     model.eval()
     return model

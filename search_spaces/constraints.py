@@ -53,19 +53,21 @@ class Constraint:
             )
 
     def project(self, graph: ModelGraph, space: Space, policy: Policy) -> Policy:
-        """The feasible policy nearest ``policy``: all keep ratios scaled by one factor, found by bisection.
+        """The policy on the budget's edge nearest ``policy``: all keep ratios scaled by one factor.
 
-        A feasible policy is returned unchanged; otherwise the largest factor in (0, 1] whose
-        scaled policy (each ratio floored at its range's low end) meets the budget.
+        Over-budget proposals shrink and under-budget ones grow (each ratio clipped to its
+        range), so no candidate wastes budget; the factor is the largest feasible one, found by
+        bisection. A proposal whose every ratio can grow to its maximum within budget does so.
         """
-        if self.feasible(graph, policy):
-            return policy
         params = space.to_params(policy)
+        ceiling = max(d.dim.high / params[d.name] for d in space.decisions) if params else 1.0
 
         def scaled(factor: float) -> Policy:
             return space.to_policy({name: value * factor for name, value in params.items()})
 
-        low, high = 0.0, 1.0
+        if self.feasible(graph, scaled(ceiling)):
+            return scaled(ceiling)
+        low, high = 0.0, ceiling
         for _ in range(_BISECTION_STEPS):
             mid = (low + high) / 2
             if self.feasible(graph, scaled(mid)):

@@ -17,7 +17,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     base, best, constraint = report["baseline"], report["best"], report["constraint"]
     rows = [
         ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
-        ("held-out accuracy (search score)", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
+        ("held-out accuracy (search score, before fine-tune)", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
         ("MACs", f"{base['macs']:,}", f"{best['macs']:,} ({_pct(best['macs'] / base['macs'])})"),
         ("parameters", f"{base['params']:,}", f"{best['params']:,} ({_pct(best['params'] / base['params'])})"),
         ("size (bytes)", f"{base['size_bytes']:,}", f"{best['size_bytes']:,}"),
