@@ -32,6 +32,8 @@ def _summary(report: dict) -> Table:
                   f"{100 * (best['test_accuracy'] - base['test_accuracy']):+.2f} pt")
     for label, key in (("MACs", "macs"), ("params", "params"), ("size (bytes)", "size_bytes")):
         table.add_row(label, f"{base[key]:,}", f"{best[key]:,}", f"{best[key] / base[key]:.1%}")
+    table.add_row(f"latency, batch {report['latency']['batch_size']} (ms)", f"{base['latency_ms']:.1f}",
+                  f"{best['latency_ms']:.1f}", f"{base['latency_ms'] / best['latency_ms']:.2f}x faster")
     return table
 
 

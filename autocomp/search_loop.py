@@ -17,19 +17,20 @@ from autocomp import io, models
 from autocomp.baseline import Baseline, prepare_baseline
 from autocomp.compress import get_criterion
 from autocomp.config import RunConfig
-from autocomp.cost import Cost, measure
+from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.data import DataBundle, load_dataset
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, accuracy
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from autocomp.progress import console, progress_bar
-from autocomp.report import write_report
+from autocomp.report import REPORT_VERSION, write_report
 from autocomp.run_folder import check_run_folder, claim_run_folder
 from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Constraint, PruneRatio, Space
 
 STUDY_NAME = "autocomp"
+LATENCY_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,9 @@ def _finish(config: RunConfig, setup: _Setup, evaluator: Evaluator, baseline: Ba
     finetune = config.finetune
     settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha"}))
     distill = Distillation(baseline.model, temperature=finetune.temperature, alpha=finetune.alpha)
-    train(small, setup.data.train, settings, checkpoint=run_dir / "finetune.ckpt", distill=distill, label="fine-tune")
+    checkpoint = run_dir / f"finetune-{policy.key()}.ckpt"  # a new best policy never resumes another's weights
+    train(small, setup.data.train, settings, checkpoint=checkpoint, distill=distill, label="fine-tune")
+    checkpoint.unlink(missing_ok=True)
     return small, accuracy(small, setup.data.test)
 
 
@@ -150,8 +153,36 @@ def _finished_report(run_dir: Path, best: optuna.trial.FrozenTrial, trials: int)
     if not (path.exists() and (run_dir / "model.pt").exists()):
         return None
     report = json.loads(path.read_text())
-    same = report.get("trials") == trials and report.get("best", {}).get("trial") == best.number
+    same = (report.get("version") == REPORT_VERSION and report.get("trials") == trials
+            and report.get("best", {}).get("trial") == best.number)
     return report if same else None
+
+
+def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
+            small: torch.nn.Module, test_accuracy: float, wall_seconds: float) -> dict[str, Any]:
+    """Everything report.json records: baseline and best model, constraint, trials, wall time, config."""
+    modules = dict(small.named_modules())
+    trials = _finished(study)
+    latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
+    return {
+        "version": REPORT_VERSION,
+        "model": config.model.name,
+        "data": config.data.name,
+        "agent": config.search.agent,
+        "constraint": {"metric": setup.constraint.metric, "limit": setup.constraint.limit,
+                       "max": config.constraint.max, "relative": config.constraint.relative},
+        "trials": len(trials),
+        "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        "wall_seconds": wall_seconds,
+        "latency": {"batch_size": LATENCY_BATCH, "threads": torch.get_num_threads(), "device": "cpu"},
+        "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
+                     **setup.baseline_cost.to_dict(), "latency_ms": latency["baseline"]},
+        "best": {"trial": best.number, "val_accuracy": best.value, "test_accuracy": test_accuracy,
+                 **measure(small, setup.example).to_dict(), "latency_ms": latency["best"],
+                 "channels": {layer.name: [modules[layer.name].weight.shape[0], layer.out_channels]
+                              for layer in setup.graph.prunable}},
+        "config": config.to_dict(),
+    }
 
 
 def search(config: RunConfig, out: str | Path) -> SearchResult:
@@ -180,30 +211,9 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
         return SearchResult(run_dir, finished)
     policy = Policy.from_dict(best.user_attrs["policy"])
     small, test_accuracy = _finish(config, setup, evaluator, baseline, policy, run_dir)
-    final_cost = measure(small, setup.example)
     io.save(small, run_dir / "model.pt", setup.example)
     policy.save(run_dir / "policy.json")
 
-    base_cost = setup.baseline_cost
-    pruned = {name: module.weight.shape[0] for name, module in small.named_modules() if name in
-              {layer.name for layer in setup.graph.prunable}}
-    trials = _finished(study)
-    report = {
-        "model": config.model.name,
-        "data": config.data.name,
-        "agent": config.search.agent,
-        "constraint": {"metric": setup.constraint.metric, "limit": setup.constraint.limit,
-                       "max": config.constraint.max, "relative": config.constraint.relative},
-        "trials": len(trials),
-        "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
-        "wall_seconds": time.perf_counter() - started,
-        "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
-                     **base_cost.to_dict()},
-        "best": {"trial": best.number, "val_accuracy": best.value, "test_accuracy": test_accuracy,
-                 **final_cost.to_dict(),
-                 "channels": {layer.name: [pruned[layer.name], layer.out_channels] for layer in setup.graph.prunable}},
-        "config": config.to_dict(),
-    }
+    report = _report(config, setup, baseline, study, best, small, test_accuracy, time.perf_counter() - started)
     write_report(run_dir, report)
-    (run_dir / "finetune.ckpt").unlink(missing_ok=True)
     return SearchResult(run_dir, report)

@@ -70,3 +70,12 @@ def test_predicted_macs_equal_the_measured_macs_of_the_compressed_model(name, kw
     policy = autocomp.Policy({name: autocomp.LayerDecision(k) for g, k in zip(graph.groups, keeps) for name in g.layers})
     small = autocomp.compress(model, policy, x)
     assert graph.predict_macs(policy) == autocomp.measure(small, x).macs
+
+
+def test_a_pruned_model_is_measurably_faster():
+    torch.manual_seed(0)
+    model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
+    x = torch.zeros(1, 1, 28, 28)
+    small = autocomp.compress(model, autocomp.Policy.uniform(autocomp.prunable_layers(model, x), 0.5), x)
+    times = autocomp.cost.compare_latency_ms({"full": model, "small": small}, x, batch_size=32, repeats=7)
+    assert times["small"] < 0.8 * times["full"]  # ~27% of the MACs; generous for a shared, noisy machine

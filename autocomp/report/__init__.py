@@ -1,5 +1,5 @@
 """Reports of finished runs."""
 
-from autocomp.report.writer import write_report
+from autocomp.report.writer import REPORT_VERSION, write_report
 
-__all__ = ["write_report"]
+__all__ = ["REPORT_VERSION", "write_report"]

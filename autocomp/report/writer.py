@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+REPORT_VERSION = 1
+
 
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
@@ -14,13 +16,15 @@ def _pct(value: float) -> str:
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     """Write ``report.json`` (the full record) and a short ``report.md`` beside it."""
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    base, best, constraint = report["baseline"], report["best"], report["constraint"]
+    base, best, constraint, latency = report["baseline"], report["best"], report["constraint"], report["latency"]
     rows = [
         ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
         ("held-out accuracy (search score, before fine-tune)", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
         ("MACs", f"{base['macs']:,}", f"{best['macs']:,} ({_pct(best['macs'] / base['macs'])})"),
         ("parameters", f"{base['params']:,}", f"{best['params']:,} ({_pct(best['params'] / base['params'])})"),
         ("size (bytes)", f"{base['size_bytes']:,}", f"{best['size_bytes']:,}"),
+        (f"CPU latency, batch {latency['batch_size']}, {latency['threads']} threads (ms)",
+         f"{base['latency_ms']:.1f}", f"{best['latency_ms']:.1f} ({base['latency_ms'] / best['latency_ms']:.2f}x faster)"),
     ]
     lines = [
         f"# autocomp report: {report['model']} on {report['data']}",
