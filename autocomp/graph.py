@@ -99,7 +99,8 @@ class ModelGraph:
         traced = _trace_layers(model, example_inputs)
         modules = dict(model.named_modules())
         names = {module: name for name, module in modules.items()}
-        self._dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+        with torch.enable_grad():  # Torch-Pruning traces through autograd, also when called under no_grad
+            self._dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
 
         order = {name: i for i, name in enumerate(traced)}
         raw_groups = []

@@ -99,3 +99,10 @@ def test_no_layer_is_pruned_to_zero_channels():
     small = autocomp.compress(model, autocomp.Policy.uniform(autocomp.prunable_layers(model, X[:1]), 0.01), X[:1])
     assert min(conv_widths(small)) == 1
     assert small(X).shape == (2, 10)
+
+
+def test_compress_works_under_no_grad():
+    model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        small = autocomp.compress(model, autocomp.Policy.uniform(autocomp.prunable_layers(model, X[:1]), 0.5), X[:1])
+    assert autocomp.measure(small, X[:1]).macs < autocomp.measure(model, X[:1]).macs

@@ -1,9 +1,11 @@
+import copy
 import pickle
 
 import pytest
 import torch
 
 import autocomp
+from autocomp.graph import ModelGraph
 
 X = torch.randn(3, 1, 28, 28)
 
@@ -12,14 +14,9 @@ X = torch.randn(3, 1, 28, 28)
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, name):
     torch.manual_seed(1)
     model = autocomp.zoo.create(name, num_classes=10, in_channels=1)
-    layers = autocomp.prunable_layers(model, X[:1])
-    policy = autocomp.Policy({layer.name: autocomp.LayerDecision(0.5 if i % 2 else 0.75)
-                              for i, layer in enumerate(layers)})
-    # coupled layers must agree: give every group its first member's ratio
-    by_group = {}
-    for layer in layers:
-        by_group.setdefault(layer.group, policy.keep(layer.name))
-    policy = autocomp.Policy({layer.name: autocomp.LayerDecision(by_group[layer.group]) for layer in layers})
+    groups = ModelGraph(copy.deepcopy(model), X[:1]).groups  # coupled layers share one ratio
+    policy = autocomp.Policy({layer: autocomp.LayerDecision(0.5 if group.index % 2 else 0.75)
+                              for group in groups for layer in group.layers})
     small = autocomp.compress(model, policy, X[:1]).eval()
     path = tmp_path / "small.pt"
     autocomp.save(small, path, X[:1])
@@ -39,7 +36,7 @@ def test_the_file_holds_plain_data_only(tmp_path):
 def test_loading_refuses_a_pickled_object(tmp_path):
     path = tmp_path / "evil.pt"
     with path.open("wb") as f:
-        pickle.dump(autocomp.Policy(), f)
+        pickle.dump(autocomp.Policy(), f, protocol=2)
     with pytest.raises(autocomp.ConfigError, match="evil.pt"):
         autocomp.load(path)
 

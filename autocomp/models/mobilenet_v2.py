@@ -22,6 +22,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int, groups: int = 1) -> nn.Sequential:
+    """Conv (padded to keep the size at stride 1, no bias) -> BatchNorm -> ReLU6."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU6(inplace=True))
 
@@ -43,8 +44,9 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, width_mult: float, small_input: bool,
-                 dropout: float = 0.2) -> None:
+    """``features`` (stem, 17 inverted residuals, 1x1 conv), global average pooling, dropout, linear ``classifier``."""
+
+    def __init__(self, num_classes: int, in_channels: int, width_mult: float, small_input: bool) -> None:
         super().__init__()
         channels = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
@@ -58,7 +60,8 @@ class MobileNetV2(nn.Module):
         layers.append(conv_bn_relu(channels, last, 1, 1))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
+        self.dropout = nn.Dropout(0.2)
+        self.classifier = nn.Linear(last, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
@@ -67,10 +70,11 @@ class MobileNetV2(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
 
 
 @register("mobilenet_v2")
 def mobilenet_v2(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0,
                  small_input: bool = True) -> MobileNetV2:
+    """MobileNetV2; ``small_input`` keeps 28x28/32x32 inputs from shrinking too fast (see the module doc)."""
     return MobileNetV2(num_classes, in_channels, width_mult, small_input)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autocomp.models.registry import register, scaled
+from autocomp.models.channels import scaled
+from autocomp.models.registry import register
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers; the shortcut is identity, or 1x1 conv + BN when the shape changes."""
+
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
@@ -64,14 +67,17 @@ class CifarResNet(nn.Module):
 
 @register("resnet20")
 def resnet20(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> CifarResNet:
+    """ResNet-20: 3 basic blocks per stage."""
     return CifarResNet(3, num_classes, in_channels, width_mult)
 
 
 @register("resnet32")
 def resnet32(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> CifarResNet:
+    """ResNet-32: 5 basic blocks per stage."""
     return CifarResNet(5, num_classes, in_channels, width_mult)
 
 
 @register("resnet56")
 def resnet56(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> CifarResNet:
+    """ResNet-56: 9 basic blocks per stage."""
     return CifarResNet(9, num_classes, in_channels, width_mult)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autocomp.models.registry import register, scaled
+from autocomp.models.channels import scaled
+from autocomp.models.registry import register
 
 LAYOUT = [128, 128, "M", 256, 256, "M", 512, 512, "M"]
 
@@ -34,4 +35,5 @@ class VGGSmall(nn.Module):
 
 @register("vgg_small")
 def vgg_small(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> VGGSmall:
+    """VGG-Small with every channel count scaled by ``width_mult``."""
     return VGGSmall(num_classes, in_channels, width_mult)

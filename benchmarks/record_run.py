@@ -1,0 +1,80 @@
+"""Check a finished run independently and append it to benchmarks/RESULTS.md.
+
+Re-measures the saved model.pt (MACs, test accuracy) instead of trusting report.json, prints
+a table and appends it with the command, the machine and the date.
+
+    python benchmarks/record_run.py runs/demo --command "make demo" --wall-seconds 640
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+import autocomp
+from autocomp.config import RunConfig
+from autocomp.data import load_dataset
+from autocomp.evaluate import accuracy
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--command", default="make demo", help="the command that produced the run")
+    parser.add_argument("--wall-seconds", type=float, default=None, help="wall time of the whole command, installs included")
+    args = parser.parse_args()
+
+    report = json.loads((args.run_dir / "report.json").read_text())
+    config = RunConfig.model_validate(report["config"])
+    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size, seed=config.data.seed)
+    model = autocomp.load(args.run_dir / "model.pt")
+    macs = autocomp.measure(model, data.example_input()).macs
+    test_accuracy = accuracy(model, data.test)
+    base = report["baseline"]
+    rows = [
+        ("baseline test accuracy", f"{base['test_accuracy']:.2%}"),
+        ("compressed test accuracy (model.pt re-evaluated)", f"{test_accuracy:.2%}"),
+        ("accuracy change", f"{100 * (test_accuracy - base['test_accuracy']):+.2f} pt"),
+        ("MACs, baseline -> model.pt re-measured", f"{base['macs']:,} -> {macs:,} ({macs / base['macs']:.1%})"),
+        ("budget", f"{report['constraint']['metric']} <= {report['constraint']['limit']:,.0f}"),
+        ("params", f"{base['params']:,} -> {report['best']['params']:,}"),
+        (f"CPU latency, batch {report['latency']['batch_size']}",
+         f"{base['latency_ms']:.1f} ms -> {report['best']['latency_ms']:.1f} ms "
+         f"({base['latency_ms'] / report['best']['latency_ms']:.2f}x)"),
+        ("trials", f"{report['trials']} ({report['agent']})"),
+        ("search + fine-tune wall time", f"{report['wall_seconds']:.0f} s"),
+    ]
+    if args.wall_seconds is not None:
+        rows.append(("whole command wall time", f"{args.wall_seconds:.0f} s ({args.wall_seconds / 60:.1f} min)"))
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+
+    lines = [
+        f"\n## {report['model']} on {report['data']}, {report['constraint']['metric']} <= "
+        f"{report['constraint']['max']:.0%} ({datetime.date.today().isoformat()})",
+        "",
+        f"Command: `{args.command}`; checked with `python benchmarks/record_run.py {args.run_dir}`.",
+        f"Machine: {machine()}.",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {name} | {value} |" for name, value in rows],
+    ]
+    with RESULTS.open("a") as results:
+        results.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
