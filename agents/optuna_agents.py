@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import optuna
 
 from agents.base import Agent, register_agent
@@ -18,8 +20,9 @@ class OptunaAgent(Agent):
         self._study = optuna.create_study(direction="maximize", sampler=self.make_sampler(seed))
         self._pending: dict[str, optuna.trial.Trial] = {}
 
+    @abstractmethod
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        raise NotImplementedError
+        """The sampler that draws candidate n, seeded from (agent seed, n)."""
 
     def ask(self) -> Policy:
         self._study.sampler = self.make_sampler(self.seed * 1_000_003 + self.told)

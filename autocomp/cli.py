@@ -55,6 +55,9 @@ def search(
         result = run_search(run_config, out if out is not None else Path("runs") / config.stem)
     except AutocompError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: run the same command again to resume where it stopped.")
+        raise typer.Exit(code=130) from None
     stdout.print(_summary(result.report))
     stdout.print(f"run folder: {result.run_dir}  (report.md, model.pt, policy.json, study.db)")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,12 +109,6 @@ class RunConfig(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-    def fingerprint(self, *sections: str) -> str:
-        """A hash of the named sections (all when none): equal settings give equal fingerprints."""
-        data = self.to_dict()
-        chosen = {key: data[key] for key in sections} if sections else data
-        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _one_sentence(err: ValidationError, source: str) -> str:

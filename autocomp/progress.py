@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
-def progress_bar(transient: bool = False) -> Progress:
+def progress_bar() -> Progress:
     """A progress bar with a description, count, elapsed and remaining time and a free ``info`` field."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -18,6 +18,5 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=console,
-        transient=transient,
         disable=not console.is_terminal,
     )

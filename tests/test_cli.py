@@ -103,3 +103,38 @@ def test_zoo_lists_the_models(tmp_path):
     result = run_cli("zoo", cwd=tmp_path)
     assert result.returncode == 0
     assert {"resnet20", "resnet56", "mobilenet_v2", "vgg_small"} <= set(result.stdout.split())
+
+
+def test_an_interrupted_search_resumes_to_exactly_its_budget(tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    config = with_change("search", "trials", 12)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "autocomp.cli", "search", "--config", str(path), "--out", str(out)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finished_trials() -> int:
+        try:
+            with sqlite3.connect(out / "study.db") as db:
+                return db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 120
+    while finished_trials() < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again" in stderr
+    interrupted_at = finished_trials()
+    assert 3 <= interrupted_at < 12
+
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resuming with" in result.stderr
+    assert finished_trials() == 12
