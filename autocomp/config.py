@@ -87,6 +87,8 @@ class SearchConfig(_Section):
     seed: int = 0
     min_keep: float = Field(default=0.2, gt=0, le=1)
     criterion: str = "l1"
+    reconstruct: bool = False
+    channel_multiple: int = Field(default=1, ge=1)
 
 
 class EvaluatorConfig(_Section):

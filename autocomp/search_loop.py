@@ -63,7 +63,7 @@ def _validate(config: RunConfig) -> _Setup:
     baseline_cost = measure(model, example)
     constraint = Constraint.create(config.constraint.metric, config.constraint.max, config.constraint.relative,
                                    baseline_cost)
-    space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep))
+    space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep), config.search.channel_multiple)
     constraint.check_reachable(graph, space)
     return _Setup(data, example, graph, space, constraint, baseline_cost)
 
@@ -198,7 +198,8 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     baseline = prepare_baseline(config, setup.data)
     evaluator = Evaluator(baseline.model, setup.example, setup.data.train, setup.data.val, EvaluatorSettings(
         bn_batches=config.evaluator.bn_batches, batch_size=config.evaluator.batch_size,
-        val_examples=config.evaluator.val_examples, criterion=config.search.criterion, seed=config.search.seed))
+        val_examples=config.evaluator.val_examples, criterion=config.search.criterion,
+        reconstruct=config.search.reconstruct, seed=config.search.seed))
     study = _open_study(run_dir)
     _run_trials(config, setup, evaluator, study)
 

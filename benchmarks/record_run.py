@@ -9,24 +9,14 @@ a table and appends it with the command, the machine and the date.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 from pathlib import Path
-
-import torch
 
 import autocomp
 from autocomp.config import RunConfig
 from autocomp.data import load_dataset
 from autocomp.evaluate import accuracy
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def machine() -> str:
-    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+from results import append_section
 
 
 def main() -> None:
@@ -61,19 +51,9 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
 
-    lines = [
-        f"\n## {report['model']} on {report['data']}, {report['constraint']['metric']} <= "
-        f"{report['constraint']['max']:.0%} ({datetime.date.today().isoformat()})",
-        "",
-        f"Command: `{args.command}`; checked with `python benchmarks/record_run.py {args.run_dir}`.",
-        f"Machine: {machine()}.",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {name} | {value} |" for name, value in rows],
-    ]
-    with RESULTS.open("a") as results:
-        results.write("\n".join(lines) + "\n")
+    title = f"{report['model']} on {report['data']}, {report['constraint']['metric']} <= {report['constraint']['max']:.0%}"
+    command = f"{args.command}`; checked with `python benchmarks/record_run.py {args.run_dir}"
+    append_section(title, command, ["| | |", "|---|---|", *[f"| {name} | {value} |" for name, value in rows]])
 
 
 if __name__ == "__main__":

@@ -24,13 +24,17 @@ class Decision:
 class Space:
     """One keep-ratio decision per coupled channel group of a `ModelGraph`."""
 
-    def __init__(self, decisions: list[Decision]) -> None:
+    def __init__(self, decisions: list[Decision], channel_multiple: int = 1) -> None:
         self.decisions = decisions
+        self.channel_multiple = channel_multiple
 
     @classmethod
-    def from_graph(cls, graph: ModelGraph, dim: PruneRatio = PruneRatio()) -> Space:
-        """Decisions named ``keep/<first layer of the group>``, in execution order."""
-        return cls([Decision(f"keep/{group.layers[0]}", group, dim) for group in graph.groups])
+    def from_graph(cls, graph: ModelGraph, dim: PruneRatio = PruneRatio(), channel_multiple: int = 1) -> Space:
+        """Decisions named ``keep/<first layer of the group>``, in execution order.
+
+        Policies of this space round kept channel counts to ``channel_multiple``.
+        """
+        return cls([Decision(f"keep/{group.layers[0]}", group, dim) for group in graph.groups], channel_multiple)
 
     @property
     def names(self) -> list[str]:
@@ -45,7 +49,7 @@ class Space:
         for d in self.decisions:
             keep = d.dim.clip(float(params[d.name]))
             layers.update({name: LayerDecision(keep) for name in d.group.layers})
-        return Policy(layers)
+        return Policy(layers, channel_multiple=self.channel_multiple)
 
     def to_params(self, policy: Policy) -> dict[str, float]:
         return {d.name: policy.keep(d.group.layers[0]) for d in self.decisions}

@@ -6,13 +6,45 @@ from autocomp import ConfigError, LayerDecision, Policy
 
 
 def test_json_round_trip_keeps_every_decision(tmp_path):
-    policy = Policy({"conv1": LayerDecision(0.5), "layer1.0.conv1": LayerDecision(0.25), "fc0": LayerDecision(1.0)})
+    policy = Policy({"conv1": LayerDecision(0.5), "layer1.0.conv1": LayerDecision(0.25, rank=0.5, rank_scheme="separable"),
+                     "fc0": LayerDecision(1.0)}, width=0.75, resolution=0.5, channel_multiple=8)
     path = tmp_path / "policy.json"
     policy.save(path)
     again = Policy.load(path)
     assert again == policy
     assert again.key() == policy.key()
-    assert json.loads(path.read_text())["version"] == 1
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and data["channel_multiple"] == 8
+    assert "rank" not in data["layers"]["conv1"]  # unfactorized layers stay short
+
+
+def test_version_1_files_still_load(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "autocomp.policy", "version": 1, "layers": {"a": {"keep": 0.5}}}))
+    assert Policy.load(path) == Policy({"a": LayerDecision(0.5)})
+
+
+def test_multipliers_take_part_in_equality_and_key():
+    assert Policy(width=0.5) != Policy()
+    assert Policy(resolution=0.5).key() != Policy().key()
+    assert Policy(channel_multiple=8).key() != Policy().key()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"width": 0.0}, "width multiplier"), ({"width": 1.5}, "width multiplier"), ({"resolution": -1}, "resolution"),
+     ({"channel_multiple": 0}, "channel multiple"), ({"channel_multiple": 2.5}, "channel multiple")],
+)
+def test_bad_multipliers_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        Policy(**options)
+
+
+@pytest.mark.parametrize("fields, message", [({"rank": 0.0}, "rank fraction"), ({"rank": 1.2}, "rank fraction"),
+                                             ({"rank": 0.5, "rank_scheme": "tucker"}, "rank scheme 'tucker'")])
+def test_bad_low_rank_decisions_are_refused(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        LayerDecision(**fields)
 
 
 def test_key_ignores_order_and_tells_policies_apart():

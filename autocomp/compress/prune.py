@@ -1,15 +1,20 @@
-"""Structured channel pruning: a new, smaller dense model from a policy."""
+"""Compression by policy: channels removed, layers factorized, input resized; a new, smaller dense model."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from autocomp.compress.criteria import get_criterion
-from autocomp.graph import LayerInfo, ModelGraph
+from autocomp.compress.resize import InputResize, resized_size
+from autocomp.errors import ConfigError
+from autocomp.graph import LayerInfo, ModelGraph, rank_from_fraction
 from autocomp.policy import Policy
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[LayerInfo]:
@@ -17,13 +22,69 @@ def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[Laye
     return ModelGraph(copy.deepcopy(model), example_inputs).prunable
 
 
-def compress(model: nn.Module, policy: Policy, example_inputs: torch.Tensor, criterion: str = "l1") -> nn.Module:
-    """Return a pruned copy of ``model``: each layer keeps ``policy.keep(name)`` of its output channels.
+class Compressor:
+    """Compresses one model under many policies; channels are scored once, with ``criterion``.
 
-    Coupled layers (residual adds, depthwise pairs) lose the same channels; ``model`` is untouched.
+    ``data``, a few (inputs, labels) batches of training data, feeds the data-driven criteria
+    (``taylor``, ``apoz``) and ``reconstruct``, which refits the layers that read pruned
+    channels by least squares on their activations (as ThiNet and AMC do).
     """
-    score = get_criterion(criterion)
-    small = copy.deepcopy(model)
-    graph = ModelGraph(small, example_inputs)
-    graph.prune(graph.kept_channels(policy), score)
-    return small
+
+    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, criterion: str = "l1",
+                 data: Sequence[Batch] = (), reconstruct: bool = False) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        self.data = list(data)
+        self.reconstruct = reconstruct
+        if reconstruct and not self.data:
+            raise ConfigError("reconstruct=True needs data: pass a few (inputs, labels) training batches as data.")
+        score = get_criterion(criterion)
+        probe = copy.deepcopy(model)
+        self.graph = ModelGraph(probe, example_inputs)
+        if score.needs_data:
+            if not self.data:
+                raise ConfigError(f"criterion {criterion!r} needs data: pass a few (inputs, labels) training batches as data.")
+            score.prepare(probe, self.data)
+        self._scores = self.graph.channel_scores(score)
+        probe.zero_grad(set_to_none=True)
+
+    def __call__(self, policy: Policy) -> nn.Module:
+        """A compressed copy of the model: prune, (reconstruct,) factorize, then resize the input."""
+        kept_channels = self.graph.kept_channels(policy)
+        size = resized_size(self.example_inputs.shape, policy.resolution) if policy.resolution < 1.0 else None
+        small = copy.deepcopy(self.model)
+        graph = ModelGraph(small, self.example_inputs)
+        kept_outputs = graph.prune(kept_channels, self._scores)
+        if self.reconstruct:
+            from autocomp.compress.reconstruct import reconstruct
+
+            reconstruct(self.model, small, kept_outputs, [inputs for inputs, _ in self.data])
+        _factorize(small, self.graph.layers, policy)
+        return InputResize(small, size) if size is not None else small
+
+
+def _factorize(model: nn.Module, layers: list[LayerInfo], policy: Policy) -> None:
+    """Replace every layer the policy gives a rank with its SVD factorization, in place."""
+    chosen = [(layer, policy.decision(layer.name)) for layer in layers if policy.decision(layer.name).rank is not None]
+    if not chosen:
+        return
+    from autocomp.compress.lowrank import factorize
+
+    for layer, decision in chosen:
+        module = model.get_submodule(layer.name)
+        out_channels, in_channels = module.weight.shape[:2]
+        rank = rank_from_fraction(layer, in_channels, out_channels, decision.rank, decision.rank_scheme)
+        model.set_submodule(layer.name, factorize(module, rank, decision.rank_scheme))
+
+
+def compress(model: nn.Module, policy: Policy, example_inputs: torch.Tensor, criterion: str = "l1",
+             data: Sequence[Batch] = (), reconstruct: bool = False) -> nn.Module:
+    """Return a compressed copy of ``model``; ``model`` is untouched.
+
+    Each layer keeps ``policy.keep(name)`` (times ``policy.width``) of its output channels,
+    rounded to ``policy.channel_multiple``; coupled layers (residual adds, concatenations,
+    depthwise pairs) lose the same channels. Layers with a ``rank`` are then factorized, and a
+    ``resolution`` below 1 makes the model resize its input first. For many policies on one
+    model, build a `Compressor` once.
+    """
+    return Compressor(model, example_inputs, criterion, data, reconstruct)(policy)

@@ -10,12 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from autocomp.compress import compress
+from autocomp.compress import Compressor
 from autocomp.cost import Cost, measure
 from autocomp.data import iterate_batches
 from autocomp.evaluate.bn import recalibrate_batchnorm
 from autocomp.evaluate.metrics import accuracy
 from autocomp.policy import Policy
+
+
+_CRITERION_BATCHES = 4
+"""Training batches that data-driven criteria (taylor, apoz) and reconstruction see."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class EvaluatorSettings:
     batch_size: int = 256
     val_examples: int | None = 2500
     criterion: str = "l1"
+    reconstruct: bool = False
     seed: int = 0
 
 
@@ -45,14 +50,17 @@ class Evaluator:
         self.example_inputs = example_inputs
         self.settings = settings
         calibration = iterate_batches(train, settings.batch_size, shuffle=True, seed=settings.seed)
-        self._calibration = [images for images, _ in itertools.islice(calibration, settings.bn_batches)]
+        batches = list(itertools.islice(calibration, settings.bn_batches))
+        self._calibration = [images for images, _ in batches]
+        self._compressor = Compressor(self.baseline, example_inputs, settings.criterion, data=batches[:_CRITERION_BATCHES],
+                                      reconstruct=settings.reconstruct)
         if settings.val_examples is not None and settings.val_examples < len(val):
             val = TensorDataset(*(tensor[: settings.val_examples] for tensor in val.tensors))
         self._val = val
 
     def build(self, policy: Policy) -> nn.Module:
         """The compressed, BN-recalibrated model of ``policy``."""
-        small = compress(self.baseline, policy, self.example_inputs, self.settings.criterion)
+        small = self._compressor(policy)
         return recalibrate_batchnorm(small, self._calibration)
 
     def score(self, policy: Policy) -> EvalResult:

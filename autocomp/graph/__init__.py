@@ -1,0 +1,315 @@
+"""ModelGraph: the conv/linear layers of a model and the channel groups that must be pruned together.
+
+Torch-Pruning's dependency graph finds the coupling (residual adds, depthwise convolutions,
+concatenation); this package turns it into plain records (`LayerInfo`, `ChannelGroup`) that
+the rest of autocomp reads, predicts the exact MACs of any policy, and prunes a model in
+place from per-group channel counts. `trace` records the layers of one forward pass;
+`dependency` builds the Torch-Pruning graph and says which groups are safe to prune.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autocomp.cost.macs import COUNTED_TYPES
+from autocomp.errors import ConfigError
+from autocomp.graph.dependency import dependency_graph, prunable_safely
+from autocomp.graph.trace import trace_layers
+from autocomp.policy import Policy
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One conv or linear layer as traced on the example input (shapes without the batch)."""
+
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    macs: int
+    params: int
+    group: int | None
+    """Index of the `ChannelGroup` its output channels belong to; None when they cannot be pruned."""
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels
+
+    @property
+    def factorizable(self) -> bool:
+        """Low-rank factorization applies to linear layers and 2-d convolutions without groups."""
+        return self.kind == "linear" or (self.groups == 1 and len(self.kernel_size) == 2)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels shared by ``layers`` (they produce them) and read by ``consumers``."""
+
+    index: int
+    channels: int
+    layers: tuple[str, ...]
+    consumers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Share:
+    """How many of a layer's input or output channels come from one group."""
+
+    group: int
+    count: int
+
+
+class ModelGraph:
+    """Prunable structure of ``model`` traced on ``example_inputs``; `prune` edits ``model`` in place."""
+
+    def __init__(self, model: nn.Module, example_inputs: torch.Tensor) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        self._pruned = False
+        self._shapes: dict[float, dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
+        traced = trace_layers(model, example_inputs)
+        modules = dict(model.named_modules())
+        names = {module: name for name, module in modules.items()}
+        self._dg = dependency_graph(model, example_inputs)
+
+        order = {name: i for i, name in enumerate(traced)}
+        raw_groups = []
+        self._in_shares: dict[str, list[_Share]] = {name: [] for name in traced}
+        self._out_shares: dict[str, list[_Share]] = {name: [] for name in traced}
+        for group in self._dg.get_all_groups(root_module_types=COUNTED_TYPES):
+            producers, consumers = {}, {}
+            for dep, idxs in group:
+                name = names.get(dep.target.module)
+                if name not in traced:
+                    continue
+                if self._dg.is_out_channel_pruning_fn(dep.handler):
+                    producers[name] = len(idxs)
+                elif self._dg.is_in_channel_pruning_fn(dep.handler):
+                    consumers[name] = len(idxs)
+            if not consumers:  # nothing reads these channels: they are the model's output
+                continue
+            if not prunable_safely(self._dg, group):  # see graph.dependency: never pruned
+                continue
+            root = group[0].dep
+            raw_groups.append((min(order[n] for n in producers), root, producers, consumers))
+
+        raw_groups.sort(key=lambda item: item[0])
+        self.groups: list[ChannelGroup] = []
+        self._roots: list[tuple[nn.Module, object]] = []
+        group_of: dict[str, int] = {}
+        for index, (_, root, producers, consumers) in enumerate(raw_groups):
+            channels = self._dg.get_out_channels(root.target.module)
+            self.groups.append(
+                ChannelGroup(
+                    index=index,
+                    channels=channels,
+                    layers=tuple(sorted(producers, key=order.get)),
+                    consumers=tuple(sorted(consumers, key=order.get)),
+                )
+            )
+            self._roots.append((root.target.module, root.handler))
+            for name, count in producers.items():
+                group_of[name] = index
+                self._out_shares[name].append(_Share(index, count))
+            for name, count in consumers.items():
+                self._in_shares[name].append(_Share(index, count))
+
+        self.layers: list[LayerInfo] = []
+        for name, record in traced.items():
+            module = modules[name]
+            is_conv = not isinstance(module, nn.Linear)
+            self.layers.append(
+                LayerInfo(
+                    name=name,
+                    kind="conv" if is_conv else "linear",
+                    in_channels=module.in_channels if is_conv else module.in_features,
+                    out_channels=module.out_channels if is_conv else module.out_features,
+                    groups=module.groups if is_conv else 1,
+                    kernel_size=tuple(module.kernel_size) if is_conv else (1,),
+                    stride=tuple(module.stride) if is_conv else (1,),
+                    input_shape=record["input_shape"],
+                    output_shape=record["output_shape"],
+                    macs=record["macs"],
+                    params=sum(p.numel() for p in module.parameters()),
+                    group=group_of.get(name),
+                )
+            )
+
+    @property
+    def prunable(self) -> list[LayerInfo]:
+        """Layers whose output channels can be pruned, in execution order."""
+        return [layer for layer in self.layers if layer.group is not None]
+
+    def group_keep(self, policy: Policy) -> list[float]:
+        """The keep ratio of each channel group, the width multiplier applied; coupled layers must agree."""
+        self._check_layers(policy)
+        ratios = []
+        for group in self.groups:
+            keeps = {name: policy.keep(name) for name in group.layers}
+            distinct = sorted(set(keeps.values()))
+            if len(distinct) > 1:
+                a = next(n for n, k in keeps.items() if k == distinct[0])
+                b = next(n for n, k in keeps.items() if k == distinct[-1])
+                raise ConfigError(
+                    f"layers {a!r} and {b!r} share their output channels and must have the same keep ratio, "
+                    f"got {distinct[0]} and {distinct[-1]}."
+                )
+            ratios.append(min(1.0, distinct[0] * policy.width))
+        return ratios
+
+    def _check_layers(self, policy: Policy) -> None:
+        """Refuse decisions on layers this model lacks, cannot prune, or cannot factorize."""
+        by_name = {layer.name: layer for layer in self.layers}
+        for name, decision in policy.layers.items():
+            layer = by_name.get(name)
+            if layer is None:
+                known = sorted(by_name)
+                allowed = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+                raise ConfigError(f"policy names layer {name!r}, which is not a conv/linear layer of this model (layers: {allowed}).")
+            if decision.keep < 1.0 and layer.group is None:
+                raise ConfigError(
+                    f"policy prunes layer {name!r} to keep {decision.keep}, but its output channels cannot be pruned "
+                    "(they are the model's output or cannot be removed safely); allowed keep there: 1.0."
+                )
+            if decision.rank is not None and not layer.factorizable:
+                raise ConfigError(
+                    f"policy factorizes layer {name!r}, a {layer.kind} with groups={layer.groups} and kernel "
+                    f"{layer.kernel_size}; low-rank applies to linear layers and 2-d convolutions with groups=1."
+                )
+
+    def kept_channels(self, policy: Policy) -> list[int]:
+        """Channels each group keeps under ``policy``: keep x channels, rounded to ``policy.channel_multiple``.
+
+        A group never drops to zero channels: the floor is one multiple (or all its channels,
+        when it has fewer), and a keep ratio of 1 keeps every channel.
+        """
+        return [
+            rounded_channels(keep, group.channels, policy.channel_multiple)
+            for keep, group in zip(self.group_keep(policy), self.groups)
+        ]
+
+    def layer_channels(self, kept: list[int]) -> dict[str, tuple[int, int]]:
+        """(in, out) channels of every layer once each group keeps ``kept[i]`` channels."""
+
+        def remaining(total: int, shares: list[_Share]) -> int:
+            groups = self.groups
+            return total - sum(s.count * (groups[s.group].channels - kept[s.group]) // groups[s.group].channels for s in shares)
+
+        return {
+            layer.name: (remaining(layer.in_channels, self._in_shares[layer.name]),
+                         remaining(layer.out_channels, self._out_shares[layer.name]))
+            for layer in self.layers
+        }
+
+    def predict_macs(self, policy: Policy) -> int:
+        """MACs of the model ``compress`` would return for ``policy``, without building it."""
+        if self._pruned:
+            raise RuntimeError("predict_macs describes the unpruned model; build a new ModelGraph after prune().")
+        channels = self.layer_channels(self.kept_channels(policy))
+        shapes = self._shapes_at(policy.resolution)
+        total = 0
+        for layer in self.layers:
+            new_in, new_out = channels[layer.name]
+            macs, input_shape, output_shape = shapes[layer.name]
+            decision = policy.decision(layer.name)
+            if decision.rank is None:
+                in_per_group = 1 if layer.depthwise else new_in // layer.groups
+                old_in_per_group = layer.in_channels // layer.groups
+                total += macs * new_out * in_per_group // (layer.out_channels * old_in_per_group)
+                continue
+            total += self._lowrank_macs(layer, new_in, new_out, input_shape, output_shape, decision)
+        return total
+
+    def _lowrank_macs(self, layer: LayerInfo, new_in: int, new_out: int, input_shape: tuple[int, ...],
+                      output_shape: tuple[int, ...], decision) -> int:
+        """MACs of ``layer`` factorized as ``decision`` says, once it has ``new_in``/``new_out`` channels."""
+        from autocomp.compress.lowrank import lowrank_macs
+
+        rank = rank_from_fraction(layer, new_in, new_out, decision.rank, decision.rank_scheme)
+        if layer.kind == "linear":
+            return lowrank_macs(layer.kind, new_in, new_out, (1, 1), None, None, (1, 1), (0, 0), (1, 1), rank,
+                                decision.rank_scheme, rows=math.prod(input_shape[:-1]))
+        module = self._named_modules[layer.name]
+        return lowrank_macs(layer.kind, new_in, new_out, layer.kernel_size, input_shape[1:], output_shape[1:],
+                            layer.stride, module.padding, module.dilation, rank, decision.rank_scheme)
+
+    @property
+    def _named_modules(self) -> dict[str, nn.Module]:
+        return dict(self.model.named_modules())
+
+    def _shapes_at(self, resolution: float) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]:
+        """Per layer (MACs, input shape, output shape) of the unpruned model at an input resolution multiplier."""
+        if resolution not in self._shapes:
+            from autocomp.compress.resize import resize_input
+
+            example = resize_input(self.example_inputs, resolution)
+            try:
+                records = trace_layers(self.model, example)
+            except RuntimeError as err:
+                raise ConfigError(
+                    f"the model cannot run at resolution multiplier {resolution} (input {tuple(example.shape[1:])}): "
+                    f"{str(err).strip().splitlines()[0]}"
+                ) from None
+            self._shapes[resolution] = {
+                name: (record["macs"], record["input_shape"], record["output_shape"]) for name, record in records.items()
+            }
+        return self._shapes[resolution]
+
+    def channel_scores(self, criterion) -> list[torch.Tensor]:
+        """One score per channel of every group (``criterion`` scores a full Torch-Pruning group)."""
+        scores = []
+        for (module, handler), group in zip(self._roots, self.groups):
+            full = self._dg.get_pruning_group(module, handler, list(range(group.channels)))
+            score = torch.as_tensor(criterion(full)).detach().float().cpu().flatten()
+            if score.numel() != group.channels:
+                raise RuntimeError(f"criterion gave {score.numel()} scores for a group of {group.channels} channels")
+            scores.append(score)
+        return scores
+
+    def prune(self, kept: list[int], scores: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Remove channels from ``self.model`` in place so that group i keeps its ``kept[i]`` best-scored channels.
+
+        Returns, for every conv/linear layer, the indices of the original output channels it kept.
+        """
+        names = {module: name for name, module in self.model.named_modules()}
+        dropped: dict[str, set[int]] = {layer.name: set() for layer in self.layers}
+        for (module, handler), group, n_keep, score in zip(self._roots, self.groups, kept, scores):
+            if n_keep >= group.channels:
+                continue
+            drop = torch.argsort(score, stable=True)[: group.channels - n_keep].tolist()
+            pruning_group = self._dg.get_pruning_group(module, handler, sorted(drop))
+            for dep, idxs in pruning_group:
+                name = names.get(dep.target.module)
+                if name in dropped and self._dg.is_out_channel_pruning_fn(dep.handler):
+                    dropped[name].update(int(getattr(i, "idx", i)) for i in idxs)
+            pruning_group.prune()
+        self._pruned = True
+        return {
+            layer.name: torch.tensor(sorted(set(range(layer.out_channels)) - dropped[layer.name]), dtype=torch.long)
+            for layer in self.layers
+        }
+
+
+def rounded_channels(keep: float, channels: int, multiple: int = 1) -> int:
+    """``keep x channels`` rounded to a multiple of ``multiple``, at least one multiple, at most ``channels``."""
+    if keep >= 1.0:
+        return channels
+    count = int(keep * channels / multiple + 0.5) * multiple  # half up, as MobileNet's make_divisible
+    return min(channels, max(count, min(multiple, channels), 1))
+
+
+def rank_from_fraction(layer: LayerInfo, in_channels: int, out_channels: int, fraction: float, scheme: str) -> int:
+    """The rank a ``fraction`` of ``layer``'s full rank means once it has ``in_channels``/``out_channels``."""
+    from autocomp.compress.lowrank import full_rank_of
+
+    kernel = layer.kernel_size if layer.kind == "conv" else (1, 1)
+    return max(1, round(fraction * full_rank_of(in_channels, out_channels, kernel, scheme)))

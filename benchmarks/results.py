@@ -1,0 +1,46 @@
+"""Shared by the benchmark scripts: the machine's description and appending a table to RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows],
+    ]
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [list(map(str, header)), *[list(map(str, row)) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+
+
+def append_section(title: str, command: str, body: Sequence[str]) -> None:
+    """Append ``## title (date)`` with the command and the machine, then ``body`` lines, to RESULTS.md."""
+    lines = [
+        f"\n## {title} ({datetime.date.today().isoformat()})",
+        "",
+        f"Command: `{command}`.",
+        f"Machine: {machine()}.",
+        "",
+        *body,
+    ]
+    with RESULTS.open("a") as results:
+        results.write("\n".join(lines) + "\n")

@@ -1,0 +1,364 @@
+"""Small copies of common architecture patterns outside autocomp's zoo, for coverage tests.
+
+Each factory returns a full tiny classifier (10 classes) whose channel counts are multiples
+of 4 and at least 16, so that keep ratios of 0.25/0.5/0.75 give whole channel counts.
+`PATTERN_INPUTS` holds the input shape (without batch) each one is built for.
+
+* ``mobilenet_v3``: expand 1x1 -> depthwise -> squeeze-excitation -> project 1x1, hard-swish, residual add
+* ``shufflenet_v2``: a stride-2 unit (two branches) and stride-1 units (chunk / split, cat, channel shuffle)
+* ``densenet``: dense blocks (every layer's output concatenated to the running map) and a transition
+* ``squeezenet``: fire modules (squeeze 1x1 -> expand 1x1 and 3x3, concatenated), conv classifier
+* ``mlp``: Flatten -> Linear -> BatchNorm1d -> ReLU -> Linear -> ReLU -> Linear on 1x28x28 images
+* ``lenet``: convolutions, then Flatten of a 4x4 map into Linear layers (each channel owns 16 features)
+* ``vit_cls`` / ``vit_mean``: patch embedding, class token or mean pooling, position embedding,
+  pre-norm blocks with a hand-written multi-head self-attention and an MLP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+            act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(out_channels)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+# --- 1. MobileNetV3 -------------------------------------------------------------------------------
+
+class SqueezeExcitation(nn.Module):
+    """avgpool -> 1x1 conv reduce -> ReLU -> 1x1 conv expand -> hard-sigmoid, multiplied into the map."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.relu = nn.ReLU()
+        self.expand = nn.Conv2d(reduced, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.relu(self.reduce(self.pool(x)))))
+
+
+class MobileNetV3Block(nn.Module):
+    def __init__(self, in_channels: int, expanded: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.expand = conv_bn(in_channels, expanded, 1, act=nn.Hardswish)
+        self.depthwise = conv_bn(expanded, expanded, 3, stride, groups=expanded, act=nn.Hardswish)
+        self.se = SqueezeExcitation(expanded, expanded // 4)
+        self.project = conv_bn(expanded, out_channels, 1, act=None)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + out if self.residual else out
+
+
+class MobileNetV3(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, act=nn.Hardswish)
+        self.blocks = nn.Sequential(MobileNetV3Block(16, 64, 16, 1), MobileNetV3Block(16, 64, 24, 2),
+                                    MobileNetV3Block(24, 96, 24, 1))
+        self.last = conv_bn(24, 96, 1, act=nn.Hardswish)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(96, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.last(self.blocks(self.stem(x)))), 1))
+
+
+# --- 2. ShuffleNetV2 ------------------------------------------------------------------------------
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """Stride 1: split the channels in half, transform one half, concatenate, shuffle.
+    Stride 2: two branches (depthwise + 1x1; 1x1 + depthwise + 1x1) on the whole input."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, use_chunk: bool = True) -> None:
+        super().__init__()
+        self.stride = stride
+        self.use_chunk = use_chunk
+        half = out_channels // 2
+        branch_in = in_channels if stride == 2 else in_channels // 2
+        if stride == 2:
+            self.branch1 = nn.Sequential(conv_bn(in_channels, in_channels, 3, 2, groups=in_channels, act=None),
+                                         conv_bn(in_channels, half, 1))
+        self.branch2 = nn.Sequential(conv_bn(branch_in, half, 1), conv_bn(half, half, 3, stride, groups=half, act=None),
+                                     conv_bn(half, half, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2:
+            out = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
+        else:
+            if self.use_chunk:
+                x1, x2 = x.chunk(2, dim=1)
+            else:
+                x1, x2 = torch.split(x, x.shape[1] // 2, dim=1)
+            out = torch.cat([x1, self.branch2(x2)], dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 24, 3)
+        self.units = nn.Sequential(ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1, use_chunk=True),
+                                   ShuffleUnit(48, 48, 1, use_chunk=False))
+        self.last = conv_bn(48, 64, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.last(self.units(self.stem(x)))).flatten(1))
+
+
+# --- 3. DenseNet ----------------------------------------------------------------------------------
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-conv1x1 (bottleneck) -> BN-ReLU-conv3x3 (growth), pre-activation as in DenseNet-BC."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, 4 * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(4 * growth)
+        self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, in_channels: int, growth: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(in_channels + i * growth, growth) for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], dim=1)
+        return x
+
+
+class Transition(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.conv(F.relu(self.norm(x))))
+
+
+class DenseNet(nn.Module):
+    def __init__(self, num_classes: int = 10, growth: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1, bias=False)
+        self.block1 = DenseBlock(32, growth, 3)  # 32 + 3 * 16 = 80
+        self.transition = Transition(80, 48)
+        self.block2 = DenseBlock(48, growth, 2)  # 48 + 2 * 16 = 80
+        self.norm = nn.BatchNorm2d(80)
+        self.fc = nn.Linear(80, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.transition(self.block1(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.norm(x)), 1).flatten(1))
+
+
+# --- 4. SqueezeNet --------------------------------------------------------------------------------
+
+class Fire(nn.Module):
+    def __init__(self, in_channels: int, squeeze: int, expand: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_channels, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.squeeze(x))
+        return torch.cat([self.relu(self.expand1x1(x)), self.relu(self.expand3x3(x))], dim=1)
+
+
+class SqueezeNet(nn.Module):
+    """Conv stem, fire modules, and SqueezeNet's classifier: a 1x1 conv to the classes, then global pooling."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      Fire(32, 16, 32), Fire(64, 16, 32), nn.MaxPool2d(2), Fire(64, 24, 48))
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(96, num_classes, 1), nn.ReLU(),
+                                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# --- 5. MLP ---------------------------------------------------------------------------------------
+
+def mlp(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 128), nn.BatchNorm1d(128), nn.ReLU(),
+                         nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+
+def lenet(num_classes: int = 10) -> nn.Module:
+    """Convolutions, then Flatten of a 32 x 4 x 4 map into a Linear: each channel owns 16 input features."""
+    return nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+
+# --- 6. Vision transformer ------------------------------------------------------------------------
+
+class Attention(nn.Module):
+    """Multi-head self-attention written by hand: one qkv Linear, heads by reshape, softmax, proj."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, num_classes: int = 10, image: int = 32, patch: int = 4, dim: int = 32, depth: int = 2,
+                 num_heads: int = 4, hidden: int = 64, pool: str = "cls") -> None:
+        super().__init__()
+        self.pool = pool
+        tokens = (image // patch) ** 2 + (1 if pool == "cls" else 0)
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        if pool == "cls":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, num_heads, hidden) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        if self.pool == "cls":
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(self.blocks(x + self.pos_embed))
+        return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
+
+
+PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "mobilenet_v3": MobileNetV3,
+    "shufflenet_v2": ShuffleNetV2,
+    "densenet": DenseNet,
+    "squeezenet": SqueezeNet,
+    "mlp": mlp,
+    "lenet": lenet,
+    "vit_cls": lambda: VisionTransformer(pool="cls"),
+    "vit_mean": lambda: VisionTransformer(pool="mean"),
+}
+
+PATTERN_INPUTS: dict[str, tuple[int, ...]] = {
+    name: (1, 28, 28) if name in ("mlp", "lenet") else (3, 32, 32) for name in PATTERN_MODELS
+}
+
+
+def example_input(name: str, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """A random input of the shape ``PATTERN_MODELS[name]`` expects."""
+    return torch.randn(batch, *PATTERN_INPUTS[name], generator=torch.Generator().manual_seed(seed))
+
+
+# --- Models autocomp must refuse ------------------------------------------------------------------
+
+class DataDependentBranch(nn.Module):
+    """Which layer runs depends on the input's values: one trace cannot describe the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.gate = Gate()
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.gate(self.conv(x)).mean(dim=(2, 3)))
+
+
+class Gate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(16, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0:
+            return self.a(x)
+        return self.b(x)
+
+
+class SharedConv(nn.Module):
+    """One conv applied twice (weight sharing): its channels cannot be pruned for one call only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.shared = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.shared(torch.relu(self.shared(torch.relu(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class SharedNorm(nn.Module):
+    """One BatchNorm after two different convs: it would couple channels that are not coupled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.norm = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(self.conv1(x)))
+        x = torch.relu(self.norm(self.conv2(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+UNTRACEABLE_MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
+    "data_dependent_branch": (DataDependentBranch, "gate"),
+    "shared_conv": (SharedConv, "shared"),
+    "shared_norm": (SharedNorm, "norm"),
+}
+"""name -> (factory, the module the error must name); all take 3x32x32 inputs."""
