@@ -83,7 +83,7 @@ def main() -> None:
         body = ["Width multiplier found by bisection for each MACs target and channel multiple; latency = median "
                 "forward time, eager fp32, models alternating.", "",
                 *markdown_table(header, rows)]
-        append_section("CPU speed-up of pruned models", "python " + shlex.join(sys.argv), body)
+        append_section("CPU speed-up of pruned models", shlex.join(["python", "benchmarks/speedup.py", *sys.argv[1:]]), body)
 
 
 if __name__ == "__main__":

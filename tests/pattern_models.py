@@ -208,6 +208,25 @@ class SqueezeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+# --- ResNeXt: grouped convolutions ------------------------------------------------------------
+
+class ResNeXtBlock(nn.Module):
+    """1x1 reduce -> 3x3 grouped conv (4 groups) -> 1x1 expand, residual add."""
+
+    def __init__(self, channels: int, width: int, groups: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, width), conv_bn(width, width, 3, groups=groups),
+                                  conv_bn(width, channels, act=None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+def resnext(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(conv_bn(3, 32, 3), ResNeXtBlock(32, 32), ResNeXtBlock(32, 32),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+
+
 # --- 5. MLP ---------------------------------------------------------------------------------------
 
 def mlp(num_classes: int = 10) -> nn.Module:
@@ -282,6 +301,7 @@ PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
     "shufflenet_v2": ShuffleNetV2,
     "densenet": DenseNet,
     "squeezenet": SqueezeNet,
+    "resnext": resnext,
     "mlp": mlp,
     "lenet": lenet,
     "vit_cls": lambda: VisionTransformer(pool="cls"),

@@ -58,6 +58,9 @@ class ChannelGroup:
     channels: int
     layers: tuple[str, ...]
     consumers: tuple[str, ...]
+    blocks: int = 1
+    """Equal blocks the channels form for grouped convolutions (neither plain nor depthwise) that read or
+    write them; pruning removes the same positions from every block, so each conv group stays whole."""
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,14 @@ class ModelGraph:
             if not prunable_safely(self._dg, group):  # see graph.dependency: never pruned
                 continue
             root = group[0].dep
-            raw_groups.append((min(order[n] for n in producers), root, producers, consumers))
+            blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
+            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks))
 
         raw_groups.sort(key=lambda item: item[0])
         self.groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
         group_of: dict[str, int] = {}
-        for index, (_, root, producers, consumers) in enumerate(raw_groups):
+        for index, (_, root, producers, consumers, blocks) in enumerate(raw_groups):
             channels = self._dg.get_out_channels(root.target.module)
             self.groups.append(
                 ChannelGroup(
@@ -114,6 +118,7 @@ class ModelGraph:
                     channels=channels,
                     layers=tuple(sorted(producers, key=order.get)),
                     consumers=tuple(sorted(consumers, key=order.get)),
+                    blocks=blocks,
                 )
             )
             self._roots.append((root.target.module, root.handler))
@@ -193,7 +198,7 @@ class ModelGraph:
         when it has fewer), and a keep ratio of 1 keeps every channel.
         """
         return [
-            rounded_channels(keep, group.channels, policy.channel_multiple)
+            rounded_channels(keep, group.channels, math.lcm(policy.channel_multiple, group.blocks))
             for keep, group in zip(self.group_keep(policy), self.groups)
         ]
 
@@ -285,7 +290,7 @@ class ModelGraph:
         for (module, handler), group, n_keep, score in zip(self._roots, self.groups, kept, scores):
             if n_keep >= group.channels:
                 continue
-            drop = torch.argsort(score, stable=True)[: group.channels - n_keep].tolist()
+            drop = _lowest(score, group.channels - n_keep, group.blocks)
             pruning_group = self._dg.get_pruning_group(module, handler, sorted(drop))
             for dep, idxs in pruning_group:
                 name = names.get(dep.target.module)
@@ -297,6 +302,21 @@ class ModelGraph:
             layer.name: torch.tensor(sorted(set(range(layer.out_channels)) - dropped[layer.name]), dtype=torch.long)
             for layer in self.layers
         }
+
+
+def _conv_groups(module: nn.Module) -> int:
+    """The groups of a grouped convolution; 1 for other layers, plain and depthwise convolutions."""
+    groups = getattr(module, "groups", 1)
+    return groups if isinstance(module, nn.modules.conv._ConvNd) and groups < module.in_channels else 1
+
+
+def _lowest(scores: torch.Tensor, count: int, blocks: int) -> list[int]:
+    """The ``count`` lowest-scored channels; with blocks, the same positions in every block (summed scores)."""
+    if blocks == 1:
+        return torch.argsort(scores, stable=True)[:count].tolist()
+    size = scores.numel() // blocks
+    positions = torch.argsort(scores.view(blocks, size).sum(dim=0), stable=True)[: count // blocks].tolist()
+    return sorted(block * size + position for block in range(blocks) for position in positions)
 
 
 def rounded_channels(keep: float, channels: int, multiple: int = 1) -> int:
