@@ -242,3 +242,14 @@ def test_reading_shapes_in_forward_is_fine():
             return self.fc(x.mean(dim=-1))
 
     assert [layer.name for layer in autocomp.prunable_layers(ShapeReader(), torch.randn(1, 3, 8, 8))] == ["conv"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compressed_models_save_and_load_without_their_class_code(name, tmp_path):
+    model, x = case(name)
+    graph = graph_of(name)
+    small = autocomp.compress(model, policy_for(graph, random_keeps(graph, seed=3)), x[:1]).eval()
+    autocomp.save(small, tmp_path / "small.pt", x[:1])
+    again = autocomp.load(tmp_path / "small.pt")
+    with torch.no_grad():
+        assert torch.allclose(again(x), small(x), atol=1e-5)

@@ -1,0 +1,33 @@
+"""The evaluator with every criterion and with reconstruction: scores are real and repeatable."""
+
+import copy
+
+import pytest
+import torch
+
+import autocomp
+from autocomp.compress import criterion_names
+from autocomp.data import load_dataset
+from autocomp.evaluate import Evaluator, EvaluatorSettings
+from autocomp.graph import ModelGraph
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.manual_seed(0)
+    data = load_dataset("digits", val_size=200, seed=0)
+    model = autocomp.zoo.create("vgg_small", num_classes=data.num_classes, in_channels=data.in_channels).eval()
+    return data, model
+
+
+@pytest.mark.parametrize("criterion, reconstruct", [(name, False) for name in criterion_names()] + [("l1", True)])
+def test_scores_are_accuracies_with_the_predicted_cost(digits, criterion, reconstruct):
+    data, model = digits
+    x = data.example_input()
+    settings = EvaluatorSettings(bn_batches=2, batch_size=64, val_examples=200, criterion=criterion, reconstruct=reconstruct)
+    evaluator = Evaluator(model, x, data.train, data.val, settings)
+    policy = autocomp.Policy.uniform(autocomp.prunable_layers(model, x), 0.5, channel_multiple=4)
+    first, second = evaluator.score(policy), evaluator.score(policy)
+    assert 0.0 <= first.accuracy <= 1.0
+    assert first.accuracy == second.accuracy  # repeatable
+    assert first.cost.macs == ModelGraph(copy.deepcopy(model), x).predict_macs(policy)
