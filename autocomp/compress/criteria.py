@@ -18,7 +18,9 @@ channels. Data-driven criteria (``needs_data``) first see a few training batches
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -30,17 +32,18 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _FACTORIES: dict[str, Callable[[], Criterion]] = {}
 
 
-class Criterion:
+class Criterion(Protocol):
     """Scores every channel of a Torch-Pruning group; the lowest scores are removed first."""
 
     needs_data: bool = False
-    name: str = ""
+    name: str = ""  # set by `get_criterion`, for messages
 
     def prepare(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """See a few (inputs, labels) batches on ``model`` before scoring it (weight criteria need none)."""
 
     def __call__(self, group) -> torch.Tensor:
-        raise NotImplementedError
+        """One float score per channel of the group's root."""
+        ...
 
 
 def register_criterion(name: str) -> Callable[[Callable[[], Criterion]], Callable[[], Criterion]]:
@@ -70,7 +73,8 @@ def _out_deps(group, types: tuple[type, ...]) -> list[tuple[nn.Module, list[int]
     """(module, its channel indices, the matching root channel indices) of the group's output-side layers of ``types``."""
     from torch_pruning import function
 
-    out_fns = (function.prune_conv_out_channels, function.prune_linear_out_channels, function.prune_batchnorm_out_channels)
+    out_fns = (function.prune_conv_out_channels, function.prune_depthwise_conv_out_channels,
+               function.prune_linear_out_channels, function.prune_batchnorm_out_channels)
     found = []
     for item in group:
         module = item.dep.target.module
@@ -83,7 +87,7 @@ def _mean_over_layers(per_layer: list[tuple[torch.Tensor, list[int]]], channels:
     """Average per-layer scores (each scaled to mean 1, so no layer dominates) channel by root channel."""
     total, count = torch.zeros(channels), torch.zeros(channels)
     for scores, root_idxs in per_layer:
-        scores = scores.float()
+        scores = scores.detach().float().cpu()
         scale = scores.mean()
         total.index_add_(0, torch.tensor(root_idxs), scores / scale if scale > 0 else scores)
         count.index_add_(0, torch.tensor(root_idxs), torch.ones(len(root_idxs)))
@@ -105,7 +109,7 @@ class _TorchPruning(Criterion):
         scores = self.importance(group)
         if scores is None:
             raise ConfigError(f"criterion {self.name!r} cannot score a group without conv/linear weights.")
-        return scores
+        return scores.float().cpu()
 
 
 @register_criterion("l1")
@@ -161,6 +165,18 @@ def _bn_scale() -> Criterion:
     return BatchNormScale()
 
 
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode (BatchNorm statistics as trained, repeatable), then give every module its mode back."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 class _DataCriterion(Criterion):
     needs_data = True
 
@@ -178,13 +194,10 @@ class Taylor(_DataCriterion):
     def prepare(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         if not batches:
             return
-        was_training = model.training
-        model.eval()  # BatchNorm statistics stay as trained; scores are repeatable
         model.zero_grad(set_to_none=True)
-        with torch.enable_grad():
+        with _evaluating(model), torch.enable_grad():
             for inputs, labels in batches:
                 nn.functional.cross_entropy(model(inputs), labels).backward()
-        model.train(was_training)
         self._prepared = True
 
     @torch.no_grad()
@@ -227,14 +240,11 @@ class ActivationsPositive(_DataCriterion):
 
         watched = [m for m in model.modules() if isinstance(m, _PRODUCERS + _NORMS)]
         handles = [m.register_forward_hook(record) for m in watched]
-        was_training = model.training
         try:
-            model.eval()
-            with torch.no_grad():
+            with _evaluating(model), torch.no_grad():
                 for inputs, _ in batches:
                     model(inputs)
         finally:
-            model.train(was_training)
             for handle in handles:
                 handle.remove()
         self._positive = {module: sums[module] / counts[module] for module in sums}

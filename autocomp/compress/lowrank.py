@@ -1,16 +1,20 @@
 """Low-rank factorization: a linear layer or convolution replaced by two thinner ones, from a truncated SVD.
 
-* Linear(in, out) -> Linear(in, r) -> Linear(r, out).
-* Conv2d, scheme "pair": k x k conv to r channels, then a 1 x 1 conv (the weight reshaped to
-  out x (in k k) and factorized).
-* Conv2d, scheme "separable" (Jaderberg et al. 2014, Tai et al. 2016): a k x 1 conv to r
-  channels, then a 1 x k conv (the weight reshaped to (in kh) x (out kw)).
+* Linear(in, out) -> Linear(in, r, no bias) -> Linear(r, out, the original bias).
+* Conv2d, scheme "pair": a kh x kw conv to r channels (same stride, padding, dilation and
+  padding mode), then a 1 x 1 conv; the weight reshaped to out x (in kh kw) and factorized.
+* Conv2d, scheme "separable" (Jaderberg et al. 2014 scheme 2, Tai et al. 2016): a kh x 1 conv
+  to r channels (the vertical stride, padding, dilation), then a 1 x kw conv (the horizontal
+  ones); the weight reshaped to M[(c, i), (n, j)] = W[n, c, i, j], (in kh) x (out kw).
 
-At full rank both reproduce the layer exactly; below it, the factorization is the best
-approximation of that reshaped weight in the Frobenius norm (Eckart-Young).
+At full rank both reproduce the layer exactly; below it, the product of the two layers is the
+best approximation of that reshaped weight in the Frobenius norm (Eckart-Young). The SVD runs
+in float64; the new layers take the original weight's dtype and device.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import torch
 from torch import nn
@@ -21,9 +25,13 @@ SCHEMES = ("pair", "separable")
 
 
 class LowRank(nn.Sequential):
-    """Two layers standing for one: ``first`` (no bias, ``rank`` outputs) then ``second`` (the original bias)."""
+    """Two layers standing for one, run in order: ``first`` (no bias, ``rank`` outputs), then ``second``.
 
-    def __init__(self, first: nn.Module, second: nn.Module, scheme: str) -> None:
+    ``second`` carries the original bias. Being an ``nn.Sequential`` of plain torch layers, its
+    state dict (``first.weight``, ``second.weight``, ``second.bias``) loads into a `factorized_shell`.
+    """
+
+    def __init__(self, first: nn.Linear | nn.Conv2d, second: nn.Linear | nn.Conv2d, scheme: str) -> None:
         super().__init__()
         self.first = first
         self.second = second
@@ -46,26 +54,19 @@ class LowRank(nn.Sequential):
 
 
 def _check(module: nn.Module, scheme: str) -> None:
+    """Refuse schemes, layer types and paddings the factorization cannot reproduce exactly."""
     if scheme not in SCHEMES:
         raise ConfigError(f"rank scheme {scheme!r} is not known; allowed: {', '.join(SCHEMES)}.")
     if isinstance(module, nn.Linear):
         return
     if not isinstance(module, nn.Conv2d) or module.groups != 1:
-        what = f"{type(module).__name__}" + (f" with groups={module.groups}" if isinstance(module, nn.Conv2d) else "")
+        what = type(module).__name__ + (f" with groups={module.groups}" if isinstance(module, nn.Conv2d) else "")
         raise ConfigError(f"low-rank factorization applies to nn.Linear and nn.Conv2d with groups=1, not {what}.")
-    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+    if scheme == "separable" and module.padding_mode != "zeros":
         raise ConfigError(
-            f"low-rank factorization needs numeric zero padding, not padding={module.padding!r} "
-            f"with padding_mode={module.padding_mode!r}."
+            f"the separable low-rank scheme needs padding_mode='zeros', not {module.padding_mode!r}; "
+            "use the 'pair' scheme for this layer."
         )
-
-
-def full_rank(module: nn.Linear | nn.Conv2d, scheme: str = "pair") -> int:
-    """The rank at which the factorization reproduces ``module`` exactly."""
-    _check(module, scheme)
-    out_channels, in_channels = module.weight.shape[:2]
-    kernel = (1, 1) if isinstance(module, nn.Linear) else module.kernel_size
-    return full_rank_of(in_channels, out_channels, kernel, scheme)
 
 
 def full_rank_of(in_channels: int, out_channels: int, kernel_size: tuple[int, int], scheme: str = "pair") -> int:
@@ -76,6 +77,51 @@ def full_rank_of(in_channels: int, out_channels: int, kernel_size: tuple[int, in
     return min(out_channels, in_channels * kh * kw)
 
 
+def full_rank(module: nn.Linear | nn.Conv2d, scheme: str = "pair") -> int:
+    """The rank at which the factorization reproduces ``module`` exactly."""
+    _check(module, scheme)
+    out_channels, in_channels = module.weight.shape[:2]
+    kernel = (1, 1) if isinstance(module, nn.Linear) else module.kernel_size
+    return full_rank_of(in_channels, out_channels, kernel, scheme)
+
+
+def rank_from_fraction(module: nn.Linear | nn.Conv2d, fraction: float, scheme: str = "pair") -> int:
+    """The rank a ``fraction`` in (0, 1] of ``module``'s full rank means: ``max(1, round(fraction * full))``."""
+    if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"rank fraction {fraction!r} is not allowed; allowed: a number in (0, 1].")
+    return max(1, round(fraction * full_rank(module, scheme)))
+
+
+def _checked_rank(module: nn.Linear | nn.Conv2d, rank: int, scheme: str) -> int:
+    maximum = full_rank(module, scheme)
+    if not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or not 1 <= rank <= maximum:
+        raise ConfigError(f"rank {rank!r} is not allowed for this layer; allowed: a whole number in [1, {maximum}].")
+    return int(rank)
+
+
+def factorized_shell(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") -> LowRank:
+    """The two-layer structure of a rank-``rank`` factorization of ``module``, with fresh (untouched) weights."""
+    rank = _checked_rank(module, rank, scheme)
+    out_channels, in_channels = module.weight.shape[:2]
+    bias = module.bias is not None
+    options = {"device": module.weight.device, "dtype": module.weight.dtype}
+    if isinstance(module, nn.Linear):
+        first = nn.Linear(in_channels, rank, bias=False, **options)
+        return LowRank(first, nn.Linear(rank, out_channels, bias=bias, **options), scheme)
+    if scheme == "pair":
+        first = nn.Conv2d(in_channels, rank, module.kernel_size, module.stride, module.padding, module.dilation,
+                          bias=False, padding_mode=module.padding_mode, **options)
+        return LowRank(first, nn.Conv2d(rank, out_channels, 1, bias=bias, **options), scheme)
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    if isinstance(module.padding, str):  # 'same' / 'valid' split per axis exactly as in the original
+        first_padding = second_padding = module.padding
+    else:
+        first_padding, second_padding = (module.padding[0], 0), (0, module.padding[1])
+    first = nn.Conv2d(in_channels, rank, (kh, 1), (sh, 1), first_padding, (dh, 1), bias=False, **options)
+    second = nn.Conv2d(rank, out_channels, (1, kw), (1, sw), second_padding, (1, dw), bias=bias, **options)
+    return LowRank(first, second, scheme)
+
+
 def _split_weights(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) with A @ B the best rank-``rank`` approximation of ``matrix``; singular values split evenly."""
     u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
@@ -83,34 +129,15 @@ def _split_weights(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch
     return u[:, :rank] * root, root[:, None] * vh[:rank]
 
 
-def factorized_shell(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") -> LowRank:
-    """The two-layer structure of a rank-``rank`` factorization of ``module``, with fresh weights."""
-    maximum = full_rank(module, scheme)
-    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= maximum:
-        raise ConfigError(f"rank {rank!r} is not allowed for this layer; allowed: a whole number in [1, {maximum}].")
-    out_channels, in_channels = module.weight.shape[:2]
-    bias = module.bias is not None
-    options = {"device": module.weight.device, "dtype": module.weight.dtype}
-    if isinstance(module, nn.Linear):
-        return LowRank(nn.Linear(in_channels, rank, bias=False, **options), nn.Linear(rank, out_channels, bias=bias, **options), scheme)
-    if scheme == "pair":
-        first = nn.Conv2d(in_channels, rank, module.kernel_size, module.stride, module.padding, module.dilation,
-                          bias=False, **options)
-        return LowRank(first, nn.Conv2d(rank, out_channels, 1, bias=bias, **options), scheme)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = module.kernel_size, module.stride, module.padding, module.dilation
-    first = nn.Conv2d(in_channels, rank, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=False, **options)
-    second = nn.Conv2d(rank, out_channels, (1, kw), (1, sw), (0, pw), (1, dw), bias=bias, **options)
-    return LowRank(first, second, scheme)
-
-
 @torch.no_grad()
 def factorize(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") -> LowRank:
-    """``module`` as two layers whose product is its best rank-``rank`` approximation."""
+    """``module`` as two layers whose product is its best rank-``rank`` approximation; ``module`` is untouched."""
     pair = factorized_shell(module, rank, scheme)
+    rank = pair.rank
     weight = module.weight
     out_channels, in_channels = weight.shape[:2]
     if isinstance(module, nn.Linear) or scheme == "pair":
-        left, right = _split_weights(weight.reshape(out_channels, -1), rank)  # (out, r), (r, in k k)
+        left, right = _split_weights(weight.reshape(out_channels, -1), rank)  # (out, r), (r, in kh kw)
         pair.first.weight.copy_(right.reshape(pair.first.weight.shape))
         pair.second.weight.copy_(left.reshape(pair.second.weight.shape))
     else:
@@ -124,14 +151,36 @@ def factorize(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") ->
     return pair
 
 
+def _conv_length(size: int, kernel: int, stride: int, padding: int | str, dilation: int) -> int:
+    """Output length of a convolution along one axis (PyTorch's arithmetic; 'same' needs stride 1)."""
+    if padding == "same":
+        return size
+    padding = 0 if padding == "valid" else padding
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def lowrank_macs(kind: str, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  input_hw: tuple[int, int] | None, output_hw: tuple[int, int] | None, stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], rank: int, scheme: str, rows: int = 1) -> int:
-    """MACs per example of a rank-``rank`` factorization (``rows``: tokens a linear layer is applied to)."""
+                 padding: tuple[int, int] | str, dilation: tuple[int, int], rank: int, scheme: str,
+                 rows: int = 1) -> int:
+    """MACs per example of a rank-``rank`` factorization of a layer with this geometry.
+
+    ``kind`` is "linear" (``rows``: how many rows, e.g. tokens, it is applied to per example) or
+    "conv". For a conv, ``output_hw`` may be None and is then derived from ``input_hw``;
+    "separable" needs ``input_hw``: its kh x 1 conv keeps the input width.
+    """
     if kind == "linear":
         return rows * rank * (in_channels + out_channels)
-    (kh, kw), (oh, ow) = kernel_size, output_hw
+    if kind != "conv":
+        raise ConfigError(f"layer kind {kind!r} is not known; allowed: linear, conv.")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"rank scheme {scheme!r} is not known; allowed: {', '.join(SCHEMES)}.")
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    ph, pw = (padding, padding) if isinstance(padding, str) else padding
+    if output_hw is None:
+        output_hw = (_conv_length(input_hw[0], kh, sh, ph, dh), _conv_length(input_hw[1], kw, sw, pw, dw))
+    oh, ow = output_hw
     if scheme == "pair":
         return oh * ow * rank * (in_channels * kh * kw + out_channels)
-    first_width = input_hw[1]  # the k x 1 conv runs on every input column
+    first_width = input_hw[1]  # the kh x 1 conv has horizontal stride 1 and no horizontal padding
     return oh * first_width * rank * in_channels * kh + oh * ow * out_channels * rank * kw

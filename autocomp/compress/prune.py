@@ -11,7 +11,7 @@ from torch import nn
 from autocomp.compress.criteria import get_criterion
 from autocomp.compress.resize import InputResize, resized_size
 from autocomp.errors import ConfigError
-from autocomp.graph import LayerInfo, ModelGraph, rank_from_fraction
+from autocomp.graph import LayerInfo, ModelGraph
 from autocomp.policy import Policy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -68,12 +68,11 @@ def _factorize(model: nn.Module, layers: list[LayerInfo], policy: Policy) -> Non
     chosen = [(layer, policy.decision(layer.name)) for layer in layers if policy.decision(layer.name).rank is not None]
     if not chosen:
         return
-    from autocomp.compress.lowrank import factorize
+    from autocomp.compress.lowrank import factorize, rank_from_fraction
 
     for layer, decision in chosen:
-        module = model.get_submodule(layer.name)
-        out_channels, in_channels = module.weight.shape[:2]
-        rank = rank_from_fraction(layer, in_channels, out_channels, decision.rank, decision.rank_scheme)
+        module = model.get_submodule(layer.name)  # already pruned: the rank is a fraction of what is left
+        rank = rank_from_fraction(module, decision.rank, decision.rank_scheme)
         model.set_submodule(layer.name, factorize(module, rank, decision.rank_scheme))
 
 

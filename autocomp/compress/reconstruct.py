@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autocomp.errors import ConfigError
+
 _RIDGE = 1e-6
-"""Relative ridge on the normal equations: keeps the solve stable when sampled inputs are collinear."""
+"""Ridge weight, relative to the inputs' mean squared column norm."""
 
 
 class _Stop(Exception):
@@ -24,16 +26,17 @@ class _Stop(Exception):
 
 
 def _execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The names of ``model``'s Conv2d and Linear layers, in the order its forward first calls them."""
     names = {module: name for name, module in model.named_modules()}
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda m, i, o: order.append(names[m]))
+    order: dict[str, None] = {}
+    handles = [m.register_forward_hook(lambda m, i, o: order.setdefault(names[m]))
                for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         model(example)
     finally:
         for handle in handles:
             handle.remove()
-    return order
+    return list(order)
 
 
 def _layer_io(model: nn.Module, name: str, inputs: torch.Tensor, want_output: bool) -> torch.Tensor:
@@ -54,71 +57,74 @@ def _layer_io(model: nn.Module, name: str, inputs: torch.Tensor, want_output: bo
     return captured[0]
 
 
-def _rows(module: nn.Module, layer_input: torch.Tensor, output: torch.Tensor, positions: torch.Tensor | None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input rows, output rows) of a layer: im2col patches and output pixels at ``positions`` for a conv."""
+def _rows(module: nn.Module, layer_input: torch.Tensor, output: torch.Tensor, samples_per_image: int,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input rows, output rows) of a layer: for a conv, im2col patches and output pixels at
+    ``samples_per_image`` distinct random positions per image; for a linear layer, every row (tokens flattened)."""
     if isinstance(module, nn.Linear):
-        x, y = layer_input.reshape(-1, layer_input.shape[-1]), output.reshape(-1, output.shape[-1])
-        return (x, y) if positions is None else (x[positions], y[positions])
-    patches = F.unfold(layer_input, module.kernel_size, module.dilation, module.padding, module.stride)
-    pixels = output.flatten(2)
-    gather = positions[:, None, :]
-    x = patches.gather(2, gather.expand(-1, patches.shape[1], -1)).transpose(1, 2).reshape(-1, patches.shape[1])
-    y = pixels.gather(2, gather.expand(-1, pixels.shape[1], -1)).transpose(1, 2).reshape(-1, pixels.shape[1])
-    return x, y
-
-
-def _positions(module: nn.Module, output: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor | None:
-    if isinstance(module, nn.Linear):
-        rows = output.numel() // output.shape[-1]
-        limit = samples * output.shape[0]
-        return None if rows <= limit else torch.randperm(rows, generator=generator)[:limit]
-    pixels = output.shape[2] * output.shape[3]
-    return torch.randint(pixels, (output.shape[0], min(samples, pixels)), generator=generator)
+        return layer_input.reshape(-1, layer_input.shape[-1]), output.reshape(-1, output.shape[-1])
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode  # any padding: 'same', reflect, ...
+    padded = F.pad(layer_input, module._reversed_padding_repeated_twice, mode=mode)
+    patches = F.unfold(padded, module.kernel_size, module.dilation, 0, module.stride)  # (N, C*kh*kw, pixels)
+    pixels = output.flatten(2)  # (N, out, pixels)
+    count = min(samples_per_image, pixels.shape[2])
+    positions = torch.rand(pixels.shape[0], pixels.shape[2], generator=generator).argsort(dim=1)[:, None, :count]
+    positions = positions.to(pixels.device)
+    x = patches.gather(2, positions.expand(-1, patches.shape[1], -1))
+    y = pixels.gather(2, positions.expand(-1, pixels.shape[1], -1))
+    return x.transpose(1, 2).flatten(0, 1), y.transpose(1, 2).flatten(0, 1)
 
 
 def _solve(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """W minimising |x W^T - y|^2 (plus a tiny ridge), in float64."""
-    x, y = x.double(), y.double()
-    gram = x.T @ x
-    gram += _RIDGE * gram.diagonal().mean().clamp(min=1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
-    return torch.linalg.solve(gram, x.T @ y).T
+    """W minimising |x W^T - y|^2 + ridge |W|^2, by least squares in float64 on CPU."""
+    x, y = x.double().cpu(), y.double().cpu()
+    # A tiny ridge, appended as rows sqrt(ridge) * I, keeps the solution bounded and unique when
+    # columns are collinear or zero (dead channels, zero padding).
+    ridge = (_RIDGE * x.square().sum() / x.shape[1]).clamp(min=1e-12).sqrt()
+    eye = torch.eye(x.shape[1], dtype=x.dtype)
+    solution = torch.linalg.lstsq(torch.cat([x, ridge * eye]), torch.cat([y, y.new_zeros(x.shape[1], y.shape[1])]))
+    return solution.solution.T
 
 
 @torch.no_grad()
 def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[str, torch.Tensor],
-                batches: Sequence[torch.Tensor], samples_per_image: int = 16, seed: int = 0) -> list[str]:
+                batches: Sequence[torch.Tensor], layers: Sequence[str] | None = None, samples_per_image: int = 16,
+                seed: int = 0) -> list[str]:
     """Refit in place the weights of ``pruned``'s layers whose input channels were reduced; returns their names.
 
-    ``kept_outputs[name]``: the original output channels that layer ``name`` of ``pruned``
-    kept. ``batches``: input tensors (no labels needed). Grouped convolutions are left alone.
+    ``kept_outputs[name]``: the original output channels that layer ``name`` of ``pruned`` kept.
+    ``batches``: input tensors (no labels needed). ``layers``: refit only these (default: all).
+    Grouped convolutions are left alone; biases are kept.
     """
-    modes = original.training, pruned.training
-    original.eval(), pruned.eval()
+    modes = [(module, module.training) for module in (*original.modules(), *pruned.modules())]
+    original.eval()
+    pruned.eval()
     try:
+        order = _execution_order(pruned, batches[0][:1])
+        unknown = sorted(set(layers or ()) - set(order))
+        if unknown:
+            raise ConfigError(f"cannot reconstruct layer {unknown[0]!r}: allowed are the model's Conv2d/Linear layers.")
+        generator = torch.Generator().manual_seed(seed)
         refitted = []
-        for name in _execution_order(pruned, batches[0][:1]):
+        for name in order:
             module, reference = pruned.get_submodule(name), original.get_submodule(name)
-            if getattr(module, "groups", 1) != 1 or module.weight.shape[1] == reference.weight.shape[1]:
+            if (layers is not None and name not in layers) or getattr(module, "groups", 1) != 1 \
+                    or module.weight.shape[1] == reference.weight.shape[1]:
                 continue
-            generator = torch.Generator().manual_seed(seed + len(refitted))
+            conv = isinstance(module, nn.Conv2d)
             xs, ys = [], []
             for inputs in batches:
                 target = _layer_io(original, name, inputs, want_output=True)
-                channel_dim = 1 if isinstance(module, nn.Conv2d) else target.dim() - 1
                 if reference.bias is not None:
-                    shape = [1] * target.dim()
-                    shape[channel_dim] = -1
-                    target = target - reference.bias.view(shape)
-                target = target.index_select(channel_dim, kept_outputs[name])
-                positions = _positions(module, target, samples_per_image, generator)
-                x, y = _rows(module, _layer_io(pruned, name, inputs, want_output=False), target, positions)
+                    target = target - (reference.bias.view(-1, 1, 1) if conv else reference.bias)
+                target = target.index_select(1 if conv else -1, kept_outputs[name].to(target.device))
+                x, y = _rows(module, _layer_io(pruned, name, inputs, want_output=False), target,
+                             samples_per_image, generator)
                 xs.append(x)
                 ys.append(y)
-            weight = _solve(torch.cat(xs), torch.cat(ys))
-            module.weight.copy_(weight.reshape(module.weight.shape).to(module.weight.dtype))
+            module.weight.copy_(_solve(torch.cat(xs), torch.cat(ys)).reshape(module.weight.shape))
             refitted.append(name)
         return refitted
     finally:
-        original.train(modes[0])
-        pruned.train(modes[1])
+        for module, training in modes:
+            module.training = training

@@ -239,7 +239,7 @@ class ModelGraph:
         """MACs of ``layer`` factorized as ``decision`` says, once it has ``new_in``/``new_out`` channels."""
         from autocomp.compress.lowrank import lowrank_macs
 
-        rank = rank_from_fraction(layer, new_in, new_out, decision.rank, decision.rank_scheme)
+        rank = _rank_from_fraction(layer, new_in, new_out, decision.rank, decision.rank_scheme)
         if layer.kind == "linear":
             return lowrank_macs(layer.kind, new_in, new_out, (1, 1), None, None, (1, 1), (0, 0), (1, 1), rank,
                                 decision.rank_scheme, rows=math.prod(input_shape[:-1]))
@@ -327,8 +327,8 @@ def rounded_channels(keep: float, channels: int, multiple: int = 1) -> int:
     return min(channels, max(count, min(multiple, channels), 1))
 
 
-def rank_from_fraction(layer: LayerInfo, in_channels: int, out_channels: int, fraction: float, scheme: str) -> int:
-    """The rank a ``fraction`` of ``layer``'s full rank means once it has ``in_channels``/``out_channels``."""
+def _rank_from_fraction(layer: LayerInfo, in_channels: int, out_channels: int, fraction: float, scheme: str) -> int:
+    """`compress.lowrank.rank_from_fraction` for ``layer`` once it has ``in_channels``/``out_channels``."""
     from autocomp.compress.lowrank import full_rank_of
 
     kernel = layer.kernel_size if layer.kind == "conv" else (1, 1)
