@@ -13,8 +13,10 @@ A file holds plain data only, read back with ``torch.load(weights_only=True)``:
 from __future__ import annotations
 
 import io
+import json
 import os
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch import nn
@@ -34,12 +36,66 @@ def export_program(model: nn.Module, example_inputs: torch.Tensor) -> torch.expo
     """``model`` in eval mode as a ``torch.export`` program whose batch size may vary."""
     batch = torch.export.Dim("batch", min=1)
     sample = example_inputs[:1].expand(2, *example_inputs.shape[1:])  # a batch of 1 would be specialized to 1
-    with torch.no_grad():
-        try:
-            return torch.export.export(model.eval(), (sample,), dynamic_shapes=({0: batch},))
-        except Exception as err:  # the exporter raises many kinds, all meaning "cannot capture this model"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"the model cannot be exported with torch.export ({first}).") from None
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+    except Exception as err:  # the exporter raises many kinds, all meaning "cannot capture this model"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"the model cannot be exported with torch.export ({first}).") from None
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+_PROGRAM_ENTRIES = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id")
+
+
+def _uses_pickle(config: object) -> bool:
+    """Whether a weights/constants config asks for any payload to be unpickled."""
+    if isinstance(config, dict):
+        return config.get("use_pickle") is True or any(_uses_pickle(value) for value in config.values())
+    return isinstance(config, list) and any(_uses_pickle(value) for value in config)
+
+
+def _check_program(data: bytes, path: Path) -> None:
+    """Refuse a ``torch.export`` archive holding anything ``torch.export.load`` would unpickle.
+
+    Our programs hold a graph (JSON), raw weight bytes and sample inputs readable with
+    ``weights_only=True``; pickled weights or constants, custom or opaque objects and compiled
+    code are what a crafted file would use to run code, so they are refused before loading.
+    """
+    def refuse(what: str) -> ConfigError:
+        return ConfigError(f"model file {path} holds {what}, which autocomp does not load (it could run code).")
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ConfigError(f"model file {path} holds a program that is not a torch.export archive.") from None
+    for name in archive.namelist():
+        entry = str(PurePosixPath(*PurePosixPath(name).parts[1:]))  # drop the archive's top folder
+        if entry in _PROGRAM_ENTRIES or (entry.startswith("models/") and entry.endswith(".json")):
+            continue
+        if entry.startswith(("data/weights/", "data/constants/")):
+            base = PurePosixPath(entry).name
+            if base.endswith("_config.json"):
+                try:
+                    pickled = _uses_pickle(json.loads(archive.read(name)))
+                except json.JSONDecodeError:
+                    raise refuse(f"an unreadable {base!r}") from None
+                if pickled:
+                    raise refuse("pickled weights or constants")
+            elif not base.startswith(("weight_", "tensor_")):
+                raise refuse(f"the object {base!r}")
+            continue
+        if entry.startswith("data/sample_inputs/") and entry.endswith(".pt"):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+            except Exception:  # anything but plain tensors
+                raise refuse("sample inputs that are not plain tensors") from None
+            continue
+        raise refuse(f"the unexpected entry {entry!r}")
 
 
 def _recipe(model: nn.Module) -> dict | None:
@@ -91,7 +147,10 @@ def load(path: str | os.PathLike) -> nn.Module:
     if payload.get("version") not in _READABLE_VERSIONS:
         raise ConfigError(f"model file {path} has version {payload.get('version')!r}; this autocomp reads 1 and {MODEL_VERSION}.")
     if "program" in payload:
+        _check_program(payload["program"], path)
         return torch.export.load(io.BytesIO(payload["program"])).module()
+    if not {"factory", "channels", "state_dict"} <= set(payload):
+        raise ConfigError(f"model file {path} has neither a program nor a recipe (factory, channels, state_dict).")
     model = _rebuild(payload)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)

@@ -26,6 +26,7 @@ POLICY_FORMAT = "autocomp.policy"
 POLICY_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 RANK_SCHEMES = ("pair", "separable")
+_MULTIPLIERS = ("width", "resolution", "channel_multiple")
 
 
 def _check_fraction(value: object, what: str) -> None:
@@ -67,6 +68,14 @@ class Policy:
     channel_multiple: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.layers, Mapping):
+            raise ConfigError(f"policy layers {self.layers!r} must map layer names to LayerDecision objects.")
+        for name, decision in self.layers.items():
+            if not isinstance(name, str) or not isinstance(decision, LayerDecision):
+                raise ConfigError(
+                    f"policy entry {name!r}: {decision!r} is not allowed; map a layer name to a LayerDecision such as "
+                    "LayerDecision(keep=0.5)."
+                )
         _check_fraction(self.width, "width multiplier")
         _check_fraction(self.resolution, "resolution multiplier")
         multiple = self.channel_multiple
@@ -104,8 +113,11 @@ class Policy:
         if not isinstance(data, Mapping) or data.get("format") != POLICY_FORMAT:
             raise ConfigError(f"{source} is not an autocomp policy (expected \"format\": \"{POLICY_FORMAT}\").")
         version = data.get("version")
-        if version not in _READABLE_VERSIONS:
+        if isinstance(version, bool) or version not in _READABLE_VERSIONS:
             raise ConfigError(f"{source} has policy version {version!r}; this autocomp reads versions 1 and {POLICY_VERSION}.")
+        unknown = set(data) - {"format", "version", "layers", *_MULTIPLIERS}
+        if unknown:
+            raise ConfigError(f"{source} has unknown key(s) {sorted(unknown)}; allowed: {sorted(['layers', *_MULTIPLIERS])}.")
         layers = data.get("layers")
         if not isinstance(layers, Mapping):
             raise ConfigError(f"{source} has no \"layers\" mapping of layer names to decisions.")
@@ -118,7 +130,7 @@ class Policy:
             if unknown:
                 raise ConfigError(f"{source}: layer {name!r} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")
             decisions[name] = LayerDecision(**entry)
-        options = {key: data[key] for key in ("width", "resolution", "channel_multiple") if key in data}
+        options = {key: data[key] for key in _MULTIPLIERS if key in data}
         return cls(decisions, **options)
 
     def to_json(self) -> str:

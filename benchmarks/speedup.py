@@ -31,7 +31,7 @@ SETTINGS = {  # the inputs these models are used with
 
 def width_for(graph: ModelGraph, target_macs: float, multiple: int) -> autocomp.Policy:
     """The widest ``Policy(width=w)`` whose MACs stay within ``target_macs``."""
-    low, high = 0.0, 1.0
+    low, high = 1e-3, 1.0  # the floor: one channel multiple per layer
     for _ in range(30):
         mid = (low + high) / 2
         if graph.predict_macs(autocomp.Policy(width=mid, channel_multiple=multiple)) <= target_macs:

@@ -253,3 +253,24 @@ def test_compressed_models_save_and_load_without_their_class_code(name, tmp_path
     again = autocomp.load(tmp_path / "small.pt")
     with torch.no_grad():
         assert torch.allclose(again(x), small(x), atol=1e-5)
+
+
+def test_a_depthwise_conv_with_a_channel_multiplier_is_left_whole():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 16, 3, groups=8), nn.ReLU(), nn.Conv2d(16, 8, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    x = torch.randn(2, 1, 28, 28)
+    graph = ModelGraph(copy.deepcopy(model), x[:1])
+    assert [group.layers for group in graph.groups] == [("3",)]  # only the 1x1 conv after it is prunable
+    small = autocomp.compress(model, autocomp.Policy({"3": autocomp.LayerDecision(0.5)}), x[:1])
+    assert small[3].out_channels == 4 and small(x).shape == (2, 10)
+
+
+def test_a_criterion_giving_the_wrong_number_of_scores_is_named():
+    graph = graph_of("resnet20")
+
+    def short(group) -> torch.Tensor:
+        return torch.ones(3)
+
+    short.name = "short"
+    with pytest.raises(autocomp.ConfigError, match="criterion 'short' gave 3 scores"):
+        graph.channel_scores(short)

@@ -184,3 +184,14 @@ def test_reconstruction_with_nothing_pruned_changes_nothing():
     kept = ModelGraph(small, X[:1]).prune([4, 3], [torch.ones(4), torch.ones(3)])
     assert reconstruct(model, small, kept, [torch.randn(8, 2, 6, 6)]) == []
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), small.state_dict().values()))
+
+
+def test_reconstruction_skips_layers_with_too_few_samples():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    small = copy.deepcopy(model)
+    kept = ModelGraph(small, torch.randn(1, 20)).prune([16], [torch.arange(32.0)])
+    before = small[2].weight.clone()
+    assert reconstruct(model, small, kept, [torch.randn(60, 20)]) == []  # 60 rows < 4 x 16 weights per output
+    assert torch.equal(small[2].weight, before)
+    assert reconstruct(model, small, kept, [torch.randn(64, 20)]) == ["2"]

@@ -44,3 +44,56 @@ def test_loading_refuses_a_pickled_object(tmp_path):
 def test_loading_a_missing_file_names_it(tmp_path):
     with pytest.raises(autocomp.ConfigError, match="nothing.pt"):
         autocomp.load(tmp_path / "nothing.pt")
+
+
+def _program_file(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 3))
+    model.train()
+    path = tmp_path / "net.pt"
+    autocomp.save(model, path, X[:1])
+    assert model.training and all(m.training for m in model.modules())  # saving left the caller's modes alone
+    return path
+
+
+def _rewrite_program(path, edit):
+    """Rewrite the torch.export archive inside an autocomp model file with ``edit(entries)``."""
+    import io
+    import zipfile
+
+    payload = torch.load(path, weights_only=True)
+    source = zipfile.ZipFile(io.BytesIO(payload["program"]))
+    entries = {name: source.read(name) for name in source.namelist()}
+    edit(entries)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as target:
+        for name, data in entries.items():
+            target.writestr(name, data)
+    payload["program"] = buffer.getvalue()
+    torch.save(payload, path)
+
+
+def _add_opaque_object(entries):
+    top = next(iter(entries)).split("/")[0]
+    entries[f"{top}/data/constants/opaque_obj_0"] = pickle.dumps(autocomp.Policy())
+
+
+def _pickle_the_weights(entries):
+    name = next(n for n in entries if n.endswith("data/weights/model_weights_config.json"))
+    entries[name] = entries[name].replace(b'"use_pickle": false', b'"use_pickle": true').replace(
+        b'"use_pickle":false', b'"use_pickle":true')
+
+
+@pytest.mark.parametrize("edit, what", [(_add_opaque_object, "opaque_obj_0"), (_pickle_the_weights, "pickled weights")])
+def test_a_program_that_would_unpickle_is_refused(tmp_path, edit, what):
+    path = _program_file(tmp_path)
+    assert autocomp.load(path)(X).shape == (3, 3)  # the genuine file loads
+    _rewrite_program(path, edit)
+    with pytest.raises(autocomp.ConfigError, match=f"{what}.*could run code"):
+        autocomp.load(path)
+
+
+def test_a_file_without_program_or_recipe_is_refused(tmp_path):
+    path = tmp_path / "empty.pt"
+    torch.save({"format": "autocomp.model", "version": 2, "input_shape": [1, 28, 28]}, path)
+    with pytest.raises(autocomp.ConfigError, match="neither a program nor a recipe"):
+        autocomp.load(path)

@@ -140,3 +140,9 @@ def test_a_model_outside_the_zoo_saves_as_a_standalone_program(tmp_path):
     again = autocomp.load(tmp_path / "net.pt")
     batch = torch.randn(5, 1, 28, 28)  # another batch size than the example
     assert torch.allclose(again(batch), small(batch), atol=1e-5)
+
+
+def test_a_model_that_cannot_run_at_the_resolution_is_refused_before_compressing():
+    flat = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 10))
+    with pytest.raises(autocomp.ConfigError, match="cannot run at resolution multiplier 0.5"):
+        autocomp.compress(flat, autocomp.Policy(resolution=0.5), X[:1])

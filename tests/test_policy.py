@@ -72,6 +72,8 @@ def test_keep_outside_the_unit_interval_is_refused(keep):
         ({"format": "autocomp.policy", "version": 99, "layers": {}}, "version 99"),
         ({"format": "autocomp.policy", "version": 1, "layers": {"a": {"keep": 0.5, "bits": 4}}}, "unknown field"),
         ({"format": "autocomp.policy", "version": 1, "layers": {"a": {"keep": 2}}}, "outside"),
+        ({"format": "autocomp.policy", "version": 2, "widht": 0.5, "layers": {}}, r"unknown key\(s\) \['widht'\]"),
+        ({"format": "autocomp.policy", "version": True, "layers": {}}, "version True"),
     ],
 )
 def test_bad_policy_files_are_refused_with_a_reason(tmp_path, data, message):
@@ -86,3 +88,9 @@ def test_invalid_json_names_the_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="broken.json"):
         Policy.load(path)
+
+
+@pytest.mark.parametrize("layers", [None, {"conv1": 0.5}, {3: LayerDecision(0.5)}])
+def test_layers_must_map_names_to_decisions(layers):
+    with pytest.raises(ConfigError, match="LayerDecision"):
+        Policy(layers)

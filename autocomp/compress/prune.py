@@ -50,6 +50,7 @@ class Compressor:
 
     def __call__(self, policy: Policy) -> nn.Module:
         """A compressed copy of the model: prune, (reconstruct,) factorize, then resize the input."""
+        self.graph.check(policy)
         kept_channels = self.graph.kept_channels(policy)
         size = resized_size(self.example_inputs.shape, policy.resolution) if policy.resolution < 1.0 else None
         small = copy.deepcopy(self.model)

@@ -21,6 +21,10 @@ _RIDGE = 1e-6
 """Ridge weight, relative to the inputs' mean squared column norm."""
 
 
+MIN_ROWS_PER_UNKNOWN = 4
+"""A layer is refitted only with at least this many sampled rows per weight of one output channel."""
+
+
 class _Stop(Exception):
     """Raised by a hook once it has what it needs, so the rest of the forward pass is skipped."""
 
@@ -94,7 +98,8 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[st
 
     ``kept_outputs[name]``: the original output channels that layer ``name`` of ``pruned`` kept.
     ``batches``: input tensors (no labels needed). ``layers``: refit only these (default: all).
-    Grouped convolutions are left alone; biases are kept.
+    Grouped convolutions, and layers with fewer than ``MIN_ROWS_PER_UNKNOWN`` sampled rows per
+    input weight (a Linear on (B, C) input gets one row per image), are left alone; biases are kept.
     """
     modes = [(module, module.training) for module in (*original.modules(), *pruned.modules())]
     original.eval()
@@ -122,7 +127,10 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[st
                              samples_per_image, generator)
                 xs.append(x)
                 ys.append(y)
-            module.weight.copy_(_solve(torch.cat(xs), torch.cat(ys)).reshape(module.weight.shape))
+            x, y = torch.cat(xs), torch.cat(ys)
+            if x.shape[0] < MIN_ROWS_PER_UNKNOWN * x.shape[1]:
+                continue  # too few samples for this many weights: a refit would fit noise, keep the pruned weights
+            module.weight.copy_(_solve(x, y).reshape(module.weight.shape))
             refitted.append(name)
         return refitted
     finally:

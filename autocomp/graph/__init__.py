@@ -102,6 +102,8 @@ class ModelGraph:
                 continue
             if not prunable_safely(self._dg, group):  # see graph.dependency: never pruned
                 continue
+            if any(_depthwise_multiplier(modules[name]) for name in (*producers, *consumers)):
+                continue  # Torch-Pruning cannot map a depthwise conv whose outputs are k x its inputs: left whole
             root = group[0].dep
             blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
             raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks))
@@ -170,6 +172,11 @@ class ModelGraph:
                 )
             ratios.append(min(1.0, distinct[0] * policy.width))
         return ratios
+
+    def check(self, policy: Policy) -> None:
+        """Raise ConfigError when ``policy`` cannot be applied to this model (layers, ranks, resolution)."""
+        self._check_layers(policy)
+        self._shapes_at(policy.resolution)
 
     def _check_layers(self, policy: Policy) -> None:
         """Refuse decisions on layers this model lacks, cannot prune, or cannot factorize."""
@@ -276,7 +283,9 @@ class ModelGraph:
             full = self._dg.get_pruning_group(module, handler, list(range(group.channels)))
             score = torch.as_tensor(criterion(full)).detach().float().cpu().flatten()
             if score.numel() != group.channels:
-                raise RuntimeError(f"criterion gave {score.numel()} scores for a group of {group.channels} channels")
+                name = getattr(criterion, "name", type(criterion).__name__)
+                raise ConfigError(f"criterion {name!r} gave {score.numel()} scores for a group of {group.channels} channels; "
+                                  "it must give one per channel.")
             scores.append(score)
         return scores
 
@@ -302,6 +311,11 @@ class ModelGraph:
             layer.name: torch.tensor(sorted(set(range(layer.out_channels)) - dropped[layer.name]), dtype=torch.long)
             for layer in self.layers
         }
+
+
+def _depthwise_multiplier(module: nn.Module) -> bool:
+    """A depthwise convolution producing several channels per input channel."""
+    return isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.in_channels != module.out_channels
 
 
 def _conv_groups(module: nn.Module) -> int:

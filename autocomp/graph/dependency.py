@@ -98,10 +98,10 @@ def _reshape_kind(grad_fn, tokens: bool) -> str | None:
     before, after = tuple(int(s) for s in sizes), tuple(int(s) for s in metadata[0].shape)
     if tokens and max(len(before), len(after)) <= 3 and before[-1:] == after[-1:]:
         return "same"  # (B, N, C) tokens, channels last: batch and tokens merged or split (as nn.Linear does)
+    if [s for s in before if s != 1] == [s for s in after if s != 1]:
+        return "same"  # only size-1 dimensions added or removed (a batch of one included)
     if before[:1] != after[:1]:
         return None
-    if [s for s in before[1:] if s != 1] == [s for s in after[1:] if s != 1]:
-        return "same"  # only size-1 dimensions added or removed
     if len(before) >= 4 and after[:2] == before[:2]:
         return "same"  # channels first, spatial dimensions merged or split
     if len(before) == 4 and after == (before[0], math.prod(before[1:])):
