@@ -23,13 +23,13 @@ from torch import nn
 
 from autocomp import models
 from autocomp.compress.resize import InputResize
+from autocomp.cost.macs import COUNTED_TYPES
 from autocomp.errors import ConfigError
 from autocomp.graph import ModelGraph
 
 MODEL_FORMAT = "autocomp.model"
 MODEL_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def export_program(model: nn.Module, example_inputs: torch.Tensor) -> torch.export.ExportedProgram:
@@ -112,7 +112,7 @@ def _recipe(model: nn.Module) -> dict | None:
         if isinstance(module, LowRank):
             channels[name] = [module.out_channels, module.in_channels]
             lowrank[name] = {"rank": module.rank, "scheme": module.scheme}
-        elif isinstance(module, _LAYER_TYPES) and not any(name.startswith(f + ".") for f in factorized):
+        elif isinstance(module, COUNTED_TYPES) and not any(name.startswith(f + ".") for f in factorized):
             channels[name] = [module.weight.shape[0], module.weight.shape[1]]
     return {"factory": factory, "channels": channels, "lowrank": lowrank, "resize": resize}
 

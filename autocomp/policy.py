@@ -95,9 +95,11 @@ class Policy:
         return 1.0 if decision is None else decision.keep
 
     def decision(self, name: str) -> LayerDecision:
+        """The decision for layer ``name`` (keep everything, no factorization, when not mentioned)."""
         return self.layers.get(name, LayerDecision())
 
     def to_dict(self) -> dict:
+        """The JSON form: format, version, multipliers and the per-layer decisions, sorted by name."""
         return {
             "format": POLICY_FORMAT,
             "version": POLICY_VERSION,
@@ -134,13 +136,16 @@ class Policy:
         return cls(decisions, **options)
 
     def to_json(self) -> str:
+        """`to_dict` as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the policy's JSON to ``path``."""
         Path(path).write_text(self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Policy:
+        """Read a policy file, refusing missing files, invalid JSON and foreign formats with one sentence."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())

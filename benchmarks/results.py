@@ -14,10 +14,12 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def machine() -> str:
+    """CPU, cores, torch version and threads, for the record."""
     return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """The lines of a markdown table."""
     return [
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -26,6 +28,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> l
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print right-aligned columns to the terminal."""
     cells = [list(map(str, header)), *[list(map(str, row)) for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:

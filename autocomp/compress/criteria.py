@@ -57,6 +57,7 @@ def register_criterion(name: str) -> Callable[[Callable[[], Criterion]], Callabl
 
 
 def criterion_names() -> list[str]:
+    """The registered criteria, sorted."""
     return sorted(_FACTORIES)
 
 

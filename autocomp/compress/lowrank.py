@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from autocomp.errors import ConfigError
+from autocomp.policy import RANK_SCHEMES
 
-SCHEMES = ("pair", "separable")
+SCHEMES = RANK_SCHEMES
 
 
 class LowRank(nn.Sequential):

@@ -39,6 +39,7 @@ class InputResize(nn.Module):
 
     @staticmethod
     def resample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``images`` resampled to ``size``, the one resize every consumer uses."""
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

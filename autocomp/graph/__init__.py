@@ -202,7 +202,9 @@ class ModelGraph:
         """Channels each group keeps under ``policy``: keep x channels, rounded to ``policy.channel_multiple``.
 
         A group never drops to zero channels: the floor is one multiple (or all its channels,
-        when it has fewer), and a keep ratio of 1 keeps every channel.
+        when it has fewer), and a keep ratio of 1 keeps every channel. Groups read by grouped
+        convolutions round to a multiple of their conv groups too; when that multiple is not
+        below the group's channel count, the group cannot be pruned and keeps every channel.
         """
         return [
             rounded_channels(keep, group.channels, math.lcm(policy.channel_multiple, group.blocks))
