@@ -1,0 +1,78 @@
+"""Quantizers: the number of distinct values, straight-through gradients, error falling with bits."""
+
+import pytest
+import torch
+
+from autocomp import ConfigError
+from autocomp.compress.quantize import PACT, quantize_weights
+
+W = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+
+
+def distinct_per_channel(q: torch.Tensor) -> list[int]:
+    return [row.unique().numel() for row in q.detach().flatten(1)]
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_uniform_k_bits_gives_at_most_2_to_the_k_values_per_channel(bits):
+    q = quantize_weights(W, "uniform", bits)
+    assert max(distinct_per_channel(q)) <= 2**bits
+    levels = 2 ** (bits - 1) - 1
+    scale = W.abs().flatten(1).amax(dim=1) / levels
+    integers = q.detach().flatten(1) / scale[:, None]
+    assert torch.allclose(integers, integers.round(), atol=1e-4)  # integers times one scale per channel
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_dorefa_k_bits_gives_at_most_2_to_the_k_values(bits):
+    q = quantize_weights(W, "dorefa", bits)
+    assert q.detach().unique().numel() <= 2**bits
+    assert q.abs().max() <= 1.0 + 1e-6
+
+
+def test_binary_weights_take_two_values_per_channel_with_the_mean_magnitude():
+    q = quantize_weights(W, "binary").detach().flatten(1)
+    assert distinct_per_channel(q) == [2] * 6
+    assert torch.allclose(q.abs().amax(dim=1), W.abs().flatten(1).mean(dim=1))
+    assert torch.equal(q.sign(), W.flatten(1).sign())
+
+
+def test_ternary_weights_take_three_values_per_channel():
+    q = quantize_weights(W, "ternary").detach().flatten(1)
+    assert distinct_per_channel(q) == [3] * 6
+    small = W.flatten(1).abs() <= 0.7 * W.flatten(1).abs().mean(dim=1, keepdim=True)
+    assert (q[small] == 0).all() and (q[~small] != 0).all()
+
+
+@pytest.mark.parametrize("scheme, bits", [("binary", None), ("ternary", None), ("uniform", 4), ("dorefa", 3)])
+def test_straight_through_gradients_are_not_zero(scheme, bits):
+    w = W.clone().requires_grad_(True)
+    (quantize_weights(w, scheme, bits) * torch.randn_like(w)).sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_quantization_error_shrinks_as_bits_grow():
+    errors = [(quantize_weights(W, "uniform", bits) - W).pow(2).mean().item() for bits in range(2, 9)]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    assert (quantize_weights(W, "binary") - W).pow(2).mean() > errors[2]  # one bit loses more than 4
+
+
+def test_pact_clips_quantizes_and_learns_its_clipping_level():
+    pact = PACT(bits=2, alpha=3.0)
+    x = torch.tensor([-1.0, 0.4, 1.2, 2.9, 5.0], requires_grad=True)
+    y = pact(x)
+    assert y.detach().tolist() == pytest.approx([0.0, 0.0, 1.0, 3.0, 3.0])  # 4 levels: 0, 1, 2, 3
+    y.sum().backward()
+    assert pact.alpha.grad.item() > 0  # values above alpha pull it up
+    assert x.grad[1:4].abs().sum() > 0 and x.grad[0] == 0 and x.grad[4] == 0
+
+
+@pytest.mark.parametrize("bits", [1, 9, 4.0, True])
+def test_bit_widths_outside_2_to_8_are_refused(bits):
+    with pytest.raises(ConfigError, match="bit-width"):
+        quantize_weights(W, "uniform", bits)
+
+
+def test_unknown_weight_quantizer_is_refused():
+    with pytest.raises(ConfigError, match="'fp4'.*binary, ternary, uniform, dorefa"):
+        quantize_weights(W, "fp4", 4)
