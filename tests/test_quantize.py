@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autocomp import ConfigError
-from autocomp.compress.quantize import PACT, quantize_weights
+from autocomp.compress.quantize import LSQ, PACT, QuantizedLayer, quantize_weights
 
 W = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(0))
 
@@ -76,3 +76,48 @@ def test_bit_widths_outside_2_to_8_are_refused(bits):
 def test_unknown_weight_quantizer_is_refused():
     with pytest.raises(ConfigError, match="'fp4'.*binary, ternary, uniform, dorefa"):
         quantize_weights(W, "fp4", 4)
+
+
+def test_lsq_keeps_inputs_on_its_grid_and_learns_its_step():
+    torch.manual_seed(0)
+    lsq = LSQ(bits=3, signed=True)
+    x = torch.randn(64, 8, requires_grad=True)
+    y = lsq(x)
+    steps = y.detach() / lsq.step.detach()
+    assert torch.allclose(steps, steps.round(), atol=1e-5)
+    assert steps.min() >= -4 and steps.max() <= 3  # signed 3 bits: -4..3
+    y.pow(2).sum().backward()
+    assert lsq.step.grad is not None and lsq.step.grad != 0
+    assert x.grad.abs().sum() > 0
+    assert LSQ(bits=4, signed=False)(torch.randn(100)).min() == 0
+
+
+@pytest.mark.parametrize("layer, x", [(torch.nn.Conv2d(4, 6, 3, padding=1), torch.randn(2, 4, 5, 5)),
+                                      (torch.nn.Linear(12, 5), torch.randn(3, 12))])
+def test_a_quantized_layer_runs_on_the_quantized_weights(layer, x):
+    for bits, scheme, values in [(1, "uniform", 2), (2, "ternary", 3), (4, "uniform", 16), (8, "dorefa", 256)]:
+        quantized = QuantizedLayer(layer, bits, scheme, act_bits=8)
+        weight = quantized.quantized_weight().detach()
+        assert max(distinct_per_channel(weight)) <= values
+        reference = torch.nn.functional.linear if isinstance(layer, torch.nn.Linear) else None
+        expected_in = quantized.inputs(x).detach()
+        out = quantized(x)
+        if reference is not None:
+            assert torch.allclose(out, reference(expected_in, weight, layer.bias), atol=1e-5)
+        else:
+            assert torch.allclose(out, layer._conv_forward(expected_in, weight, layer.bias), atol=1e-5)
+    assert (QuantizedLayer(layer, 8)(x) - layer(x)).abs().max() < 0.05 * layer(x).abs().max()
+
+
+def test_quantized_layer_refuses_bad_requests():
+    with pytest.raises(ConfigError, match="ternary weights use 2 bits, not 4"):
+        QuantizedLayer(torch.nn.Linear(4, 4), 4, "ternary")
+    with pytest.raises(ConfigError, match="not BatchNorm2d"):
+        QuantizedLayer(torch.nn.BatchNorm2d(4), 8)
+    with pytest.raises(ConfigError, match="bit-width 9"):
+        QuantizedLayer(torch.nn.Linear(4, 4), 9)
+
+
+def test_binary_takes_one_bit():
+    with pytest.raises(ConfigError, match="binary weights use 1 bit, not 4"):
+        QuantizedLayer(torch.nn.Linear(4, 4), 4, "binary")

@@ -21,6 +21,7 @@ from torch import nn
 from autocomp.errors import ConfigError
 
 WEIGHT_SCHEMES = ("binary", "ternary", "uniform", "dorefa")
+_FIXED_BITS = {"binary": 1, "ternary": 2}
 MIN_BITS, MAX_BITS = 2, 8
 
 
@@ -107,3 +108,74 @@ class PACT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
+
+
+class LSQ(nn.Module):
+    """k-bit activations with a learned step size (Esser et al. 2020), signed or not.
+
+    The step starts at ``2 mean |x| / sqrt(Q_p)`` on the first batch it sees, and its gradient is
+    scaled by ``1 / sqrt(numel x Q_p)`` as in the paper.
+    """
+
+    def __init__(self, bits: int, signed: bool) -> None:
+        super().__init__()
+        _check_bits(bits)
+        self.bits, self.signed = bits, signed
+        self.low = -(2 ** (bits - 1)) if signed else 0
+        self.high = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        self.step = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.initialized:
+            with torch.no_grad():
+                self.step.copy_((2 * x.abs().mean() / self.high**0.5).clamp(min=1e-8))
+                self.initialized.fill_(True)
+        scale = 1.0 / (x.numel() * self.high) ** 0.5
+        step = self.step * scale + (self.step - self.step * scale).detach()  # value: step; gradient: scaled
+        return round_ste((x / step).clamp(self.low, self.high)) * step
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
+
+
+class QuantizedLayer(nn.Module):
+    """A conv or linear ``layer`` run with quantized weights and, optionally, quantized inputs.
+
+    ``weight_bits``: 1 (binary), 2..8 with ``weight_scheme`` uniform or dorefa, or ternary
+    (``weight_scheme="ternary"``, two bits). ``act_bits``: None keeps inputs in floating point;
+    otherwise LSQ, signed unless ``unsigned_inputs`` (inputs that follow a ReLU).
+    """
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_scheme: str = "uniform",
+                 act_bits: int | None = None, unsigned_inputs: bool = False) -> None:
+        super().__init__()
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            raise ConfigError(f"quantization applies to nn.Conv2d and nn.Linear layers, not {type(layer).__name__}.")
+        if weight_bits == 1:
+            weight_scheme = "binary"
+        if weight_scheme not in WEIGHT_SCHEMES:
+            raise ConfigError(f"weight quantizer {weight_scheme!r} is not known; allowed: {', '.join(WEIGHT_SCHEMES)}.")
+        if weight_scheme in _FIXED_BITS:
+            if weight_bits != _FIXED_BITS[weight_scheme]:
+                bits = _FIXED_BITS[weight_scheme]
+                raise ConfigError(f"{weight_scheme} weights use {bits} bit{'s' if bits > 1 else ''}, not {weight_bits!r}.")
+        else:
+            _check_bits(weight_bits)
+        self.layer = layer
+        self.weight_bits, self.weight_scheme = weight_bits, weight_scheme
+        self.inputs = None if act_bits is None else LSQ(act_bits, signed=not unsigned_inputs)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return quantize_weights(self.layer.weight, self.weight_scheme, self.weight_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs is not None:
+            x = self.inputs(x)
+        weight = self.quantized_weight()
+        if isinstance(self.layer, nn.Linear):
+            return nn.functional.linear(x, weight, self.layer.bias)
+        return self.layer._conv_forward(x, weight, self.layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weight_scheme}:{self.weight_bits}, inputs={self.inputs.bits if self.inputs else 'float'}"
