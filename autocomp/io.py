@@ -26,6 +26,7 @@ from autocomp.compress.resize import InputResize
 from autocomp.cost.macs import COUNTED_TYPES
 from autocomp.errors import ConfigError
 from autocomp.graph import ModelGraph
+from autocomp.modes import evaluating
 
 MODEL_FORMAT = "autocomp.model"
 MODEL_VERSION = 2
@@ -36,17 +37,12 @@ def export_program(model: nn.Module, example_inputs: torch.Tensor) -> torch.expo
     """``model`` in eval mode as a ``torch.export`` program whose batch size may vary."""
     batch = torch.export.Dim("batch", min=1)
     sample = example_inputs[:1].expand(2, *example_inputs.shape[1:])  # a batch of 1 would be specialized to 1
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             return torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
     except Exception as err:  # the exporter raises many kinds, all meaning "cannot capture this model"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"the model cannot be exported with torch.export ({first}).") from None
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 _PROGRAM_ENTRIES = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id")

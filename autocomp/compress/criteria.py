@@ -18,14 +18,14 @@ channels. Data-driven criteria (``needs_data``) first see a few training batches
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 from torch import nn
 
 from autocomp.errors import ConfigError
+from autocomp.modes import evaluating
 
 _PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -166,18 +166,6 @@ def _bn_scale() -> Criterion:
     return BatchNormScale()
 
 
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode (BatchNorm statistics as trained, repeatable), then give every module its mode back."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 class _DataCriterion(Criterion):
     needs_data = True
 
@@ -196,7 +184,7 @@ class Taylor(_DataCriterion):
         if not batches:
             return
         model.zero_grad(set_to_none=True)
-        with _evaluating(model), torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             for inputs, labels in batches:
                 nn.functional.cross_entropy(model(inputs), labels).backward()
         self._prepared = True
@@ -242,7 +230,7 @@ class ActivationsPositive(_DataCriterion):
         watched = [m for m in model.modules() if isinstance(m, _PRODUCERS + _NORMS)]
         handles = [m.register_forward_hook(record) for m in watched]
         try:
-            with _evaluating(model), torch.no_grad():
+            with evaluating(model), torch.no_grad():
                 for inputs, _ in batches:
                     model(inputs)
         finally:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autocomp.errors import ConfigError
+from autocomp.modes import evaluating
 
 _RIDGE = 1e-6
 """Ridge weight, relative to the inputs' mean squared column norm."""
@@ -101,10 +102,7 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[st
     Grouped convolutions, and layers with fewer than ``MIN_ROWS_PER_UNKNOWN`` sampled rows per
     input weight (a Linear on (B, C) input gets one row per image), are left alone; biases are kept.
     """
-    modes = [(module, module.training) for module in (*original.modules(), *pruned.modules())]
-    original.eval()
-    pruned.eval()
-    try:
+    with evaluating(original, pruned):
         order = _execution_order(pruned, batches[0][:1])
         unknown = sorted(set(layers or ()) - set(order))
         if unknown:
@@ -133,6 +131,3 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[st
             module.weight.copy_(_solve(x, y).reshape(module.weight.shape))
             refitted.append(name)
         return refitted
-    finally:
-        for module, training in modes:
-            module.training = training

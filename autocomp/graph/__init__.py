@@ -252,13 +252,9 @@ class ModelGraph:
         if layer.kind == "linear":
             return lowrank_macs(layer.kind, new_in, new_out, (1, 1), None, None, (1, 1), (0, 0), (1, 1), rank,
                                 decision.rank_scheme, rows=math.prod(input_shape[:-1]))
-        module = self._named_modules[layer.name]
+        module = self.model.get_submodule(layer.name)
         return lowrank_macs(layer.kind, new_in, new_out, layer.kernel_size, input_shape[1:], output_shape[1:],
                             layer.stride, module.padding, module.dilation, rank, decision.rank_scheme)
-
-    @property
-    def _named_modules(self) -> dict[str, nn.Module]:
-        return dict(self.model.named_modules())
 
     def _shapes_at(self, resolution: float) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]:
         """Per layer (MACs, input shape, output shape) of the unpruned model at an input resolution multiplier."""

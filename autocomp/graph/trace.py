@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_leaves
 
 from autocomp.cost.macs import COUNTED_TYPES, module_macs
 from autocomp.errors import ConfigError
+from autocomp.modes import evaluating
 
 
 def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, dict]:
@@ -48,13 +49,11 @@ def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, di
 
     handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
     handles += [m.register_forward_hook(leave) for m in model.modules()]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad(), _ValueReadGuard(example_inputs, lambda: stack[-1] if stack else model, names):
+        with evaluating(model), torch.no_grad(), _ValueReadGuard(example_inputs, lambda: stack[-1] if stack else model,
+                                                                 names):
             model(example_inputs)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return records
