@@ -4,6 +4,8 @@ Besides the per-layer decisions (channels kept, low-rank factorization) a policy
 model-wide multipliers of the MobileNet tables: ``width`` scales every layer's channels (the
 first included) and ``resolution`` scales the input's height and width; ``channel_multiple``
 rounds every kept channel count to a multiple (8 suits vectorised CPU and GPU kernels).
+Per layer, ``weight_bits``/``act_bits`` choose the precision its weights and inputs run at
+(None: floating point); `compress` prunes first, then quantizes.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ if TYPE_CHECKING:
     from autocomp.graph import LayerInfo
 
 POLICY_FORMAT = "autocomp.policy"
-POLICY_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+POLICY_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 RANK_SCHEMES = ("pair", "separable")
+WEIGHT_SCHEMES = ("uniform", "dorefa", "binary", "ternary")
+FIXED_BITS = {"binary": 1, "ternary": 2}
+"""Weight schemes with a fixed bit-width; ``uniform`` and ``dorefa`` take ``MIN_BITS..MAX_BITS``."""
+MIN_BITS, MAX_BITS = 2, 8
 _MULTIPLIERS = ("width", "resolution", "channel_multiple")
 
 
@@ -36,6 +42,24 @@ def _check_fraction(value: object, what: str) -> None:
         raise ConfigError(f"{what} {value} is outside the allowed range (0, 1].")
 
 
+def check_bits(bits: object, what: str = "bit-width") -> None:
+    """Refuse anything but a whole number of bits from MIN_BITS to MAX_BITS."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"{what} {bits!r} is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}.")
+
+
+def check_weight_precision(bits: object, scheme: object) -> None:
+    """Refuse a weight scheme that is not known or a bit-width it cannot take (binary: 1, ternary: 2)."""
+    if scheme not in WEIGHT_SCHEMES:
+        raise ConfigError(f"weight quantizer {scheme!r} is not known; allowed: {', '.join(WEIGHT_SCHEMES)}.")
+    if scheme in FIXED_BITS:
+        fixed = FIXED_BITS[scheme]
+        if bits != fixed or isinstance(bits, bool):
+            raise ConfigError(f"{scheme} weights use {fixed} bit{'s' if fixed > 1 else ''}, not {bits!r}.")
+    else:
+        check_bits(bits, f"{scheme} weight bit-width")
+
+
 @dataclass(frozen=True)
 class LayerDecision:
     """What happens to one layer.
@@ -44,11 +68,17 @@ class LayerDecision:
     ``rank``: None, or the fraction of its full rank kept by an SVD factorization into two
     layers (after pruning); ``rank_scheme`` "pair" (k x k conv to ``rank`` channels, then
     1 x 1) or "separable" (k x 1, then 1 x k).
+    ``weight_bits``: None (floating point) or the bits of its weights under ``weight_scheme``:
+    1 is binary (the scheme follows), 2 ternary or 2..8 uniform or dorefa.
+    ``act_bits``: None (floating-point inputs) or 2..8 bits for its inputs; needs ``weight_bits``.
     """
 
     keep: float = 1.0
     rank: float | None = None
     rank_scheme: str = "pair"
+    weight_bits: int | None = None
+    act_bits: int | None = None
+    weight_scheme: str = "uniform"
 
     def __post_init__(self) -> None:
         _check_fraction(self.keep, "keep ratio")
@@ -56,6 +86,20 @@ class LayerDecision:
             _check_fraction(self.rank, "rank fraction")
         if self.rank_scheme not in RANK_SCHEMES:
             raise ConfigError(f"rank scheme {self.rank_scheme!r} is not known; allowed: {', '.join(RANK_SCHEMES)}.")
+        if self.weight_bits == 1 and self.weight_scheme == "uniform" and not isinstance(self.weight_bits, bool):
+            object.__setattr__(self, "weight_scheme", "binary")  # one bit means binary weights
+        if self.weight_bits is not None:
+            check_weight_precision(self.weight_bits, self.weight_scheme)
+        elif self.weight_scheme != "uniform":
+            raise ConfigError(f"weight scheme {self.weight_scheme!r} needs weight_bits; without them weights stay in floating point.")
+        if self.act_bits is not None:
+            check_bits(self.act_bits, "activation bit-width")
+            if self.weight_bits is None:
+                raise ConfigError(f"act_bits {self.act_bits} needs weight_bits too: a layer is quantized weights first.")
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight_bits is not None
 
 
 @dataclass(frozen=True)
@@ -83,11 +127,26 @@ class Policy:
             raise ConfigError(f"channel multiple {multiple!r} is not allowed; need a whole number >= 1.")
 
     @classmethod
-    def uniform(cls, layers: Iterable[LayerInfo | str], keep: float, **options) -> Policy:
-        """The same keep ratio for every given layer (``prunable_layers(...)`` or names)."""
-        names = [layer if isinstance(layer, str) else layer.name for layer in layers]
-        decision = LayerDecision(keep=float(keep))
-        return cls({name: decision for name in names}, **options)
+    def uniform(cls, layers: Iterable[LayerInfo | str], keep: float = 1.0, *, weight_bits: int | None = None,
+                act_bits: int | None = None, weight_scheme: str = "uniform", edge_bits: int | None = 8,
+                **options) -> Policy:
+        """The same decision for every given layer (``prunable_layers(...)``, ``model_layers(...)`` or names).
+
+        Layers known (as `LayerInfo`) not to be prunable keep all their channels. With bits,
+        the first and the last of ``layers`` run at ``edge_bits`` (weights and inputs; None:
+        like the others), as most quantization papers keep them.
+        """
+        entries = list(layers)
+        names = [layer if isinstance(layer, str) else layer.name for layer in entries]
+        fixed = {name for name, layer in zip(names, entries) if not isinstance(layer, str) and layer.group is None}
+        edges = {names[0], names[-1]} if names and weight_bits is not None and edge_bits is not None else set()
+        decisions = {}
+        for name in names:
+            bits = (edge_bits, None if act_bits is None else edge_bits, "uniform") if name in edges else (
+                weight_bits, act_bits, weight_scheme)
+            decisions[name] = LayerDecision(keep=1.0 if name in fixed else float(keep), weight_bits=bits[0],
+                                            act_bits=bits[1], weight_scheme=bits[2])
+        return cls(decisions, **options)
 
     def keep(self, name: str) -> float:
         """The keep ratio of layer ``name`` (1.0 when the policy does not mention it)."""
@@ -116,7 +175,7 @@ class Policy:
             raise ConfigError(f"{source} is not an autocomp policy (expected \"format\": \"{POLICY_FORMAT}\").")
         version = data.get("version")
         if isinstance(version, bool) or version not in _READABLE_VERSIONS:
-            raise ConfigError(f"{source} has policy version {version!r}; this autocomp reads versions 1 and {POLICY_VERSION}.")
+            raise ConfigError(f"{source} has policy version {version!r}; this autocomp reads versions 1 to {POLICY_VERSION}.")
         unknown = set(data) - {"format", "version", "layers", *_MULTIPLIERS}
         if unknown:
             raise ConfigError(f"{source} has unknown key(s) {sorted(unknown)}; allowed: {sorted(['layers', *_MULTIPLIERS])}.")
@@ -168,8 +227,10 @@ class Policy:
 
 
 def _decision_dict(decision: LayerDecision) -> dict:
-    """The JSON form of a decision, without the low-rank fields of a layer that is not factorized."""
+    """The JSON form of a decision, without the low-rank or precision fields of a layer that has none."""
     data = asdict(decision)
     if decision.rank is None:
         del data["rank"], data["rank_scheme"]
+    if decision.weight_bits is None:
+        del data["weight_bits"], data["act_bits"], data["weight_scheme"]
     return data

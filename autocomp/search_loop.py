@@ -78,7 +78,7 @@ def _result_of(trial: optuna.trial.FrozenTrial) -> EvalResult | None:
     if trial.state != optuna.trial.TrialState.COMPLETE:
         return None
     attrs = trial.user_attrs
-    return EvalResult(trial.value, Cost(attrs["macs"], attrs["params"], attrs["size_bytes"]), attrs["seconds"])
+    return EvalResult(trial.value, Cost.from_dict(attrs), attrs["seconds"])
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

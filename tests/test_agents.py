@@ -29,7 +29,7 @@ def analytic_score(graph, space, policy) -> EvalResult:
     params = space.to_params(policy)
     weights = torch.linspace(1.0, 2.0, len(params))
     score = float(sum(w * v for w, v in zip(weights, params.values())) / weights.sum())
-    return EvalResult(score, Cost(graph.predict_macs(policy), 0, 0), 0.0)
+    return EvalResult(score, Cost(graph.predict_macs(policy), 0, 0, 0), 0.0)
 
 
 def drive(agent, graph, space, constraint, n):

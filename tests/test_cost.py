@@ -57,7 +57,7 @@ def test_measuring_leaves_the_model_untouched():
 
 def test_params_and_size_of_a_linear_layer():
     cost = autocomp.measure(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), torch.zeros(1, 3, 2, 2))
-    assert (cost.macs, cost.params, cost.size_bytes, cost.flops) == (60, 65, 260, 120)
+    assert (cost.macs, cost.params, cost.size_bytes, cost.flops, cost.bops) == (60, 65, 260, 120, 60 * 32 * 32)
 
 
 @pytest.mark.parametrize("name, kwargs", ZOO_CASES)

@@ -7,21 +7,54 @@ from autocomp import ConfigError, LayerDecision, Policy
 
 def test_json_round_trip_keeps_every_decision(tmp_path):
     policy = Policy({"conv1": LayerDecision(0.5), "layer1.0.conv1": LayerDecision(0.25, rank=0.5, rank_scheme="separable"),
-                     "fc0": LayerDecision(1.0)}, width=0.75, resolution=0.5, channel_multiple=8)
+                     "layer1.0.conv2": LayerDecision(0.5, weight_bits=2, weight_scheme="ternary", act_bits=3),
+                     "fc0": LayerDecision(1.0, weight_bits=8)}, width=0.75, resolution=0.5, channel_multiple=8)
     path = tmp_path / "policy.json"
     policy.save(path)
     again = Policy.load(path)
     assert again == policy
     assert again.key() == policy.key()
     data = json.loads(path.read_text())
-    assert data["version"] == 2 and data["channel_multiple"] == 8
-    assert "rank" not in data["layers"]["conv1"]  # unfactorized layers stay short
+    assert data["version"] == 3 and data["channel_multiple"] == 8
+    assert data["layers"]["conv1"] == {"keep": 0.5}  # layers neither factorized nor quantized stay short
+    assert data["layers"]["fc0"] == {"keep": 1.0, "weight_bits": 8, "act_bits": None, "weight_scheme": "uniform"}
 
 
 def test_version_1_files_still_load(tmp_path):
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"format": "autocomp.policy", "version": 1, "layers": {"a": {"keep": 0.5}}}))
     assert Policy.load(path) == Policy({"a": LayerDecision(0.5)})
+
+
+def test_one_weight_bit_means_binary_weights():
+    assert LayerDecision(weight_bits=1) == LayerDecision(weight_bits=1, weight_scheme="binary")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [({"weight_bits": 9}, "weight bit-width 9"), ({"weight_bits": 0}, "weight bit-width 0"),
+     ({"weight_bits": 4.0}, "weight bit-width 4.0"), ({"weight_bits": True}, "bit-width True"),
+     ({"weight_bits": 4, "weight_scheme": "ternary"}, "ternary weights use 2 bits, not 4"),
+     ({"weight_bits": 2, "weight_scheme": "binary"}, "binary weights use 1 bit, not 2"),
+     ({"weight_bits": 4, "weight_scheme": "fp4"}, "weight quantizer 'fp4' is not known"),
+     ({"weight_bits": 4, "act_bits": 1}, "activation bit-width 1"),
+     ({"act_bits": 4}, "act_bits 4 needs weight_bits"), ({"weight_scheme": "dorefa"}, "needs weight_bits")],
+)
+def test_bad_bit_decisions_are_refused(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        LayerDecision(**fields)
+
+
+def test_uniform_bits_keep_the_first_and_last_layer_at_the_edge_bits():
+    names = ["stem", "a", "b", "head"]
+    policy = Policy.uniform(names, 0.5, weight_bits=2, act_bits=4)
+    assert [policy.decision(n).weight_bits for n in names] == [8, 2, 2, 8]
+    assert [policy.decision(n).act_bits for n in names] == [8, 4, 4, 8]
+    assert [policy.decision(n).keep for n in names] == [0.5] * 4
+    same = Policy.uniform(names, weight_bits=1, edge_bits=None)
+    assert {same.decision(n).weight_scheme for n in names} == {"binary"}
+    assert {same.decision(n).act_bits for n in names} == {None}
+    assert Policy.uniform(names, weight_bits=4, edge_bits=6).decision("head").weight_bits == 6
 
 
 def test_multipliers_take_part_in_equality_and_key():

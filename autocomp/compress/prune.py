@@ -1,4 +1,4 @@
-"""Compression by policy: channels removed, layers factorized, input resized; a new, smaller dense model."""
+"""Compression by policy: channels removed, layers factorized, bits lowered, input resized; a new, smaller model."""
 
 from __future__ import annotations
 
@@ -22,12 +22,18 @@ def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[Laye
     return ModelGraph(copy.deepcopy(model), example_inputs).prunable
 
 
+def model_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[LayerInfo]:
+    """Every conv and linear layer in execution order: what bits and low-rank apply to."""
+    return ModelGraph(copy.deepcopy(model), example_inputs).layers
+
+
 class Compressor:
     """Compresses one model under many policies; channels are scored once, with ``criterion``.
 
     ``data``, a few (inputs, labels) batches of training data, feeds the data-driven criteria
     (``taylor``, ``apoz``) and ``reconstruct``, which refits the layers that read pruned
-    channels by least squares on their activations (as ThiNet and AMC do).
+    channels by least squares on their activations (as ThiNet and AMC do); its first batch
+    also sets the activation quantizers' ranges (without data, the first batch run does).
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, criterion: str = "l1",
@@ -47,7 +53,7 @@ class Compressor:
         probe.zero_grad(set_to_none=True)
 
     def __call__(self, policy: Policy) -> nn.Module:
-        """A compressed copy of the model: prune, (reconstruct,) factorize, then resize the input."""
+        """A compressed copy of the model: prune, (reconstruct,) factorize, resize the input, then quantize."""
         self.graph.check(policy)
         kept_channels = self.graph.kept_channels(policy)
         size = resized_size(self.example_inputs.shape, policy.resolution) if policy.resolution < 1.0 else None
@@ -59,7 +65,22 @@ class Compressor:
 
             reconstruct(self.model, small, kept_outputs, [inputs for inputs, _ in self.data])
         _factorize(small, self.graph.layers, policy)
-        return InputResize(small, size) if size is not None else small
+        model = InputResize(small, size) if size is not None else small
+        quantized = {name: decision for name, decision in policy.layers.items() if decision.quantized}
+        if quantized:
+            self._quantize(small, model, quantized)
+        return model
+
+    def _quantize(self, small: nn.Module, model: nn.Module, decisions: dict) -> None:
+        """Quantize ``small`` (inside ``model``) in place; probes tell signed inputs, data sets ranges."""
+        from autocomp.compress.quantize import calibrate, quantize_layers
+
+        example = self.example_inputs
+        noise = torch.randn(example.shape, generator=torch.Generator().manual_seed(0)).to(example)
+        probes = [example, noise] + [inputs for inputs, _ in self.data[:1]]
+        quantize_layers(small, decisions, model, probes)
+        if self.data:
+            calibrate(model, self.data[0][0])
 
 
 def _factorize(model: nn.Module, layers: list[LayerInfo], policy: Policy) -> None:
@@ -81,8 +102,9 @@ def compress(model: nn.Module, policy: Policy, example_inputs: torch.Tensor, cri
 
     Each layer keeps ``policy.keep(name)`` (times ``policy.width``) of its output channels,
     rounded to ``policy.channel_multiple``; coupled layers (residual adds, concatenations,
-    depthwise pairs) lose the same channels. Layers with a ``rank`` are then factorized, and a
-    ``resolution`` below 1 makes the model resize its input first. For many policies on one
-    model, build a `Compressor` once.
+    depthwise pairs) lose the same channels. Layers with a ``rank`` are then factorized, a
+    ``resolution`` below 1 makes the model resize its input first, and layers with
+    ``weight_bits`` run on quantized weights (and inputs, with ``act_bits``). For many policies
+    on one model, build a `Compressor` once.
     """
     return Compressor(model, example_inputs, criterion, data, reconstruct)(policy)

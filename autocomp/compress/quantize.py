@@ -10,19 +10,22 @@ Weights (per output channel, dimension 0):
 * ``uniform``: symmetric k-bit, scale ``max |w| / (2^(k-1) - 1)``: at most 2^k - 1 values.
 * ``dorefa``: DoReFa-Net, ``2 q_k(tanh w / (2 max |tanh w|) + 1/2) - 1``: 2^k values (per layer).
 Activations: PACT (Choi et al. 2018), a learned clipping level ``alpha``, k-bit uniform on
-``[0, alpha]``.
+``[0, alpha]``; LSQ (Esser et al. 2020), a learned step, signed or not.
+
+`QuantizedConv2d` and `QuantizedLinear` run a layer on quantized weights and inputs;
+`quantize_layers` puts them in a model where a policy asks for bits.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from autocomp.errors import ConfigError
-
-WEIGHT_SCHEMES = ("binary", "ternary", "uniform", "dorefa")
-_FIXED_BITS = {"binary": 1, "ternary": 2}
-MIN_BITS, MAX_BITS = 2, 8
+from autocomp.modes import evaluating
+from autocomp.policy import WEIGHT_SCHEMES, LayerDecision, check_bits, check_weight_precision
 
 
 def _straight_through(w: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
@@ -38,11 +41,6 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 def _per_channel(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """A per-output-channel statistic shaped to broadcast against ``w``."""
     return values.view(-1, *([1] * (w.dim() - 1)))
-
-
-def _check_bits(bits: int) -> None:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ConfigError(f"bit-width {bits!r} is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}.")
 
 
 def binary_weights(w: torch.Tensor) -> torch.Tensor:
@@ -63,7 +61,7 @@ def ternary_weights(w: torch.Tensor) -> torch.Tensor:
 
 def uniform_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
     """Symmetric k-bit with a per-output-channel scale: integers in [-(2^(k-1) - 1), 2^(k-1) - 1]."""
-    _check_bits(bits)
+    check_bits(bits)
     levels = 2 ** (bits - 1) - 1
     scale = _per_channel(w.detach().abs().flatten(1).amax(dim=1).clamp(min=1e-12) / levels, w)
     return _straight_through(w, (w / scale).round().clamp(-levels, levels) * scale)
@@ -71,7 +69,7 @@ def uniform_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 def dorefa_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
     """DoReFa-Net weights in [-1, 1] on 2^k levels (the straight-through path runs through tanh)."""
-    _check_bits(bits)
+    check_bits(bits)
     levels = 2**bits - 1
     squashed = torch.tanh(w)
     unit = squashed / (2 * squashed.detach().abs().max().clamp(min=1e-12)) + 0.5
@@ -96,7 +94,7 @@ class PACT(nn.Module):
 
     def __init__(self, bits: int, alpha: float = 6.0) -> None:
         super().__init__()
-        _check_bits(bits)
+        check_bits(bits)
         self.bits = bits
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
 
@@ -113,69 +111,167 @@ class PACT(nn.Module):
 class LSQ(nn.Module):
     """k-bit activations with a learned step size (Esser et al. 2020), signed or not.
 
-    The step starts at ``2 mean |x| / sqrt(Q_p)`` on the first batch it sees, and its gradient is
-    scaled by ``1 / sqrt(numel x Q_p)`` as in the paper.
+    The step starts at ``2 mean |x| / sqrt(Q_p)`` on the first batch it sees (`calibrate` feeds
+    it real data), and its gradient is scaled by ``1 / sqrt(numel x Q_p)`` as in the paper.
+    Whether it has started is saved with the state dict, so a loaded model keeps its step.
     """
 
     def __init__(self, bits: int, signed: bool) -> None:
         super().__init__()
-        _check_bits(bits)
+        check_bits(bits, "activation bit-width")
         self.bits, self.signed = bits, signed
         self.low = -(2 ** (bits - 1)) if signed else 0
         self.high = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
         self.step = nn.Parameter(torch.tensor(1.0))
-        self.register_buffer("initialized", torch.tensor(False))
+        self.initialized = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
             with torch.no_grad():
                 self.step.copy_((2 * x.abs().mean() / self.high**0.5).clamp(min=1e-8))
-                self.initialized.fill_(True)
+            self.initialized = True
         scale = 1.0 / (x.numel() * self.high) ** 0.5
         step = self.step * scale + (self.step - self.step * scale).detach()  # value: step; gradient: scaled
         return round_ste((x / step).clamp(self.low, self.high)) * step
+
+    def get_extra_state(self) -> dict:
+        return {"initialized": self.initialized}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.initialized = bool(state["initialized"])
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}"
 
 
-class QuantizedLayer(nn.Module):
-    """A conv or linear ``layer`` run with quantized weights and, optionally, quantized inputs.
+class _Quantized:
+    """What quantized conv and linear layers share: the weight quantizer and the input quantizer."""
 
-    ``weight_bits``: 1 (binary), 2..8 with ``weight_scheme`` uniform or dorefa, or ternary
-    (``weight_scheme="ternary"``, two bits). ``act_bits``: None keeps inputs in floating point;
-    otherwise LSQ, signed unless ``unsigned_inputs`` (inputs that follow a ReLU).
-    """
+    weight_bits: int
+    weight_scheme: str
+    inputs: LSQ | None
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_scheme: str = "uniform",
-                 act_bits: int | None = None, unsigned_inputs: bool = False) -> None:
-        super().__init__()
-        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
-            raise ConfigError(f"quantization applies to nn.Conv2d and nn.Linear layers, not {type(layer).__name__}.")
-        if weight_bits == 1:
+    def _set_precision(self, weight_bits: int, weight_scheme: str, act_bits: int | None, signed_inputs: bool) -> None:
+        if weight_bits == 1 and weight_scheme == "uniform":
             weight_scheme = "binary"
-        if weight_scheme not in WEIGHT_SCHEMES:
-            raise ConfigError(f"weight quantizer {weight_scheme!r} is not known; allowed: {', '.join(WEIGHT_SCHEMES)}.")
-        if weight_scheme in _FIXED_BITS:
-            if weight_bits != _FIXED_BITS[weight_scheme]:
-                bits = _FIXED_BITS[weight_scheme]
-                raise ConfigError(f"{weight_scheme} weights use {bits} bit{'s' if bits > 1 else ''}, not {weight_bits!r}.")
-        else:
-            _check_bits(weight_bits)
-        self.layer = layer
+        check_weight_precision(weight_bits, weight_scheme)
         self.weight_bits, self.weight_scheme = weight_bits, weight_scheme
-        self.inputs = None if act_bits is None else LSQ(act_bits, signed=not unsigned_inputs)
+        self.inputs = None if act_bits is None else LSQ(act_bits, signed=signed_inputs)
 
     def quantized_weight(self) -> torch.Tensor:
-        return quantize_weights(self.layer.weight, self.weight_scheme, self.weight_bits)
+        """The weight as the forward pass sees it: on the scheme's grid, straight-through to ``weight``."""
+        return quantize_weights(self.weight, self.weight_scheme, self.weight_bits)
+
+    def _quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.inputs is None else self.inputs(x)
+
+    @property
+    def act_bits(self) -> int | None:
+        return None if self.inputs is None else self.inputs.bits
+
+    def precision(self) -> dict:
+        """Plain data enough to rebuild this layer's quantizers (bits, scheme, signedness)."""
+        return {"weight_bits": self.weight_bits, "weight_scheme": self.weight_scheme, "act_bits": self.act_bits,
+                "signed_inputs": True if self.inputs is None else self.inputs.signed}
+
+    def _precision_repr(self) -> str:
+        return f"weights={self.weight_scheme}:{self.weight_bits}, inputs={self.act_bits or 'float'}"
+
+
+class QuantizedConv2d(_Quantized, nn.Conv2d):
+    """An ``nn.Conv2d`` whose forward runs on quantized weights and, optionally, quantized inputs.
+
+    Being a ``Conv2d`` (same parameters, same state-dict names, plus ``inputs.step``), it is
+    counted, traced, saved and factorized like the layer it replaces.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inputs is not None:
-            x = self.inputs(x)
-        weight = self.quantized_weight()
-        if isinstance(self.layer, nn.Linear):
-            return nn.functional.linear(x, weight, self.layer.bias)
-        return self.layer._conv_forward(x, weight, self.layer.bias)
+        return self._conv_forward(self._quantized_input(x), self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"weights={self.weight_scheme}:{self.weight_bits}, inputs={self.inputs.bits if self.inputs else 'float'}"
+        return f"{super().extra_repr()}, {self._precision_repr()}"
+
+
+class QuantizedLinear(_Quantized, nn.Linear):
+    """An ``nn.Linear`` whose forward runs on quantized weights and, optionally, quantized inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(self._quantized_input(x), self.quantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._precision_repr()}"
+
+
+def quantized_layer(layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_scheme: str = "uniform",
+                    act_bits: int | None = None, signed_inputs: bool = True) -> QuantizedConv2d | QuantizedLinear:
+    """A quantized copy of a conv or linear ``layer`` sharing its parameters.
+
+    ``weight_bits``: 1 (binary), 2 with ``weight_scheme="ternary"``, or 2..8 uniform or dorefa.
+    ``act_bits``: None keeps inputs in floating point; otherwise LSQ, signed unless the inputs
+    are never negative (``signed_inputs=False``, as after a ReLU).
+    """
+    bias = layer.bias is not None
+    if type(layer) is nn.Conv2d:
+        quantized = QuantizedConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                                    layer.dilation, layer.groups, bias, layer.padding_mode, device="meta")
+    elif type(layer) is nn.Linear:
+        quantized = QuantizedLinear(layer.in_features, layer.out_features, bias, device="meta")
+    else:
+        raise ConfigError(f"quantization applies to nn.Conv2d and nn.Linear layers, not {type(layer).__name__}.")
+    quantized.weight, quantized.bias = layer.weight, layer.bias  # shared, not copied: the meta placeholders go
+    quantized.train(layer.training)
+    quantized._set_precision(weight_bits, weight_scheme, act_bits, signed_inputs)
+    if quantized.inputs is not None:
+        quantized.inputs.to(layer.weight.device)
+    return quantized
+
+
+def quantize_layers(model: nn.Module, decisions: Mapping[str, LayerDecision], probe: nn.Module,
+                    probe_inputs: Sequence[torch.Tensor]) -> None:
+    """Replace each layer of ``model`` named in ``decisions`` by its quantized twin, in place.
+
+    A factorized layer (`LowRank`) has both of its factors quantized. Inputs count as unsigned
+    when they were never negative on any of ``probe_inputs`` run through ``probe`` (``model``
+    or a wrapper around it): a layer after a ReLU then spends no level on negative values.
+    """
+    from autocomp.compress.lowrank import LowRank
+
+    targets: dict[str, LayerDecision] = {}
+    for name, decision in decisions.items():
+        module = model.get_submodule(name)
+        parts = (f"{name}.first", f"{name}.second") if isinstance(module, LowRank) else (name,)
+        targets.update((part, decision) for part in parts)
+    signed = _signed_inputs(model, list(targets), probe, probe_inputs)
+    for name, decision in targets.items():
+        layer = quantized_layer(model.get_submodule(name), decision.weight_bits, decision.weight_scheme,
+                                decision.act_bits, signed_inputs=signed[name])
+        model.set_submodule(name, layer)
+
+
+@torch.no_grad()
+def _signed_inputs(model: nn.Module, names: list[str], probe: nn.Module, probe_inputs: Sequence[torch.Tensor]) -> dict[str, bool]:
+    """Whether each named layer saw a negative input on any probe."""
+    signed = dict.fromkeys(names, False)
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            signed[name] = signed[name] or bool((args[0] < 0).any())
+        return hook
+
+    handles = [model.get_submodule(name).register_forward_pre_hook(record(name)) for name in names]
+    try:
+        with evaluating(probe):
+            for inputs in probe_inputs:
+                probe(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return signed
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
+    """Set the step of every activation quantizer that has not started from one batch of real ``inputs``."""
+    with evaluating(model):
+        model(inputs)
+    return model

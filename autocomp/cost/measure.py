@@ -1,39 +1,66 @@
-"""Cost of a model: MACs per example, parameter count and weight size."""
+"""Cost of a model: MACs and BOPs per example, parameter count and storage in bits."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from autocomp.cost.macs import count_macs
+from autocomp.cost.macs import count_bops, count_macs, float_bits, precision_of
 
 
 @dataclass(frozen=True)
 class Cost:
-    """What a model costs for one example; ``size_bytes`` counts parameter storage."""
+    """What a model costs for one example.
+
+    ``size_bits`` counts parameter storage: quantized weights at their bits plus one 32-bit
+    scale per output channel (uniform, binary, ternary), everything else at its dtype's bits.
+    ``bops``: bit operations, each layer's MACs x weight bits x input bits (floats at 32).
+    """
 
     macs: int
     params: int
-    size_bytes: int
+    size_bits: int
+    bops: int
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
 
+    @property
+    def size_bytes(self) -> int:
+        return math.ceil(self.size_bits / 8)
+
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {"macs": self.macs, "params": self.params, "size_bytes": self.size_bytes, "size_bits": self.size_bits,
+                "bops": self.bops}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, int]) -> Cost:
+        """The cost `to_dict` wrote (an older record without bits counts 8 per byte and 32 x 32 per MAC)."""
+        return cls(macs=data["macs"], params=data["params"], size_bits=data.get("size_bits", 8 * data["size_bytes"]),
+                   bops=data.get("bops", 32 * 32 * data["macs"]))
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def weight_bytes(model: nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+def storage_bits(model: nn.Module) -> int:
+    """Bits to store the parameters: quantized weights at their bits (plus their scales), others at their dtype's."""
+    quantized_weights = {}
+    for module in model.modules():
+        precision = precision_of(module)
+        if precision is not None:
+            scales = 0 if precision.weight_scheme == "dorefa" else 32 * module.weight.shape[0]
+            quantized_weights[id(module.weight)] = module.weight.numel() * precision.weight_bits + scales
+    return sum(quantized_weights.get(id(p), p.numel() * float_bits(p)) for p in model.parameters())
 
 
 def measure(model: nn.Module, example_inputs: torch.Tensor) -> Cost:
     """Measure ``model`` on ``example_inputs`` (shape with a batch dimension; costs are per example)."""
-    return Cost(macs=count_macs(model, example_inputs), params=count_params(model), size_bytes=weight_bytes(model))
+    return Cost(macs=count_macs(model, example_inputs), params=count_params(model), size_bits=storage_bits(model),
+                bops=count_bops(model, example_inputs))

@@ -49,6 +49,11 @@ class LayerInfo:
         """Low-rank factorization applies to linear layers and 2-d convolutions without groups."""
         return self.kind == "linear" or (self.groups == 1 and len(self.kernel_size) == 2)
 
+    @property
+    def quantizable(self) -> bool:
+        """Bits apply to linear layers and 2-d convolutions."""
+        return self.kind == "linear" or len(self.kernel_size) == 2
+
 
 @dataclass(frozen=True)
 class ChannelGroup:
@@ -179,7 +184,7 @@ class ModelGraph:
         self._shapes_at(policy.resolution)
 
     def _check_layers(self, policy: Policy) -> None:
-        """Refuse decisions on layers this model lacks, cannot prune, or cannot factorize."""
+        """Refuse decisions on layers this model lacks, cannot prune, factorize or quantize."""
         by_name = {layer.name: layer for layer in self.layers}
         for name, decision in policy.layers.items():
             layer = by_name.get(name)
@@ -196,6 +201,11 @@ class ModelGraph:
                 raise ConfigError(
                     f"policy factorizes layer {name!r}, a {layer.kind} with groups={layer.groups} and kernel "
                     f"{layer.kernel_size}; low-rank applies to linear layers and 2-d convolutions with groups=1."
+                )
+            if decision.quantized and not layer.quantizable:
+                raise ConfigError(
+                    f"policy gives layer {name!r} (a {len(layer.kernel_size)}-d convolution) {decision.weight_bits}-bit "
+                    "weights; bits apply to linear layers and 2-d convolutions."
                 )
 
     def kept_channels(self, policy: Policy) -> list[int]:
