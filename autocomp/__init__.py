@@ -4,6 +4,8 @@
     layers = autocomp.prunable_layers(model, x)
     small = autocomp.compress(model, autocomp.Policy.uniform(layers, keep=0.5), x)
     autocomp.measure(small, x).macs
+    quantized = autocomp.compress(model, autocomp.Policy.uniform(autocomp.model_layers(model, x), weight_bits=4, act_bits=4), x)
+    autocomp.measure(quantized, x).bops
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autocomp import models as zoo
-from autocomp.compress import compress, prunable_layers
+from autocomp.compress import compress, model_layers, prunable_layers, to_int8
 from autocomp.cost import Cost, measure
 from autocomp.errors import AutocompError, ConfigError, DataError, InfeasibleError
 from autocomp.io import load, save
@@ -37,5 +39,5 @@ def search(config: RunConfig | str | Path, out: str | Path | None = None, overri
 
 __all__ = [
     "AutocompError", "ConfigError", "Cost", "DataError", "InfeasibleError", "LayerDecision", "Policy",
-    "compress", "load", "measure", "prunable_layers", "save", "search", "zoo",
+    "compress", "load", "measure", "model_layers", "prunable_layers", "save", "search", "to_int8", "zoo",
 ]

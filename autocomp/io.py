@@ -2,9 +2,10 @@
 
 A file holds plain data only, read back with ``torch.load(weights_only=True)``:
 
-* models built by ``autocomp.zoo.create`` (pruned, factorized, resized or not) are stored as
-  a recipe: the zoo factory and its arguments, every layer's channel counts, the low-rank
-  factorizations, the input resize, and the state dict. Loading replays the recipe on a
+* models built by ``autocomp.zoo.create`` (pruned, factorized, quantized, resized or not) are
+  stored as a recipe: the zoo factory and its arguments, every layer's channel counts, the
+  low-rank factorizations, each quantized layer's bits and schemes, the input resize, and
+  the state dict (which holds the activation quantizers' learned steps). Loading replays the recipe on a
   fresh zoo model and loads the weights: a trainable ``nn.Module`` again.
 * any other model is stored as a ``torch.export`` program (graph and weights, batch size
   dynamic). Loading needs none of its class code and gives an inference-only module.
@@ -29,8 +30,8 @@ from autocomp.graph import ModelGraph
 from autocomp.modes import evaluating
 
 MODEL_FORMAT = "autocomp.model"
-MODEL_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+MODEL_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 
 def export_program(model: nn.Module, example_inputs: torch.Tensor) -> torch.export.ExportedProgram:
@@ -97,12 +98,14 @@ def _check_program(data: bytes, path: Path) -> None:
 def _recipe(model: nn.Module) -> dict | None:
     """How to rebuild ``model`` from the zoo, or None when it was not built there."""
     from autocomp.compress.lowrank import LowRank
+    from autocomp.compress.quantize import QUANTIZED_TYPES
 
     resize, inner = (list(model.size), model.model) if isinstance(model, InputResize) else (None, model)
     factory = models.factory_record(inner)
     if factory is None:
         return None
     channels, lowrank = {}, {}
+    quantized = {name: module.quantization_spec() for name, module in inner.named_modules() if isinstance(module, QUANTIZED_TYPES)}
     factorized = [name for name, module in inner.named_modules() if isinstance(module, LowRank)]
     for name, module in inner.named_modules():
         if isinstance(module, LowRank):
@@ -110,7 +113,7 @@ def _recipe(model: nn.Module) -> dict | None:
             lowrank[name] = {"rank": module.rank, "scheme": module.scheme}
         elif isinstance(module, COUNTED_TYPES) and not any(name.startswith(f + ".") for f in factorized):
             channels[name] = [module.weight.shape[0], module.weight.shape[1]]
-    return {"factory": factory, "channels": channels, "lowrank": lowrank, "resize": resize}
+    return {"factory": factory, "channels": channels, "lowrank": lowrank, "quantized": quantized, "resize": resize}
 
 
 def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor) -> None:
@@ -141,7 +144,7 @@ def load(path: str | os.PathLike) -> nn.Module:
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ConfigError(f"model file {path} is not an autocomp model file (no \"format\": \"{MODEL_FORMAT}\").")
     if payload.get("version") not in _READABLE_VERSIONS:
-        raise ConfigError(f"model file {path} has version {payload.get('version')!r}; this autocomp reads 1 and {MODEL_VERSION}.")
+        raise ConfigError(f"model file {path} has version {payload.get('version')!r}; this autocomp reads 1 to {MODEL_VERSION}.")
     if "program" in payload:
         _check_program(payload["program"], path)
         return torch.export.load(io.BytesIO(payload["program"])).module()
@@ -159,6 +162,7 @@ def load(path: str | os.PathLike) -> nn.Module:
 def _rebuild(payload: dict) -> nn.Module:
     """The architecture a recipe describes, with placeholder weights."""
     from autocomp.compress.lowrank import factorized_shell
+    from autocomp.compress.quantize import quantized_layer
 
     factory = payload["factory"]
     model = models.create(factory["name"], **factory["kwargs"])
@@ -168,5 +172,7 @@ def _rebuild(payload: dict) -> nn.Module:
     graph.prune(kept, [-torch.arange(group.channels, dtype=torch.float32) for group in graph.groups])
     for name, spec in payload.get("lowrank", {}).items():
         model.set_submodule(name, factorized_shell(model.get_submodule(name), spec["rank"], spec["scheme"]))
+    for name, spec in payload.get("quantized", {}).items():
+        model.set_submodule(name, quantized_layer(model.get_submodule(name), **spec))
     resize = payload.get("resize")
     return InputResize(model, tuple(resize)) if resize else model

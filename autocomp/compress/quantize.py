@@ -130,8 +130,10 @@ class LSQ(nn.Module):
             with torch.no_grad():
                 self.step.copy_((2 * x.abs().mean() / self.high**0.5).clamp(min=1e-8))
             self.initialized = True
-        scale = 1.0 / (x.numel() * self.high) ** 0.5
-        step = self.step * scale + (self.step - self.step * scale).detach()  # value: step; gradient: scaled
+        step = self.step
+        if torch.is_grad_enabled() and step.requires_grad:  # value: step (to a rounding); gradient: scaled
+            scale = 1.0 / (x.numel() * self.high) ** 0.5
+            step = step * scale + (step - step * scale).detach()
         return round_ste((x / step).clamp(self.low, self.high)) * step
 
     def get_extra_state(self) -> dict:
@@ -169,7 +171,7 @@ class _Quantized:
     def act_bits(self) -> int | None:
         return None if self.inputs is None else self.inputs.bits
 
-    def precision(self) -> dict:
+    def quantization_spec(self) -> dict:
         """Plain data enough to rebuild this layer's quantizers (bits, scheme, signedness)."""
         return {"weight_bits": self.weight_bits, "weight_scheme": self.weight_scheme, "act_bits": self.act_bits,
                 "signed_inputs": True if self.inputs is None else self.inputs.signed}
@@ -200,6 +202,9 @@ class QuantizedLinear(_Quantized, nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._precision_repr()}"
+
+
+QUANTIZED_TYPES = (QuantizedConv2d, QuantizedLinear)
 
 
 def quantized_layer(layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_scheme: str = "uniform",

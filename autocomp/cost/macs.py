@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 COUNTED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+FLOAT_BITS = 32
+"""Bits of the float32 weights and activations a layer that is not quantized computes with."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autocomp.cost.macs import COUNTED_TYPES
+from autocomp.cost.macs import COUNTED_TYPES, FLOAT_BITS
 from autocomp.errors import ConfigError
 from autocomp.graph.dependency import dependency_graph, prunable_safely
 from autocomp.graph.trace import trace_layers
@@ -236,11 +236,24 @@ class ModelGraph:
 
     def predict_macs(self, policy: Policy) -> int:
         """MACs of the model ``compress`` would return for ``policy``, without building it."""
+        return sum(self.layer_macs(policy).values())
+
+    def predict_bops(self, policy: Policy) -> int:
+        """Bit operations of the model ``compress`` would return: each layer's MACs x weight bits x input bits."""
+        total = 0
+        for name, macs in self.layer_macs(policy).items():
+            decision = policy.decision(name)
+            weight_bits = decision.weight_bits if decision.quantized else FLOAT_BITS
+            total += macs * weight_bits * (decision.act_bits or FLOAT_BITS)
+        return total
+
+    def layer_macs(self, policy: Policy) -> dict[str, int]:
+        """MACs of every layer (both factors of a factorized one together) once ``policy`` is applied."""
         if self._pruned:
-            raise RuntimeError("predict_macs describes the unpruned model; build a new ModelGraph after prune().")
+            raise RuntimeError("layer_macs describes the unpruned model; build a new ModelGraph after prune().")
         channels = self.layer_channels(self.kept_channels(policy))
         shapes = self._shapes_at(policy.resolution)
-        total = 0
+        result = {}
         for layer in self.layers:
             new_in, new_out = channels[layer.name]
             macs, input_shape, output_shape = shapes[layer.name]
@@ -248,10 +261,10 @@ class ModelGraph:
             if decision.rank is None:
                 in_per_group = 1 if layer.depthwise else new_in // layer.groups
                 old_in_per_group = layer.in_channels // layer.groups
-                total += macs * new_out * in_per_group // (layer.out_channels * old_in_per_group)
-                continue
-            total += self._lowrank_macs(layer, new_in, new_out, input_shape, output_shape, decision)
-        return total
+                result[layer.name] = macs * new_out * in_per_group // (layer.out_channels * old_in_per_group)
+            else:
+                result[layer.name] = self._lowrank_macs(layer, new_in, new_out, input_shape, output_shape, decision)
+        return result
 
     def _lowrank_macs(self, layer: LayerInfo, new_in: int, new_out: int, input_shape: tuple[int, ...],
                       output_shape: tuple[int, ...], decision) -> int:
