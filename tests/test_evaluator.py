@@ -31,3 +31,16 @@ def test_scores_are_accuracies_with_the_predicted_cost(digits, criterion, recons
     assert 0.0 <= first.accuracy <= 1.0
     assert first.accuracy == second.accuracy  # repeatable
     assert first.cost.macs == ModelGraph(copy.deepcopy(model), x).predict_macs(policy)
+
+
+def test_a_pruned_and_quantized_candidate_is_scored_with_its_bits(digits):
+    data, model = digits
+    x = data.example_input()
+    settings = EvaluatorSettings(bn_batches=2, batch_size=64, val_examples=200)
+    evaluator = Evaluator(model, x, data.train, data.val, settings)
+    policy = autocomp.Policy.uniform(autocomp.model_layers(model, x), 0.5, weight_bits=4, act_bits=4)
+    first, second = evaluator.score(policy), evaluator.score(policy)
+    graph = ModelGraph(copy.deepcopy(model), x)
+    assert first.accuracy == second.accuracy
+    assert (first.cost.macs, first.cost.bops) == (graph.predict_macs(policy), graph.predict_bops(policy))
+    assert first.cost.bops < first.cost.macs * 32 * 32 / 10  # most MACs at 4 x 4 bits
