@@ -140,13 +140,10 @@ class Policy:
         names = [layer if isinstance(layer, str) else layer.name for layer in entries]
         fixed = {name for name, layer in zip(names, entries) if not isinstance(layer, str) and layer.group is None}
         edges = {names[0], names[-1]} if names and weight_bits is not None and edge_bits is not None else set()
-        decisions = {}
-        for name in names:
-            bits = (edge_bits, None if act_bits is None else edge_bits, "uniform") if name in edges else (
-                weight_bits, act_bits, weight_scheme)
-            decisions[name] = LayerDecision(keep=1.0 if name in fixed else float(keep), weight_bits=bits[0],
-                                            act_bits=bits[1], weight_scheme=bits[2])
-        return cls(decisions, **options)
+        precision = {"weight_bits": weight_bits, "act_bits": act_bits, "weight_scheme": weight_scheme}
+        at_edges = {"weight_bits": edge_bits, "act_bits": None if act_bits is None else edge_bits, "weight_scheme": "uniform"}
+        return cls({name: LayerDecision(keep=1.0 if name in fixed else float(keep),
+                                        **(at_edges if name in edges else precision)) for name in names}, **options)
 
     def keep(self, name: str) -> float:
         """The keep ratio of layer ``name`` (1.0 when the policy does not mention it)."""
