@@ -48,6 +48,11 @@ def check_bits(bits: object, what: str = "bit-width") -> None:
         raise ConfigError(f"{what} {bits!r} is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}.")
 
 
+def weight_scheme_for(bits: object, scheme: str) -> str:
+    """``scheme``, except that one bit with the default ``uniform`` means binary weights."""
+    return "binary" if bits == 1 and not isinstance(bits, bool) and scheme == "uniform" else scheme
+
+
 def check_weight_precision(bits: object, scheme: object) -> None:
     """Refuse a weight scheme that is not known or a bit-width it cannot take (binary: 1, ternary: 2)."""
     if scheme not in WEIGHT_SCHEMES:
@@ -86,8 +91,7 @@ class LayerDecision:
             _check_fraction(self.rank, "rank fraction")
         if self.rank_scheme not in RANK_SCHEMES:
             raise ConfigError(f"rank scheme {self.rank_scheme!r} is not known; allowed: {', '.join(RANK_SCHEMES)}.")
-        if self.weight_bits == 1 and self.weight_scheme == "uniform" and not isinstance(self.weight_bits, bool):
-            object.__setattr__(self, "weight_scheme", "binary")  # one bit means binary weights
+        object.__setattr__(self, "weight_scheme", weight_scheme_for(self.weight_bits, self.weight_scheme))
         if self.weight_bits is not None:
             check_weight_precision(self.weight_bits, self.weight_scheme)
         elif self.weight_scheme != "uniform":

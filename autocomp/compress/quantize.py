@@ -25,7 +25,7 @@ from torch import nn
 
 from autocomp.errors import ConfigError
 from autocomp.modes import evaluating
-from autocomp.policy import WEIGHT_SCHEMES, LayerDecision, check_bits, check_weight_precision
+from autocomp.policy import WEIGHT_SCHEMES, LayerDecision, check_bits, check_weight_precision, weight_scheme_for
 
 
 def _straight_through(w: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
@@ -154,8 +154,7 @@ class _Quantized:
     inputs: LSQ | None
 
     def _set_precision(self, weight_bits: int, weight_scheme: str, act_bits: int | None, signed_inputs: bool) -> None:
-        if weight_bits == 1 and weight_scheme == "uniform":
-            weight_scheme = "binary"
+        weight_scheme = weight_scheme_for(weight_bits, weight_scheme)
         check_weight_precision(weight_bits, weight_scheme)
         self.weight_bits, self.weight_scheme = weight_bits, weight_scheme
         self.inputs = None if act_bits is None else LSQ(act_bits, signed=signed_inputs)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,21 +20,9 @@ FLOAT_BITS = 32
 """Bits of the float32 weights and activations a layer that is not quantized computes with."""
 
 
-@dataclass(frozen=True)
-class Precision:
-    """Bits a layer computes with; ``act_bits`` None means floating-point inputs."""
-
-    weight_bits: int
-    weight_scheme: str
-    act_bits: int | None
-
-
-def precision_of(module: nn.Module) -> Precision | None:
-    """The precision of a quantized layer, None for any other module."""
-    bits = getattr(module, "weight_bits", None)
-    if not isinstance(module, COUNTED_TYPES) or bits is None:
-        return None
-    return Precision(bits, module.weight_scheme, module.act_bits)
+def is_quantized(module: nn.Module) -> bool:
+    """Whether ``module`` is a conv/linear layer running at chosen bits (``weight_bits``, ``act_bits``, ``weight_scheme``)."""
+    return isinstance(module, COUNTED_TYPES) and getattr(module, "weight_bits", None) is not None
 
 
 def float_bits(tensor: torch.Tensor) -> int:
@@ -55,24 +41,27 @@ def module_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 def bits_per_mac(module: nn.Module) -> int:
     """Weight bits x input bits of one multiply-accumulate of ``module``."""
-    precision = precision_of(module)
     floating = float_bits(module.weight)
-    if precision is None:
+    if not is_quantized(module):
         return floating * floating
-    return precision.weight_bits * (precision.act_bits or floating)
+    return module.weight_bits * (module.act_bits or floating)
 
 
 def _thop_zero(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
     """Everything but conv and linear layers costs nothing in the papers' convention."""
 
 
-def _profile(model: nn.Module, example_inputs: torch.Tensor, weight: Callable[[nn.Module], int]) -> int:
-    """Sum of ``weight(layer) x MACs`` over the conv/linear calls of one forward pass, per example (thop, on a copy)."""
+def profile_ops(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
+    """(MACs, BOPs) of one forward pass per example, counted in one thop pass on a copy."""
     from thop import profile  # thop prints at import; keep it out of `import autocomp`
 
+    bops = 0.0
+
     def counted(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        ops = module_macs(module, output) * weight(module)
-        module.total_ops += torch.tensor([float(ops)], dtype=torch.float64)
+        nonlocal bops
+        macs = module_macs(module, output)
+        module.total_ops += torch.tensor([float(macs)], dtype=torch.float64)
+        bops += macs * bits_per_mac(module)
 
     probe = copy.deepcopy(model)
     custom_ops = {}
@@ -83,14 +72,14 @@ def _profile(model: nn.Module, example_inputs: torch.Tensor, weight: Callable[[n
             custom_ops.setdefault(type(module), _thop_zero)
     total, _ = profile(probe, inputs=(example_inputs,), custom_ops=custom_ops, verbose=False)
     batch = example_inputs.shape[0]
-    return int(round(total / batch))
+    return int(round(total / batch)), int(round(bops / batch))
 
 
 def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     """MACs of one forward pass per example (thop on a copy, configured to the papers' convention)."""
-    return _profile(model, example_inputs, lambda module: 1)
+    return profile_ops(model, example_inputs)[0]
 
 
 def count_bops(model: nn.Module, example_inputs: torch.Tensor) -> int:
     """Bit operations of one forward pass per example: each layer's MACs x weight bits x input bits."""
-    return _profile(model, example_inputs, bits_per_mac)
+    return profile_ops(model, example_inputs)[1]

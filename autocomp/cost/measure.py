@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autocomp.cost.macs import count_bops, count_macs, float_bits, precision_of
+from autocomp.cost.macs import float_bits, is_quantized, profile_ops
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,13 @@ def storage_bits(model: nn.Module) -> int:
     """Bits to store the parameters: quantized weights at their bits (plus their scales), others at their dtype's."""
     quantized_weights = {}
     for module in model.modules():
-        precision = precision_of(module)
-        if precision is not None:
-            scales = 0 if precision.weight_scheme == "dorefa" else 32 * module.weight.shape[0]
-            quantized_weights[id(module.weight)] = module.weight.numel() * precision.weight_bits + scales
+        if is_quantized(module):
+            scales = 0 if module.weight_scheme == "dorefa" else 32 * module.weight.shape[0]
+            quantized_weights[id(module.weight)] = module.weight.numel() * module.weight_bits + scales
     return sum(quantized_weights.get(id(p), p.numel() * float_bits(p)) for p in model.parameters())
 
 
 def measure(model: nn.Module, example_inputs: torch.Tensor) -> Cost:
     """Measure ``model`` on ``example_inputs`` (shape with a batch dimension; costs are per example)."""
-    return Cost(macs=count_macs(model, example_inputs), params=count_params(model), size_bits=storage_bits(model),
-                bops=count_bops(model, example_inputs))
+    macs, bops = profile_ops(model, example_inputs)
+    return Cost(macs=macs, params=count_params(model), size_bits=storage_bits(model), bops=bops)
