@@ -91,12 +91,34 @@ class SearchConfig(_Section):
     channel_multiple: int = Field(default=1, ge=1)
 
 
-class EvaluatorConfig(_Section):
-    """Fidelity v0: BN recalibration on ``bn_batches`` training batches, accuracy on ``val_examples``."""
+class ProxyConfig(_Section):
+    """The candidates' fine-tune at the ``proxy`` and ``epochs`` levels, distilled from the baseline."""
 
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1)
+    attention: float = Field(default=0.0, ge=0)
+
+
+class EvaluatorConfig(_Section):
+    """How candidates are scored: ``fidelity`` bn (BatchNorm recalibration on ``bn_batches`` training
+    batches), proxy (then ``steps`` fine-tune steps) or epochs (then ``epochs`` passes); accuracy on
+    ``val_examples`` held-out examples. ``pruner: median`` stops a candidate whose intermediate score
+    (every ``report_every`` steps) falls below the median of earlier candidates at that step."""
+
+    fidelity: Literal["bn", "proxy", "epochs"] = "proxy"
+    steps: int = Field(default=50, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    proxy: ProxyConfig = ProxyConfig()
     bn_batches: int = Field(default=20, ge=1)
     batch_size: int = Field(default=256, ge=1)
     val_examples: int | None = Field(default=2500, ge=1)
+    pruner: Literal["none", "median"] = "none"
+    report_every: int = Field(default=10, ge=1)
+    report_examples: int = Field(default=500, ge=1)
 
 
 class RunConfig(_Section):

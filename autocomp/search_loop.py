@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.data import DataBundle, load_dataset
 from autocomp.errors import ConfigError
-from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, accuracy
+from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, Reporter, accuracy
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from autocomp.progress import console, progress_bar
@@ -68,43 +69,86 @@ def _validate(config: RunConfig) -> _Setup:
     return _Setup(data, example, graph, space, constraint, baseline_cost)
 
 
+def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
+    """The evaluator settings a run config asks for."""
+    ev = config.evaluator
+    return EvaluatorSettings(
+        fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs), proxy=ProxyTraining(**ev.proxy.model_dump()),
+        bn_batches=ev.bn_batches, batch_size=ev.batch_size, val_examples=ev.val_examples, report_every=ev.report_every,
+        report_examples=ev.report_examples, criterion=config.search.criterion, reconstruct=config.search.reconstruct,
+        seed=config.search.seed)
+
+
 def _open_study(run_dir: Path) -> optuna.Study:
     optuna.logging.set_verbosity(logging.WARNING)
     return optuna.create_study(storage=f"sqlite:///{run_dir / 'study.db'}", study_name=STUDY_NAME,
                                direction="maximize", load_if_exists=True)
 
 
-def _result_of(trial: optuna.trial.FrozenTrial) -> EvalResult | None:
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        return None
+def _result_of(trial: optuna.trial.FrozenTrial) -> EvalResult:
+    """The evaluation a finished trial records (for the agent and the evaluator's cache on resume)."""
     attrs = trial.user_attrs
-    return EvalResult(trial.value, Cost.from_dict(attrs), attrs["seconds"])
+    cost = Cost.from_dict(attrs) if "macs" in attrs else None
+    return EvalResult(attrs.get("accuracy", trial.value if trial.value is not None else math.nan), cost,
+                      attrs["seconds"], loss=attrs.get("loss", math.nan), error=attrs.get("error"),
+                      curve=tuple(sorted(trial.intermediate_values.items())), stopped_at=attrs.get("stopped_at"))
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
     return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
 
 
 def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy, constraint: Constraint,
-            result: EvalResult | None, error: str | None) -> None:
-    attrs: dict[str, Any] = {"policy": policy.to_dict()}
-    if result is None:
-        attrs["error"] = error
-        state, value = optuna.trial.TrialState.FAIL, None
+            score_key: str, result: EvalResult) -> None:
+    attrs: dict[str, Any] = {"policy": policy.to_dict(), "score_key": score_key, "seconds": result.seconds,
+                             "cached": result.cached}
+    value = None
+    if result.failed:
+        attrs["error"] = result.error
+        state = optuna.trial.TrialState.FAIL
     else:
-        attrs.update(result.cost.to_dict(), seconds=result.seconds,
+        attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
                      feasible=constraint.value_of(result.cost) <= constraint.limit)
-        state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
+        if result.stopped_at is None:
+            state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
+        else:
+            state = optuna.trial.TrialState.PRUNED
+            attrs["stopped_at"] = result.stopped_at
     study.add_trial(optuna.trial.create_trial(params=space.to_params(proposal), distributions=space.distributions(),
-                                              value=value, state=state, user_attrs=attrs))
+                                              value=value, state=state, user_attrs=attrs,
+                                              intermediate_values=dict(result.curve)))
+
+
+def _pruning_reporter(study: optuna.Study, pruner: optuna.pruners.BasePruner | None, space: Space,
+                      proposal: Policy) -> Reporter | None:
+    """Feeds a candidate's intermediate scores to an Optuna pruner, which compares them with the study's trials."""
+    if pruner is None:
+        return None
+    values: dict[int, float] = {}
+
+    def report(step: int, score: float) -> bool:
+        values[step] = score
+        running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=space.to_params(proposal),
+                                            distributions=space.distributions(), intermediate_values=values)
+        return not pruner.prune(study, running)
+
+    return report
+
+
+def _make_pruner(name: str) -> optuna.pruners.BasePruner | None:
+    return {"none": None, "median": optuna.pruners.MedianPruner(n_startup_trials=5)}[name]
 
 
 def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: optuna.Study) -> None:
     agent = agents.create_agent(config.search.agent, setup.space, seed=config.search.seed)
+    pruner = _make_pruner(config.evaluator.pruner)
     done = _finished(study)
-    for trial in done:  # resume: the agent relearns everything the study remembers
-        agent.tell(setup.space.to_policy(trial.params), _result_of(trial))
+    for trial in done:  # resume: the agent relearns everything the study remembers, the cache every score
+        result = _result_of(trial)
+        agent.tell(setup.space.to_policy(trial.params), None if result.failed else result)
+        if "score_key" in trial.user_attrs:
+            evaluator.remember(trial.user_attrs["score_key"], result)
     if done:
         console.log(f"search: resuming with {len(done)} finished trials from the study")
     remaining = config.search.trials - len(done)
@@ -115,13 +159,9 @@ def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: o
             if proposal is None:
                 break
             policy = setup.constraint.project(setup.graph, setup.space, proposal)
-            result, error = None, None
-            try:
-                result = evaluator.score(policy)
-            except (RuntimeError, ValueError, FloatingPointError) as err:
-                error = f"{type(err).__name__}: {err}"
-            _record(study, setup.space, proposal, policy, setup.constraint, result, error)
-            agent.tell(proposal, result)
+            result = evaluator.score(policy, _pruning_reporter(study, pruner, setup.space, proposal))
+            _record(study, setup.space, proposal, policy, setup.constraint, evaluator.score_key(policy), result)
+            agent.tell(proposal, None if result.failed else result)
             remaining -= 1
             best = _best_trial(study)
             info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
@@ -173,6 +213,11 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
                        "max": config.constraint.max, "relative": config.constraint.relative},
         "trials": len(trials),
         "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        "pruned_trials": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "cached_trials": sum(bool(t.user_attrs.get("cached")) for t in trials),
+        "evaluator": {"fidelity": config.evaluator.fidelity, "describe": Fidelity(
+            config.evaluator.fidelity, steps=config.evaluator.steps, epochs=config.evaluator.epochs).describe(),
+            "seconds_per_trial": sum(t.user_attrs.get("seconds", 0.0) for t in trials) / max(1, len(trials))},
         "wall_seconds": wall_seconds,
         "latency": {"batch_size": LATENCY_BATCH, "threads": torch.get_num_threads(), "device": "cpu"},
         "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
@@ -196,10 +241,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     claim_run_folder(run_dir, config)
 
     baseline = prepare_baseline(config, setup.data)
-    evaluator = Evaluator(baseline.model, setup.example, setup.data.train, setup.data.val, EvaluatorSettings(
-        bn_batches=config.evaluator.bn_batches, batch_size=config.evaluator.batch_size,
-        val_examples=config.evaluator.val_examples, criterion=config.search.criterion,
-        reconstruct=config.search.reconstruct, seed=config.search.seed))
+    evaluator = Evaluator(baseline.model, setup.example, setup.data.train, setup.data.val, evaluator_settings(config))
     study = _open_study(run_dir)
     _run_trials(config, setup, evaluator, study)
 

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from autocomp.data import iterate_batches, num_batches
+from autocomp.distill import distillation_loss
 from autocomp.errors import ConfigError
 from autocomp.progress import console, progress_bar
 
@@ -35,15 +36,6 @@ class Distillation:
     teacher: nn.Module
     temperature: float = 4.0
     alpha: float = 0.7
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> torch.Tensor:
-    """Temperature-softened KL to the teacher plus cross-entropy on the hard labels."""
-    t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                    reduction="batchmean", log_target=True)
-    return alpha * t * t * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
 def _save_atomic(state: dict, path: Path) -> None:

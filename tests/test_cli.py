@@ -16,7 +16,7 @@ GOOD = {
     "baseline": {"epochs": 1, "batch_size": 64},
     "constraint": {"metric": "macs", "max": 0.5},
     "search": {"agent": "random", "trials": 2},
-    "evaluator": {"bn_batches": 2, "val_examples": 100},
+    "evaluator": {"fidelity": "bn", "bn_batches": 2, "val_examples": 100},
     "finetune": {"epochs": 1, "batch_size": 64},
 }
 

@@ -6,8 +6,10 @@ import optuna
 import pytest
 import torch
 
+import agents
 import autocomp
 from autocomp.config import build_config
+from autocomp.evaluate import Evaluator
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -15,7 +17,7 @@ TINY = {
     "baseline": {"epochs": 4, "batch_size": 64, "lr": 0.1},
     "constraint": {"metric": "macs", "max": 0.5},
     "search": {"agent": "tpe", "trials": 6},
-    "evaluator": {"bn_batches": 4, "batch_size": 128, "val_examples": 300},
+    "evaluator": {"steps": 10, "proxy": {"batch_size": 64}, "bn_batches": 4, "batch_size": 128, "val_examples": 300},
     "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.05},
 }
 
@@ -79,3 +81,42 @@ def test_a_longer_budget_resumes_the_same_study(finished_run, tmp_path):
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(params)) == 8  # the resumed agent did not repeat earlier proposals
     assert result.report["trials"] == 8
+
+
+class RepeatAgent(agents.Agent):
+    """Proposes the same policy every time: every candidate after the first is a cache hit."""
+
+    def ask(self) -> autocomp.Policy:
+        return self.space.fill(0.7)
+
+
+def test_the_score_cache_survives_a_resumed_run(finished_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(agents.base._REGISTRY, "repeat", RepeatAgent)
+    evaluated = []
+    evaluate = Evaluator._evaluate
+    monkeypatch.setattr(Evaluator, "_evaluate", lambda self, *args: evaluated.append(1) or evaluate(self, *args))
+    config = dict(TINY, search=dict(TINY["search"], agent="repeat", trials=3))
+    autocomp.search(build_config(config), tmp_path)
+    assert len(evaluated) == 1
+    autocomp.search(build_config(dict(config, search=dict(config["search"], trials=5))), tmp_path)
+    assert len(evaluated) == 1  # the resumed run found the score in the study
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.user_attrs["cached"] for t in study.trials] == [False, True, True, True, True]
+    assert len({t.value for t in study.trials}) == 1
+
+
+def test_a_median_pruner_sees_every_candidates_intermediate_scores(tmp_path):
+    config = dict(TINY, search=dict(TINY["search"], agent="random", trials=8),
+                  evaluator=dict(TINY["evaluator"], pruner="median", report_every=5, report_examples=100))
+    result = autocomp.search(build_config(config), tmp_path)
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 8 == result.report["trials"]
+    assert result.report["pruned_trials"] == states.count(optuna.trial.TrialState.PRUNED)
+    for trial in study.trials:
+        steps = sorted(trial.intermediate_values)
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert steps == list(range(5, trial.user_attrs["stopped_at"] + 1, 5))
+        else:
+            assert steps == [5, 10]
+    assert all(state == optuna.trial.TrialState.COMPLETE for state in states[:5])  # the pruner's start-up trials

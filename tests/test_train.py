@@ -5,8 +5,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from autocomp.distill import distillation_loss
 from autocomp.evaluate import recalibrate_batchnorm
-from autocomp.train import Distillation, TrainSettings, distillation_loss, train
+from autocomp.train import Distillation, TrainSettings, train
 
 
 def test_distillation_loss_matches_a_hand_computation():

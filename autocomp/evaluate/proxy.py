@@ -1,0 +1,52 @@
+"""The proxy fine-tune: a few steps of distillation from the baseline, stoppable after any step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from autocomp.distill import FeatureTaps, attention_loss, distillation_loss
+from autocomp.evaluate.fidelity import ProxyTraining
+from autocomp.evaluate.stream import TrainingStream
+from autocomp.evaluate.timing import Stopwatch
+
+StepCallback = Callable[[int], bool]
+"""Called after each step with the number of steps done; returning False stops the fine-tune."""
+
+
+def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, settings: ProxyTraining,
+                   attention_points: Sequence[str] = (), after_step: StepCallback | None = None,
+                   stopwatch: Stopwatch | None = None) -> int:
+    """Fine-tune ``student`` in place on the stream's first ``steps`` batches; returns the steps done.
+
+    SGD (Nesterov momentum) with the learning rate decaying from ``settings.lr`` to 0 on a
+    cosine. Raises FloatingPointError when the loss stops being finite.
+    """
+    optimizer = torch.optim.SGD(student.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+    watch = stopwatch or Stopwatch()
+    attention = settings.attention > 0 and bool(attention_points)
+    student.train()
+    done = 0
+    with FeatureTaps(student, attention_points) if attention else nullcontext() as taps:
+        for batch in stream.batches(steps, watch):
+            with watch.computing():
+                logits = student(batch.images)
+                loss = distillation_loss(logits, batch.logits, batch.labels, settings.temperature, settings.alpha)
+                if attention:
+                    loss = loss + settings.attention / 2 * attention_loss(taps.take(), batch.maps)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the proxy fine-tune's loss became {loss.item()} at step {done + 1}.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            done += 1
+            if after_step is not None and not after_step(done):
+                break
+    return done

@@ -1,0 +1,190 @@
+"""How well do the evaluator's cheap scores rank candidates? ResNet-20 / Fashion-MNIST at 50% MACs.
+
+20 random feasible policies (random keep ratios per channel group, projected onto the MACs
+budget as every search does). The reference for each: the compressed model fine-tuned for
+one epoch with distillation from the baseline (the run's final fine-tune at 1 epoch), then
+its test accuracy. Each evaluator fidelity scores the same policies on the held-out split
+of the training set; the table gives its seconds per candidate, its share of time outside
+forward/backward passes, and Kendall's tau between its scores and the reference.
+A last phase runs 200 evaluations of distinct policies and reports the memory growth.
+
+References are cached on disk (they take ~3 min each); the timed reference of the table is
+re-measured in the same run as the fidelities, so the cost ratio compares like with like.
+
+    python benchmarks/fidelity.py                   # ~1.5 h on 2 cores the first time
+    python benchmarks/fidelity.py --policies 6 --memory-evals 20 --no-record
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from results import append_section, markdown_table, print_table
+
+import agents
+from autocomp.baseline import baseline_key, cache_root, prepare_baseline
+from autocomp.config import load_config
+from autocomp.cost import measure
+from autocomp.data import load_dataset
+from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
+from autocomp.evaluate.rank import kendall_tau
+from autocomp.graph import ModelGraph
+from autocomp.policy import Policy
+from autocomp.train import Distillation, TrainSettings, train
+from search_spaces import Constraint, PruneRatio, Space
+
+FIDELITIES = {  # label: evaluator fidelity and proxy training
+    "BN recalibration": (Fidelity("bn"), ProxyTraining()),
+    "proxy 25 steps": (Fidelity("proxy", steps=25), ProxyTraining()),
+    "proxy 50 steps": (Fidelity("proxy", steps=50), ProxyTraining()),
+    "proxy 100 steps": (Fidelity("proxy", steps=100), ProxyTraining()),
+    "proxy 50 steps + AT": (Fidelity("proxy", steps=50), ProxyTraining(attention=1000.0)),
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    test_accuracy: float
+    seconds: float
+
+
+def random_policies(graph: ModelGraph, space: Space, constraint: Constraint, count: int, seed: int) -> list[Policy]:
+    """``count`` distinct random policies, each projected onto the budget's edge."""
+    agent = agents.create_agent("random", space, seed=seed)
+    policies: dict[str, Policy] = {}
+    while len(policies) < count:
+        policy = constraint.project(graph, space, agent.ask())
+        agent.tell(policy, None)
+        policies.setdefault(policy.key(), policy)
+    return list(policies.values())
+
+
+def reference(evaluator: Evaluator, baseline: torch.nn.Module, data, policy: Policy, settings: TrainSettings,
+              temperature: float, alpha: float) -> Reference:
+    """Compress, recalibrate BN, fine-tune one epoch with distillation, then score on the test set."""
+    start = time.perf_counter()
+    small = evaluator.build(policy)
+    train(small, data.train, settings, distill=Distillation(baseline, temperature, alpha), label="reference")
+    seconds = time.perf_counter() - start
+    from autocomp.evaluate import accuracy
+
+    return Reference(accuracy(small, data.test), seconds)
+
+
+def cached_reference(folder, policy: Policy, compute) -> Reference:
+    path = folder / f"{policy.key()}.json"
+    if path.exists():
+        return Reference(**json.loads(path.read_text()))
+    result = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.__dict__))
+    return result
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux)."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * 4096 / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/fmnist_resnet20.yaml", help="whose baseline and search space")
+    parser.add_argument("--policies", type=int, default=20)
+    parser.add_argument("--macs", type=float, default=0.5, help="MACs budget, fraction of the baseline")
+    parser.add_argument("--memory-evals", type=int, default=200, help="evaluations in the memory-growth phase")
+    parser.add_argument("--reference-only", action="store_true", help="compute (and cache) the references only")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    config = load_config(args.config)
+    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size, seed=config.data.seed)
+    baseline = prepare_baseline(config, data).model.eval()
+    example = data.example_input()
+    graph = ModelGraph(baseline, example)
+    space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep), config.search.channel_multiple)
+    constraint = Constraint.create("macs", args.macs, True, measure(baseline, example))
+    policies = random_policies(graph, space, constraint, args.policies, seed=0)
+
+    base = EvaluatorSettings(bn_batches=config.evaluator.bn_batches, val_examples=None, criterion=config.search.criterion)
+    bn_only = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=Fidelity("bn")))
+    finetune = TrainSettings(epochs=1, batch_size=config.finetune.batch_size, lr=config.finetune.lr,
+                             momentum=config.finetune.momentum, weight_decay=config.finetune.weight_decay)
+    folder = cache_root() / "fidelity" / f"{baseline_key(config)}-macs{args.macs}"
+
+    def reference_of(policy: Policy) -> Reference:
+        return reference(bn_only, baseline, data, policy, finetune, config.finetune.temperature, config.finetune.alpha)
+
+    references = []
+    for index, policy in enumerate(policies):
+        references.append(cached_reference(folder, policy, lambda: reference_of(policy)))
+        print(f"reference {index + 1}/{len(policies)}: {references[-1].test_accuracy:.2%}", flush=True)
+    if args.reference_only:
+        return
+    timed_reference = reference_of(policies[0]).seconds  # measured beside the fidelities below
+    truth = [r.test_accuracy for r in references]
+
+    rows = []
+    for label, (fidelity, proxy) in FIDELITIES.items():
+        evaluator = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=fidelity, proxy=proxy))
+        results = [evaluator.score(policy) for policy in policies]
+        failed = [r for r in results if r.failed]
+        if failed:
+            raise RuntimeError(f"{label}: {len(failed)} candidates failed, first: {failed[0].error}")
+        seconds = sum(r.seconds for r in results) / len(results)
+        overhead = sum(r.timing.overhead for r in results) / sum(r.seconds for r in results)
+        tau = kendall_tau([r.accuracy for r in results], truth)
+        tau_loss = kendall_tau([-r.loss for r in results], truth)
+        rows.append([label, f"{seconds:.2f}", f"{timed_reference / seconds:.0f}x", f"{overhead:.1%}",
+                     f"{tau:.3f}", f"{tau_loss:.3f}"])
+        print_table(["fidelity", "s/candidate", "cheaper than reference", "overhead", "tau (accuracy)",
+                     "tau (-loss)"], rows)
+    header = ["fidelity", "s / candidate", "cheaper than reference", "overhead", "Kendall tau (val accuracy)",
+              "Kendall tau (-val loss)"]
+    rows.append(["reference: 1-epoch KD fine-tune, test accuracy", f"{timed_reference:.1f}", "1x", "", "1", "1"])
+
+    memory_fidelity = Fidelity("proxy", steps=5)
+    memory_evaluator = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=memory_fidelity))
+    memory_policies = random_policies(graph, space, constraint, args.memory_evals, seed=1)
+    readings = []
+    for index, policy in enumerate(memory_policies):
+        memory_evaluator.score(policy)
+        if index % 10 == 0 or index == len(memory_policies) - 1:
+            gc.collect()
+            readings.append((index + 1, resident_mb()))
+    growth_all = readings[-1][1] - readings[0][1]
+    after_warmup = next((mb for n, mb in readings if n > 20), readings[0][1])
+    growth_warm = readings[-1][1] - after_warmup
+    memory = (f"Memory over {len(memory_policies)} evaluations of distinct policies ({memory_fidelity.describe()}): "
+              f"resident {readings[0][1]:.0f} MB after the first, {readings[-1][1]:.0f} MB after the last: "
+              f"growth {growth_all:+.1f} MB ({growth_warm:+.1f} MB after evaluation 21).")
+    print_table(header, rows)
+    print(memory)
+
+    if not args.no_record:
+        spread = f"{min(truth):.2%} to {max(truth):.2%}"
+        body = [
+            f"ResNet-20, {config.data.name}, {len(policies)} random policies projected to {args.macs:.0%} of the "
+            f"baseline MACs (channel multiple {config.search.channel_multiple}, keep >= {config.search.min_keep}). "
+            f"Reference: 1-epoch fine-tune with distillation (batch {finetune.batch_size}, lr {finetune.lr}), test "
+            f"accuracy {spread}. Scores on all {len(data.val)} held-out training examples; overhead = share of "
+            "a candidate's time outside forward/backward passes.",
+            "",
+            *markdown_table(header, rows),
+            "",
+            memory,
+        ]
+        append_section("Evaluator fidelity: resnet20 on fashion_mnist", "python " + shlex.join(sys.argv), body)
+
+
+if __name__ == "__main__":
+    main()
