@@ -11,7 +11,7 @@ A last phase runs 200 evaluations of distinct policies and reports the memory gr
 References are cached on disk (they take ~3 min each); the timed reference of the table is
 re-measured in the same run as the fidelities, so the cost ratio compares like with like.
 
-    python benchmarks/fidelity.py                   # ~1.5 h on 2 cores the first time
+    python benchmarks/fidelity.py                   # ~1 h on 2 cores the first time, ~25 min after
     python benchmarks/fidelity.py --policies 6 --memory-evals 20 --no-record
 """
 
@@ -33,8 +33,7 @@ from autocomp.baseline import baseline_key, cache_root, prepare_baseline
 from autocomp.config import load_config
 from autocomp.cost import measure
 from autocomp.data import load_dataset
-from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
-from autocomp.evaluate.rank import kendall_tau
+from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, accuracy, kendall_tau
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from autocomp.train import Distillation, TrainSettings, train
@@ -44,7 +43,6 @@ FIDELITIES = {  # label: evaluator fidelity and proxy training
     "BN recalibration": (Fidelity("bn"), ProxyTraining()),
     "proxy 25 steps": (Fidelity("proxy", steps=25), ProxyTraining()),
     "proxy 50 steps": (Fidelity("proxy", steps=50), ProxyTraining()),
-    "proxy 100 steps": (Fidelity("proxy", steps=100), ProxyTraining()),
     "proxy 50 steps + AT": (Fidelity("proxy", steps=50), ProxyTraining(attention=1000.0)),
 }
 
@@ -73,8 +71,6 @@ def reference(evaluator: Evaluator, baseline: torch.nn.Module, data, policy: Pol
     small = evaluator.build(policy)
     train(small, data.train, settings, distill=Distillation(baseline, temperature, alpha), label="reference")
     seconds = time.perf_counter() - start
-    from autocomp.evaluate import accuracy
-
     return Reference(accuracy(small, data.test), seconds)
 
 
@@ -153,7 +149,8 @@ def main() -> None:
     rows.append(["reference: 1-epoch KD fine-tune, test accuracy", f"{timed_reference:.1f}", "1x", "", "1", "1"])
 
     memory_fidelity = Fidelity("proxy", steps=5)
-    memory_evaluator = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=memory_fidelity))
+    memory_settings = replace(base, fidelity=memory_fidelity, val_examples=500)
+    memory_evaluator = Evaluator(baseline, example, data.train, data.val, memory_settings)
     memory_policies = random_policies(graph, space, constraint, args.memory_evals, seed=1)
     readings = []
     for index, policy in enumerate(memory_policies):
@@ -164,7 +161,8 @@ def main() -> None:
     growth_all = readings[-1][1] - readings[0][1]
     after_warmup = next((mb for n, mb in readings if n > 20), readings[0][1])
     growth_warm = readings[-1][1] - after_warmup
-    memory = (f"Memory over {len(memory_policies)} evaluations of distinct policies ({memory_fidelity.describe()}): "
+    memory = (f"Memory over {len(memory_policies)} evaluations of distinct policies ({memory_fidelity.describe()}, "
+              f"{memory_settings.val_examples} held-out examples): "
               f"resident {readings[0][1]:.0f} MB after the first, {readings[-1][1]:.0f} MB after the last: "
               f"growth {growth_all:+.1f} MB ({growth_warm:+.1f} MB after evaluation 21).")
     print_table(header, rows)

@@ -125,9 +125,13 @@ class Evaluator:
         self._val = val
         self._report_val = TensorDataset(*(tensor[: settings.report_examples] for tensor in val.tensors))
         self._attention_points = attention_points(self.baseline, example_inputs) if settings.proxy.attention > 0 else []
-        self._stream = TrainingStream(train, settings.proxy.batch_size, settings.seed, self.baseline, self._attention_points)
-        self._training_steps = settings.fidelity.training_steps(self._stream.steps_per_epoch)
-        self._stream.prefill(self._training_steps)  # the teacher runs once, before any candidate
+        self._stream: TrainingStream | None = None
+        self._training_steps = 0
+        if settings.fidelity.level != "bn":
+            self._stream = TrainingStream(train, settings.proxy.batch_size, settings.seed, self.baseline,
+                                          self._attention_points)
+            self._training_steps = settings.fidelity.training_steps(self._stream.steps_per_epoch)
+            self._stream.prefill(self._training_steps)  # the teacher runs once, before any candidate
         self._key_prefix = json.dumps(settings.defining(), sort_keys=True)
 
     def score_key(self, policy: Policy) -> str:
@@ -184,7 +188,7 @@ class Evaluator:
                    watch: Stopwatch) -> tuple[list[tuple[int, float]], int | None]:
         """Proxy/epochs fine-tune with intermediate scores; returns the curve and the step a reporter stopped at."""
         curve: list[tuple[int, float]] = []
-        if self._training_steps == 0:
+        if self._stream is None:
             return curve, None
         stopped: list[int] = []
 

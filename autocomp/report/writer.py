@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 def _pct(value: float) -> str:
@@ -19,7 +19,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     base, best, constraint, latency = report["baseline"], report["best"], report["constraint"], report["latency"]
     rows = [
         ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
-        ("held-out accuracy (search score, before fine-tune)", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
+        (f"held-out accuracy (search score: {report['evaluator']['describe']})", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
         ("MACs", f"{base['macs']:,}", f"{best['macs']:,} ({_pct(best['macs'] / base['macs'])})"),
         ("parameters", f"{base['params']:,}", f"{best['params']:,} ({_pct(best['params'] / base['params'])})"),
         ("size (bytes)", f"{base['size_bytes']:,}", f"{best['size_bytes']:,}"),
@@ -31,8 +31,10 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         "",
         f"Constraint: {constraint['metric']} <= {constraint['limit']:,.0f}"
         + (f" ({_pct(constraint['max'])} of the baseline)" if constraint["relative"] else ""),
-        f"Agent `{report['agent']}`, {report['trials']} trials ({report['failed_trials']} failed), "
+        f"Agent `{report['agent']}`, {report['trials']} trials ({report['failed_trials']} failed, "
+        f"{report['pruned_trials']} stopped early, {report['cached_trials']} from the cache), "
         f"best is trial {best['trial']}; wall time {report['wall_seconds']:.0f} s.",
+        f"Candidates scored by {report['evaluator']['describe']}, {report['evaluator']['seconds_per_trial']:.1f} s each.",
         "",
         "| | baseline | compressed |",
         "|---|---:|---:|",
