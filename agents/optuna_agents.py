@@ -33,16 +33,18 @@ class OptunaAgent(Agent):
 
     def tell(self, policy: Policy, result: EvalResult | None) -> None:
         super().tell(policy, result)
+        if result is None:
+            state, value = optuna.trial.TrialState.FAIL, None
+        elif result.stopped_at is not None:  # a partial score is not a result: the sampler sees a pruned trial
+            state, value = optuna.trial.TrialState.PRUNED, None
+        else:
+            state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
         trial = self._pending.pop(policy.key(), None)
         if trial is None:  # replayed from the run's study: add it as a finished trial
-            state = optuna.trial.TrialState.FAIL if result is None else optuna.trial.TrialState.COMPLETE
             self._study.add_trial(optuna.trial.create_trial(
-                params=self.space.to_params(policy), distributions=self.space.distributions(),
-                value=None if result is None else result.accuracy, state=state))
-        elif result is None:
-            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                params=self.space.to_params(policy), distributions=self.space.distributions(), value=value, state=state))
         else:
-            self._study.tell(trial, result.accuracy)
+            self._study.tell(trial, value, state=state)
 
 
 @register_agent("tpe")

@@ -120,6 +120,13 @@ class EvaluatorConfig(_Section):
     report_every: int = Field(default=10, ge=1)
     report_examples: int = Field(default=500, ge=1)
 
+    @model_validator(mode="after")
+    def _pruner_needs_training(self) -> EvaluatorConfig:
+        if self.pruner != "none" and self.fidelity == "bn":
+            raise ValueError(f"pruner {self.pruner} needs intermediate scores, which fidelity bn has none of; "
+                             "use fidelity proxy or epochs, or pruner none")
+        return self
+
 
 class RunConfig(_Section):
     model: ModelConfig = ModelConfig()

@@ -26,11 +26,11 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def attention_map(features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The (N, H*W) attention map of (N, C, H, W) ``features``: mean_c(A^2), resized to ``size``, L2-normalised."""
+    """The (N, H, W) attention map of (N, C, H, W) ``features``: mean_c(A^2), resized to ``size``, L2-normalised."""
     energy = features.pow(2).mean(dim=1, keepdim=True)
     if size is not None and tuple(energy.shape[-2:]) != tuple(size):
         energy = F.interpolate(energy, size=size, mode="bilinear", align_corners=False)
-    return F.normalize(energy.flatten(1), dim=1)
+    return F.normalize(energy.flatten(1), dim=1).view(energy.shape[0], *energy.shape[-2:])
 
 
 def attention_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -39,12 +39,9 @@ def attention_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[
     ``teacher_maps`` are attention maps already; ``student_maps`` are raw feature maps, resized
     to the teacher's spatial size (a student at a lower input resolution has smaller maps).
     """
-    total = torch.zeros(())
-    for features, target in zip(student_maps, teacher_maps, strict=True):
-        side = round(target.shape[1] ** 0.5)
-        size = (side, side) if side * side == target.shape[1] else None
-        total = total + (attention_map(features, size) - target).pow(2).mean()
-    return total
+    losses = [(attention_map(features, tuple(target.shape[-2:])) - target).pow(2).mean()
+              for features, target in zip(student_maps, teacher_maps, strict=True)]
+    return torch.stack(losses).sum()
 
 
 def attention_points(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:

@@ -91,7 +91,8 @@ def _result_of(trial: optuna.trial.FrozenTrial) -> EvalResult:
     cost = Cost.from_dict(attrs) if "macs" in attrs else None
     return EvalResult(attrs.get("accuracy", trial.value if trial.value is not None else math.nan), cost,
                       attrs["seconds"], loss=attrs.get("loss", math.nan), error=attrs.get("error"),
-                      curve=tuple(sorted(trial.intermediate_values.items())), stopped_at=attrs.get("stopped_at"))
+                      retry=attrs.get("retry", False), curve=tuple(sorted(trial.intermediate_values.items())),
+                      stopped_at=attrs.get("stopped_at"))
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -105,7 +106,7 @@ def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy,
                              "cached": result.cached}
     value = None
     if result.failed:
-        attrs["error"] = result.error
+        attrs.update(error=result.error, retry=result.retry)
         state = optuna.trial.TrialState.FAIL
     else:
         attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
@@ -117,7 +118,7 @@ def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy,
             attrs["stopped_at"] = result.stopped_at
     study.add_trial(optuna.trial.create_trial(params=space.to_params(proposal), distributions=space.distributions(),
                                               value=value, state=state, user_attrs=attrs,
-                                              intermediate_values=dict(result.curve)))
+                                              intermediate_values={} if result.cached else dict(result.curve)))
 
 
 def _pruning_reporter(study: optuna.Study, pruner: optuna.pruners.BasePruner | None, space: Space,
@@ -217,7 +218,7 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
         "cached_trials": sum(bool(t.user_attrs.get("cached")) for t in trials),
         "evaluator": {"fidelity": config.evaluator.fidelity, "describe": Fidelity(
             config.evaluator.fidelity, steps=config.evaluator.steps, epochs=config.evaluator.epochs).describe(),
-            "seconds_per_trial": sum(t.user_attrs.get("seconds", 0.0) for t in trials) / max(1, len(trials))},
+            "seconds_per_evaluation": _seconds_per_evaluation(trials)},
         "wall_seconds": wall_seconds,
         "latency": {"batch_size": LATENCY_BATCH, "threads": torch.get_num_threads(), "device": "cpu"},
         "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
@@ -228,6 +229,12 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
                               for layer in setup.graph.prunable}},
         "config": config.to_dict(),
     }
+
+
+def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """Mean seconds of the trials that were evaluated (cache hits took none)."""
+    evaluated = [t.user_attrs["seconds"] for t in trials if not t.user_attrs.get("cached")]
+    return sum(evaluated) / max(1, len(evaluated))
 
 
 def search(config: RunConfig, out: str | Path) -> SearchResult:

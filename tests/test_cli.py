@@ -53,6 +53,8 @@ def with_change(section: str, key: str, value) -> dict:
         (with_change("constraint", "max", 0.0), "constraint.max"),
         (with_change("model", "name", "resnet21"), "unknown model 'resnet21'"),
         (with_change("search", "agent", "genius"), "unknown agent 'genius'"),
+        (with_change("evaluator", "pruner", "median"), "pruner median needs intermediate scores"),
+        (with_change("evaluator", "fidelity", "fast"), "config key 'evaluator.fidelity' = 'fast' is not allowed"),
         ({**GOOD, "data": {"name": "fashion_mnist", "dir": "/nonexistent/fmnist"}}, "/nonexistent/fmnist"),
     ],
 )

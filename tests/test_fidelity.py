@@ -90,11 +90,13 @@ def test_the_stream_is_seeded_epochs_with_the_teachers_logits(digits, monkeypatc
     steps = stream.steps_per_epoch + 4  # across an epoch boundary
     expected = [labels for epoch in (0, 1) for _, labels in
                 iterate_batches(data.train, 64, shuffle=True, seed=5, epoch=epoch, drop_last=True)][:steps]
-    for _ in range(2):  # the second pass reads the kept batches
-        batches = list(stream.batches(steps))
-        assert [torch.equal(b.labels, e) for b, e in zip(batches, expected, strict=True)] == [True] * steps
-        with torch.no_grad():
-            assert torch.allclose(batches[-1].logits, model(batches[-1].images), atol=1e-6)
+    first = list(stream.batches(steps))
+    again = list(stream.batches(steps))  # the first three from the kept batches, the rest rebuilt
+    assert [torch.equal(b.labels, e) for b, e in zip(first, expected, strict=True)] == [True] * steps
+    assert all(torch.equal(a.images, b.images) and torch.equal(a.logits, b.logits) for a, b in zip(first, again))
+    assert [a is b for a, b in zip(first, again)] == [True] * 3 + [False] * (steps - 3)
+    with torch.no_grad():
+        assert torch.allclose(first[0].logits, model(first[0].images), atol=1e-6)
 
 
 def test_a_proxy_fine_tune_beats_bn_recalibration_alone(digits):
@@ -125,7 +127,7 @@ def test_a_cached_candidate_is_not_evaluated_again(digits, monkeypatch):
     again = scorer.score(autocomp.Policy.from_dict(policy.to_dict()))  # an equal policy, another object
     scorer.score(other)
     assert calls == [policy.key(), other.key()]
-    assert again.cached and not first.cached
+    assert again.cached and not first.cached and again.seconds == 0.0
     assert (again.accuracy, again.loss, again.cost) == (first.accuracy, first.loss, first.cost)
 
 
@@ -169,6 +171,13 @@ def test_a_nan_candidate_fails_with_its_reason_and_the_next_one_is_scored(digits
     assert not fine.failed and 0.0 <= fine.accuracy <= 1.0
 
 
+def test_a_policy_that_cannot_be_built_is_a_failed_result(digits):
+    data, model = digits
+    policy = autocomp.Policy({"no.such.layer": autocomp.LayerDecision(0.5)})
+    result = evaluator(digits).score(policy)
+    assert result.failed and result.error.startswith("ConfigError while compressing: ") and "no.such.layer" in result.error
+
+
 def test_a_diverging_fine_tune_is_a_failed_result(digits):
     result = evaluator(digits, proxy=ProxyTraining(batch_size=64, lr=1e12)).score(half(digits))
     assert result.failed and "while fine-tuning" in result.error
@@ -178,9 +187,12 @@ def test_intermediate_scores_reach_the_reporter_which_can_stop_the_candidate(dig
     seen = []
     full = evaluator(digits).score(half(digits), report=lambda step, score: seen.append(step) or True)
     assert seen == [4, 8, 12] and [step for step, _ in full.curve] == [4, 8, 12] and full.stopped_at is None
-    stopped = evaluator(digits).score(half(digits), report=lambda step, score: step < 8)
+    scorer = evaluator(digits)
+    stopped = scorer.score(half(digits), report=lambda step, score: step < 8)
     assert stopped.stopped_at == 8 and stopped.accuracy == stopped.curve[-1][1]
     assert stopped.curve == full.curve[:2]  # same seed, same steps
+    finished = scorer.score(half(digits))  # a stopped score is partial: not cached
+    assert not finished.cached and finished.stopped_at is None and finished.loss == full.loss
 
 
 def test_an_optuna_median_pruner_stops_a_candidate_below_the_median(digits):

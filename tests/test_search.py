@@ -10,6 +10,7 @@ import agents
 import autocomp
 from autocomp.config import build_config
 from autocomp.evaluate import Evaluator
+from autocomp.search_loop import _pruning_reporter
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -90,7 +91,7 @@ class RepeatAgent(agents.Agent):
         return self.space.fill(0.7)
 
 
-def test_the_score_cache_survives_a_resumed_run(finished_run, tmp_path, monkeypatch):
+def test_the_score_cache_survives_a_resumed_run(tmp_path, monkeypatch):
     monkeypatch.setitem(agents.base._REGISTRY, "repeat", RepeatAgent)
     evaluated = []
     evaluate = Evaluator._evaluate
@@ -103,6 +104,7 @@ def test_the_score_cache_survives_a_resumed_run(finished_run, tmp_path, monkeypa
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.user_attrs["cached"] for t in study.trials] == [False, True, True, True, True]
     assert len({t.value for t in study.trials}) == 1
+    assert [t.user_attrs["seconds"] > 0 for t in study.trials] == [True, False, False, False, False]
 
 
 def test_a_median_pruner_sees_every_candidates_intermediate_scores(tmp_path):
@@ -120,3 +122,23 @@ def test_a_median_pruner_sees_every_candidates_intermediate_scores(tmp_path):
         else:
             assert steps == [5, 10]
     assert all(state == optuna.trial.TrialState.COMPLETE for state in states[:5])  # the pruner's start-up trials
+
+
+def test_the_pruning_reporter_asks_the_pruner_against_the_studys_curves():
+    space_params = {"keep/a": optuna.distributions.FloatDistribution(0.2, 1.0)}
+    study = optuna.create_study(direction="maximize")
+    for value in (0.8, 0.9, 0.85, 0.95, 0.9):
+        study.add_trial(optuna.trial.create_trial(params={"keep/a": 0.5}, distributions=space_params, value=value,
+                                                  intermediate_values={5: value, 10: value}))
+
+    class OneDecision:
+        def to_params(self, policy):
+            return {"keep/a": 0.5}
+
+        def distributions(self):
+            return space_params
+
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5)
+    assert _pruning_reporter(study, pruner, OneDecision(), None)(5, 0.95) is True
+    assert _pruning_reporter(study, pruner, OneDecision(), None)(5, 0.5) is False
+    assert _pruning_reporter(study, None, OneDecision(), None) is None

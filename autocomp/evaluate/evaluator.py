@@ -38,11 +38,8 @@ from autocomp.policy import Policy
 _CRITERION_BATCHES = 4
 """Training batches that data-driven criteria (taylor, apoz) and reconstruction see."""
 
-CANDIDATE_ERRORS = (RuntimeError, ValueError, ArithmeticError, MemoryError)
-"""What a broken candidate raises (torch's out-of-memory error is a RuntimeError); anything else is a bug."""
-
 Reporter = Callable[[int, float], bool]
-"""Receives (fine-tune step, intermediate held-out accuracy); returning False stops the candidate early."""
+"""Receives (fine-tune step, intermediate held-out accuracy); returns True to go on, False to stop the candidate."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ class EvaluatorSettings:
             raise ConfigError(f"evaluator val_examples must be a positive integer or None (all), not {self.val_examples!r}.")
 
     def defining(self) -> dict[str, object]:
-        """The settings a score depends on (intermediate reporting and batch sizes for scoring excluded)."""
+        """The settings a finished score depends on (not how intermediate scores are reported)."""
         trains = self.fidelity.level != "bn"
         return {"fidelity": self.fidelity.to_dict(), "proxy": self.proxy.to_dict() if trains else None,
                 "bn_batches": self.bn_batches, "bn_batch_size": self.batch_size, "val_examples": self.val_examples,
@@ -86,9 +83,10 @@ class EvaluatorSettings:
 class EvalResult:
     """One candidate's score: held-out accuracy in [0, 1] and cross-entropy, its measured cost, its time.
 
-    A failed candidate has ``error`` (the reason), accuracy NaN and no cost. ``curve`` holds the
-    intermediate (step, accuracy) scores; ``stopped_at`` the step at which a reporter stopped
-    it (its accuracy is then the last intermediate score). ``cached``: returned from the cache.
+    A failed candidate has ``error`` (the reason), accuracy NaN and no cost; ``retry`` marks a
+    failure that may pass another time (out of memory). ``curve`` holds the intermediate
+    (step, accuracy) scores; ``stopped_at`` the step at which a reporter stopped it (its
+    accuracy is then the last intermediate score). ``cached``: returned from the cache, in no time.
     """
 
     accuracy: float
@@ -96,6 +94,7 @@ class EvalResult:
     seconds: float
     loss: float = math.nan
     error: str | None = None
+    retry: bool = False
     curve: tuple[tuple[int, float], ...] = ()
     stopped_at: int | None = None
     timing: Timing = field(default_factory=lambda: Timing(0.0, 0.0))
@@ -147,22 +146,22 @@ class Evaluator:
         """The cached result of ``policy`` if there is one, else a new evaluation at this evaluator's fidelity."""
         key = self.score_key(policy)
         if key in self.cache:
-            return replace(self.cache[key], cached=True)
+            return replace(self.cache[key], cached=True, seconds=0.0, timing=Timing(0.0, 0.0))
         result = self._evaluate(policy, report)
         self.remember(key, result)
         return result
 
     def remember(self, key: str, result: EvalResult) -> None:
-        """Cache ``result`` under ``key`` (a `score_key`), unless it ran out of memory, which may pass another time."""
-        if not (result.failed and result.error.startswith(("OutOfMemoryError", "MemoryError"))):
+        """Cache ``result`` under ``key`` (a `score_key`) when it is final: not stopped early, not out of memory."""
+        if result.stopped_at is None and not result.retry:
             self.cache[key] = replace(result, cached=False)
 
     def _evaluate(self, policy: Policy, report: Reporter | None) -> EvalResult:
         watch = Stopwatch()
         stage = "compressing"
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.settings.seed)
+            with torch.random.fork_rng(devices=[]):  # the caller's CPU random state is left as it was
+                torch.default_generator.manual_seed(self.settings.seed)
                 small = self._compressor(policy)
                 stage = "recalibrating BatchNorm"
                 with watch.computing():
@@ -177,10 +176,12 @@ class Evaluator:
                     acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
                 cost = measure(small, self.example_inputs)
-        except CANDIDATE_ERRORS as err:
-            reason = f"{type(err).__name__} while {stage}: {str(err).splitlines()[0] if str(err) else 'no message'}"
+        except Exception as err:  # noqa: BLE001 - any breakage of one candidate is its result, the search goes on
+            message = str(err).splitlines()[0] if str(err) else "no message"
+            out_of_memory = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message
             timing = watch.timing()
-            return EvalResult(math.nan, None, timing.total, error=reason, timing=timing)
+            return EvalResult(math.nan, None, timing.total, error=f"{type(err).__name__} while {stage}: {message}",
+                              retry=out_of_memory, timing=timing)
         timing = watch.timing()
         return EvalResult(acc, cost, timing.total, loss=loss, curve=tuple(curve), stopped_at=stopped_at, timing=timing)
 
@@ -199,7 +200,7 @@ class Evaluator:
                 score = held_out_score(small, self._report_val, self.settings.batch_size)[0]
             small.train()
             curve.append((step, score))
-            if report(step, score) is False and step < self._training_steps:
+            if not report(step, score) and step < self._training_steps:
                 stopped.append(step)
                 return False
             return True

@@ -20,8 +20,8 @@ StepCallback = Callable[[int], bool]
 
 def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, settings: ProxyTraining,
                    attention_points: Sequence[str] = (), after_step: StepCallback | None = None,
-                   stopwatch: Stopwatch | None = None) -> int:
-    """Fine-tune ``student`` in place on the stream's first ``steps`` batches; returns the steps done.
+                   stopwatch: Stopwatch | None = None) -> None:
+    """Fine-tune ``student`` in place on the stream's first ``steps`` batches (fewer if ``after_step`` stops it).
 
     SGD (Nesterov momentum) with the learning rate decaying from ``settings.lr`` to 0 on a
     cosine. Raises FloatingPointError when the loss stops being finite.
@@ -49,4 +49,3 @@ def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, setti
             done += 1
             if after_step is not None and not after_step(done):
                 break
-    return done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -10,14 +9,15 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from autocomp.data import iterate_batches, num_batches
+from autocomp.data import num_batches
+from autocomp.data.batching import epoch_order
 from autocomp.distill import FeatureTaps, attention_map
 from autocomp.errors import ConfigError
 from autocomp.evaluate.timing import Stopwatch
 from autocomp.modes import evaluating
 
-MEMO_EXAMPLES = 32_768
-"""Batches up to this many examples into the stream are kept with their teacher targets (~30 MB at 28x28)."""
+MEMO_EXAMPLES = 16_384
+"""Batches up to this many examples into the stream are kept with their teacher targets (51 MB of 28x28 images)."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ class TeacherBatch:
 class TrainingStream:
     """Seeded epochs of the training split in ``batch_size`` batches, each paired with the teacher's outputs.
 
-    Batch ``i`` is the same for every candidate, so the teacher runs once per batch: the first
-    batches (up to `MEMO_EXAMPLES` examples, all a proxy fine-tune needs) are kept, later ones
-    are recomputed on the way.
+    Batch ``i`` is the same for every candidate, so the teacher runs once per batch for the
+    first batches (up to `MEMO_EXAMPLES` examples: all a proxy fine-tune needs), which are
+    kept. Later batches (the ``epochs`` level) are rebuilt, teacher included, for every candidate.
     """
 
     def __init__(self, data: TensorDataset, batch_size: int, seed: int, teacher: nn.Module,
@@ -60,9 +60,11 @@ class TrainingStream:
             yield self._memo[step]
         step = len(self._memo)
         while step < steps:
-            epoch, skip = divmod(step, self.steps_per_epoch)
-            raw = iterate_batches(self._data, self._batch_size, shuffle=True, seed=self._seed, epoch=epoch, drop_last=True)
-            for images, labels in itertools.islice(raw, skip, skip + steps - step):
+            epoch, first = divmod(step, self.steps_per_epoch)
+            order = epoch_order(len(self._data), self._seed, epoch)
+            for batch_index in range(first, min(self.steps_per_epoch, first + steps - step)):
+                index = order[batch_index * self._batch_size:(batch_index + 1) * self._batch_size]
+                images, labels = (tensor.index_select(0, index) for tensor in self._data.tensors)
                 with watch.computing():
                     batch = self._with_teacher(images, labels)
                 if step == len(self._memo) and step < self._memo_steps:

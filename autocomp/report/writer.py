@@ -34,7 +34,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         f"Agent `{report['agent']}`, {report['trials']} trials ({report['failed_trials']} failed, "
         f"{report['pruned_trials']} stopped early, {report['cached_trials']} from the cache), "
         f"best is trial {best['trial']}; wall time {report['wall_seconds']:.0f} s.",
-        f"Candidates scored by {report['evaluator']['describe']}, {report['evaluator']['seconds_per_trial']:.1f} s each.",
+        f"Candidates scored by {report['evaluator']['describe']}, {report['evaluator']['seconds_per_evaluation']:.1f} s each.",
         "",
         "| | baseline | compressed |",
         "|---|---:|---:|",
