@@ -91,6 +91,26 @@ def resident_mb() -> float:
     return pages * 4096 / 2**20
 
 
+def memory_growth(baseline: torch.nn.Module, example: torch.Tensor, data, base: EvaluatorSettings,
+                  policies: list[Policy]) -> str:
+    """Resident memory over evaluations of distinct policies (cheap fidelity: the evaluator's path, not its speed)."""
+    fidelity = Fidelity("proxy", steps=5)
+    settings = replace(base, fidelity=fidelity, bn_batches=2, val_examples=500)
+    evaluator = Evaluator(baseline, example, data.train, data.val, settings)
+    readings = []
+    for index, policy in enumerate(policies):
+        evaluator.score(policy)
+        if index % 10 == 0 or index == len(policies) - 1:
+            gc.collect()
+            readings.append((index + 1, resident_mb()))
+    after_warmup = next((mb for n, mb in readings if n > 20), readings[0][1])
+    return (f"Memory over {len(policies)} evaluations of distinct policies ({fidelity.describe()}, "
+            f"{settings.val_examples} held-out examples): resident {readings[0][1]:.0f} MB after the first, "
+            f"{readings[-1][1]:.0f} MB after the last: growth {readings[-1][1] - readings[0][1]:+.1f} MB "
+            f"({readings[-1][1] - after_warmup:+.1f} MB after evaluation 21); readings every 10: "
+            + ", ".join(f"{mb:.0f}" for _, mb in readings) + " MB.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/fmnist_resnet20.yaml", help="whose baseline and search space")
@@ -98,6 +118,7 @@ def main() -> None:
     parser.add_argument("--macs", type=float, default=0.5, help="MACs budget, fraction of the baseline")
     parser.add_argument("--memory-evals", type=int, default=200, help="evaluations in the memory-growth phase")
     parser.add_argument("--reference-only", action="store_true", help="compute (and cache) the references only")
+    parser.add_argument("--memory-only", action="store_true", help="run (and record) the memory-growth phase only")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -126,6 +147,12 @@ def main() -> None:
         print(f"reference {index + 1}/{len(policies)}: {references[-1].test_accuracy:.2%}", flush=True)
     if args.reference_only:
         return
+    if args.memory_only:
+        memory = memory_growth(baseline, example, data, base, random_policies(graph, space, constraint, args.memory_evals, seed=1))
+        print(memory)
+        if not args.no_record:
+            append_section("Evaluator memory: resnet20 on fashion_mnist", "python " + shlex.join(sys.argv), [memory])
+        return
     timed_reference = reference_of(policies[0]).seconds  # measured beside the fidelities below
     truth = [r.test_accuracy for r in references]
 
@@ -148,25 +175,17 @@ def main() -> None:
               "Kendall tau (-val loss)"]
     rows.append(["reference: 1-epoch KD fine-tune, test accuracy", f"{timed_reference:.1f}", "1x", "", "1", "1"])
 
-    memory_fidelity = Fidelity("proxy", steps=5)
-    memory_settings = replace(base, fidelity=memory_fidelity, val_examples=500)
-    memory_evaluator = Evaluator(baseline, example, data.train, data.val, memory_settings)
-    memory_policies = random_policies(graph, space, constraint, args.memory_evals, seed=1)
-    readings = []
-    for index, policy in enumerate(memory_policies):
-        memory_evaluator.score(policy)
-        if index % 10 == 0 or index == len(memory_policies) - 1:
-            gc.collect()
-            readings.append((index + 1, resident_mb()))
-    growth_all = readings[-1][1] - readings[0][1]
-    after_warmup = next((mb for n, mb in readings if n > 20), readings[0][1])
-    growth_warm = readings[-1][1] - after_warmup
-    memory = (f"Memory over {len(memory_policies)} evaluations of distinct policies ({memory_fidelity.describe()}, "
-              f"{memory_settings.val_examples} held-out examples): "
-              f"resident {readings[0][1]:.0f} MB after the first, {readings[-1][1]:.0f} MB after the last: "
-              f"growth {growth_all:+.1f} MB ({growth_warm:+.1f} MB after evaluation 21).")
     print_table(header, rows)
+    memory = memory_growth(baseline, example, data, base, random_policies(graph, space, constraint, args.memory_evals, seed=1))
     print(memory)
+
+    mean = sum(truth) / len(truth)
+    spread_std = (sum((t - mean) ** 2 for t in truth) / (len(truth) - 1)) ** 0.5
+    sampling_std = (mean * (1 - mean) / len(data.test)) ** 0.5
+    noise = (f"Reference spread: standard deviation {spread_std:.2%} across the policies, beside a binomial "
+             f"standard error of {sampling_std:.2%} for one test accuracy on {len(data.test)} images: the candidates "
+             "differ by about as much as one measurement's noise, which caps the attainable tau.")
+    print(noise)
 
     if not args.no_record:
         spread = f"{min(truth):.2%} to {max(truth):.2%}"
@@ -178,6 +197,8 @@ def main() -> None:
             "a candidate's time outside forward/backward passes.",
             "",
             *markdown_table(header, rows),
+            "",
+            noise,
             "",
             memory,
         ]

@@ -29,6 +29,7 @@ from autocomp.distill import attention_points
 from autocomp.errors import ConfigError
 from autocomp.evaluate.bn import recalibrate_batchnorm
 from autocomp.evaluate.fidelity import Fidelity, ProxyTraining
+from autocomp.evaluate.memory import release_free_memory
 from autocomp.evaluate.metrics import held_out_score
 from autocomp.evaluate.proxy import proxy_finetune
 from autocomp.evaluate.stream import TrainingStream
@@ -148,6 +149,7 @@ class Evaluator:
         if key in self.cache:
             return replace(self.cache[key], cached=True, seconds=0.0, timing=Timing(0.0, 0.0))
         result = self._evaluate(policy, report)
+        release_free_memory()  # the candidate's tensors are gone; without this the process only grows
         self.remember(key, result)
         return result
 
