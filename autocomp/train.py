@@ -38,6 +38,17 @@ class Distillation:
     alpha: float = 0.7
 
 
+def descend(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, loss: torch.Tensor,
+            failure: str) -> None:
+    """One optimizer and schedule step on ``loss``; FloatingPointError(``failure`` with the loss) when it is not finite."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(failure.format(loss.item()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+
+
 def _save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -88,12 +99,7 @@ def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkp
                     with torch.no_grad():
                         teacher_logits = distill.teacher(images)
                     loss = distillation_loss(logits, teacher_logits, labels, distill.temperature, distill.alpha)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{label}: loss became {loss.item()} at step {step}.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+                descend(optimizer, schedule, loss, f"{label}: loss became {{}} at step {step}.")
                 step += 1
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{settings.epochs} loss {loss.item():.3f}")
                 if step % CHECKPOINT_EVERY_STEPS == 0 or step % steps_per_epoch == 0:

@@ -13,6 +13,7 @@ from autocomp.distill import FeatureTaps, attention_loss, distillation_loss
 from autocomp.evaluate.fidelity import ProxyTraining
 from autocomp.evaluate.stream import TrainingStream
 from autocomp.evaluate.timing import Stopwatch
+from autocomp.train import descend
 
 StepCallback = Callable[[int], bool]
 """Called after each step with the number of steps done; returning False stops the fine-tune."""
@@ -40,12 +41,7 @@ def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, setti
                 loss = distillation_loss(logits, batch.logits, batch.labels, settings.temperature, settings.alpha)
                 if attention:
                     loss = loss + settings.attention / 2 * attention_loss(taps.take(), batch.maps)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the proxy fine-tune's loss became {loss.item()} at step {done + 1}.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+                descend(optimizer, schedule, loss, f"the proxy fine-tune's loss became {{}} at step {done + 1}.")
             done += 1
             if after_step is not None and not after_step(done):
                 break
