@@ -70,7 +70,7 @@ class FinetuneConfig(TrainConfig):
 class ConstraintConfig(_Section):
     """``max`` is a fraction of the baseline in (0, 1] when ``relative``, else an absolute count."""
 
-    metric: Literal["macs", "flops"] = "macs"
+    metric: Literal["macs", "flops", "bops"] = "macs"
     max: float = Field(gt=0)
     relative: bool = True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from autocomp.cost import Cost
@@ -10,7 +11,13 @@ from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from search_spaces.space import Space
 
-_METRICS = ("macs", "flops")
+_PREDICTORS: dict[str, Callable[[ModelGraph, Policy], int]] = {
+    "macs": lambda graph, policy: graph.predict_macs(policy),
+    "flops": lambda graph, policy: 2 * graph.predict_macs(policy),
+    "bops": lambda graph, policy: graph.predict_bops(policy),
+}
+"""Each metric a constraint may bound, predicted exactly from the graph (tested equal to the measured cost)."""
+_METRICS = tuple(_PREDICTORS)
 _BISECTION_STEPS = 40
 
 
@@ -28,16 +35,17 @@ class Constraint:
     @classmethod
     def create(cls, metric: str, max_value: float, relative: bool, baseline: Cost) -> Constraint:
         """A limit given as a fraction of ``baseline`` (``relative``) or as an absolute count."""
-        base = baseline.macs * (2 if metric == "flops" else 1)
-        return cls(metric, max_value * base if relative else max_value)
+        if metric not in _METRICS:
+            raise ConfigError(f"constraint metric {metric!r} is not supported yet; allowed: {', '.join(_METRICS)}.")
+        return cls(metric, max_value * getattr(baseline, metric) if relative else max_value)
 
     def value(self, graph: ModelGraph, policy: Policy) -> int:
         """The constrained metric of ``policy``'s compressed model, predicted exactly from the graph."""
-        macs = graph.predict_macs(policy)
-        return 2 * macs if self.metric == "flops" else macs
+        return _PREDICTORS[self.metric](graph, policy)
 
     def value_of(self, cost: Cost) -> int:
-        return cost.flops if self.metric == "flops" else cost.macs
+        """The constrained metric of a measured cost."""
+        return getattr(cost, self.metric)
 
     def feasible(self, graph: ModelGraph, policy: Policy) -> bool:
         return self.value(graph, policy) <= self.limit

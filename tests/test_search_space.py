@@ -76,3 +76,20 @@ def test_infeasible_budget_names_the_brute_force_minimum():
     with pytest.raises(autocomp.InfeasibleError, match=f"{smallest:,}"):
         constraint.check_reachable(graph, space)
     Constraint("macs", smallest).check_reachable(graph, space)
+
+
+@pytest.mark.parametrize("metric", ["flops", "bops"])
+def test_a_projected_policy_meets_a_flops_or_bops_budget_when_remeasured(resnet, metric):
+    model, graph, base = resnet
+    space = Space.from_graph(graph, PruneRatio(0.2))
+    constraint = Constraint.create(metric, 0.4, relative=True, baseline=base)
+    assert constraint.limit == 0.4 * getattr(base, metric)
+    projected = constraint.project(graph, space, space.fill(0.9))
+    measured = getattr(autocomp.measure(autocomp.compress(model, projected, X), X), metric)
+    assert 0.9 * constraint.limit <= measured <= constraint.limit
+
+
+def test_an_unknown_metric_is_refused_in_one_sentence(resnet):
+    _, _, base = resnet
+    with pytest.raises(autocomp.ConfigError, match=r"^constraint metric 'joules' is not supported yet; allowed: macs, flops, bops\.$"):
+        Constraint.create("joules", 0.5, True, base)
