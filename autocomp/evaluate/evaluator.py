@@ -28,7 +28,7 @@ from autocomp.data import iterate_batches
 from autocomp.distill import attention_points
 from autocomp.errors import ConfigError
 from autocomp.evaluate.bn import recalibrate_batchnorm
-from autocomp.evaluate.fidelity import Fidelity, ProxyTraining
+from autocomp.evaluate.fidelity import Fidelity, ProxyTraining, check_positive_int
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.evaluate.metrics import held_out_score
 from autocomp.evaluate.proxy import proxy_finetune
@@ -65,9 +65,7 @@ class EvaluatorSettings:
 
     def __post_init__(self) -> None:
         for name in ("bn_batches", "batch_size", "report_every", "report_examples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"evaluator {name} must be a positive integer, not {value!r}.")
+            check_positive_int(getattr(self, name), f"evaluator {name}")
         if self.val_examples is not None and (isinstance(self.val_examples, bool) or not isinstance(self.val_examples, int)
                                               or self.val_examples < 1):
             raise ConfigError(f"evaluator val_examples must be a positive integer or None (all), not {self.val_examples!r}.")

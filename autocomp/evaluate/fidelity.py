@@ -11,7 +11,8 @@ FIDELITY_LEVELS = ("bn", "proxy", "epochs")
 distillation; epochs: ``epochs`` full passes over the training split, the same way."""
 
 
-def _positive_int(value: object, name: str) -> None:
+def check_positive_int(value: object, name: str) -> None:
+    """ConfigError naming ``name`` unless ``value`` is an int >= 1 (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, not {value!r}.")
 
@@ -32,8 +33,8 @@ class Fidelity:
     def __post_init__(self) -> None:
         if self.level not in FIDELITY_LEVELS:
             raise ConfigError(f"fidelity level {self.level!r} is not allowed; allowed: {', '.join(FIDELITY_LEVELS)}.")
-        _positive_int(self.steps, "fidelity steps")
-        _positive_int(self.epochs, "fidelity epochs")
+        check_positive_int(self.steps, "fidelity steps")
+        check_positive_int(self.epochs, "fidelity epochs")
 
     def training_steps(self, steps_per_epoch: int) -> int:
         """Fine-tune steps a candidate gets at this level (0 for ``bn``)."""
@@ -67,7 +68,7 @@ class ProxyTraining:
     attention: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive_int(self.batch_size, "proxy batch_size")
+        check_positive_int(self.batch_size, "proxy batch_size")
         for name in ("lr", "momentum", "weight_decay", "attention"):
             _non_negative(getattr(self, name), f"proxy {name}")
         if not self.lr > 0:
