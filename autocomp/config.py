@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autocomp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autocomp.data import DataBundle
 
 
 class _Section(BaseModel):
@@ -45,6 +48,12 @@ class DataConfig(_Section):
     val_size: int | float = Field(default=5000, gt=0)
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def load(self) -> DataBundle:
+        """The data set this section names, with its held-out split."""
+        from autocomp.data import load_dataset
+
+        return load_dataset(self.name, data_dir=self.dir, val_size=self.val_size, seed=self.seed, **self.options)
 
 
 class TrainConfig(_Section):

@@ -19,7 +19,7 @@ from autocomp.baseline import Baseline, prepare_baseline
 from autocomp.compress import get_criterion
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
-from autocomp.data import DataBundle, load_dataset
+from autocomp.data import DataBundle
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, Reporter, accuracy
 from autocomp.graph import ModelGraph
@@ -55,8 +55,7 @@ def _validate(config: RunConfig) -> _Setup:
     if config.search.agent not in agents.agent_names():
         raise ConfigError(f"unknown agent {config.search.agent!r}; allowed: {', '.join(agents.agent_names())}.")
     get_criterion(config.search.criterion)
-    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size,
-                        seed=config.data.seed, **config.data.options)
+    data = config.data.load()
     model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
                           **config.model.kwargs)
     example = data.example_input()

@@ -26,13 +26,11 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-from results import append_section, markdown_table, print_table
+from results import append_section, markdown_table, print_table, trained_baseline
 
 import agents
-from autocomp.baseline import baseline_key, cache_root, prepare_baseline
-from autocomp.config import load_config
+from autocomp.baseline import baseline_key, cache_root
 from autocomp.cost import measure
-from autocomp.data import load_dataset
 from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, accuracy, kendall_tau
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
@@ -123,9 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    config = load_config(args.config)
-    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size, seed=config.data.seed)
-    baseline = prepare_baseline(config, data).model.eval()
+    config, data, baseline = trained_baseline(args.config)
     example = data.example_input()
     graph = ModelGraph(baseline, example)
     space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep), config.search.channel_multiple)

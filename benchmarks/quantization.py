@@ -20,13 +20,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 import autocomp
-from autocomp.baseline import prepare_baseline
-from autocomp.config import load_config
 from autocomp.cost import compare_latency_ms
-from autocomp.data import load_dataset
 from autocomp.evaluate import accuracy
 from autocomp.train import Distillation, TrainSettings, train
-from results import append_section, markdown_table, print_table
+from results import append_section, markdown_table, print_table, trained_baseline
 
 SETTINGS = {  # label: (weight bits, activation bits); None: floating point
     "fp32": (None, None),
@@ -56,9 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    config = load_config(args.config)
-    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size, seed=config.data.seed)
-    baseline = prepare_baseline(config, data).model.eval()
+    config, data, baseline = trained_baseline(args.config)
     example = data.example_input()
     images, labels = data.train.tensors
     calibration = [(images[: args.batch_size], labels[: args.batch_size])]

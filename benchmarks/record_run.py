@@ -14,7 +14,6 @@ from pathlib import Path
 
 import autocomp
 from autocomp.config import RunConfig
-from autocomp.data import load_dataset
 from autocomp.evaluate import accuracy
 from results import append_section
 
@@ -28,7 +27,7 @@ def main() -> None:
 
     report = json.loads((args.run_dir / "report.json").read_text())
     config = RunConfig.model_validate(report["config"])
-    data = load_dataset(config.data.name, data_dir=config.data.dir, val_size=config.data.val_size, seed=config.data.seed)
+    data = config.data.load()
     model = autocomp.load(args.run_dir / "model.pt")
     macs = autocomp.measure(model, data.example_input()).macs
     test_accuracy = accuracy(model, data.test)

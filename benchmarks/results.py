@@ -10,7 +10,18 @@ from pathlib import Path
 
 import torch
 
+from autocomp.baseline import prepare_baseline
+from autocomp.config import RunConfig, load_config
+from autocomp.data import DataBundle
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def trained_baseline(config_path: str) -> tuple[RunConfig, DataBundle, torch.nn.Module]:
+    """The config at ``config_path``, its data and its trained baseline (cached; trained first if need be), in eval mode."""
+    config = load_config(config_path)
+    data = config.data.load()
+    return config, data, prepare_baseline(config, data).model.eval()
 
 
 def machine() -> str:
