@@ -181,7 +181,7 @@ class ModelGraph:
     def check(self, policy: Policy) -> None:
         """Raise ConfigError when ``policy`` cannot be applied to this model (layers, ranks, resolution)."""
         self._check_layers(policy)
-        self._shapes_at(policy.resolution)
+        self.shapes_at(policy.resolution)
 
     def _check_layers(self, policy: Policy) -> None:
         """Refuse decisions on layers this model lacks, cannot prune, factorize or quantize."""
@@ -252,7 +252,7 @@ class ModelGraph:
         if self._pruned:
             raise RuntimeError("layer_macs describes the unpruned model; build a new ModelGraph after prune().")
         channels = self.layer_channels(self.kept_channels(policy))
-        shapes = self._shapes_at(policy.resolution)
+        shapes = self.shapes_at(policy.resolution)
         result = {}
         for layer in self.layers:
             new_in, new_out = channels[layer.name]
@@ -279,7 +279,7 @@ class ModelGraph:
         return lowrank_macs(layer.kind, new_in, new_out, layer.kernel_size, input_shape[1:], output_shape[1:],
                             layer.stride, module.padding, module.dilation, rank, decision.rank_scheme)
 
-    def _shapes_at(self, resolution: float) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]:
+    def shapes_at(self, resolution: float) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]:
         """Per layer (MACs, input shape, output shape) of the unpruned model at an input resolution multiplier."""
         if resolution not in self._shapes:
             from autocomp.compress.resize import resize_input
