@@ -10,18 +10,15 @@ from autocomp.policy import Policy
 
 @register_agent("uniform")
 class UniformAgent(Agent):
-    """Keeps every layer whole; projection then shrinks all layers by the same factor to the budget."""
+    """Every decision at its largest value; projection then shrinks them all by one factor to the budget."""
 
     def ask(self) -> Policy | None:
-        return self.space.fill(1.0) if self.told == 0 else None
+        return self.space.largest() if self.told == 0 else None
 
 
 @register_agent("random")
 class RandomAgent(Agent):
-    """Independent uniform keep ratios per decision; candidate n depends only on (seed, n)."""
+    """Independent uniform values per decision; candidate n depends only on (seed, n)."""
 
     def ask(self) -> Policy:
-        rng = np.random.default_rng([self.seed, self.told])
-        return self.space.to_policy(
-            {d.name: rng.uniform(d.dim.low, d.dim.high) for d in self.space.decisions}
-        )
+        return self.space.sample(np.random.default_rng([self.seed, self.told]))

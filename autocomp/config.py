@@ -77,9 +77,9 @@ class FinetuneConfig(TrainConfig):
 
 
 class ConstraintConfig(_Section):
-    """``max`` is a fraction of the baseline in (0, 1] when ``relative``, else an absolute count."""
+    """``max`` is a fraction of the baseline in (0, 1] when ``relative``, else an absolute value (ms for latency_ms)."""
 
-    metric: Literal["macs", "flops", "bops"] = "macs"
+    metric: Literal["macs", "flops", "params", "size_bytes", "bops", "latency_ms"] = "macs"
     max: float = Field(gt=0)
     relative: bool = True
 
@@ -90,14 +90,97 @@ class ConstraintConfig(_Section):
         return self
 
 
+Grouping = Literal["layer", "group", "stage", "global"]
+
+
+class KeepAxisConfig(_Section):
+    """Channels kept per coupled group (``layer`` and ``group`` alike), per stage or globally."""
+
+    low: float = Field(default=0.2, gt=0, le=1)
+    high: float = Field(default=1.0, gt=0, le=1)
+    grouping: Grouping = "group"
+
+
+class BitsAxisConfig(_Section):
+    """Bits in [low, high]; frozen layers keep ``frozen`` bits (null: floating point)."""
+
+    low: int = Field(default=2, ge=2, le=8)
+    high: int = Field(default=8, ge=2, le=8)
+    grouping: Grouping = "layer"
+    frozen: int | None = Field(default=8, ge=2, le=8)
+
+
+class RankAxisConfig(_Section):
+    """The fraction of each layer's full rank kept by an SVD factorization (1.0: left whole)."""
+
+    low: float = Field(default=0.25, gt=0, le=1)
+    high: float = Field(default=1.0, gt=0, le=1)
+    grouping: Grouping = "layer"
+    scheme: Literal["pair", "separable"] = "pair"
+
+
+class ChoicesConfig(_Section):
+    """A model-wide multiplier chosen from ``choices`` in (0, 1]."""
+
+    choices: list[float] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _fractions(cls, choices: list[float]) -> list[float]:
+        bad = [c for c in choices if not 0 < c <= 1]
+        if bad:
+            raise ValueError(f"choice {bad[0]} is outside (0, 1]")
+        return choices
+
+
+class SpaceConfig(_Section):
+    """What the search decides: each axis set (a mapping) is searched, each null is left alone.
+
+    ``frozen``: layers no axis touches (names, or first/last). ``projection``: how proposals
+    reach the budget: auto, scale, bits (lower bits first) or wall (AMC's sequential wall).
+    """
+
+    keep: KeepAxisConfig | None = KeepAxisConfig()
+    weight_bits: BitsAxisConfig | None = None
+    act_bits: BitsAxisConfig | None = None
+    rank: RankAxisConfig | None = None
+    width: ChoicesConfig | None = None
+    resolution: ChoicesConfig | None = None
+    frozen: list[str] = Field(default_factory=lambda: ["first", "last"])
+    channel_multiple: int = Field(default=1, ge=1)
+    projection: Literal["auto", "scale", "bits", "wall"] = "auto"
+
+    @model_validator(mode="after")
+    def _something_to_decide(self) -> SpaceConfig:
+        axes = (self.keep, self.weight_bits, self.act_bits, self.rank, self.width, self.resolution)
+        if all(axis is None for axis in axes):
+            raise ValueError("every axis is null, so there is nothing to search; set at least one of keep, weight_bits, "
+                             "act_bits, rank, width, resolution")
+        if self.act_bits is not None and self.weight_bits is None:
+            raise ValueError("act_bits needs weight_bits too: a layer is quantized weights first")
+        for name, axis in (("keep", self.keep), ("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
+                           ("rank", self.rank)):
+            if axis is not None and axis.low > axis.high:
+                raise ValueError(f"{name} range [{axis.low}, {axis.high}] is empty; need low <= high")
+        return self
+
+
+class LatencyConfig(_Section):
+    """The target latency is measured and predicted on: device, threads (null: torch's), batch size."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=1, ge=1)
+    warmup: int = Field(default=5, ge=0)
+    repeats: int = Field(default=20, ge=1)
+
+
 class SearchConfig(_Section):
     agent: str = "tpe"
     trials: int = Field(default=40, ge=1)
     seed: int = 0
-    min_keep: float = Field(default=0.2, gt=0, le=1)
     criterion: str = "l1"
     reconstruct: bool = False
-    channel_multiple: int = Field(default=1, ge=1)
 
 
 class ProxyConfig(_Section):
@@ -141,11 +224,21 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     baseline: TrainConfig = TrainConfig()
-    constraint: ConstraintConfig = ConstraintConfig(max=0.5)
+    constraints: list[ConstraintConfig] = Field(default_factory=lambda: [ConstraintConfig(max=0.5)], min_length=1)
+    space: SpaceConfig = SpaceConfig()
+    latency: LatencyConfig = LatencyConfig()
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_limit_per_metric(self) -> RunConfig:
+        metrics = [c.metric for c in self.constraints]
+        repeated = sorted({m for m in metrics if metrics.count(m) > 1})
+        if repeated:
+            raise ValueError(f"metric {repeated[0]} has more than one limit; give each metric one entry")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,6 +252,10 @@ def _one_sentence(err: ValidationError, source: str) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "model_type":
         return f"{source}: config key {key!r} must be a mapping, got {first['input']!r}."
+    if not first["loc"]:
+        return f"{source}: {message}."
+    if isinstance(first["input"], Mapping):
+        return f"{source}: config section {key!r} is not allowed: {message}."
     return f"{source}: config key {key!r} = {first['input']!r} is not allowed: {message}."
 
 
@@ -179,21 +276,37 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    """``extra`` laid over ``base``; a list entry is addressed by its index (``constraints.0.max=0.3``)."""
     merged = dict(base)
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
+        where = f"{path}{key}"
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = _merge(dict(current), value, f"{where}.")
+        elif isinstance(value, Mapping) and isinstance(current, list) and value and all(k.isdigit() for k in value):
+            items = list(current)
+            for index, entry in value.items():
+                if int(index) >= len(items):
+                    raise ConfigError(f"override {where}.{index} names entry {index} of {where}, which has "
+                                      f"{len(items)} entr{'y' if len(items) == 1 else 'ies'} (indexes from 0).")
+                item = items[int(index)]
+                items[int(index)] = _merge(dict(item), entry, f"{where}.{index}.") if isinstance(item, Mapping) and \
+                    isinstance(entry, Mapping) else entry
+            merged[key] = items
         else:
             merged[key] = value
     return merged
 
 
 def build_config(data: Mapping[str, Any] | None = None, overrides: list[str] = (), source: str = "config") -> RunConfig:
-    """Validate a mapping (plus ``key=value`` overrides) into a `RunConfig`."""
-    merged = _merge(dict(data or {}), parse_overrides(list(overrides)))
+    """Validate a mapping (plus ``key=value`` overrides, laid over the defaults) into a `RunConfig`."""
+    given = dict(data or {})
+    overrides = parse_overrides(list(overrides))
+    if "constraints" in overrides and "constraints" not in given:
+        given["constraints"] = [c.model_dump() for c in RunConfig.model_fields["constraints"].default_factory()]
     try:
-        return RunConfig.model_validate(merged)
+        return RunConfig.model_validate(_merge(given, overrides))
     except ValidationError as err:
         raise ConfigError(_one_sentence(err, source)) from None
 

@@ -28,7 +28,8 @@ from autocomp.progress import console, progress_bar
 from autocomp.report import REPORT_VERSION, write_report
 from autocomp.run_folder import check_run_folder, claim_run_folder
 from autocomp.train import Distillation, TrainSettings, train
-from search_spaces import Constraint, PruneRatio, Space
+from search_spaces import Budget, Space
+from search_spaces.from_config import budget_from_config, latency_target, space_from_config
 
 STUDY_NAME = "autocomp"
 LATENCY_BATCH = 64
@@ -46,7 +47,7 @@ class _Setup:
     example: torch.Tensor
     graph: ModelGraph
     space: Space
-    constraint: Constraint
+    budget: Budget
     baseline_cost: Cost
 
 
@@ -60,12 +61,10 @@ def _validate(config: RunConfig) -> _Setup:
                           **config.model.kwargs)
     example = data.example_input()
     graph = ModelGraph(model, example)
-    baseline_cost = measure(model, example)
-    constraint = Constraint.create(config.constraint.metric, config.constraint.max, config.constraint.relative,
-                                   baseline_cost)
-    space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep), config.search.channel_multiple)
-    constraint.check_reachable(graph, space)
-    return _Setup(data, example, graph, space, constraint, baseline_cost)
+    space = space_from_config(graph, config.space)
+    baseline_cost = measure(model, example, latency_target(config))
+    budget = budget_from_config(config, graph, space, baseline_cost)
+    return _Setup(data, example, graph, space, budget, baseline_cost)
 
 
 def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
@@ -75,7 +74,7 @@ def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
         fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs), proxy=ProxyTraining(**ev.proxy.model_dump()),
         bn_batches=ev.bn_batches, batch_size=ev.batch_size, val_examples=ev.val_examples, report_every=ev.report_every,
         report_examples=ev.report_examples, criterion=config.search.criterion, reconstruct=config.search.reconstruct,
-        seed=config.search.seed)
+        seed=config.search.seed, latency=latency_target(config))
 
 
 def _open_study(run_dir: Path) -> optuna.Study:
@@ -99,7 +98,7 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
 
 
-def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy, constraint: Constraint,
+def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy, budget: Budget,
             score_key: str, result: EvalResult) -> None:
     attrs: dict[str, Any] = {"policy": policy.to_dict(), "score_key": score_key, "seconds": result.seconds,
                              "cached": result.cached}
@@ -109,7 +108,7 @@ def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy,
         state = optuna.trial.TrialState.FAIL
     else:
         attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
-                     feasible=constraint.value_of(result.cost) <= constraint.limit)
+                     feasible=budget.feasible_cost(result.cost))
         if result.stopped_at is None:
             state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
         else:
@@ -149,6 +148,8 @@ def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: o
         agent.tell(setup.space.to_policy(trial.params), None if result.failed else result)
         if "score_key" in trial.user_attrs:
             evaluator.remember(trial.user_attrs["score_key"], result)
+        if result.cost is not None:
+            setup.budget.observe(Policy.from_dict(trial.user_attrs["policy"]), result.cost)
     if done:
         console.log(f"search: resuming with {len(done)} finished trials from the study")
     remaining = config.search.trials - len(done)
@@ -158,9 +159,11 @@ def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: o
             proposal = agent.ask()
             if proposal is None:
                 break
-            policy = setup.constraint.project(setup.graph, setup.space, proposal)
+            policy = setup.budget.project(setup.space, proposal, config.space.projection)
             result = evaluator.score(policy, _pruning_reporter(study, pruner, setup.space, proposal))
-            _record(study, setup.space, proposal, policy, setup.constraint, evaluator.score_key(policy), result)
+            _record(study, setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result)
+            if result.cost is not None:
+                setup.budget.observe(policy, result.cost)
             agent.tell(proposal, None if result.failed else result)
             remaining -= 1
             best = _best_trial(study)
@@ -204,13 +207,17 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
     modules = dict(small.named_modules())
     trials = _finished(study)
     latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
+    best_cost = measure(small, setup.example, latency_target(config))
     return {
         "version": REPORT_VERSION,
         "model": config.model.name,
         "data": config.data.name,
         "agent": config.search.agent,
-        "constraint": {"metric": setup.constraint.metric, "limit": setup.constraint.limit,
-                       "max": config.constraint.max, "relative": config.constraint.relative},
+        "constraints": [{"metric": c.metric, "limit": c.limit, "max": given.max, "relative": given.relative,
+                         "best": best_cost.to_dict()[c.metric], "baseline": setup.baseline_cost.to_dict()[c.metric]}
+                        for c, given in zip(setup.budget.constraints, config.constraints)],
+        "space": {"decisions": len(setup.space.decisions), "projection": config.space.projection,
+                  "axes": sorted({d.kind for d in setup.space.decisions})},
         "trials": len(trials),
         "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
         "pruned_trials": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
@@ -223,7 +230,7 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
         "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
                      **setup.baseline_cost.to_dict(), "latency_ms": latency["baseline"]},
         "best": {"trial": best.number, "val_accuracy": best.value, "test_accuracy": test_accuracy,
-                 **measure(small, setup.example).to_dict(), "latency_ms": latency["best"],
+                 **best_cost.to_dict(), "latency_ms": latency["best"],
                  "channels": {layer.name: [modules[layer.name].weight.shape[0], layer.out_channels]
                               for layer in setup.graph.prunable}},
         "config": config.to_dict(),

@@ -35,7 +35,7 @@ from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTrain
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from autocomp.train import Distillation, TrainSettings, train
-from search_spaces import Constraint, PruneRatio, Space
+from search_spaces import Axis, Budget, Constraint, PruneRatio, Space
 
 FIDELITIES = {  # label: evaluator fidelity and proxy training
     "BN recalibration": (Fidelity("bn"), ProxyTraining()),
@@ -51,12 +51,12 @@ class Reference:
     seconds: float
 
 
-def random_policies(graph: ModelGraph, space: Space, constraint: Constraint, count: int, seed: int) -> list[Policy]:
+def random_policies(space: Space, budget: Budget, count: int, seed: int) -> list[Policy]:
     """``count`` distinct random policies, each projected onto the budget's edge."""
     agent = agents.create_agent("random", space, seed=seed)
     policies: dict[str, Policy] = {}
     while len(policies) < count:
-        policy = constraint.project(graph, space, agent.ask())
+        policy = budget.project(space, agent.ask())
         agent.tell(policy, None)
         policies.setdefault(policy.key(), policy)
     return list(policies.values())
@@ -124,9 +124,11 @@ def main() -> None:
     config, data, baseline = trained_baseline(args.config)
     example = data.example_input()
     graph = ModelGraph(baseline, example)
-    space = Space.from_graph(graph, PruneRatio(low=config.search.min_keep), config.search.channel_multiple)
-    constraint = Constraint.create("macs", args.macs, True, measure(baseline, example))
-    policies = random_policies(graph, space, constraint, args.policies, seed=0)
+    # as recorded: every channel group searched (no frozen layers)
+    space = Space.from_graph(graph, (Axis(PruneRatio(low=config.space.keep.low), "group"),), config.space.channel_multiple,
+                             frozen=())
+    budget = Budget(graph, [Constraint.create("macs", args.macs, True, measure(baseline, example))])
+    policies = random_policies(space, budget, args.policies, seed=0)
 
     base = EvaluatorSettings(bn_batches=config.evaluator.bn_batches, val_examples=None, criterion=config.search.criterion)
     bn_only = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=Fidelity("bn")))
@@ -144,7 +146,7 @@ def main() -> None:
     if args.reference_only:
         return
     if args.memory_only:
-        memory = memory_growth(baseline, example, data, base, random_policies(graph, space, constraint, args.memory_evals, seed=1))
+        memory = memory_growth(baseline, example, data, base, random_policies(space, budget, args.memory_evals, seed=1))
         print(memory)
         if not args.no_record:
             append_section("Evaluator memory: resnet20 on fashion_mnist", "python " + shlex.join(sys.argv), [memory])
@@ -172,7 +174,7 @@ def main() -> None:
     rows.append(["reference: 1-epoch KD fine-tune, test accuracy", f"{timed_reference:.1f}", "1x", "", "1", "1"])
 
     print_table(header, rows)
-    memory = memory_growth(baseline, example, data, base, random_policies(graph, space, constraint, args.memory_evals, seed=1))
+    memory = memory_growth(baseline, example, data, base, random_policies(space, budget, args.memory_evals, seed=1))
     print(memory)
 
     mean = sum(truth) / len(truth)
@@ -187,7 +189,7 @@ def main() -> None:
         spread = f"{min(truth):.2%} to {max(truth):.2%}"
         body = [
             f"ResNet-20, {config.data.name}, {len(policies)} random policies projected to {args.macs:.0%} of the "
-            f"baseline MACs (channel multiple {config.search.channel_multiple}, keep >= {config.search.min_keep}). "
+            f"baseline MACs (channel multiple {config.space.channel_multiple}, keep >= {config.space.keep.low}). "
             f"Reference: 1-epoch fine-tune with distillation (batch {finetune.batch_size}, lr {finetune.lr}), test "
             f"accuracy {spread}. Scores on all {len(data.val)} held-out training examples; overhead = share of "
             "a candidate's time outside forward/backward passes.",

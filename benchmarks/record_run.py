@@ -37,7 +37,7 @@ def main() -> None:
         ("compressed test accuracy (model.pt re-evaluated)", f"{test_accuracy:.2%}"),
         ("accuracy change", f"{100 * (test_accuracy - base['test_accuracy']):+.2f} pt"),
         ("MACs, baseline -> model.pt re-measured", f"{base['macs']:,} -> {macs:,} ({macs / base['macs']:.1%})"),
-        ("budget", f"{report['constraint']['metric']} <= {report['constraint']['limit']:,.0f}"),
+        ("budget", "; ".join(f"{c['metric']} <= {c['limit']:,.0f}" for c in report["constraints"])),
         ("params", f"{base['params']:,} -> {report['best']['params']:,}"),
         (f"CPU latency, batch {report['latency']['batch_size']}",
          f"{base['latency_ms']:.1f} ms -> {report['best']['latency_ms']:.1f} ms "
@@ -50,7 +50,8 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
 
-    title = f"{report['model']} on {report['data']}, {report['constraint']['metric']} <= {report['constraint']['max']:.0%}"
+    budget = ", ".join(f"{c['metric']} <= {c['max']:.0%}" for c in report["constraints"])
+    title = f"{report['model']} on {report['data']}, {budget}"
     command = f"{args.command}`; checked with `python benchmarks/record_run.py {args.run_dir}"
     append_section(title, command, ["| | |", "|---|---|", *[f"| {name} | {value} |" for name, value in rows]])
 

@@ -1,7 +1,11 @@
 """What may be decided, and under which budget."""
 
-from search_spaces.constraints import Constraint
-from search_spaces.dims import PruneRatio
-from search_spaces.space import Decision, Space
+from search_spaces.constraints import AFFECTED_BY, METRICS, Budget, Constraint
+from search_spaces.dims import BitWidth, LowRank, PruneRatio, Resolution, WidthMultiplier
+from search_spaces.projection import FILL_TARGET, project
+from search_spaces.space import GROUPINGS, Axis, Decision, Space, resolve_frozen, stages
 
-__all__ = ["Constraint", "Decision", "PruneRatio", "Space"]
+__all__ = [
+    "AFFECTED_BY", "Axis", "BitWidth", "Budget", "Constraint", "Decision", "FILL_TARGET", "GROUPINGS", "LowRank", "METRICS",
+    "PruneRatio", "Resolution", "Space", "WidthMultiplier", "project", "resolve_frozen", "stages",
+]

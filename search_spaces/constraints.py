@@ -1,85 +1,168 @@
-"""Constraint: a budget on a cost metric, and the projection of any proposal into it."""
+"""Constraints and budgets: limits on cost metrics, predicted for any policy without building its model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from autocomp.cost import Cost
 from autocomp.errors import ConfigError, InfeasibleError
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
+from search_spaces.projection import project
 from search_spaces.space import Space
 
-_PREDICTORS: dict[str, Callable[[ModelGraph, Policy], int]] = {
-    "macs": lambda graph, policy: graph.predict_macs(policy),
-    "flops": lambda graph, policy: 2 * graph.predict_macs(policy),
-    "bops": lambda graph, policy: graph.predict_bops(policy),
+if TYPE_CHECKING:
+    from autocomp.cost.latency_table import LatencyTable
+
+METRICS = ("macs", "flops", "params", "size_bytes", "bops", "latency_ms")
+"""What a constraint may bound; ``latency_ms`` is predicted by a `LatencyTable` and measured on the final model."""
+
+AFFECTED_BY = {
+    "macs": {"keep", "rank", "width", "resolution"},
+    "flops": {"keep", "rank", "width", "resolution"},
+    "latency_ms": {"keep", "rank", "width", "resolution"},
+    "params": {"keep", "rank", "width"},
+    "size_bytes": {"keep", "rank", "width", "weight_bits"},
+    "bops": {"keep", "rank", "width", "resolution", "weight_bits", "act_bits"},
 }
-"""Each metric a constraint may bound, predicted exactly from the graph (tested equal to the measured cost)."""
-_METRICS = tuple(_PREDICTORS)
-_BISECTION_STEPS = 40
+"""The kinds of decisions each metric depends on (a projection leaves the others alone)."""
+
+_UNITS = {"latency_ms": "ms", "size_bytes": "bytes"}
+
+
+def _check_metric(metric: object) -> None:
+    if metric not in METRICS:
+        raise ConfigError(f"constraint metric {metric!r} is not known; allowed: {', '.join(METRICS)}.")
 
 
 @dataclass(frozen=True)
 class Constraint:
-    """``metric`` of the compressed model must be at most ``limit`` (an absolute count)."""
+    """``metric`` of the compressed model must be at most ``limit`` (an absolute value)."""
 
     metric: str
     limit: float
 
     def __post_init__(self) -> None:
-        if self.metric not in _METRICS:
-            raise ConfigError(f"constraint metric {self.metric!r} is not supported yet; allowed: {', '.join(_METRICS)}.")
+        _check_metric(self.metric)
+        if not isinstance(self.limit, (int, float)) or isinstance(self.limit, bool) or not 0 < self.limit < math.inf:
+            raise ConfigError(f"{self.metric} limit {self.limit!r} is not allowed; need a positive, finite number.")
 
     @classmethod
     def create(cls, metric: str, max_value: float, relative: bool, baseline: Cost) -> Constraint:
-        """A limit given as a fraction of ``baseline`` (``relative``) or as an absolute count."""
-        if metric not in _METRICS:
-            raise ConfigError(f"constraint metric {metric!r} is not supported yet; allowed: {', '.join(_METRICS)}.")
-        return cls(metric, max_value * getattr(baseline, metric) if relative else max_value)
+        """A limit given as a fraction of ``baseline``'s value (``relative``) or as an absolute value."""
+        _check_metric(metric)
+        if relative:
+            reference = getattr(baseline, metric)
+            if reference is None:
+                raise ConfigError(f"a relative {metric} limit needs the baseline's {metric}, which was not measured.")
+            return cls(metric, max_value * reference)
+        return cls(metric, max_value)
 
-    def value(self, graph: ModelGraph, policy: Policy) -> int:
-        """The constrained metric of ``policy``'s compressed model, predicted exactly from the graph."""
-        return _PREDICTORS[self.metric](graph, policy)
-
-    def value_of(self, cost: Cost) -> int:
+    def value_of(self, cost: Cost) -> float:
         """The constrained metric of a measured cost."""
-        return getattr(cost, self.metric)
+        value = getattr(cost, self.metric)
+        if value is None:
+            raise ValueError(f"the cost has no {self.metric}: measure it with a latency target.")
+        return value
 
-    def feasible(self, graph: ModelGraph, policy: Policy) -> bool:
-        return self.value(graph, policy) <= self.limit
+    def describe(self, value: float | None = None) -> str:
+        """``macs <= 15,510,976`` (with a value: ``macs 15,400,000 <= 15,510,976``)."""
+        shown = "" if value is None else f" {_number(value)}"
+        return f"{self.metric}{shown} <= {_number(self.limit)}{' ' + _UNITS[self.metric] if self.metric in _UNITS else ''}"
 
-    def check_reachable(self, graph: ModelGraph, space: Space) -> None:
-        """Raise `InfeasibleError` before the search when even the smallest policy is over budget."""
-        smallest = space.to_policy({d.name: d.dim.low for d in space.decisions})
-        reachable = self.value(graph, smallest)
-        if reachable > self.limit:
-            raise InfeasibleError(
-                f"{self.metric} budget {self.limit:,.0f} cannot be met: the smallest model this space reaches "
-                f"has {reachable:,} {self.metric}."
-            )
 
-    def project(self, graph: ModelGraph, space: Space, policy: Policy) -> Policy:
-        """The policy on the budget's edge nearest ``policy``: all keep ratios scaled by one factor.
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
-        Over-budget proposals shrink and under-budget ones grow (each ratio clipped to its
-        range), so no candidate wastes budget; the factor is the largest feasible one, found by
-        bisection. A proposal whose every ratio can grow to its maximum within budget does so.
+
+def refuse_latency_with_bits(space: Space) -> None:
+    """Latency is measured on the model `compress` returns, whose quantized layers are simulated in floating point."""
+    if space.of_kind("weight_bits", "act_bits"):
+        raise ConfigError("a latency_ms constraint cannot be combined with a bit-width axis: simulated quantization's "
+                          "latency is not a deployment latency; constrain bops or size_bytes instead.")
+
+
+class Budget:
+    """Several constraints on one model, all predicted exactly from its graph (latency: from a lookup table)."""
+
+    def __init__(self, graph: ModelGraph, constraints: Sequence[Constraint], latency: LatencyTable | None = None) -> None:
+        if not constraints:
+            raise ConfigError("a budget needs at least one constraint; allowed metrics: " + ", ".join(METRICS) + ".")
+        metrics = [c.metric for c in constraints]
+        repeated = sorted({m for m in metrics if metrics.count(m) > 1})
+        if repeated:
+            raise ConfigError(f"metric {repeated[0]} is constrained twice; give each metric one limit.")
+        if "latency_ms" in metrics and latency is None:
+            raise ConfigError("a latency_ms constraint needs a latency target to build its lookup table.")
+        self.graph = graph
+        self.constraints = tuple(constraints)
+        self._latency_ratios: list[float] = []
+        self._predictors: dict[str, Callable[[Policy], float]] = {
+            "macs": lambda policy: graph.predict_macs(policy),
+            "flops": lambda policy: 2 * graph.predict_macs(policy),
+            "bops": lambda policy: graph.predict_bops(policy),
+            "params": lambda policy: graph.predict_params(policy),
+            "size_bytes": lambda policy: math.ceil(graph.predict_size_bits(policy) / 8),
+            "latency_ms": latency.predict_ms if latency is not None else None,
+        }
+
+    @property
+    def metrics(self) -> list[str]:
+        return [c.metric for c in self.constraints]
+
+    @property
+    def kinds(self) -> set[str]:
+        """The kinds of decisions this budget depends on."""
+        return set().union(*(AFFECTED_BY[c.metric] for c in self.constraints))
+
+    def value(self, metric: str, policy: Policy) -> float:
+        """``metric`` of ``policy``'s compressed model, predicted (latency corrected by what was measured so far)."""
+        value = self._predictors[metric](policy)
+        return value * self.latency_correction if metric == "latency_ms" else value
+
+    @property
+    def latency_correction(self) -> float:
+        """The median of measured / predicted latency over the observed candidates (1 before any)."""
+        return statistics.median(self._latency_ratios) if self._latency_ratios else 1.0
+
+    def observe(self, policy: Policy, cost: Cost) -> None:
+        """Learn from a built candidate's measured cost: its latency corrects later latency predictions.
+
+        The lookup table is timed layer by layer; the whole model runs a little faster or slower
+        on the day (other processes, caches), and the measured candidates say by how much.
         """
-        params = space.to_params(policy)
-        ceiling = max(d.dim.high / params[d.name] for d in space.decisions) if params else 1.0
+        if "latency_ms" in self.metrics and cost.latency_ms is not None:
+            self._latency_ratios.append(cost.latency_ms / self._predictors["latency_ms"](policy))
 
-        def scaled(factor: float) -> Policy:
-            return space.to_policy({name: value * factor for name, value in params.items()})
+    def values(self, policy: Policy) -> dict[str, float]:
+        return {c.metric: self.value(c.metric, policy) for c in self.constraints}
 
-        if self.feasible(graph, scaled(ceiling)):
-            return scaled(ceiling)
-        low, high = 0.0, ceiling
-        for _ in range(_BISECTION_STEPS):
-            mid = (low + high) / 2
-            if self.feasible(graph, scaled(mid)):
-                low = mid
-            else:
-                high = mid
-        return scaled(low)
+    def usage(self, policy: Policy) -> float:
+        """The largest fraction of a limit ``policy`` uses (above 1: over budget)."""
+        return max(self.value(c.metric, policy) / c.limit for c in self.constraints)
+
+    def feasible(self, policy: Policy) -> bool:
+        return all(self.value(c.metric, policy) <= c.limit for c in self.constraints)
+
+    def feasible_cost(self, cost: Cost) -> bool:
+        """Whether a measured cost meets every constraint (the check on every built candidate)."""
+        return all(c.value_of(cost) <= c.limit for c in self.constraints)
+
+    def check_reachable(self, space: Space) -> None:
+        """Refuse, before the search, a budget that even the smallest policy of ``space`` is over."""
+        if "latency_ms" in self.metrics:
+            refuse_latency_with_bits(space)
+        smallest = space.smallest()
+        values = self.values(smallest)
+        if any(values[c.metric] > c.limit for c in self.constraints):
+            reachable = "; ".join(
+                f"{c.metric} {_number(values[c.metric])} (limit {_number(c.limit)})" for c in self.constraints)
+            raise InfeasibleError(f"the budget cannot be met: the smallest model this space reaches has {reachable}.")
+
+    def project(self, space: Space, policy: Policy, method: str = "auto") -> Policy:
+        """The feasible policy nearest ``policy`` (see `search_spaces.projection.project`)."""
+        return project(self, space, policy, method)

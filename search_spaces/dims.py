@@ -1,27 +1,179 @@
-"""Dimensions of a search space: what one decision may take."""
+"""Dimensions of a search space: what one decision may take, and where it goes in a `Policy`.
+
+Every dimension orders its values from cheapest to dearest (more channels, more bits, a
+higher rank, a wider or larger model cost more), which is what the projections rely on.
+``kind`` names what a value sets: a `LayerDecision` field for the layers of its decision
+(``keep``, ``weight_bits``, ``act_bits``, ``rank``), or a model-wide multiplier of the
+policy (``width``, ``resolution``).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 
 from autocomp.errors import ConfigError
+from autocomp.policy import MAX_BITS, MIN_BITS
+
+LAYER_KINDS = ("keep", "weight_bits", "act_bits", "rank")
+MODEL_KINDS = ("width", "resolution")
+
+
+def _check_range(low: float, high: float, what: str) -> None:
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"{what} range [{low}, {high}] is not allowed; need 0 < low <= high <= 1.")
 
 
 @dataclass(frozen=True)
-class PruneRatio:
-    """The fraction of a channel group's channels kept, in [low, high] within (0, 1]."""
+class ContinuousDim:
+    """A fraction in [low, high] within (0, 1]."""
 
-    low: float = 0.2
-    high: float = 1.0
+    low: float
+    high: float
 
-    def __post_init__(self) -> None:
-        if not 0 < self.low <= self.high <= 1:
-            raise ConfigError(f"keep range [{self.low}, {self.high}] is not allowed; need 0 < low <= high <= 1.")
-
-    def distribution(self) -> optuna.distributions.FloatDistribution:
+    def distribution(self) -> optuna.distributions.BaseDistribution:
         return optuna.distributions.FloatDistribution(self.low, self.high)
 
     def clip(self, value: float) -> float:
-        return min(self.high, max(self.low, value))
+        return min(self.high, max(self.low, float(value)))
+
+    def scaled(self, value: float, factor: float) -> float:
+        """``value x factor``, clipped: the global scaling moves every decision by one factor."""
+        return self.clip(value * factor)
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+
+@dataclass(frozen=True)
+class PruneRatio(ContinuousDim):
+    """The fraction of a channel group's channels kept."""
+
+    low: float = 0.2
+    high: float = 1.0
+    kind = "keep"
+
+    def __post_init__(self) -> None:
+        _check_range(self.low, self.high, "keep")
+
+
+@dataclass(frozen=True)
+class LowRank(ContinuousDim):
+    """The fraction of a layer's full rank kept by an SVD factorization; ``high`` = 1.0 leaves the layer whole."""
+
+    low: float = 0.25
+    high: float = 1.0
+    scheme: str = "pair"
+    kind = "rank"
+
+    def __post_init__(self) -> None:
+        _check_range(self.low, self.high, "rank")
+
+
+@dataclass(frozen=True)
+class ChoiceDim:
+    """One of a few sorted values."""
+
+    choices: tuple[float, ...]
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.CategoricalDistribution(self.choices)
+
+    @property
+    def low(self) -> float:
+        return self.choices[0]
+
+    @property
+    def high(self) -> float:
+        return self.choices[-1]
+
+    def clip(self, value: float) -> float:
+        """The nearest choice."""
+        return min(self.choices, key=lambda choice: (abs(choice - float(value)), choice))
+
+    def scaled(self, value: float, factor: float) -> float:
+        """The largest choice at most ``value x factor`` (the smallest choice below all of them)."""
+        target = value * factor
+        return max((c for c in self.choices if c <= target + 1e-12), default=self.choices[0])
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+
+def _sorted_fractions(choices: Sequence[float], what: str) -> tuple[float, ...]:
+    values = tuple(sorted({float(c) for c in choices}))
+    if not values or not all(0 < c <= 1 and math.isfinite(c) for c in values):
+        raise ConfigError(f"{what} choices {list(choices)!r} are not allowed; need one or more numbers in (0, 1].")
+    return values
+
+
+@dataclass(frozen=True)
+class WidthMultiplier(ChoiceDim):
+    """MobileNet's width multiplier: every layer's channels scaled by one of ``choices``."""
+
+    choices: tuple[float, ...] = (0.5, 0.75, 1.0)
+    kind = "width"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", _sorted_fractions(self.choices, "width"))
+
+
+@dataclass(frozen=True)
+class Resolution(ChoiceDim):
+    """MobileNet's resolution multiplier: the input's height and width scaled by one of ``choices``."""
+
+    choices: tuple[float, ...] = (0.75, 0.875, 1.0)
+    kind = "resolution"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", _sorted_fractions(self.choices, "resolution"))
+
+
+@dataclass(frozen=True)
+class BitWidth:
+    """Bits of a layer's weights (``target="weights"``) or inputs (``"activations"``), a whole number in [low, high].
+
+    ``frozen``: the bits frozen layers keep under this dimension (None: floating point), 8 as
+    in HAQ and most quantization papers.
+    """
+
+    low: int = 2
+    high: int = 8
+    target: str = "weights"
+    frozen: int | None = 8
+
+    def __post_init__(self) -> None:
+        for value in (self.low, self.high):
+            if not isinstance(value, int) or isinstance(value, bool) or not MIN_BITS <= value <= MAX_BITS:
+                raise ConfigError(f"bit-width {value!r} is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}.")
+        if self.low > self.high:
+            raise ConfigError(f"bit-width range [{self.low}, {self.high}] is empty; need low <= high.")
+        if self.target not in ("weights", "activations"):
+            raise ConfigError(f"bit-width target {self.target!r} is not known; allowed: weights, activations.")
+        if self.frozen is not None and (not isinstance(self.frozen, int) or not MIN_BITS <= self.frozen <= MAX_BITS):
+            raise ConfigError(f"frozen layers' bit-width {self.frozen!r} is not allowed; allowed: None or "
+                              f"a whole number from {MIN_BITS} to {MAX_BITS}.")
+
+    @property
+    def kind(self) -> str:
+        return "weight_bits" if self.target == "weights" else "act_bits"
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.IntDistribution(self.low, self.high)
+
+    def clip(self, value: float) -> int:
+        return min(self.high, max(self.low, int(round(float(value)))))
+
+    def scaled(self, value: float, factor: float) -> int:
+        """``value x factor`` rounded down (so a factor below 1 always lowers or keeps the bits)."""
+        return min(self.high, max(self.low, math.floor(value * factor + 1e-9)))
+
+    def sample(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.low, self.high + 1))
+
+
+Dimension = PruneRatio | LowRank | WidthMultiplier | Resolution | BitWidth

@@ -10,7 +10,7 @@ import autocomp
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult
 from autocomp.graph import ModelGraph
-from search_spaces import Constraint, PruneRatio, Space
+from search_spaces import Budget, Constraint, PruneRatio, Space
 
 X = torch.zeros(1, 1, 16, 16)
 
@@ -20,8 +20,8 @@ def setting():
     model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
     graph = ModelGraph(copy.deepcopy(model), X)
     space = Space.from_graph(graph, PruneRatio(0.2))
-    constraint = Constraint.create("macs", 0.5, relative=True, baseline=autocomp.measure(model, X))
-    return graph, space, constraint
+    budget = Budget(graph, [Constraint.create("macs", 0.5, relative=True, baseline=autocomp.measure(model, X))])
+    return graph, space, budget
 
 
 def analytic_score(graph, space, policy) -> EvalResult:
@@ -32,13 +32,13 @@ def analytic_score(graph, space, policy) -> EvalResult:
     return EvalResult(score, Cost(graph.predict_macs(policy), 0, 0, 0), 0.0)
 
 
-def drive(agent, graph, space, constraint, n):
+def drive(agent, graph, space, budget, n):
     proposals = []
     for _ in range(n):
         proposal = agent.ask()
         if proposal is None:
             break
-        projected = constraint.project(graph, space, proposal)
+        projected = budget.project(space, proposal)
         agent.tell(proposal, analytic_score(graph, space, projected))
         proposals.append((proposal, projected))
     return proposals
@@ -46,22 +46,22 @@ def drive(agent, graph, space, constraint, n):
 
 @pytest.mark.parametrize("name", agents.agent_names())
 def test_every_proposal_is_in_the_space_and_projects_into_the_budget(setting, name):
-    graph, space, constraint = setting
+    graph, space, budget = setting
     agent = agents.create_agent(name, space, seed=3)
-    proposals = drive(agent, graph, space, constraint, 12)
+    proposals = drive(agent, graph, space, budget, 12)
     assert proposals
     for proposal, projected in proposals:
         params = space.to_params(proposal)
         assert set(params) == set(space.names)
         assert all(0.2 <= value <= 1.0 for value in params.values())
-        assert graph.predict_macs(projected) <= constraint.limit
+        assert graph.predict_macs(projected) <= budget.constraints[0].limit
 
 
 @pytest.mark.parametrize("name", agents.agent_names())
 def test_a_replayed_agent_proposes_what_the_uninterrupted_one_would(setting, name):
-    graph, space, constraint = setting
+    graph, space, budget = setting
     first = agents.create_agent(name, space, seed=5)
-    history = drive(first, graph, space, constraint, 11)
+    history = drive(first, graph, space, budget, 11)
     expected_next = first.ask()
 
     resumed = agents.create_agent(name, space, seed=5)
@@ -79,21 +79,21 @@ def test_seeds_change_the_proposals(setting, name):
 
 
 def test_uniform_proposes_one_policy_that_projects_to_a_uniform_ratio(setting):
-    graph, space, constraint = setting
+    graph, space, budget = setting
     agent = agents.create_agent("uniform", space)
-    proposals = drive(agent, graph, space, constraint, 5)
+    proposals = drive(agent, graph, space, budget, 5)
     assert len(proposals) == 1
     keeps = set(space.to_params(proposals[0][1]).values())
     assert len(keeps) == 1
-    assert graph.predict_macs(proposals[0][1]) >= 0.9 * constraint.limit
+    assert graph.predict_macs(proposals[0][1]) >= 0.9 * budget.constraints[0].limit
 
 
 def test_tpe_beats_random_search_on_the_analytic_objective(setting):
-    graph, space, constraint = setting
+    graph, space, budget = setting
 
     def best(name, seed):
         agent = agents.create_agent(name, space, seed=seed)
-        return max(analytic_score(graph, space, p).accuracy for _, p in drive(agent, graph, space, constraint, 30))
+        return max(analytic_score(graph, space, p).accuracy for _, p in drive(agent, graph, space, budget, 30))
 
     tpe = sum(best("tpe", s) for s in range(3))
     rnd = sum(best("random", s) for s in range(3))

@@ -14,7 +14,7 @@ GOOD = {
     "model": {"name": "resnet20"},
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 1, "batch_size": 64},
-    "constraint": {"metric": "macs", "max": 0.5},
+    "constraints": [{"metric": "macs", "max": 0.5}],
     "search": {"agent": "random", "trials": 2},
     "evaluator": {"fidelity": "bn", "bn_batches": 2, "val_examples": 100},
     "finetune": {"epochs": 1, "batch_size": 64},
@@ -40,7 +40,7 @@ def existing_run(tmp_path):
 
 
 def with_change(section: str, key: str, value) -> dict:
-    config = {name: dict(values) for name, values in GOOD.items()}
+    config = {name: dict(values) if isinstance(values, dict) else values for name, values in GOOD.items()}
     config[section][key] = value
     return config
 
@@ -49,8 +49,12 @@ def with_change(section: str, key: str, value) -> dict:
     "config, message",
     [
         (with_change("search", "colour", "blue"), "unknown config key 'search.colour'"),
-        (with_change("constraint", "max", 1.5), "outside (0, 1]"),
-        (with_change("constraint", "max", 0.0), "constraint.max"),
+        ({**GOOD, "constraints": [{"metric": "macs", "max": 1.5}]}, "outside (0, 1]"),
+        ({**GOOD, "constraints": [{"metric": "macs", "max": 0.0}]}, "constraints.0.max"),
+        ({**GOOD, "constraints": [{"metric": "joules", "max": 0.5}]}, "constraints.0.metric"),
+        ({**GOOD, "space": {"keep": {"grouping": "block"}}}, "space.keep.grouping"),
+        ({**GOOD, "space": {"frozen": ["conv9"]}}, "frozen layer 'conv9' is not a conv/linear layer"),
+        ({**GOOD, "constraints": [{"metric": "macs", "max": 0.001}]}, "the smallest model this space reaches has macs"),
         (with_change("model", "name", "resnet21"), "unknown model 'resnet21'"),
         (with_change("search", "agent", "genius"), "unknown agent 'genius'"),
         (with_change("evaluator", "pruner", "median"), "pruner median needs intermediate scores"),

@@ -16,7 +16,7 @@ TINY = {
     "model": {"name": "resnet20"},
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 4, "batch_size": 64, "lr": 0.1},
-    "constraint": {"metric": "macs", "max": 0.5},
+    "constraints": [{"metric": "macs", "max": 0.5}],
     "search": {"agent": "tpe", "trials": 6},
     "evaluator": {"steps": 10, "proxy": {"batch_size": 64}, "bn_batches": 4, "batch_size": 128, "val_examples": 300},
     "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.05},
@@ -142,3 +142,20 @@ def test_the_pruning_reporter_asks_the_pruner_against_the_studys_curves():
     assert _pruning_reporter(study, pruner, OneDecision(), None)(5, 0.95) is True
     assert _pruning_reporter(study, pruner, OneDecision(), None)(5, 0.5) is False
     assert _pruning_reporter(study, None, OneDecision(), None) is None
+
+
+def test_a_search_under_several_constraints_meets_each_one_on_the_saved_model(tmp_path):
+    config = dict(TINY, constraints=[{"metric": "params", "max": 0.5}, {"metric": "size_bytes", "max": 0.2}],
+                  space={"keep": {"low": 0.3}, "weight_bits": {"low": 2, "high": 8, "grouping": "stage"}},
+                  search=dict(TINY["search"], agent="random", trials=3), evaluator={"fidelity": "bn", "bn_batches": 2},
+                  finetune=dict(TINY["finetune"], epochs=1))
+    result = autocomp.search(build_config(config), tmp_path)
+    cost = autocomp.measure(autocomp.load(tmp_path / "model.pt"), torch.zeros(1, 1, 8, 8))
+    limits = {c["metric"]: c["limit"] for c in result.report["constraints"]}
+    assert limits == {"params": 0.5 * result.report["baseline"]["params"],
+                      "size_bytes": 0.2 * result.report["baseline"]["size_bytes"]}
+    assert cost.params <= limits["params"] and cost.size_bytes <= limits["size_bytes"]
+    assert max(cost.params / limits["params"], cost.size_bytes / limits["size_bytes"]) >= 0.97  # the budget is used
+    assert {c["metric"]: c["best"] for c in result.report["constraints"]} == {"params": cost.params,
+                                                                              "size_bytes": cost.size_bytes}
+    assert "- size_bytes <= " in (tmp_path / "report.md").read_text()

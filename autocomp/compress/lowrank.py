@@ -152,6 +152,20 @@ def factorize(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") ->
     return pair
 
 
+def factor_shapes(kind: str, in_channels: int, out_channels: int, kernel_size: tuple[int, int], rank: int,
+                  scheme: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Weight shapes of ``first`` and ``second`` in a rank-``rank`` factorization (`factorized_shell`'s layers).
+
+    ``kind`` is "linear" or "conv"; ``second`` also carries the layer's bias, when it has one.
+    """
+    if kind == "linear":
+        return (rank, in_channels), (out_channels, rank)
+    kh, kw = kernel_size
+    if scheme == "pair":
+        return (rank, in_channels, kh, kw), (out_channels, rank, 1, 1)
+    return (rank, in_channels, kh, 1), (out_channels, rank, 1, kw)
+
+
 def _conv_length(size: int, kernel: int, stride: int, padding: int | str, dilation: int) -> int:
     """Output length of a convolution along one axis (PyTorch's arithmetic; 'same' needs stride 1)."""
     if padding == "same":

@@ -1,13 +1,124 @@
-"""Measured latency: median wall time of forward passes after warm-up."""
+"""Measured latency: median wall time of forward passes after warm-up, on a described target.
+
+`LatencyTarget` says where and how a model is timed (device, threads, batch size, warm-up,
+repeats); `measure_latency_ms` times one model there, and the per-layer lookup table
+(`latency_table.LatencyTable`) times single layers with the same code.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import platform
+import re
 import statistics
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from autocomp.errors import ConfigError
+from autocomp.modes import evaluating
+
+DEVICES = ("cpu", "cuda")
+
+
+def _check_count(value: object, what: str, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"latency target {what}={value!r} is not allowed; allowed: a whole number >= {minimum}.")
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """Where and how latency is measured: device, CPU threads (None: torch's current count), batch size,
+    warm-up passes before timing and timed passes whose median is reported."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 1
+    warmup: int = 5
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"latency target device {self.device!r} is not known; allowed: {', '.join(DEVICES)}.")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("latency target device 'cuda' is not available on this machine "
+                              "(torch.cuda.is_available() is False); allowed here: 'cpu'.")
+        if self.threads is not None:
+            _check_count(self.threads, "threads", 1)
+        _check_count(self.batch_size, "batch_size", 1)
+        _check_count(self.warmup, "warmup", 0)
+        _check_count(self.repeats, "repeats", 1)
+
+    @property
+    def used_threads(self) -> int:
+        """The CPU threads a measurement runs with."""
+        return self.threads if self.threads is not None else torch.get_num_threads()
+
+    def processor(self) -> str:
+        """The processor's model name: the GPU's for cuda, else /proc/cpuinfo's (or platform's)."""
+        if self.device == "cuda":
+            return torch.cuda.get_device_name()
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists():
+            found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(errors="replace"), re.MULTILINE)
+            if found:
+                return found.group(1).strip()
+        return platform.processor() or platform.machine() or "unknown processor"
+
+    def describe(self) -> str:
+        """One line for reports: device, processor, threads, batch size, torch version."""
+        return (f"{self.device} ({self.processor()}), {self.used_threads} threads, batch {self.batch_size}, "
+                f"torch {torch.__version__}")
+
+    def key(self) -> str:
+        """A file-name-safe string that identifies the target (not how many passes are timed)."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.processor().lower()).strip("-")[:40]
+        digest = hashlib.sha256(self.describe().encode()).hexdigest()[:10]
+        return f"{self.device}-{slug}-t{self.used_threads}-b{self.batch_size}-{digest}"
+
+
+def random_batch(example_inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A random standard-normal batch shaped like ``example_inputs`` (without its batch), in its dtype."""
+    return torch.randn(batch_size, *example_inputs.shape[1:], dtype=example_inputs.dtype)
+
+
+@torch.no_grad()
+def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> float:
+    """Median milliseconds of ``model(batch)`` on ``target``: eval mode, no grad, after warm-up passes."""
+    previous = torch.get_num_threads()
+    cuda = target.device == "cuda"
+    if cuda:
+        model, batch = copy.deepcopy(model).to("cuda"), batch.to("cuda")
+    synchronize = torch.cuda.synchronize if cuda else _nothing
+    torch.set_num_threads(target.used_threads)
+    try:
+        with evaluating(model):
+            for _ in range(target.warmup):
+                model(batch)
+            times = []
+            for _ in range(target.repeats):
+                synchronize()
+                start = time.perf_counter()
+                model(batch)
+                synchronize()
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return 1000 * statistics.median(times)
+
+
+def _nothing() -> None:
+    """No synchronization is needed on the CPU."""
+
+
+def measure_latency_ms(model: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget = LatencyTarget()) -> float:
+    """Median milliseconds of a forward pass of a random ``target.batch_size`` batch shaped like ``example_inputs``."""
+    return median_ms(model, random_batch(example_inputs, target.batch_size), target)
 
 
 @torch.no_grad()

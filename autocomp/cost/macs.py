@@ -18,6 +18,8 @@ from torch import nn
 COUNTED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 FLOAT_BITS = 32
 """Bits of the float32 weights and activations a layer that is not quantized computes with."""
+SCALE_BITS = 32
+"""Bits of the one scale per output channel stored with quantized weights (every scheme but DoReFa)."""
 
 
 def is_quantized(module: nn.Module) -> bool:

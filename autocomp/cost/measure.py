@@ -1,4 +1,4 @@
-"""Cost of a model: MACs and BOPs per example, parameter count and storage in bits."""
+"""Cost of a model: MACs and BOPs per example, parameter count, storage in bits and, on a target, latency."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autocomp.cost.macs import float_bits, is_quantized, profile_ops
+from autocomp.cost.latency import LatencyTarget, measure_latency_ms
+from autocomp.cost.macs import SCALE_BITS, float_bits, is_quantized, profile_ops
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,14 @@ class Cost:
     ``size_bits`` counts parameter storage: quantized weights at their bits plus one 32-bit
     scale per output channel (uniform, binary, ternary), everything else at its dtype's bits.
     ``bops``: bit operations, each layer's MACs x weight bits x input bits (floats at 32).
+    ``latency_ms``: the median latency on a `LatencyTarget`, when one was given (else None).
     """
 
     macs: int
     params: int
     size_bits: int
     bops: int
+    latency_ms: float | None = None
 
     @property
     def flops(self) -> int:
@@ -34,15 +37,16 @@ class Cost:
     def size_bytes(self) -> int:
         return math.ceil(self.size_bits / 8)
 
-    def to_dict(self) -> dict[str, int]:
-        return {"macs": self.macs, "params": self.params, "size_bytes": self.size_bytes, "size_bits": self.size_bits,
+    def to_dict(self) -> dict[str, float]:
+        data = {"macs": self.macs, "params": self.params, "size_bytes": self.size_bytes, "size_bits": self.size_bits,
                 "bops": self.bops}
+        return data if self.latency_ms is None else {**data, "latency_ms": self.latency_ms}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> Cost:
+    def from_dict(cls, data: Mapping[str, float]) -> Cost:
         """The cost `to_dict` wrote (an older record without bits counts 8 per byte and 32 x 32 per MAC)."""
         return cls(macs=data["macs"], params=data["params"], size_bits=data.get("size_bits", 8 * data["size_bytes"]),
-                   bops=data.get("bops", 32 * 32 * data["macs"]))
+                   bops=data.get("bops", 32 * 32 * data["macs"]), latency_ms=data.get("latency_ms"))
 
 
 def count_params(model: nn.Module) -> int:
@@ -54,12 +58,16 @@ def storage_bits(model: nn.Module) -> int:
     quantized_weights = {}
     for module in model.modules():
         if is_quantized(module):
-            scales = 0 if module.weight_scheme == "dorefa" else 32 * module.weight.shape[0]
+            scales = 0 if module.weight_scheme == "dorefa" else SCALE_BITS * module.weight.shape[0]
             quantized_weights[id(module.weight)] = module.weight.numel() * module.weight_bits + scales
     return sum(quantized_weights.get(id(p), p.numel() * float_bits(p)) for p in model.parameters())
 
 
-def measure(model: nn.Module, example_inputs: torch.Tensor) -> Cost:
-    """Measure ``model`` on ``example_inputs`` (shape with a batch dimension; costs are per example)."""
+def measure(model: nn.Module, example_inputs: torch.Tensor, latency: LatencyTarget | None = None) -> Cost:
+    """Measure ``model`` on ``example_inputs`` (shape with a batch dimension; costs are per example).
+
+    With a ``latency`` target, its latency there is measured too (a median after warm-up).
+    """
     macs, bops = profile_ops(model, example_inputs)
-    return Cost(macs=macs, params=count_params(model), size_bits=storage_bits(model), bops=bops)
+    latency_ms = None if latency is None else measure_latency_ms(model, example_inputs, latency)
+    return Cost(macs=macs, params=count_params(model), size_bits=storage_bits(model), bops=bops, latency_ms=latency_ms)

@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 from autocomp.compress import Compressor
 from autocomp.compress.resize import InputResize
-from autocomp.cost import Cost, measure
+from autocomp.cost import Cost, LatencyTarget, measure
 from autocomp.data import iterate_batches
 from autocomp.distill import attention_points
 from autocomp.errors import ConfigError
@@ -62,6 +62,8 @@ class EvaluatorSettings:
     criterion: str = "l1"
     reconstruct: bool = False
     seed: int = 0
+    latency: LatencyTarget | None = None
+    """Where each candidate's latency is measured (None: not measured)."""
 
     def __post_init__(self) -> None:
         for name in ("bn_batches", "batch_size", "report_every", "report_examples"):
@@ -75,7 +77,8 @@ class EvaluatorSettings:
         trains = self.fidelity.level != "bn"
         return {"fidelity": self.fidelity.to_dict(), "proxy": self.proxy.to_dict() if trains else None,
                 "bn_batches": self.bn_batches, "bn_batch_size": self.batch_size, "val_examples": self.val_examples,
-                "criterion": self.criterion, "reconstruct": self.reconstruct, "seed": self.seed}
+                "criterion": self.criterion, "reconstruct": self.reconstruct, "seed": self.seed,
+                **({} if self.latency is None else {"latency": self.latency.describe()})}
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ class Evaluator:
                 else:
                     acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
-                cost = measure(small, self.example_inputs)
+                cost = measure(small, self.example_inputs, self.settings.latency)
         except Exception as err:  # noqa: BLE001 - any breakage of one candidate is its result, the search goes on
             message = str(err).splitlines()[0] if str(err) else "no message"
             out_of_memory = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message

@@ -2,24 +2,28 @@
 
 Torch-Pruning's dependency graph finds the coupling (residual adds, depthwise convolutions,
 concatenation); this package turns it into plain records (`LayerInfo`, `ChannelGroup`) that
-the rest of autocomp reads, predicts the exact MACs of any policy, and prunes a model in
-place from per-group channel counts. `trace` records the layers of one forward pass;
-`dependency` builds the Torch-Pruning graph and says which groups are safe to prune.
+the rest of autocomp reads, predicts the exact MACs, BOPs, parameters and storage bits of
+any policy, and prunes a model in place from per-group channel counts. `trace` records the
+layers of one forward pass; `dependency` builds the Torch-Pruning graph and says which
+groups are safe to prune.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from autocomp.cost.macs import COUNTED_TYPES, FLOAT_BITS
+from autocomp.cost.macs import COUNTED_TYPES, FLOAT_BITS, SCALE_BITS, float_bits
 from autocomp.errors import ConfigError
 from autocomp.graph.dependency import dependency_graph, prunable_safely
 from autocomp.graph.trace import trace_layers
-from autocomp.policy import Policy
+from autocomp.policy import LayerDecision, Policy
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,21 @@ class ChannelGroup:
 
 @dataclass(frozen=True)
 class _Share:
-    """How many of a layer's input or output channels come from one group."""
+    """How many of a layer's input or output channels (or of a carried parameter's channels) come from one group."""
 
     group: int
     count: int
+    elements: int = 1
+    """Elements one channel stands for: 1 for layers; for a parameter outside them, what it loses per pruned channel."""
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """A parameter outside the conv/linear layers (norms, PReLU, free parameters): its size and the channels it carries."""
+
+    elements: int
+    bits: int
+    shares: tuple[_Share, ...]
 
 
 class ModelGraph:
@@ -94,10 +109,12 @@ class ModelGraph:
         self._in_shares: dict[str, list[_Share]] = {name: [] for name in traced}
         self._out_shares: dict[str, list[_Share]] = {name: [] for name in traced}
         for group in self._dg.get_all_groups(root_module_types=COUNTED_TYPES):
-            producers, consumers = {}, {}
+            producers, consumers, carriers = {}, {}, {}
             for dep, idxs in group:
                 name = names.get(dep.target.module)
                 if name not in traced:
+                    if _has_parameters(dep.target.module):  # a norm, a PReLU, a free parameter: pruned with the group
+                        carriers.setdefault(dep.target.module, (dep, set()))[1].update(int(getattr(i, "idx", i)) for i in idxs)
                     continue
                 if self._dg.is_out_channel_pruning_fn(dep.handler):
                     producers[name] = len(idxs)
@@ -111,13 +128,15 @@ class ModelGraph:
                 continue  # Torch-Pruning cannot map a depthwise conv whose outputs are k x its inputs: left whole
             root = group[0].dep
             blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
-            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks))
+            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers))
 
         raw_groups.sort(key=lambda item: item[0])
         self.groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
         group_of: dict[str, int] = {}
-        for index, (_, root, producers, consumers, blocks) in enumerate(raw_groups):
+        self._carriers: list[tuple[object, _Share]] = []
+        """(Torch-Pruning dependency on a module or parameter outside the layers, its share of a group's channels)."""
+        for index, (_, root, producers, consumers, blocks, carriers) in enumerate(raw_groups):
             channels = self._dg.get_out_channels(root.target.module)
             self.groups.append(
                 ChannelGroup(
@@ -134,10 +153,14 @@ class ModelGraph:
                 self._out_shares[name].append(_Share(index, count))
             for name, count in consumers.items():
                 self._in_shares[name].append(_Share(index, count))
+            self._carriers += [(dep, _Share(index, len(idxs))) for dep, idxs in carriers.values()]
 
         self.layers: list[LayerInfo] = []
+        self._float_bits: dict[str, tuple[int, int | None]] = {}
+        """Bits of every layer's weight and bias (None: no bias) in floating point."""
         for name, record in traced.items():
             module = modules[name]
+            self._float_bits[name] = (float_bits(module.weight), None if module.bias is None else float_bits(module.bias))
             is_conv = not isinstance(module, nn.Linear)
             self.layers.append(
                 LayerInfo(
@@ -224,15 +247,18 @@ class ModelGraph:
     def layer_channels(self, kept: list[int]) -> dict[str, tuple[int, int]]:
         """(in, out) channels of every layer once each group keeps ``kept[i]`` channels."""
 
-        def remaining(total: int, shares: list[_Share]) -> int:
-            groups = self.groups
-            return total - sum(s.count * (groups[s.group].channels - kept[s.group]) // groups[s.group].channels for s in shares)
-
         return {
-            layer.name: (remaining(layer.in_channels, self._in_shares[layer.name]),
-                         remaining(layer.out_channels, self._out_shares[layer.name]))
+            layer.name: (self._remaining(layer.in_channels, self._in_shares[layer.name], kept),
+                         self._remaining(layer.out_channels, self._out_shares[layer.name], kept))
             for layer in self.layers
         }
+
+    def _remaining(self, total: int, shares: Iterable[_Share], kept: list[int]) -> int:
+        """What is left of ``total`` channels (or elements) once each group keeps ``kept[i]`` of its channels."""
+        groups = self.groups
+        return total - sum(
+            s.elements * (s.count * (groups[s.group].channels - kept[s.group]) // groups[s.group].channels) for s in shares
+        )
 
     def predict_macs(self, policy: Policy) -> int:
         """MACs of the model ``compress`` would return for ``policy``, without building it."""
@@ -246,6 +272,74 @@ class ModelGraph:
             weight_bits = decision.weight_bits if decision.quantized else FLOAT_BITS
             total += macs * weight_bits * (decision.act_bits or FLOAT_BITS)
         return total
+
+    def predict_params(self, policy: Policy) -> int:
+        """Parameters of the model ``compress`` would return for ``policy`` (`cost.count_params`), without building it."""
+        return sum(elements for elements, _ in self._parameter_sizes(policy))
+
+    def predict_size_bits(self, policy: Policy) -> int:
+        """Storage bits of the model ``compress`` would return for ``policy`` (`cost.storage_bits`), without building it."""
+        return sum(bits for _, bits in self._parameter_sizes(policy))
+
+    def _parameter_sizes(self, policy: Policy) -> list[tuple[int, int]]:
+        """(elements, storage bits) of every parameter of the model ``compress`` would return for ``policy``."""
+        if self._pruned:
+            raise RuntimeError("predicted sizes describe the unpruned model; build a new ModelGraph after prune().")
+        kept = self.kept_channels(policy)
+        channels = self.layer_channels(kept)
+        sizes = []
+        for layer in self.layers:
+            sizes += self._layer_sizes(layer, *channels[layer.name], policy.decision(layer.name))
+        for parameter in self._carried:
+            elements = self._remaining(parameter.elements, parameter.shares, kept)
+            sizes.append((elements, elements * parameter.bits))
+        return sizes
+
+    def _layer_sizes(self, layer: LayerInfo, new_in: int, new_out: int,
+                     decision: LayerDecision) -> list[tuple[int, int]]:
+        """(elements, storage bits) of the parameters ``layer`` becomes under ``decision``, once it has
+        ``new_in``/``new_out`` channels: weight (or both factors' weights), bias, input quantizers' steps."""
+        weight_bits, bias_bits = self._float_bits[layer.name]
+        if decision.rank is None:
+            in_per_group = 1 if layer.depthwise else new_in // layer.groups
+            weights = [(new_out, new_out * in_per_group * math.prod(layer.kernel_size))]
+        else:
+            from autocomp.compress.lowrank import factor_shapes
+
+            rank = _rank_from_fraction(layer, new_in, new_out, decision.rank, decision.rank_scheme)
+            shapes = factor_shapes(layer.kind, new_in, new_out, layer.kernel_size, rank, decision.rank_scheme)
+            weights = [(shape[0], math.prod(shape)) for shape in shapes]
+            bias_bits = None if bias_bits is None else weight_bits  # both factors take the weight's dtype
+        sizes = []
+        for out_channels, elements in weights:
+            if not decision.quantized:
+                sizes.append((elements, elements * weight_bits))
+                continue
+            scales = 0 if decision.weight_scheme == "dorefa" else SCALE_BITS * out_channels
+            sizes.append((elements, elements * decision.weight_bits + scales))
+            if decision.act_bits is not None:  # the input quantizer's learned step (LSQ): one scalar
+                sizes.append((1, torch.finfo(torch.get_default_dtype()).bits))
+        if bias_bits is not None:
+            sizes.append((new_out, new_out * bias_bits))
+        return sizes
+
+    @functools.cached_property
+    def _carried(self) -> list[_Carried]:
+        """Every parameter outside the traced conv/linear layers, with what each group's pruning takes from it.
+
+        What one pruned channel takes from each parameter of a norm, a PReLU or a free parameter
+        is found once, by letting Torch-Pruning's own handler for it drop one channel of a copy.
+        """
+        lost: dict[int, list[_Share]] = {}
+        for dep, share in self._carriers:
+            if self.groups[share.group].channels < 2:
+                continue  # a single channel is never pruned
+            for key, elements in _elements_per_channel(dep).items():
+                if elements:
+                    lost.setdefault(key, []).append(_Share(share.group, share.count, elements))
+        owned = {id(p) for layer in self.layers for p in self.model.get_submodule(layer.name).parameters(recurse=False)}
+        return [_Carried(p.numel(), float_bits(p), tuple(lost.get(id(p), ())))
+                for p in self.model.parameters() if id(p) not in owned]
 
     def layer_macs(self, policy: Policy) -> dict[str, int]:
         """MACs of every layer (both factors of a factorized one together) once ``policy`` is applied."""
@@ -343,6 +437,30 @@ def _conv_groups(module: nn.Module) -> int:
     """The groups of a grouped convolution; 1 for other layers, plain and depthwise convolutions."""
     groups = getattr(module, "groups", 1)
     return groups if isinstance(module, nn.modules.conv._ConvNd) and groups < module.in_channels else 1
+
+
+def _has_parameters(target: object) -> bool:
+    """Whether a Torch-Pruning node's target is a parameter or a module holding parameters."""
+    if isinstance(target, nn.Parameter):
+        return True
+    return isinstance(target, nn.Module) and next(target.parameters(), None) is not None
+
+
+def _elements_per_channel(dep) -> dict[int, int]:
+    """Elements each parameter of ``dep``'s target (a module or a free parameter) loses per channel its handler drops.
+
+    Keyed by ``id`` of the parameter. Found by running the handler, as Torch-Pruning's
+    ``Dependency.__call__`` does, on a copy with one channel to drop.
+    """
+    target = dep.target.module
+    dep.handler.__self__.pruning_dim = dep.target.pruning_dim
+    if isinstance(target, nn.Parameter):
+        return {id(target): target.numel() - dep.handler(target.detach().clone(), [0]).numel()}
+    before = dict(target.named_parameters())
+    probe = copy.deepcopy(target)
+    dep.handler(probe, [0])
+    after = {name: p.numel() for name, p in probe.named_parameters()}
+    return {id(p): p.numel() - after.get(name, 0) for name, p in before.items()}
 
 
 def _lowest(scores: torch.Tensor, count: int, blocks: int) -> list[int]:

@@ -1,0 +1,160 @@
+"""Projection: any proposal becomes a feasible policy near it that uses the budget.
+
+Three ways down onto the budget, each followed by the same fill:
+
+* ``scale``: every decision the budget depends on is multiplied by one factor, the largest
+  feasible one (bisection); under-budget proposals grow the same way.
+* ``bits`` (HAQ): bits are lowered one at a time from the cheapest loss upwards (the
+  layer with the most bits first, the dearest layer among equals), until the budget holds;
+  only then, if bits alone cannot meet it, are the other decisions scaled.
+* ``wall`` (AMC's action wall): decisions in order, each clipped to the largest value that
+  still lets the budget hold with every later decision at its cheapest.
+
+The fill then raises decisions one step at a time (the next channel count, one more bit,
+the next choice) while the budget holds, until it is used to `FILL_TARGET` or nothing fits.
+Every result is feasible: each step keeps a policy whose feasibility was checked, starting
+from the space's smallest policy, which `Budget.check_reachable` has checked before the search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from autocomp.errors import ConfigError
+from autocomp.policy import Policy
+from search_spaces.dims import BitWidth, ChoiceDim
+from search_spaces.space import Decision, Space
+
+if TYPE_CHECKING:
+    from search_spaces.constraints import Budget
+
+METHODS = ("auto", "scale", "bits", "wall")
+FILL_TARGET = 0.97
+"""The budget use a projection aims at when the proposal is below it."""
+_BISECTION_STEPS = 40
+_RANK_STEPS = 32
+"""A low-rank fraction grows by 1/32 of its range per fill step."""
+
+
+def project(budget: Budget, space: Space, policy: Policy, method: str = "auto") -> Policy:
+    """The feasible policy of ``space`` nearest ``policy`` under ``budget``, using at least 97% of it where it can.
+
+    ``auto`` lowers bits first (``bits``) when the space has bit-widths that the budget depends
+    on (BOPs, size), and scales (``scale``) otherwise.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"projection {method!r} is not known; allowed: {', '.join(METHODS)}.")
+    movable = [d for d in space.decisions if d.kind in budget.kinds]
+    params = space.to_params(policy)
+    if method == "auto":
+        method = "bits" if any(isinstance(d.dim, BitWidth) for d in movable) else "scale"
+    if method == "scale":
+        params = _scale(budget, space, params, movable)
+    elif method == "bits":
+        params = _lower_bits(budget, space, params, movable)
+    else:
+        params = _wall(budget, space, params, movable)
+    return space.to_policy(_fill(budget, space, params, movable))
+
+
+def _feasible(budget: Budget, space: Space, params: Mapping[str, float]) -> bool:
+    return budget.feasible(space.to_policy(params))
+
+
+def _scale(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
+    """All of ``movable`` times the largest feasible factor (up to every one at its highest)."""
+    if not movable:
+        return params
+
+    def scaled(factor: float) -> dict[str, float]:
+        return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in movable}}
+
+    ceiling = max(d.dim.high / params[d.name] for d in movable)
+    if _feasible(budget, space, scaled(ceiling)):
+        return scaled(ceiling)
+    low, high = 0.0, ceiling
+    for _ in range(_BISECTION_STEPS):
+        mid = (low + high) / 2
+        if _feasible(budget, space, scaled(mid)):
+            low = mid
+        else:
+            high = mid
+    return scaled(low)
+
+
+def _lower_bits(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
+    """Lower one bit at a time, most bits first (dearest layer first among equals); scale the rest if that is not enough."""
+    params = dict(params)
+    bits = [d for d in movable if isinstance(d.dim, BitWidth)]
+    macs = budget.graph.layer_macs(space.largest())
+    weight = {d.name: sum(macs.get(layer, 0) for layer in d.layers) for d in bits}
+    while not _feasible(budget, space, params):
+        lowerable = [d for d in bits if params[d.name] > d.dim.low]
+        if not lowerable:
+            others = [d for d in movable if not isinstance(d.dim, BitWidth)]
+            return _scale(budget, space, params, others) if others else params
+        chosen = max(lowerable, key=lambda d: (params[d.name], weight[d.name]))
+        params[chosen.name] -= 1
+    return params
+
+
+def _wall(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
+    """Each decision in order at the largest value (up to its proposal) that leaves the later ones room at their lowest."""
+    decided = {**params, **{d.name: d.dim.low for d in movable}}
+    for d in movable:
+        proposal = params[d.name]
+        decided[d.name] = _largest_feasible(budget, space, decided, d, proposal)
+    return decided
+
+
+def _largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: Decision, proposal: float) -> float:
+    """The largest value of ``d`` up to ``proposal`` with which ``params`` are feasible (its lowest if none is)."""
+    if _feasible(budget, space, {**params, d.name: proposal}):
+        return proposal
+    if isinstance(d.dim, (BitWidth, ChoiceDim)):
+        for value in sorted(_discrete_values(d), reverse=True):
+            if value < proposal and _feasible(budget, space, {**params, d.name: value}):
+                return value
+        return d.dim.low
+    low, high = d.dim.low, proposal
+    for _ in range(_BISECTION_STEPS):
+        mid = (low + high) / 2
+        if _feasible(budget, space, {**params, d.name: mid}):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def _discrete_values(d: Decision) -> list[float]:
+    return list(d.dim.choices) if isinstance(d.dim, ChoiceDim) else list(range(d.dim.low, d.dim.high + 1))
+
+
+def _step_up(space: Space, d: Decision, value: float) -> float | None:
+    """The next dearer value of ``d`` (one channel multiple, one bit, the next choice), or None at the top."""
+    if value >= d.dim.high:
+        return None
+    if isinstance(d.dim, BitWidth):
+        return value + 1
+    if isinstance(d.dim, ChoiceDim):
+        return min(c for c in d.dim.choices if c > value)
+    if d.kind == "keep":
+        return min(d.dim.high, value + space.channel_multiple / max(d.channels, 1))
+    return min(d.dim.high, value + (d.dim.high - d.dim.low) / _RANK_STEPS)
+
+
+def _fill(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
+    """Raise decisions one step at a time, in order, while the budget holds, until it is used to FILL_TARGET."""
+    params = dict(params)
+    grew = True
+    while grew and budget.usage(space.to_policy(params)) < FILL_TARGET:
+        grew = False
+        for d in movable:
+            value = _step_up(space, d, params[d.name])
+            if value is not None and _feasible(budget, space, {**params, d.name: value}):
+                params[d.name] = value
+                grew = True
+                if budget.usage(space.to_policy(params)) >= FILL_TARGET:
+                    break
+    return params
