@@ -34,6 +34,9 @@ def _summary(report: dict) -> Table:
         table.add_row(label, f"{base[key]:,}", f"{best[key]:,}", f"{best[key] / base[key]:.1%}")
     table.add_row(f"latency, batch {report['latency']['batch_size']} (ms)", f"{base['latency_ms']:.1f}",
                   f"{best['latency_ms']:.1f}", f"{base['latency_ms'] / best['latency_ms']:.2f}x faster")
+    for constraint in report["constraints"]:
+        table.add_row(f"budget: {constraint['metric']} <= {constraint['limit']:,.4g}", f"{constraint['baseline']:,.4g}",
+                      f"{constraint['best']:,.4g}", f"{constraint['best'] / constraint['limit']:.1%} used")
     return table
 
 

@@ -260,6 +260,10 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
 
     best = _best_trial(study)
     if best is None:
+        scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if scored:
+            raise RuntimeError(f"none of the {len(scored)} evaluated candidates met the budget when measured; run more "
+                               f"trials (later ones are projected with the measurements so far) or loosen the limit.")
         raise RuntimeError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in {run_dir / 'study.db'}.")
     finished = _finished_report(run_dir, best, len(_finished(study)))
     if finished is not None:

@@ -51,7 +51,7 @@ def budget_from_config(config: RunConfig, graph: ModelGraph, space: Space, basel
         refuse_latency_with_bits(space)
         table = LatencyTable(graph, target)
         resolutions = tuple(config.space.resolution.choices) if config.space.resolution is not None else (1.0,)
-        table.build(resolutions)
+        table.build(resolutions, rank_schemes=(config.space.rank.scheme,) if config.space.rank is not None else ())
     budget = Budget(graph, constraints, latency=table)
     budget.check_reachable(space)
     return budget

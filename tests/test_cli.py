@@ -99,7 +99,7 @@ def test_search_happy_path_prints_the_summary(tmp_path):
     result = run_cli("search", "--config", str(path), "--out", str(tmp_path / "out"), "--set", "search.trials=1",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "MACs" in result.stdout and "test accuracy" in result.stdout
+    assert "MACs" in result.stdout and "test accuracy" in result.stdout and "budget: macs <=" in result.stdout
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert saved["search"]["trials"] == 1
     assert (tmp_path / "out" / "model.pt").is_file()

@@ -159,3 +159,19 @@ def test_a_search_under_several_constraints_meets_each_one_on_the_saved_model(tm
     assert {c["metric"]: c["best"] for c in result.report["constraints"]} == {"params": cost.params,
                                                                               "size_bytes": cost.size_bytes}
     assert "- size_bytes <= " in (tmp_path / "report.md").read_text()
+
+
+def test_a_latency_constrained_search_measures_every_candidate_on_the_target(tmp_path):
+    config = dict(TINY, constraints=[{"metric": "latency_ms", "max": 0.9}], latency={"threads": 1, "repeats": 5},
+                  search=dict(TINY["search"], agent="random", trials=3), evaluator={"fidelity": "bn", "bn_batches": 2},
+                  finetune=dict(TINY["finetune"], epochs=1))
+    result = autocomp.search(build_config(config), tmp_path)
+    latency = result.report["constraints"][0]
+    assert latency["metric"] == "latency_ms" and latency["limit"] == pytest.approx(0.9 * latency["baseline"])
+    assert latency["best"] > 0  # the final model, measured again on the target
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    for trial in study.trials:
+        assert trial.user_attrs["feasible"] == (trial.user_attrs["latency_ms"] <= latency["limit"])
+    best = study.trials[result.report["best"]["trial"]]
+    assert best.user_attrs["latency_ms"] <= latency["limit"]  # only a measured-feasible candidate can win
+    assert list((autocomp.baseline.cache_root() / "latency").glob("*.json"))  # the table is cached for the target

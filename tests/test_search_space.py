@@ -1,6 +1,7 @@
 """Spaces, budgets and projections: every projected policy is re-measured on the model it builds."""
 
 import copy
+import dataclasses
 import itertools
 import math
 
@@ -244,3 +245,31 @@ def test_an_unknown_projection_is_refused(resnet):
     space = Space.from_graph(graph)
     with pytest.raises(autocomp.ConfigError, match=r"^projection 'nearest' is not known; allowed: auto, scale, bits, wall\.$"):
         Budget(graph, [Constraint.create("macs", 0.5, True, base)]).project(space, space.largest(), "nearest")
+
+
+class MacsClock:
+    """A stand-in latency table: one millisecond per million MACs."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def predict_ms(self, policy):
+        return self.graph.predict_macs(policy) / 1e6
+
+
+def test_measured_latencies_correct_later_latency_predictions(resnet):
+    _, graph, base = resnet
+    space = Space.from_graph(graph)
+    budget = Budget(graph, [Constraint("latency_ms", 0.5 * base.macs / 1e6)], latency=MacsClock(graph))
+    before = budget.project(space, space.largest())
+    assert budget.usage(before) == pytest.approx(1.0, abs=0.03)
+    measured = dataclasses.replace(base, latency_ms=2 * MacsClock(graph).predict_ms(before))  # twice as slow as predicted
+    budget.observe(before, measured)
+    assert budget.latency_correction == pytest.approx(2.0)
+    after = budget.project(space, space.largest())
+    assert 0.97 * 0.25 * base.macs <= graph.predict_macs(after) <= 0.25 * base.macs  # twice the time per MAC: half the MACs
+    for ratio in (1.0, 1.5, 3.0):
+        budget.observe(before, dataclasses.replace(base, latency_ms=ratio * MacsClock(graph).predict_ms(before)))
+    assert budget.latency_correction == pytest.approx(2.25)  # the upper quartile of 1, 1.5, 2, 3
+    with pytest.raises(autocomp.ConfigError, match="cannot be combined with a bit-width axis"):
+        budget.check_reachable(Space.from_graph(graph, (Axis(PruneRatio()), Axis(BitWidth()))))
