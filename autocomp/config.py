@@ -244,11 +244,17 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
+RENAMED = {"constraint": "constraints, a list", "search.min_keep": "space.keep.low",
+           "search.channel_multiple": "space.channel_multiple"}
+"""Keys of earlier versions and where they went."""
+
+
 def _one_sentence(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown config key {key!r}."
+        renamed = f" (renamed to {RENAMED[key]})" if key in RENAMED else ""
+        return f"{source}: unknown config key {key!r}{renamed}."
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "model_type":
         return f"{source}: config key {key!r} must be a mapping, got {first['input']!r}."
@@ -284,7 +290,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any], path: str = "") -> di
         current = merged.get(key)
         if isinstance(value, Mapping) and isinstance(current, Mapping):
             merged[key] = _merge(dict(current), value, f"{where}.")
-        elif isinstance(value, Mapping) and isinstance(current, list) and value and all(k.isdigit() for k in value):
+        elif isinstance(value, Mapping) and isinstance(current, list) and value and all(str(k).isdigit() for k in value):
             items = list(current)
             for index, entry in value.items():
                 if int(index) >= len(items):
@@ -301,12 +307,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any], path: str = "") -> di
 
 def build_config(data: Mapping[str, Any] | None = None, overrides: list[str] = (), source: str = "config") -> RunConfig:
     """Validate a mapping (plus ``key=value`` overrides, laid over the defaults) into a `RunConfig`."""
-    given = dict(data or {})
-    overrides = parse_overrides(list(overrides))
-    if "constraints" in overrides and "constraints" not in given:
-        given["constraints"] = [c.model_dump() for c in RunConfig.model_fields["constraints"].default_factory()]
+    defaults = RunConfig().to_dict()  # so that an override can address an entry of a default list
     try:
-        return RunConfig.model_validate(_merge(given, overrides))
+        return RunConfig.model_validate(_merge(_merge(defaults, dict(data or {})), parse_overrides(list(overrides))))
     except ValidationError as err:
         raise ConfigError(_one_sentence(err, source)) from None
 

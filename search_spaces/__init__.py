@@ -1,6 +1,7 @@
 """What may be decided, and under which budget."""
 
-from search_spaces.constraints import AFFECTED_BY, METRICS, Budget, Constraint
+from search_spaces.constraints import Budget, Constraint
+from search_spaces.metrics import AFFECTED_BY, METRICS
 from search_spaces.dims import BitWidth, LowRank, PruneRatio, Resolution, WidthMultiplier
 from search_spaces.projection import FILL_TARGET, project
 from search_spaces.space import GROUPINGS, Axis, Decision, Space, resolve_frozen, stages

@@ -12,24 +12,12 @@ from autocomp.cost import Cost
 from autocomp.errors import ConfigError, InfeasibleError
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
+from search_spaces.metrics import AFFECTED_BY, METRICS
 from search_spaces.projection import project
 from search_spaces.space import Space
 
 if TYPE_CHECKING:
     from autocomp.cost.latency_table import LatencyTable
-
-METRICS = ("macs", "flops", "params", "size_bytes", "bops", "latency_ms")
-"""What a constraint may bound; ``latency_ms`` is predicted by a `LatencyTable` and measured on the final model."""
-
-AFFECTED_BY = {
-    "macs": {"keep", "rank", "width", "resolution"},
-    "flops": {"keep", "rank", "width", "resolution"},
-    "latency_ms": {"keep", "rank", "width", "resolution"},
-    "params": {"keep", "rank", "width"},
-    "size_bytes": {"keep", "rank", "width", "weight_bits"},
-    "bops": {"keep", "rank", "width", "resolution", "weight_bits", "act_bits"},
-}
-"""The kinds of decisions each metric depends on (a projection leaves the others alone)."""
 
 _UNITS = {"latency_ms": "ms", "size_bytes": "bytes"}
 
@@ -148,6 +136,11 @@ class Budget:
     def values(self, policy: Policy) -> dict[str, float]:
         return {c.metric: self.value(c.metric, policy) for c in self.constraints}
 
+    def describe(self, policy: Policy) -> str:
+        """``macs 1,234 (limit 1,000); params ...``: every constrained metric of ``policy`` beside its limit."""
+        values = self.values(policy)
+        return "; ".join(f"{c.metric} {_number(values[c.metric])} (limit {_number(c.limit)})" for c in self.constraints)
+
     def usage(self, policy: Policy) -> float:
         """The largest fraction of a limit ``policy`` uses (above 1: over budget)."""
         return max(self.value(c.metric, policy) / c.limit for c in self.constraints)
@@ -164,11 +157,9 @@ class Budget:
         if "latency_ms" in self.metrics:
             refuse_latency_with_bits(space)
         smallest = space.smallest()
-        values = self.values(smallest)
-        if any(values[c.metric] > c.limit for c in self.constraints):
-            reachable = "; ".join(
-                f"{c.metric} {_number(values[c.metric])} (limit {_number(c.limit)})" for c in self.constraints)
-            raise InfeasibleError(f"the budget cannot be met: the smallest model this space reaches has {reachable}.")
+        if not self.feasible(smallest):
+            raise InfeasibleError(f"the budget cannot be met: the smallest model this space reaches has "
+                                  f"{self.describe(smallest)}.")
 
     def project(self, space: Space, policy: Policy, method: str = "auto") -> Policy:
         """The feasible policy nearest ``policy`` (see `search_spaces.projection.project`)."""

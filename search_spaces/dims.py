@@ -19,7 +19,6 @@ import optuna
 from autocomp.errors import ConfigError
 from autocomp.policy import MAX_BITS, MIN_BITS
 
-LAYER_KINDS = ("keep", "weight_bits", "act_bits", "rank")
 MODEL_KINDS = ("width", "resolution")
 
 
@@ -63,7 +62,11 @@ class PruneRatio(ContinuousDim):
 
 @dataclass(frozen=True)
 class LowRank(ContinuousDim):
-    """The fraction of a layer's full rank kept by an SVD factorization; ``high`` = 1.0 leaves the layer whole."""
+    """The fraction of a layer's full rank kept by an SVD factorization; 1.0 leaves the layer whole.
+
+    A space also leaves a layer whole from the fraction at which factorizing it would cost as
+    many MACs as the layer itself (`Space.whole_from`), so cost never falls as the value grows.
+    """
 
     low: float = 0.25
     high: float = 1.0
@@ -96,7 +99,7 @@ class ChoiceDim:
         return min(self.choices, key=lambda choice: (abs(choice - float(value)), choice))
 
     def scaled(self, value: float, factor: float) -> float:
-        """The largest choice at most ``value x factor`` (the smallest choice below all of them)."""
+        """The largest choice not above ``value x factor`` (the smallest choice when every choice is above it)."""
         target = value * factor
         return max((c for c in self.choices if c <= target + 1e-12), default=self.choices[0])
 

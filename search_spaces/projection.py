@@ -18,16 +18,17 @@ from the space's smallest policy, which `Budget.check_reachable` has checked bef
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from autocomp.errors import ConfigError
+from autocomp.errors import ConfigError, InfeasibleError
 from autocomp.policy import Policy
 from search_spaces.dims import BitWidth, ChoiceDim
+from search_spaces.metrics import AFFECTED_BY
 from search_spaces.space import Decision, Space
 
 if TYPE_CHECKING:
-    from search_spaces.constraints import Budget
+    from search_spaces.constraints import Budget, Constraint
 
 METHODS = ("auto", "scale", "bits", "wall")
 FILL_TARGET = 0.97
@@ -41,21 +42,46 @@ def project(budget: Budget, space: Space, policy: Policy, method: str = "auto") 
     """The feasible policy of ``space`` nearest ``policy`` under ``budget``, using at least 97% of it where it can.
 
     ``auto`` lowers bits first (``bits``) when the space has bit-widths that the budget depends
-    on (BOPs, size), and scales (``scale``) otherwise.
+    on (BOPs, size), and scales (``scale``) otherwise. Only the decisions a violated
+    constraint depends on move down: a MACs limit never costs bits. When the result uses less
+    than 97% of the budget and the space has choices (width, resolution), the next larger
+    choices are tried with the other decisions projected again.
+    Raises `InfeasibleError` when no policy is feasible (only possible when the budget's
+    latency correction has grown since `Budget.check_reachable`).
     """
     if method not in METHODS:
         raise ConfigError(f"projection {method!r} is not known; allowed: {', '.join(METHODS)}.")
     movable = [d for d in space.decisions if d.kind in budget.kinds]
-    params = space.to_params(policy)
     if method == "auto":
         method = "bits" if any(isinstance(d.dim, BitWidth) for d in movable) else "scale"
+    params = _projected(budget, space, space.to_params(policy), movable, method)
+    for d in (d for d in movable if isinstance(d.dim, ChoiceDim)):
+        if budget.usage(space.to_policy(params)) >= FILL_TARGET:
+            break
+        for choice in (c for c in d.dim.choices if c > params[d.name]):
+            others = [o for o in movable if o is not d]
+            trial = _projected(budget, space, {**params, d.name: choice}, others, method)
+            if budget.feasible(space.to_policy(trial)) and budget.usage(space.to_policy(trial)) > budget.usage(
+                    space.to_policy(params)):
+                params = trial
+    projected = space.to_policy(params)
+    if not budget.feasible(projected):
+        raise InfeasibleError(f"no policy of this space meets the budget any more: its smallest model is predicted at "
+                              f"{budget.describe(space.smallest())} (latency predictions corrected by measurements "
+                              f"x{budget.latency_correction:.3f}).")
+    return projected
+
+
+def _projected(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision],
+               method: str) -> dict[str, float]:
+    """``params`` brought down onto the budget by ``method`` with only ``movable`` changing, then filled."""
     if method == "scale":
         params = _scale(budget, space, params, movable)
     elif method == "bits":
         params = _lower_bits(budget, space, params, movable)
     else:
         params = _wall(budget, space, params, movable)
-    return space.to_policy(_fill(budget, space, params, movable))
+    return _fill(budget, space, params, movable)
 
 
 def _feasible(budget: Budget, space: Space, params: Mapping[str, float]) -> bool:
@@ -63,20 +89,49 @@ def _feasible(budget: Budget, space: Space, params: Mapping[str, float]) -> bool
 
 
 def _scale(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
-    """All of ``movable`` times the largest feasible factor (up to every one at its highest)."""
-    if not movable:
+    """Over budget: the decisions the violated constraints depend on, times the largest factor that meets those
+    constraints, repeated until every constraint holds. Under budget: all of ``movable`` times the largest
+    feasible factor (up to every one at its highest)."""
+    if not _violated(budget, space, params):
+        return _scaled_to_edge(space, params, movable, budget.feasible)
+    for _ in range(len(budget.constraints)):  # each round meets the constraints violated at its start
+        broken = _violated(budget, space, params)
+        if not broken:
+            return params
+        kinds = set().union(*(AFFECTED_BY[c.metric] for c in broken))
+        moving = [d for d in movable if d.kind in kinds and params[d.name] > d.dim.low]
+
+        def holds(policy: Policy) -> bool:
+            return all(budget.value(c.metric, policy) <= c.limit for c in broken)
+
+        fine = [d for d in moving if not isinstance(d.dim, ChoiceDim)]  # choices jump: scale them only if need be
+        scaled = _scaled_to_edge(space, params, fine, holds)
+        params = scaled if fine and holds(space.to_policy(scaled)) else _scaled_to_edge(space, params, moving, holds)
+    return params if budget.feasible(space.to_policy(params)) else _scaled_to_edge(space, params, movable, budget.feasible)
+
+
+def _violated(budget: Budget, space: Space, params: Mapping[str, float]) -> list[Constraint]:
+    """The constraints ``params`` do not meet."""
+    values = budget.values(space.to_policy(params))
+    return [c for c in budget.constraints if values[c.metric] > c.limit]
+
+
+def _scaled_to_edge(space: Space, params: dict[str, float], moving: list[Decision],
+                    holds: Callable[[Policy], bool]) -> dict[str, float]:
+    """``moving`` times the largest factor (bisection) for which ``holds``; factor 0 puts them at their lowest."""
+    if not moving:
         return params
 
     def scaled(factor: float) -> dict[str, float]:
-        return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in movable}}
+        return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in moving}}
 
-    ceiling = max(d.dim.high / params[d.name] for d in movable)
-    if _feasible(budget, space, scaled(ceiling)):
+    ceiling = max(d.dim.high / params[d.name] for d in moving)
+    if holds(space.to_policy(scaled(ceiling))):
         return scaled(ceiling)
     low, high = 0.0, ceiling
     for _ in range(_BISECTION_STEPS):
         mid = (low + high) / 2
-        if _feasible(budget, space, scaled(mid)):
+        if holds(space.to_policy(scaled(mid))):
             low = mid
         else:
             high = mid
@@ -84,19 +139,21 @@ def _scale(budget: Budget, space: Space, params: dict[str, float], movable: list
 
 
 def _lower_bits(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
-    """Lower one bit at a time, most bits first (dearest layer first among equals); scale the rest if that is not enough."""
+    """While a constraint that depends on bits is violated, lower one bit, most bits first (dearest layer first among
+    equals); whatever bits cannot fix is scaled."""
     params = dict(params)
     bits = [d for d in movable if isinstance(d.dim, BitWidth)]
     macs = budget.graph.layer_macs(space.largest())
     weight = {d.name: sum(macs.get(layer, 0) for layer in d.layers) for d in bits}
-    while not _feasible(budget, space, params):
-        lowerable = [d for d in bits if params[d.name] > d.dim.low]
+    while True:
+        kinds = set().union(*(AFFECTED_BY[c.metric] for c in _violated(budget, space, params)))
+        lowerable = [d for d in bits if d.kind in kinds and params[d.name] > d.dim.low]
         if not lowerable:
-            others = [d for d in movable if not isinstance(d.dim, BitWidth)]
-            return _scale(budget, space, params, others) if others else params
+            break
         chosen = max(lowerable, key=lambda d: (params[d.name], weight[d.name]))
         params[chosen.name] -= 1
-    return params
+    others = [d for d in movable if not isinstance(d.dim, BitWidth)]
+    return _scale(budget, space, params, others) if _violated(budget, space, params) else params
 
 
 def _wall(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:

@@ -10,7 +10,8 @@ A space is built from a `ModelGraph` and a few `Axis` (a dimension and its group
 * ``global``: one value for every layer (width and resolution are always global).
 
 Frozen layers (the first and the last conv/linear layer by default) are left out of every
-decision: their channels are kept (with their whole coupled group), they are not factorized,
+decision: their channels are not pruned (with their whole coupled group; a width multiplier
+still scales them, as it scales every layer), they are not factorized,
 and a bit-width axis gives them its ``frozen`` bits.
 """
 
@@ -50,8 +51,8 @@ class Axis:
 class Decision:
     """One searchable value: ``dim``'s value for ``layers`` (none for a model-wide multiplier).
 
-    ``channels``: for a keep decision, the fewest channels of its groups (the step of one
-    channel is ``1 / channels``); 0 otherwise.
+    ``channels``: for a keep decision, the channels of its largest group (one channel of it is a
+    step of ``1 / channels``, the finest that changes the model); 0 otherwise.
     """
 
     name: str
@@ -68,13 +69,16 @@ class Space:
     """Named decisions over a model's layers, plus the fixed decisions of its frozen layers."""
 
     def __init__(self, decisions: list[Decision], channel_multiple: int = 1,
-                 fixed: Mapping[str, Mapping[str, object]] | None = None) -> None:
+                 fixed: Mapping[str, Mapping[str, object]] | None = None,
+                 whole_from: Mapping[str, float] | None = None) -> None:
         names = [d.name for d in decisions]
         if len(set(names)) != len(names):
             raise ConfigError(f"a space's decision names must be unique, got {sorted(n for n in names if names.count(n) > 1)}.")
         self.decisions = decisions
         self.channel_multiple = channel_multiple
         self.fixed = {name: dict(values) for name, values in (fixed or {}).items()}
+        self.whole_from = dict(whole_from or {})
+        """Per layer, the rank fraction from which its factorization would cost at least the layer (it stays whole)."""
 
     @classmethod
     def from_graph(cls, graph: ModelGraph, axes: Sequence[Axis] | PruneRatio = (Axis(PruneRatio(), "group"),),
@@ -94,7 +98,9 @@ class Space:
             raise ConfigError("activation bits need a weight bit-width axis too: a layer is quantized weights first.")
         frozen_layers = resolve_frozen(graph, frozen)
         decisions = [decision for axis in axes for decision in _decisions(graph, axis, frozen_layers)]
-        return cls(decisions, channel_multiple, _frozen_decisions(graph, axes, frozen_layers))
+        ranks = [d for d in decisions if isinstance(d.dim, LowRank)]
+        whole_from = _break_even_fractions(graph, ranks[0].dim.scheme, [n for d in ranks for n in d.layers]) if ranks else {}
+        return cls(decisions, channel_multiple, _frozen_decisions(graph, axes, frozen_layers), whole_from)
 
     @property
     def names(self) -> list[str]:
@@ -118,7 +124,8 @@ class Space:
             for layer in d.layers:
                 fields = layers.setdefault(layer, {})
                 if isinstance(d.dim, LowRank):
-                    fields.update(rank=None if value >= 1.0 else value, rank_scheme=d.dim.scheme)
+                    whole = value >= min(1.0, self.whole_from.get(layer, 1.0))
+                    fields.update(rank=None if whole else value, rank_scheme=d.dim.scheme)
                 else:
                     fields[d.kind] = value
         return Policy({name: LayerDecision(**fields) for name, fields in layers.items()},
@@ -130,10 +137,9 @@ class Space:
         for d in self.decisions:
             if d.kind in MODEL_KINDS:
                 value = getattr(policy, d.kind)
-            else:
-                value = getattr(policy.decision(d.layers[0]), d.kind)
-                if value is None:  # no factorization (rank 1) or floating point (the most bits)
-                    value = d.dim.high
+            else:  # a layer left whole (no rank) or in floating point (no bits) says nothing: another may
+                values = (getattr(policy.decision(layer), d.kind) for layer in d.layers)
+                value = next((v for v in values if v is not None), d.dim.high)
             params[d.name] = d.dim.clip(value)
         return params
 
@@ -202,8 +208,8 @@ def _decisions(graph: ModelGraph, axis: Axis, frozen: set[str]) -> list[Decision
     decisions = []
     for unit, parts in merged.items():
         layers = tuple(name for names, _ in parts for name in names)
-        label = {"global": kind, "stage": f"{kind}/{unit}"}.get(axis.grouping, f"{kind}/{layers[0]}")
-        decisions.append(Decision(label, axis.dim, layers, min(channels for _, channels in parts)))
+        name = {"global": kind, "stage": f"{kind}/{unit}"}.get(axis.grouping, f"{kind}/{layers[0]}")
+        decisions.append(Decision(name, axis.dim, layers, max(channels for _, channels in parts)))
     return decisions
 
 
@@ -222,12 +228,25 @@ def _applies(dim: Dimension, layer: LayerInfo) -> bool:
     return layer.factorizable if isinstance(dim, LowRank) else layer.quantizable
 
 
+def _break_even_fractions(graph: ModelGraph, scheme: str, layers: list[str]) -> dict[str, float]:
+    """The rank fraction at which each layer's factorization costs as many MACs as the layer (MACs grow with the rank).
+
+    Above it a factorization only adds cost, so the space leaves the layer whole: a layer's
+    cost then never decreases as its rank decision grows, which the projections rely on.
+    """
+    whole = graph.layer_macs(Policy())
+    full = graph.layer_macs(Policy({name: LayerDecision(rank=1.0, rank_scheme=scheme) for name in layers}))
+    return {name: whole[name] / full[name] for name in layers}
+
+
 def _frozen_decisions(graph: ModelGraph, axes: Sequence[Axis], frozen: set[str]) -> dict[str, dict[str, object]]:
     """What frozen layers get: their bit axes' ``frozen`` bits (weights first), nothing else."""
     bits = {axis.dim.kind: axis.dim.frozen for axis in axes if isinstance(axis.dim, BitWidth)}
-    weight_bits = bits.get("weight_bits")
+    weight_bits, act_bits = bits.get("weight_bits"), bits.get("act_bits")
+    if weight_bits is None and act_bits is not None:
+        raise ConfigError(f"frozen layers cannot keep {act_bits}-bit inputs with floating-point weights; give the weight "
+                          "axis frozen bits too, or the activation axis frozen: null.")
     if weight_bits is None:
         return {}
-    act_bits = bits.get("act_bits")
     return {layer.name: {"weight_bits": weight_bits, "act_bits": act_bits}
             for layer in graph.layers if layer.name in frozen and layer.quantizable}

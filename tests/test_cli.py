@@ -145,3 +145,17 @@ def test_an_interrupted_search_resumes_to_exactly_its_budget(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resuming with" in result.stderr
     assert finished_trials() == budget
+
+
+def test_overrides_address_list_entries_and_renamed_keys_say_where_they_went():
+    from autocomp import ConfigError
+
+    config = build_config(GOOD, ["constraints.0.max=0.3", "space.frozen.0=conv1", "space.weight_bits.low=4"])
+    assert config.constraints[0].max == 0.3 and config.space.frozen == ["conv1", "last"]
+    assert config.space.weight_bits.low == 4 and config.space.weight_bits.high == 8
+    with pytest.raises(ConfigError, match=r"override constraints\.2 names entry 2 of constraints, which has 1 entry"):
+        build_config(GOOD, ["constraints.2.max=0.3"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'constraint' \(renamed to constraints, a list\)\.$"):
+        build_config({"constraint": {"max": 0.5}})
+    with pytest.raises(ConfigError, match=r"^config: metric macs has more than one limit; give each metric one entry\.$"):
+        build_config(GOOD, ["constraints=[{metric: macs, max: 0.5}, {metric: macs, max: 0.3}]"])

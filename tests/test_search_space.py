@@ -88,6 +88,8 @@ def test_params_round_trip_through_a_policy(resnet):
     (lambda g: Space.from_graph(g, (Axis(BitWidth(target="activations")),)), "activation bits need a weight bit-width"),
     (lambda g: Space.from_graph(g, (Axis(PruneRatio()), Axis(PruneRatio(0.5)))), "keep is given twice"),
     (lambda g: Axis(PruneRatio(), "block"), "grouping 'block' is not known; allowed: layer, group, stage, global."),
+    (lambda g: Space.from_graph(g, (Axis(BitWidth(frozen=None)), Axis(BitWidth(target="activations")))),
+     "frozen layers cannot keep 8-bit inputs with floating-point weights"),
     (lambda g: BitWidth(1, 8), "bit-width 1 is not allowed"),
     (lambda g: WidthMultiplier((0.5, 1.5)), "width choices [0.5, 1.5] are not allowed"),
 ])
@@ -104,7 +106,7 @@ SPACES = {
     "keep+bits": lambda: (Axis(PruneRatio(0.2), "group"), Axis(BitWidth(2, 8)), Axis(BitWidth(4, 8, "activations"))),
     "bits by stage": lambda: (Axis(BitWidth(2, 8), "stage"),),
     "keep+rank": lambda: (Axis(PruneRatio(0.3), "stage"), Axis(LowRank(0.25), "layer")),
-    "multipliers": lambda: (Axis(PruneRatio(0.4), "global"), Axis(WidthMultiplier((0.5, 0.75, 1.0)), "global"),
+    "multipliers": lambda: (Axis(PruneRatio(0.4), "global"), Axis(WidthMultiplier((0.5, 0.75, 1.0)), "global"),  # in order
                             Axis(Resolution((0.75, 1.0)), "global")),
 }
 
@@ -112,11 +114,12 @@ SPACES = {
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(space_name=st.sampled_from(sorted(SPACES)), seed=st.integers(0, 10_000),
        metrics=st.lists(st.sampled_from(MEASURED), min_size=1, max_size=3, unique=True),
-       fractions=st.lists(st.floats(0.15, 0.9), min_size=3, max_size=3), method=st.sampled_from(["auto", "scale", "wall"]))
+       fractions=st.lists(st.floats(0.15, 0.9), min_size=3, max_size=3),
+       method=st.sampled_from(["auto", "scale", "wall", "bits"]), frozen=st.sampled_from([(), ("first", "last")]))
 def test_any_projected_policy_meets_every_constraint_when_remeasured(resnet, space_name, seed, metrics, fractions,
-                                                                      method):
+                                                                      method, frozen):
     model, graph, base = resnet
-    space = Space.from_graph(graph, SPACES[space_name](), frozen=())
+    space = Space.from_graph(graph, SPACES[space_name](), frozen=frozen)
     budget = Budget(graph, [Constraint.create(m, f, True, base) for m, f in zip(metrics, fractions)])
     smallest = budget.values(space.smallest())
     if any(smallest[c.metric] > c.limit for c in budget.constraints):
@@ -174,6 +177,52 @@ def test_bit_lowering_starts_with_the_most_bits(resnet):
     lowered = [name for name, value in projected.items() if value < space.to_params(proposal)[name]]
     assert lowered == [space.names[5]]  # the 8-bit layer gave the bits; the 4-bit layers kept theirs
     assert budget.feasible(space.to_policy(projected))
+
+
+def test_a_macs_limit_never_costs_bits(resnet):
+    _, graph, base = resnet
+    space = Space.from_graph(graph, (Axis(PruneRatio(0.2), "group"), Axis(BitWidth(2, 8))), frozen=())
+    proposal = space.to_policy({d.name: 1.0 if d.kind == "keep" else 6 for d in space.decisions})
+    budget = Budget(graph, [Constraint.create("macs", 0.5, True, base), Constraint.create("bops", 0.9, True, base)])
+    for method in ("auto", "bits", "scale", "wall"):
+        projected = space.to_params(budget.project(space, proposal, method))
+        assert all(projected[d.name] == 6 for d in space.of_kind("weight_bits")), method  # only the MACs were over
+        assert budget.usage(space.to_policy(projected)) >= FILL_TARGET
+
+
+def test_a_smaller_width_proposal_is_raised_to_a_choice_that_fills_the_budget(resnet):
+    _, graph, base = resnet
+    space = Space.from_graph(graph, SPACES["multipliers"](), frozen=())
+    budget = Budget(graph, [Constraint.create("macs", 0.5, True, base)])
+    proposal = space.to_policy({"keep": 1.0, "width": 0.5, "resolution": 1.0})  # 25% of the MACs: half the budget
+    projected = budget.project(space, proposal)
+    assert FILL_TARGET <= budget.usage(projected) <= 1 and projected.width > 0.5
+
+
+def test_ranks_past_the_break_even_leave_a_layer_whole_so_the_smallest_model_is_the_brute_force_minimum():
+    model, x = tiny_net(), torch.zeros(1, 1, 6, 6)
+    graph = ModelGraph(copy.deepcopy(model), x)
+    space = Space.from_graph(graph, (Axis(LowRank(0.25, 1.0), "layer"),), frozen=())
+    grid = [0.25, 0.5, 0.75, 0.9, 1.0]
+    costs = [autocomp.measure(autocomp.compress(model, space.to_policy(dict(zip(space.names, combo))), x), x)
+             for combo in itertools.product(grid, repeat=len(space.names))]
+    for metric in ("macs", "params"):
+        minimum = min(getattr(cost, metric) for cost in costs)
+        assert Budget(graph, [Constraint(metric, 1e9)]).value(metric, space.smallest()) == minimum
+    assert autocomp.measure(autocomp.compress(model, space.largest(), x), x).macs == max(cost.macs for cost in costs)
+    whole = autocomp.measure(model, x)
+    assert all(cost.macs <= whole.macs for cost in costs)  # no factorization costs more than the layer it replaces
+
+
+def test_a_latency_correction_that_leaves_no_feasible_policy_is_refused(resnet):
+    _, graph, base = resnet
+    space = Space.from_graph(graph)
+    clock = MacsClock(graph)
+    budget = Budget(graph, [Constraint("latency_ms", 1.5 * clock.predict_ms(space.smallest()))], latency=clock)
+    budget.check_reachable(space)
+    budget.observe(space.smallest(), dataclasses.replace(base, latency_ms=2 * clock.predict_ms(space.smallest())))
+    with pytest.raises(autocomp.InfeasibleError, match=r"^no policy of this space meets the budget any more.*x2\.000"):
+        budget.project(space, space.largest())
 
 
 def test_the_wall_clips_each_decision_to_what_the_later_ones_leave(resnet):
