@@ -10,7 +10,6 @@ policy (``width``, ``resolution``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,9 +78,16 @@ class LowRank(ContinuousDim):
 
 @dataclass(frozen=True)
 class ChoiceDim:
-    """One of a few sorted values."""
+    """One of a few fractions in (0, 1], kept sorted and without repeats."""
 
     choices: tuple[float, ...]
+    kind = "choice"
+
+    def __post_init__(self) -> None:
+        values = tuple(sorted({float(c) for c in self.choices}))
+        if not values or not all(0 < c <= 1 and math.isfinite(c) for c in values):
+            raise ConfigError(f"{self.kind} choices {list(self.choices)!r} are not allowed; need one or more numbers in (0, 1].")
+        object.__setattr__(self, "choices", values)
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         return optuna.distributions.CategoricalDistribution(self.choices)
@@ -107,22 +113,12 @@ class ChoiceDim:
         return self.choices[int(rng.integers(len(self.choices)))]
 
 
-def _sorted_fractions(choices: Sequence[float], what: str) -> tuple[float, ...]:
-    values = tuple(sorted({float(c) for c in choices}))
-    if not values or not all(0 < c <= 1 and math.isfinite(c) for c in values):
-        raise ConfigError(f"{what} choices {list(choices)!r} are not allowed; need one or more numbers in (0, 1].")
-    return values
-
-
 @dataclass(frozen=True)
 class WidthMultiplier(ChoiceDim):
     """MobileNet's width multiplier: every layer's channels scaled by one of ``choices``."""
 
     choices: tuple[float, ...] = (0.5, 0.75, 1.0)
     kind = "width"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "choices", _sorted_fractions(self.choices, "width"))
 
 
 @dataclass(frozen=True)
@@ -131,9 +127,6 @@ class Resolution(ChoiceDim):
 
     choices: tuple[float, ...] = (0.75, 0.875, 1.0)
     kind = "resolution"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "choices", _sorted_fractions(self.choices, "resolution"))
 
 
 @dataclass(frozen=True)
