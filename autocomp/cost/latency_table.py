@@ -247,7 +247,8 @@ class LatencyTable:
         return self.graph.layer_channels(self.graph.kept_channels(policy))
 
     def _calibration_key(self, resolution: float) -> str:
-        return f"{self._architecture}@{resolution}"
+        """The calibration's name: it fits what this table's grid leaves unexplained, so the grid is part of it."""
+        return f"{self._architecture}@{resolution}/steps{self.steps}"
 
     def _layer_ms(self, policy: Policy, channels: Channels) -> dict[str, float]:
         """Interpolated milliseconds of every layer with these channels, measuring the grid points it reads first."""
