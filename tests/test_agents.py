@@ -102,5 +102,5 @@ def test_tpe_beats_random_search_on_the_analytic_objective(setting):
 
 def test_unknown_agent_names_the_allowed_ones(setting):
     _, space, _ = setting
-    with pytest.raises(autocomp.ConfigError, match="allowed: random, tpe, uniform"):
+    with pytest.raises(autocomp.ConfigError, match="allowed: cmaes, gp, random, tpe, uniform"):
         agents.create_agent("amc-not-yet", space)
