@@ -1,6 +1,8 @@
 """One suite every agent passes, with a cheap analytic evaluator instead of a network."""
 
 import copy
+import itertools
+import math
 
 import pytest
 import torch
@@ -104,3 +106,53 @@ def test_unknown_agent_names_the_allowed_ones(setting):
     _, space, _ = setting
     with pytest.raises(autocomp.ConfigError, match="allowed: cmaes, gp, random, tpe, uniform"):
         agents.create_agent("amc-not-yet", space)
+
+
+def tiny_setting():
+    """Four channel groups (8, 8, 16, 16 channels) at two spatial sizes, 40% of the MACs."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    graph = ModelGraph(model, torch.zeros(1, 1, 8, 8))
+    space = Space.from_graph(graph, PruneRatio(0.25), frozen=())
+    return graph, space, Budget(graph, [Constraint("macs", 0.4 * graph.predict_macs(autocomp.Policy()))])
+
+
+WEIGHTS = (0.2, 1.0, 0.4, 0.8)
+"""How much each group's channels matter to the analytic accuracy: the optimum is far from uniform."""
+
+
+def kept_fraction_score(graph, policy) -> float:
+    """prod_g (kept_g / channels_g) ^ w_g: concave in the log, with an optimum a search must find."""
+    return math.prod((kept / group.channels) ** w for kept, group, w in zip(graph.kept_channels(policy), graph.groups, WEIGHTS))
+
+
+def brute_force_optimum(graph, space, budget) -> float:
+    """The best score over every combination of kept channel counts the space allows within the budget."""
+    counts = [range(max(1, round(0.25 * group.channels)), group.channels + 1) for group in graph.groups]
+    best = 0.0
+    for combo in itertools.product(*counts):
+        policy = space.to_policy({d.name: c / g.channels for d, c, g in zip(space.decisions, combo, graph.groups)})
+        if budget.feasible(policy):
+            best = max(best, kept_fraction_score(graph, policy))
+    return best
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_learning_agents_reach_95_percent_of_the_brute_force_optimum(name):
+    graph, space, budget = tiny_setting()
+    optimum = brute_force_optimum(graph, space, budget)
+    for seed in range(3):
+        agent, best = agents.create_agent(name, space, seed=seed), 0.0
+        for _ in range(30):
+            proposal = agent.ask()
+            projected = budget.project(space, proposal)
+            score = kept_fraction_score(graph, projected)
+            agent.tell(proposal, EvalResult(score, Cost(graph.predict_macs(projected), 0, 0, 0), 0.0))
+            best = max(best, score)
+        assert best >= 0.95 * optimum, f"{name}, seed {seed}: {best / optimum:.1%} of the optimum"
+    uniform = kept_fraction_score(graph, budget.project(space, space.largest()))
+    assert uniform < 0.95 * optimum  # the test has teeth: one ratio for all does not get there
