@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autocomp.errors import AutocompError
+from autocomp.report import format_number
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
 stdout = Console()
@@ -35,8 +36,9 @@ def _summary(report: dict) -> Table:
     table.add_row(f"latency, batch {report['latency']['batch_size']} (ms)", f"{base['latency_ms']:.1f}",
                   f"{best['latency_ms']:.1f}", f"{base['latency_ms'] / best['latency_ms']:.2f}x faster")
     for constraint in report["constraints"]:
-        table.add_row(f"budget: {constraint['metric']} <= {constraint['limit']:,.4g}", f"{constraint['baseline']:,.4g}",
-                      f"{constraint['best']:,.4g}", f"{constraint['best'] / constraint['limit']:.1%} used")
+        table.add_row(f"budget: {constraint['metric']} <= {format_number(constraint['limit'])}",
+                      format_number(constraint["baseline"]), format_number(constraint["best"]),
+                      f"{constraint['best'] / constraint['limit']:.1%} used")
     return table
 
 

@@ -12,6 +12,7 @@ from autocomp.cost import Cost
 from autocomp.errors import ConfigError, InfeasibleError
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
+from autocomp.report import format_number
 from search_spaces.metrics import AFFECTED_BY, METRICS
 from search_spaces.projection import project
 from search_spaces.space import Space
@@ -59,12 +60,8 @@ class Constraint:
 
     def describe(self, value: float | None = None) -> str:
         """``macs <= 15,510,976`` (with a value: ``macs 15,400,000 <= 15,510,976``)."""
-        shown = "" if value is None else f" {_number(value)}"
-        return f"{self.metric}{shown} <= {_number(self.limit)}{' ' + _UNITS[self.metric] if self.metric in _UNITS else ''}"
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        shown = "" if value is None else f" {format_number(value)}"
+        return f"{self.metric}{shown} <= {format_number(self.limit)}{' ' + _UNITS[self.metric] if self.metric in _UNITS else ''}"
 
 
 def refuse_latency_with_bits(space: Space) -> None:
@@ -139,7 +136,7 @@ class Budget:
     def describe(self, policy: Policy) -> str:
         """``macs 1,234 (limit 1,000); params ...``: every constrained metric of ``policy`` beside its limit."""
         values = self.values(policy)
-        return "; ".join(f"{c.metric} {_number(values[c.metric])} (limit {_number(c.limit)})" for c in self.constraints)
+        return "; ".join(f"{c.metric} {format_number(values[c.metric])} (limit {format_number(c.limit)})" for c in self.constraints)
 
     def usage(self, policy: Policy) -> float:
         """The largest fraction of a limit ``policy`` uses (above 1: over budget)."""

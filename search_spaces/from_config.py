@@ -5,6 +5,7 @@ from __future__ import annotations
 from autocomp.config import RunConfig, SpaceConfig
 from autocomp.cost import Cost, LatencyTarget
 from autocomp.graph import ModelGraph
+from autocomp.policy import Policy
 from search_spaces.constraints import Budget, Constraint, refuse_latency_with_bits
 from search_spaces.dims import BitWidth, LowRank, PruneRatio, Resolution, WidthMultiplier
 from search_spaces.space import Axis, Space
@@ -40,7 +41,8 @@ def budget_from_config(config: RunConfig, graph: ModelGraph, space: Space, basel
     """The config's constraints on ``graph`` (relative limits from ``baseline``), checked reachable in ``space``.
 
     A latency constraint builds (or reads from the cache) the target's lookup table for the
-    resolutions the space may choose; ``baseline`` must then carry its measured latency.
+    resolutions the space may choose; ``baseline`` must then carry its measured latency, which
+    gives the table's predictions their first correction.
     """
     constraints = [Constraint.create(c.metric, c.max, c.relative, baseline) for c in config.constraints]
     table = None
@@ -53,5 +55,7 @@ def budget_from_config(config: RunConfig, graph: ModelGraph, space: Space, basel
         resolutions = tuple(config.space.resolution.choices) if config.space.resolution is not None else (1.0,)
         table.build(resolutions, rank_schemes=(config.space.rank.scheme,) if config.space.rank is not None else ())
     budget = Budget(graph, constraints, latency=table)
+    if baseline.latency_ms is not None:  # the baseline is a measured model too: the first latency correction
+        budget.observe(Policy(), baseline)
     budget.check_reachable(space)
     return budget

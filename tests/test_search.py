@@ -163,7 +163,7 @@ def test_a_search_under_several_constraints_meets_each_one_on_the_saved_model(tm
 
 def test_a_latency_constrained_search_measures_every_candidate_on_the_target(tmp_path):
     config = dict(TINY, constraints=[{"metric": "latency_ms", "max": 0.9}], latency={"threads": 1, "repeats": 5},
-                  search=dict(TINY["search"], agent="random", trials=3), evaluator={"fidelity": "bn", "bn_batches": 2},
+                  search=dict(TINY["search"], agent="random", trials=6), evaluator={"fidelity": "bn", "bn_batches": 2},
                   finetune=dict(TINY["finetune"], epochs=1))
     result = autocomp.search(build_config(config), tmp_path)
     latency = result.report["constraints"][0]

@@ -1,5 +1,5 @@
 """Reports of finished runs."""
 
-from autocomp.report.writer import REPORT_VERSION, write_report
+from autocomp.report.writer import REPORT_VERSION, format_number, write_report
 
-__all__ = ["REPORT_VERSION", "write_report"]
+__all__ = ["REPORT_VERSION", "format_number", "write_report"]

@@ -13,14 +13,15 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """A cost for people: whole numbers with thousands separators from 100 up (MACs, bytes), else 3 digits (ms)."""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _constraint_line(constraint: dict[str, Any]) -> str:
     """``- macs <= 15,510,976 (50.00% of the baseline): 15,400,000 (99.29% used)``."""
     relative = f" ({_pct(constraint['max'])} of the baseline)" if constraint["relative"] else ""
-    return (f"- {constraint['metric']} <= {_number(constraint['limit'])}{relative}: {_number(constraint['best'])} "
+    return (f"- {constraint['metric']} <= {format_number(constraint['limit'])}{relative}: {format_number(constraint['best'])} "
             f"({_pct(constraint['best'] / constraint['limit'])} used)")
 
 
