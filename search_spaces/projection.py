@@ -126,16 +126,20 @@ def _scaled_to_edge(space: Space, params: dict[str, float], moving: list[Decisio
         return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in moving}}
 
     ceiling = max(d.dim.high / params[d.name] for d in moving)
-    if holds(space.to_policy(scaled(ceiling))):
-        return scaled(ceiling)
-    low, high = 0.0, ceiling
+    return scaled(_largest_where(lambda factor: holds(space.to_policy(scaled(factor))), 0.0, ceiling))
+
+
+def _largest_where(holds: Callable[[float], bool], low: float, high: float) -> float:
+    """``high`` if it ``holds``, else the largest value in [low, high) found to hold by bisection (``low`` if none)."""
+    if holds(high):
+        return high
     for _ in range(_BISECTION_STEPS):
         mid = (low + high) / 2
-        if holds(space.to_policy(scaled(mid))):
+        if holds(mid):
             low = mid
         else:
             high = mid
-    return scaled(low)
+    return low
 
 
 def _lower_bits(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision]) -> dict[str, float]:
@@ -167,21 +171,13 @@ def _wall(budget: Budget, space: Space, params: dict[str, float], movable: list[
 
 def _largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: Decision, proposal: float) -> float:
     """The largest value of ``d`` up to ``proposal`` with which ``params`` are feasible (its lowest if none is)."""
-    if _feasible(budget, space, {**params, d.name: proposal}):
-        return proposal
+    def holds(value: float) -> bool:
+        return _feasible(budget, space, {**params, d.name: value})
+
     if isinstance(d.dim, (BitWidth, ChoiceDim)):
-        for value in sorted(_discrete_values(d), reverse=True):
-            if value < proposal and _feasible(budget, space, {**params, d.name: value}):
-                return value
-        return d.dim.low
-    low, high = d.dim.low, proposal
-    for _ in range(_BISECTION_STEPS):
-        mid = (low + high) / 2
-        if _feasible(budget, space, {**params, d.name: mid}):
-            low = mid
-        else:
-            high = mid
-    return low
+        return next((value for value in sorted(_discrete_values(d), reverse=True) if value <= proposal and holds(value)),
+                    d.dim.low)
+    return _largest_where(holds, d.dim.low, proposal)
 
 
 def _discrete_values(d: Decision) -> list[float]:
