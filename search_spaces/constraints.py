@@ -145,6 +145,10 @@ class Budget:
     def feasible(self, policy: Policy) -> bool:
         return all(self.value(c.metric, policy) <= c.limit for c in self.constraints)
 
+    def violated(self, policy: Policy) -> list[Constraint]:
+        """The constraints ``policy`` does not meet."""
+        return [c for c in self.constraints if self.value(c.metric, policy) > c.limit]
+
     def feasible_cost(self, cost: Cost) -> bool:
         """Whether a measured cost meets every constraint (the check on every built candidate)."""
         return all(c.value_of(cost) <= c.limit for c in self.constraints)

@@ -111,9 +111,7 @@ def _scale(budget: Budget, space: Space, params: dict[str, float], movable: list
 
 
 def _violated(budget: Budget, space: Space, params: Mapping[str, float]) -> list[Constraint]:
-    """The constraints ``params`` do not meet."""
-    values = budget.values(space.to_policy(params))
-    return [c for c in budget.constraints if values[c.metric] > c.limit]
+    return budget.violated(space.to_policy(params))
 
 
 def _scaled_to_edge(space: Space, params: dict[str, float], moving: list[Decision],
