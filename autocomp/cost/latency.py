@@ -13,7 +13,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,20 @@ def random_batch(example_inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.randn(batch_size, *example_inputs.shape[1:], dtype=example_inputs.dtype)
 
 
+def _nothing() -> None:
+    """No synchronization is needed on the CPU."""
+
+
+@torch.no_grad()
+def _time_forward(model: nn.Module, batch: torch.Tensor, synchronize: Callable[[], None] = _nothing) -> float:
+    """Seconds of one ``model(batch)``, the device synchronized before and after."""
+    synchronize()
+    start = time.perf_counter()
+    model(batch)
+    synchronize()
+    return time.perf_counter() - start
+
+
 @torch.no_grad()
 def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> float:
     """Median milliseconds of ``model(batch)`` on ``target``: eval mode, no grad, after warm-up passes."""
@@ -100,32 +114,15 @@ def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> f
         with evaluating(model):
             for _ in range(target.warmup):
                 model(batch)
-            times = []
-            for _ in range(target.repeats):
-                synchronize()
-                start = time.perf_counter()
-                model(batch)
-                synchronize()
-                times.append(time.perf_counter() - start)
+            times = [_time_forward(model, batch, synchronize) for _ in range(target.repeats)]
     finally:
         torch.set_num_threads(previous)
     return 1000 * statistics.median(times)
 
 
-def _nothing() -> None:
-    """No synchronization is needed on the CPU."""
-
-
 def measure_latency_ms(model: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget = LatencyTarget()) -> float:
     """Median milliseconds of a forward pass of a random ``target.batch_size`` batch shaped like ``example_inputs``."""
     return median_ms(model, random_batch(example_inputs, target.batch_size), target)
-
-
-@torch.no_grad()
-def _time_forward(model: nn.Module, batch: torch.Tensor) -> float:
-    start = time.perf_counter()
-    model(batch)
-    return time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -136,7 +133,7 @@ def compare_latency_ms(models: Mapping[str, nn.Module], example_inputs: torch.Te
     The models take turns, pass by pass, so a noisy shared machine slows them alike and their
     ratio stays honest.
     """
-    batch = torch.randn(batch_size, *example_inputs.shape[1:])
+    batch = random_batch(example_inputs, batch_size)
     for model in models.values():
         model.eval()
         for _ in range(warmup):
