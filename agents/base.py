@@ -1,35 +1,60 @@
-"""Agent: who decides. Every agent speaks ask/tell over a `Space`; a registry maps names to agents."""
+"""Agent: who decides. Every agent speaks ask/tell over a `Space` under a `Budget`; a registry maps names to agents."""
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
-from search_spaces import Space
+from search_spaces import Budget, Space
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """An agent without options of its own."""
 
 
 class Agent(ABC):
     """Proposes policies and learns from their results.
 
-    ``tell`` is called once per finished candidate, in order, also when a run resumes and
-    the study's earlier trials are replayed, so an agent's whole state follows from its
-    tells: a resumed agent proposes what the uninterrupted one would have.
+    ``ask`` gives a proposal in the agent's own terms (what the study records as the trial's
+    params); ``project`` turns it into the policy that is evaluated, by default the budget's
+    projection (feasible, using >= 97% of the budget). ``tell`` is called once per finished
+    candidate with the proposal, in order, also when a run resumes and the study's earlier
+    trials are replayed, so an agent's whole state follows from its tells: a resumed agent
+    proposes what the uninterrupted one would have.
     """
 
-    def __init__(self, space: Space, seed: int = 0) -> None:
+    Options: ClassVar[type] = NoOptions
+    """The dataclass of this agent's own settings (`search.options` in a config)."""
+
+    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
+                 options: Any = None) -> None:
         self.space = space
+        self.budget = budget
         self.seed = seed
+        self.projection = projection
+        self.options = options if options is not None else self.Options()
         self.told = 0
 
     @abstractmethod
     def ask(self) -> Policy | None:
-        """The next policy to evaluate, or None when the agent has nothing new to propose."""
+        """The next proposal, or None when the agent has nothing new to propose."""
 
-    def tell(self, policy: Policy, result: EvalResult | None) -> None:
-        """Record the result of ``policy`` (None when its evaluation failed)."""
+    def project(self, proposal: Policy) -> Policy:
+        """The policy evaluated for ``proposal``: the budget's projection of it."""
+        return self.budget.project(self.space, proposal, self.projection)
+
+    def is_probe(self, proposal: Policy) -> bool:
+        """Whether ``proposal`` is a measurement outside the budget (a sensitivity probe), not a candidate."""
+        return False
+
+    def tell(self, proposal: Policy, result: EvalResult | None) -> None:
+        """Record the result of ``proposal``'s policy (None when its evaluation failed)."""
         self.told += 1
 
 
@@ -48,8 +73,27 @@ def agent_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_agent(name: str, space: Space, seed: int = 0) -> Agent:
-    """The agent registered as ``name`` over ``space``."""
+def agent_class(name: str) -> type[Agent]:
+    """The agent registered as ``name``; `ConfigError` naming the registered ones otherwise."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown agent {name!r}; allowed: {', '.join(agent_names())}.")
-    return _REGISTRY[name](space, seed=seed)
+    return _REGISTRY[name]
+
+
+def agent_options(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The options dataclass of agent ``name`` from a mapping; `ConfigError` for an unknown key or a bad value."""
+    cls = agent_class(name)
+    allowed = [f.name for f in dataclasses.fields(cls.Options)]
+    unknown = sorted(set(options or {}) - set(allowed))
+    if unknown:
+        raise ConfigError(f"agent {name!r} has no option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}.")
+    try:
+        return cls.Options(**(options or {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"agent {name!r}: {error}") from None
+
+
+def create_agent(name: str, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
+                 options: Mapping[str, Any] | None = None) -> Agent:
+    """The agent registered as ``name`` over ``space`` under ``budget``, with its ``options``."""
+    return agent_class(name)(space, budget, seed=seed, projection=projection, options=agent_options(name, options))

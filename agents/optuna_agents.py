@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import optuna
 
 from agents.base import Agent, register_agent
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
-from search_spaces import Space
+from search_spaces import Budget, Space
 
 
 class OptunaAgent(Agent):
     """Asks an Optuna sampler; the sampler is re-seeded from (seed, n) so a resumed run proposes the same."""
 
-    def __init__(self, space: Space, seed: int = 0) -> None:
-        super().__init__(space, seed)
+    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
+                 options: Any = None) -> None:
+        super().__init__(space, budget, seed, projection, options)
         self._study = optuna.create_study(direction="maximize", sampler=self.make_sampler(seed))
         self._pending: dict[str, optuna.trial.Trial] = {}
 

@@ -176,7 +176,10 @@ class LatencyConfig(_Section):
 
 
 class SearchConfig(_Section):
+    """Who searches: ``agent`` (a name from `agents.agent_names()`) with its own ``options`` (the agent's Options)."""
+
     agent: str = "tpe"
+    options: dict[str, Any] = Field(default_factory=dict)
     trials: int = Field(default=40, ge=1)
     seed: int = 0
     criterion: str = "l1"

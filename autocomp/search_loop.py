@@ -20,7 +20,7 @@ from autocomp.compress import get_criterion
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.data import DataBundle
-from autocomp.errors import ConfigError, InfeasibleError
+from autocomp.errors import InfeasibleError
 from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, Reporter, accuracy
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
@@ -53,8 +53,7 @@ class _Setup:
 
 def _validate(config: RunConfig) -> _Setup:
     """Every check a user's config can fail, before anything is written or trained."""
-    if config.search.agent not in agents.agent_names():
-        raise ConfigError(f"unknown agent {config.search.agent!r}; allowed: {', '.join(agents.agent_names())}.")
+    agents.agent_options(config.search.agent, config.search.options)
     get_criterion(config.search.criterion)
     data = config.data.load()
     model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
@@ -99,16 +98,16 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy, budget: Budget,
-            score_key: str, result: EvalResult) -> None:
+            score_key: str, result: EvalResult, probe: bool) -> None:
     attrs: dict[str, Any] = {"policy": policy.to_dict(), "score_key": score_key, "seconds": result.seconds,
-                             "cached": result.cached}
+                             "cached": result.cached, "probe": probe}
     value = None
     if result.failed:
         attrs.update(error=result.error, retry=result.retry)
         state = optuna.trial.TrialState.FAIL
     else:
         attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
-                     feasible=budget.feasible_cost(result.cost))
+                     feasible=not probe and budget.feasible_cost(result.cost))
         if result.stopped_at is None:
             state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
         else:
@@ -140,7 +139,8 @@ def _make_pruner(name: str) -> optuna.pruners.BasePruner | None:
 
 
 def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: optuna.Study) -> None:
-    agent = agents.create_agent(config.search.agent, setup.space, seed=config.search.seed)
+    agent = agents.create_agent(config.search.agent, setup.space, setup.budget, seed=config.search.seed,
+                                projection=config.space.projection, options=config.search.options)
     pruner = _make_pruner(config.evaluator.pruner)
     done = _finished(study)
     for trial in done:  # resume: the agent relearns everything the study remembers, the cache every score
@@ -159,9 +159,10 @@ def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: o
             proposal = agent.ask()
             if proposal is None:
                 break
-            policy = setup.budget.project(setup.space, proposal, config.space.projection)
+            policy = agent.project(proposal)
             result = evaluator.score(policy, _pruning_reporter(study, pruner, setup.space, proposal))
-            _record(study, setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result)
+            _record(study, setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result,
+                    probe=agent.is_probe(proposal))
             if result.cost is not None and not result.cached:
                 setup.budget.observe(policy, result.cost)
             agent.tell(proposal, None if result.failed else result)

@@ -53,11 +53,12 @@ class Reference:
 
 def random_policies(space: Space, budget: Budget, count: int, seed: int) -> list[Policy]:
     """``count`` distinct random policies, each projected onto the budget's edge."""
-    agent = agents.create_agent("random", space, seed=seed)
+    agent = agents.create_agent("random", space, budget, seed=seed)
     policies: dict[str, Policy] = {}
     while len(policies) < count:
-        policy = budget.project(space, agent.ask())
-        agent.tell(policy, None)
+        proposal = agent.ask()
+        policy = agent.project(proposal)
+        agent.tell(proposal, None)
         policies.setdefault(policy.key(), policy)
     return list(policies.values())
 
