@@ -145,11 +145,11 @@ def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: o
     done = _finished(study)
     for trial in done:  # resume: the agent relearns everything the study remembers, the cache every score
         result = _result_of(trial)
+        if result.cost is not None and not trial.user_attrs.get("cached"):  # as in the live loop: observe, then tell
+            setup.budget.observe(Policy.from_dict(trial.user_attrs["policy"]), result.cost)
         agent.tell(setup.space.to_policy(trial.params), None if result.failed else result)
         if "score_key" in trial.user_attrs:
             evaluator.remember(trial.user_attrs["score_key"], result)
-        if result.cost is not None and not trial.user_attrs.get("cached"):
-            setup.budget.observe(Policy.from_dict(trial.user_attrs["policy"]), result.cost)
     if done:
         console.log(f"search: resuming with {len(done)} finished trials from the study")
     remaining = config.search.trials - len(done)

@@ -79,8 +79,8 @@ def _projected(budget: Budget, space: Space, params: dict[str, float], movable: 
         params = _scale(budget, space, params, movable)
     elif method == "bits":
         params = _lower_bits(budget, space, params, movable)
-    else:
-        params = _wall(budget, space, params, movable)
+    else:  # behind the wall, then grown by one factor if it left budget unused: the proposal's shape is kept
+        params = _scale(budget, space, _wall(budget, space, params, movable), movable)
     return _fill(budget, space, params, movable)
 
 
@@ -163,11 +163,11 @@ def _wall(budget: Budget, space: Space, params: dict[str, float], movable: list[
     decided = {**params, **{d.name: d.dim.low for d in movable}}
     for d in movable:
         proposal = params[d.name]
-        decided[d.name] = _largest_feasible(budget, space, decided, d, proposal)
+        decided[d.name] = largest_feasible(budget, space, decided, d, proposal)
     return decided
 
 
-def _largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: Decision, proposal: float) -> float:
+def largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: Decision, proposal: float) -> float:
     """The largest value of ``d`` up to ``proposal`` with which ``params`` are feasible (its lowest if none is)."""
     def holds(value: float) -> bool:
         return _feasible(budget, space, {**params, d.name: value})

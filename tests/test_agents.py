@@ -147,13 +147,17 @@ def brute_force_optimum(graph, space, budget) -> float:
     return best
 
 
-@pytest.mark.parametrize("name", ["tpe", "gp"])
+LEARNING_AGENTS = ["amc", "gp", "tpe"]
+EVALUATIONS = 40
+
+
+@pytest.mark.parametrize("name", LEARNING_AGENTS)
 def test_learning_agents_reach_95_percent_of_the_brute_force_optimum(name):
     graph, space, budget = tiny_setting()
     optimum = brute_force_optimum(graph, space, budget)
     for seed in range(3):
         agent, best = agents.create_agent(name, space, budget, seed=seed), 0.0
-        for _ in range(30):
+        for _ in range(EVALUATIONS):
             proposal = agent.ask()
             projected = agent.project(proposal)
             score = kept_fraction_score(graph, projected)
