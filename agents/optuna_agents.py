@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from abc import abstractmethod
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.trial import TrialState
 
 from agents.base import Agent, register_agent
 from autocomp.evaluate import EvalResult
@@ -14,43 +21,76 @@ from search_spaces import Budget, Space
 
 
 class OptunaAgent(Agent):
-    """Asks an Optuna sampler; the sampler is re-seeded from (seed, n) so a resumed run proposes the same."""
+    """Asks an Optuna sampler; the sampler is re-seeded from (seed, n) so a resumed run proposes the same.
+
+    A subclass makes the sampler (`make_sampler`) and may change what it draws from
+    (`distributions`) and what it learns of a finished candidate (`objectives`, `learned_params`).
+    """
+
+    directions: ClassVar[tuple[str, ...]] = ("maximize",)
+    """The directions of the values `objectives` gives the sampler."""
 
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:
         super().__init__(space, budget, seed, projection, options)
-        self._study = optuna.create_study(direction="maximize", sampler=self.make_sampler(seed))
+        self._storage = optuna.storages.InMemoryStorage()
+        self._study = optuna.create_study(storage=self._storage, directions=list(self.directions),
+                                          sampler=optuna.samplers.RandomSampler(seed))  # each ask sets its own
         self._pending: dict[str, optuna.trial.Trial] = {}
 
     @abstractmethod
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The sampler that draws candidate n, seeded from (agent seed, n)."""
 
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """What the sampler draws each decision from: by default the space's own range or choices."""
+        return self.space.distributions()
+
+    def objectives(self, proposal: Policy, result: EvalResult) -> list[float]:
+        """The values the sampler learns for a finished candidate: by default its accuracy."""
+        return [result.accuracy]
+
+    def learned_params(self, sample: Mapping[str, Any], proposal: Policy) -> Mapping[str, Any]:
+        """The params the sampler learns it drew for ``proposal``: by default what it did draw (``sample``)."""
+        return sample
+
     def ask(self) -> Policy:
         self._study.sampler = self.make_sampler(self.seed * 1_000_003 + self.told)
         for stale in self._pending.values():  # asked but never told (a replay of another proposal): not a result
-            self._study.tell(stale, state=optuna.trial.TrialState.FAIL)
-        trial = self._study.ask(self.space.distributions())
+            self._study.tell(stale, state=TrialState.FAIL)
+        trial = self._study.ask(self.distributions())
         policy = self.space.to_policy(trial.params)
         self._pending = {policy.key(): trial}
         return policy
 
-    def tell(self, policy: Policy, result: EvalResult | None) -> None:
+    def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         if result is None:
-            state, value = optuna.trial.TrialState.FAIL, None
+            state, values = TrialState.FAIL, None
         elif result.stopped_at is not None:  # a partial score is not a result: the sampler sees a pruned trial
-            state, value = optuna.trial.TrialState.PRUNED, None
+            state, values = TrialState.PRUNED, None
         else:
-            state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
-        if policy.key() not in self._pending:  # replayed from the run's study: ask again, so the sampler's own
+            state, values = TrialState.COMPLETE, self.objectives(proposal, result)
+        if proposal.key() not in self._pending:  # replayed from the run's study: ask again, so the sampler's own
             self.ask()  # records (CMA-ES generations, for one) are what an uninterrupted run wrote
-        trial = self._pending.pop(policy.key(), None)
-        super().tell(policy, result)
+        trial = self._pending.pop(proposal.key(), None)
+        super().tell(proposal, result)
         if trial is None:  # the run's study holds a proposal this agent would not make: a finished trial as it is
+            params = self.learned_params(self.space.to_params(proposal), proposal)
             self._study.add_trial(optuna.trial.create_trial(
-                params=self.space.to_params(policy), distributions=self.space.distributions(), value=value, state=state))
-        else:
-            self._study.tell(trial, value, state=state)
+                params=dict(params), distributions=self.distributions(), values=values, state=state))
+            return
+        learned = self.learned_params(trial.params, proposal)
+        if learned != trial.params:
+            self._set_params(trial, learned)
+        self._study.tell(trial, values, state=state)
+
+    def _set_params(self, trial: optuna.trial.Trial, params: Mapping[str, Any]) -> None:
+        """Record ``params`` as the running ``trial``'s, in place of what the sampler drew."""
+        distributions = self.distributions()
+        study_id = self._storage.get_study_id_from_name(self._study.study_name)
+        trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        for name, value in params.items():
+            self._storage.set_trial_param(trial_id, name, distributions[name].to_internal_repr(value), distributions[name])
 
 
 @register_agent("tpe")
@@ -61,12 +101,50 @@ class TPEAgent(OptunaAgent):
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
 
 
+@dataclass(frozen=True)
+class CmaEsOptions:
+    margin: float = 1.0
+    """How far beyond each decision's range the sampler draws, in ranges; a draw outside is clipped onto the bound."""
+    startup: int = 10
+    """Random trials before CMA-ES starts from the best tenth of them (at least 10, so that tenth is not empty)."""
+    population: int | None = None
+    """Candidates per CMA-ES generation; None: Hansen's default, 4 + 3 ln(number of decisions)."""
+
+    def __post_init__(self) -> None:
+        _check_margin(self.margin)
+        if not _is_whole(self.startup) or self.startup < 10:
+            raise ValueError(f"startup {self.startup!r} is not allowed; need a whole number >= 10.")
+        if self.population is not None and (not _is_whole(self.population) or self.population < 2):
+            raise ValueError(f"population {self.population!r} is not allowed; need None or a whole number >= 2.")
+
+
 @register_agent("cmaes")
 class CmaEsAgent(OptunaAgent):
-    """CMA-ES (Hansen) over the continuous decisions; choices and bits are drawn independently."""
+    """CMA-ES (Hansen) over every decision as a number, learning from the policies it has evaluated.
+
+    The projection makes whole rays of proposals one policy, and compression optima often lie on
+    a decision's bound (a layer left whole, one pruned as far as allowed). So CMA-ES draws in a box
+    wider than the space by ``margin`` (a draw outside is clipped onto the bound, which thus has a
+    fair chance), and is told the evaluated policy, on the budget and within the bounds, as the
+    point it drew (Lamarckian repair): its mean moves along the budget's surface. Until its first
+    generation is complete it is warm-started (WS-CMA-ES, Nomura et al., 2021) from the best tenth
+    of the trials finished so far, the random start-up trials first.
+    """
+
+    Options = CmaEsOptions
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False)
+        finished = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        with _experimental_allowed():
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=self.options.startup, popsize=self.options.population,
+                                                source_trials=finished if len(finished) >= self.options.startup else None,
+                                                warn_independent_sampling=False)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return _widened(self.space, self.options.margin)
+
+    def learned_params(self, sample: Mapping[str, Any], proposal: Policy) -> Mapping[str, Any]:
+        return self.space.to_params(self.project(proposal))
 
 
 @register_agent("gp")
@@ -75,3 +153,108 @@ class GPAgent(OptunaAgent):
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+
+
+@dataclass(frozen=True)
+class NSGA2Options:
+    population: int = 8
+    """Candidates per NSGA-II generation; the first generation is random."""
+    margin: float = 0.5
+    """How far beyond each decision's range the sampler draws, in ranges; a draw outside is clipped onto the bound."""
+
+    def __post_init__(self) -> None:
+        if not _is_whole(self.population) or self.population < 2:
+            raise ValueError(f"population {self.population!r} is not allowed; need a whole number >= 2.")
+        _check_margin(self.margin)
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """A finished candidate that no other is at least as good as on accuracy and on budget use, and better on one."""
+
+    proposal: Policy
+    policy: Policy
+    """The policy evaluated for ``proposal``."""
+    accuracy: float
+    usage: float
+    """The largest fraction of a limit its measured cost uses (`Budget.measured_usage`)."""
+
+
+@register_agent("nsga2")
+class NSGA2Agent(OptunaAgent):
+    """NSGA-II (Deb et al., 2002) on two objectives, accuracy up and measured budget use down.
+
+    A proposal within the budget is evaluated as it is; one over it is projected onto it. So
+    candidates spread along the cost axis, and `pareto_front` gives the trade-off the search saw.
+    Children are blends of two parents (BLX-alpha, which also reaches beyond them), drawn in a
+    box wider than the space by ``margin`` as CMA-ES's are.
+    """
+
+    Options = NSGA2Options
+    directions = ("maximize", "minimize")
+
+    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
+                 options: Any = None) -> None:
+        super().__init__(space, budget, seed, projection, options)
+        self._finished: list[FrontPoint] = []
+        """Every complete candidate, in the order of the study's complete trials."""
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        with _experimental_allowed():
+            return optuna.samplers.NSGAIISampler(population_size=self.options.population, seed=seed,
+                                                 crossover=optuna.samplers.nsgaii.BLXAlphaCrossover())
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return _widened(self.space, self.options.margin)
+
+    def project(self, proposal: Policy) -> Policy:
+        """``proposal`` itself within the budget (no fill up to the limit); over it, the budget's projection."""
+        return proposal if self.budget.feasible(proposal) else super().project(proposal)
+
+    def objectives(self, proposal: Policy, result: EvalResult) -> list[float]:
+        return [result.accuracy, self.budget.measured_usage(result.cost)]
+
+    def tell(self, proposal: Policy, result: EvalResult | None) -> None:
+        super().tell(proposal, result)
+        if result is not None and result.stopped_at is None:
+            accuracy, usage = self.objectives(proposal, result)
+            self._finished.append(FrontPoint(proposal, self.project(proposal), accuracy, usage))
+
+    def pareto_front(self) -> list[FrontPoint]:
+        """The non-dominated finished candidates (Optuna's `best_trials`), cheapest first."""
+        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        on_front = {trial.number for trial in self._study.best_trials}
+        front = [point for trial, point in zip(complete, self._finished, strict=True) if trial.number in on_front]
+        return sorted(front, key=lambda point: (point.usage, -point.accuracy))
+
+
+def _widened(space: Space, margin: float) -> dict[str, BaseDistribution]:
+    """Every decision as a number from its range widened by ``margin`` ranges on each side.
+
+    `Space.to_policy` clips a draw outside onto the bound (and rounds bits and choices), so a
+    bound, where compression optima often lie (a layer left whole, one pruned as far as
+    allowed), is drawn with a fair chance instead of almost never.
+    """
+    return {d.name: FloatDistribution(d.dim.low - margin * (d.dim.high - d.dim.low), d.dim.high + margin * (d.dim.high - d.dim.low))
+            for d in space.decisions}
+
+
+def _check_margin(margin: object) -> None:
+    if not _is_number(margin) or not 0 <= margin < math.inf:
+        raise ValueError(f"margin {margin!r} is not allowed; need a finite number >= 0.")
+
+
+@contextmanager
+def _experimental_allowed() -> Iterator[None]:
+    """Optuna features marked experimental, used knowingly (and tested here): no warning at every ask."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -224,6 +224,8 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
         "space": {"decisions": len(setup.space.decisions), "projection": config.space.projection,
                   "axes": sorted({d.kind for d in setup.space.decisions})},
         "trials": len(trials),
+        "probe_trials": sum(bool(t.user_attrs.get("probe")) for t in trials),
+        "pareto_front": pareto_front(trials, setup.budget),
         "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
         "pruned_trials": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         "cached_trials": sum(bool(t.user_attrs.get("cached")) for t in trials),
@@ -240,6 +242,15 @@ def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.
                               for layer in setup.graph.prunable}},
         "config": config.to_dict(),
     }
+
+
+def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:
+    """The measured-feasible candidates no other beats on both held-out accuracy and measured budget use, cheapest first."""
+    points = [(t.number, t.value, budget.measured_usage(Cost.from_dict(t.user_attrs))) for t in trials
+              if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("feasible")]
+    front = [(number, value, usage) for number, value, usage in points
+             if not any(v >= value and u <= usage and (v, u) != (value, usage) for _, v, u in points)]
+    return [{"trial": number, "val_accuracy": value, "usage": usage} for number, value, usage in sorted(front, key=lambda p: p[2])]
 
 
 def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:

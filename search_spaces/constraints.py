@@ -153,6 +153,10 @@ class Budget:
         """Whether a measured cost meets every constraint (the check on every built candidate)."""
         return all(c.value_of(cost) <= c.limit for c in self.constraints)
 
+    def measured_usage(self, cost: Cost) -> float:
+        """The largest fraction of a limit a measured cost uses (above 1: over budget)."""
+        return max(c.value_of(cost) / c.limit for c in self.constraints)
+
     def check_reachable(self, space: Space) -> None:
         """Refuse, before the search, a budget that even the smallest policy of ``space`` is over."""
         if "latency_ms" in self.metrics:

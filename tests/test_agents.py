@@ -147,7 +147,7 @@ def brute_force_optimum(graph, space, budget) -> float:
     return best
 
 
-LEARNING_AGENTS = ["amc", "gp", "tpe"]
+LEARNING_AGENTS = ["amc", "cmaes", "gp", "tpe"]  # nsga2 spreads along the cost axis: 150 evaluations, tests/test_optuna_agents.py
 EVALUATIONS = 40
 
 

@@ -69,6 +69,20 @@ def test_every_candidate_is_a_trial_of_the_study(finished_run):
         autocomp.Policy.from_dict(trial.user_attrs["policy"])
 
 
+def test_the_report_holds_the_pareto_front_of_the_candidates(finished_run):
+    out, result = finished_run
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{out / 'study.db'}")
+    limit = result.report["constraints"][0]["limit"]
+    points = {t.number: (t.value, t.user_attrs["macs"] / limit) for t in study.trials if t.user_attrs.get("feasible")}
+    front = {point["trial"] for point in result.report["pareto_front"]}
+    for number, (value, usage) in points.items():  # brute force: on the front exactly when nothing dominates it
+        dominated = any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in points.values())
+        assert (number in front) == (not dominated)
+    assert result.report["best"]["trial"] in front  # the most accurate candidate is always on it
+    assert [p["usage"] for p in result.report["pareto_front"]] == sorted(p["usage"] for p in result.report["pareto_front"])
+    assert "## Accuracy against budget use" in (out / "report.md").read_text()
+
+
 def test_a_longer_budget_resumes_the_same_study(finished_run, tmp_path):
     out, _ = finished_run
     copy = tmp_path / "resumed"
@@ -175,3 +189,36 @@ def test_a_latency_constrained_search_measures_every_candidate_on_the_target(tmp
     best = study.trials[result.report["best"]["trial"]]
     assert best.user_attrs["latency_ms"] <= latency["limit"]  # only a measured-feasible candidate can win
     assert list((autocomp.baseline.cache_root() / "latency").glob("*.json"))  # the table is cached for the target
+
+
+AGENT_RUNS = {  # agent: (constraint, space, options): each kind of agent through the whole loop
+    "amc": ({"metric": "macs", "max": 0.5}, {}, {"warmup": 2, "gradient_steps": 5, "hidden": [16, 16]}),
+    "haq": ({"metric": "size_bytes", "max": 0.15}, {"keep": None, "weight_bits": {"low": 2, "high": 8, "grouping": "stage"}},
+            {"warmup": 2, "gradient_steps": 5}),
+    "sensitivity": ({"metric": "macs", "max": 0.5}, {"keep": {"low": 0.3, "grouping": "stage"}}, {"iterations": 1}),
+    "nas": ({"metric": "macs", "max": 0.5}, {"width": {"choices": [0.5, 0.75, 1.0]}}, {}),
+    "nsga2": ({"metric": "macs", "max": 0.5}, {}, {"population": 4}),
+}
+
+
+@pytest.mark.parametrize("agent", sorted(AGENT_RUNS))
+def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path, agent):
+    constraint, space, options = AGENT_RUNS[agent]
+    config = dict(TINY, constraints=[constraint], space=space, search={"agent": agent, "trials": 7, "options": options},
+                  evaluator={"fidelity": "bn", "bn_batches": 2}, finetune=dict(TINY["finetune"], epochs=1))
+    result = autocomp.search(build_config(config), tmp_path)
+    metric, limit = constraint["metric"], result.report["constraints"][0]["limit"]
+    assert getattr(autocomp.measure(autocomp.load(tmp_path / "model.pt"), torch.zeros(1, 1, 8, 8)), metric) <= limit
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(study.trials) == (6 if agent == "sensitivity" else 7)  # 1 iteration x (3 stages + 2) + 1: then done
+    probes = [t for t in study.trials if t.user_attrs["probe"]]
+    assert all(not t.user_attrs["feasible"] for t in probes)  # measured, never a result
+    assert not study.trials[result.report["best"]["trial"]].user_attrs["probe"]
+    assert bool(probes) == (agent == "sensitivity")  # its reference and per-decision probes sit outside the budget
+    policy = autocomp.Policy.load(tmp_path / "policy.json")
+    if agent == "haq":
+        assert {d.weight_bits for d in policy.layers.values()} - {None, 8}  # some layer went below 8 bits
+    if agent == "nas":
+        assert policy.width in (0.5, 0.75, 1.0)
+    if agent == "nsga2":  # proposals within the budget are evaluated as they are: the front spreads along the cost
+        assert min(p["usage"] for p in result.report["pareto_front"]) < 0.97

@@ -45,7 +45,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         *[_constraint_line(constraint) for constraint in report["constraints"]],
         "",
         f"Agent `{report['agent']}`, {report['trials']} trials ({report['failed_trials']} failed, "
-        f"{report['pruned_trials']} stopped early, {report['cached_trials']} from the cache), "
+        f"{report['pruned_trials']} stopped early, {report['cached_trials']} from the cache, "
+        f"{report.get('probe_trials', 0)} probes outside the budget), "
         f"best is trial {best['trial']}; wall time {report['wall_seconds']:.0f} s.",
         f"Candidates scored by {report['evaluator']['describe']}, {report['evaluator']['seconds_per_evaluation']:.1f} s each.",
         "",
@@ -55,6 +56,15 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         "",
         "Test accuracy is measured once, after the fine-tune; the search scored candidates on a held-out",
         "part of the training set. Files: `model.pt` (reload with `autocomp.load`), `policy.json`, `study.db`.",
+        "",
+        "## Accuracy against budget use",
+        "",
+        "The candidates no other beats on both (measured-feasible, held-out accuracy; budget use is the",
+        "largest fraction of a limit the candidate's measured cost takes):",
+        "",
+        "| trial | held-out accuracy | budget use |",
+        "|---:|---:|---:|",
+        *[f"| {point['trial']} | {_pct(point['val_accuracy'])} | {_pct(point['usage'])} |" for point in report.get("pareto_front", [])],
         "",
         "## Channels kept per layer",
         "",

@@ -1,0 +1,132 @@
+"""Search quality: each agent's final test accuracy at a MACs budget, beside uniform and random, over seeds.
+
+Every (model, budget, agent, seed) is one `autocomp.search` run of the model's config with the
+same evaluation budget (``--trials`` candidates at ``--fidelity``) and then the same final
+fine-tune (the config's ``finetune``, ``--finetune-epochs``); the test set is used once, by that
+fine-tuned model. Runs live in ``--out`` (one folder each) and are resumed or reused when the
+script runs again, so the table can be built over several sittings.
+
+    python benchmarks/search_quality.py --models resnet20 --budgets 0.5 0.3 --seeds 0 1 2 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import autocomp
+from autocomp.config import load_config
+from results import append_section, markdown_table, print_table
+
+CONFIGS = {"resnet20": "configs/fmnist_resnet20.yaml", "mobilenet_v2": "configs/fmnist_mobilenet_v2.yaml"}
+BASELINES = ("uniform", "random")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one search's report says about its final model."""
+
+    model: str
+    budget: float
+    agent: str
+    seed: int
+    test_accuracy: float
+    baseline_accuracy: float
+    macs_used: float
+    """The final model's MACs over the limit."""
+    wall_seconds: float
+    channels: dict[str, list[int]]
+
+
+def run_one(model: str, budget: float, agent: str, seed: int, args: argparse.Namespace) -> Run:
+    """One search (resumed, or read back when its folder holds a finished report)."""
+    overrides = [f"constraints=[{{metric: macs, max: {budget}}}]", f"search.agent={agent}", f"search.seed={seed}",
+                 f"search.trials={1 if agent == 'uniform' else args.trials}", f"evaluator.fidelity={args.fidelity}",
+                 f"finetune.epochs={args.finetune_epochs}"]
+    config = load_config(CONFIGS[model], overrides)
+    out = Path(args.out) / f"{model}-{round(100 * budget)}-{agent}-s{seed}-t{args.trials}-{args.fidelity}"
+    report = autocomp.search(config, out).report
+    macs = next(c for c in report["constraints"] if c["metric"] == "macs")
+    return Run(model, budget, agent, seed, report["best"]["test_accuracy"], report["baseline"]["test_accuracy"],
+               macs["best"] / macs["limit"], report["wall_seconds"], report["best"]["channels"])
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}"
+
+
+HEADER = ["model", "MACs budget", "agent", "test accuracy % (mean ± sd)", "seeds", "vs uniform (pt)", "vs random (pt)",
+          "MACs used", "wall s (mean)"]
+
+
+def table(runs: list[Run]) -> list[list[str]]:
+    """One row per (model, budget, agent): the mean and spread over seeds, and the gaps to uniform and random."""
+    rows = []
+    for model, budget in dict.fromkeys((r.model, r.budget) for r in runs):
+        here = [r for r in runs if (r.model, r.budget) == (model, budget)]
+        mean = {agent: statistics.fmean(r.test_accuracy for r in here if r.agent == agent)
+                for agent in dict.fromkeys(r.agent for r in here)}
+        for agent, accuracy in mean.items():
+            mine = [r for r in here if r.agent == agent]
+            gaps = [f"{100 * (accuracy - mean[b]):+.2f}" if b in mean and b != agent else "" for b in BASELINES]
+            rows.append([model, f"{budget:.0%}", agent, _spread([r.test_accuracy for r in mine]), str(len(mine)), *gaps,
+                         f"{statistics.fmean(r.macs_used for r in mine):.1%}",
+                         f"{statistics.fmean(r.wall_seconds for r in mine):.0f}"])
+    return rows
+
+
+def policy_plot(runs: list[Run], agent: str, budget: float, model: str, width: int = 30) -> list[str]:
+    """Per-layer kept channels of ``agent``'s and uniform's seed-0 models as text bars (AMC's figure, in a table)."""
+    pick = {r.agent: r for r in runs if (r.model, r.budget, r.seed) == (model, budget, 0) and r.agent in (agent, "uniform")}
+    if len(pick) < 2:
+        return []
+    lines = [f"Kept channels per layer, {model} at {budget:.0%} of the MACs, seed 0 (bar: kept / original):", "",
+             "| layer | original | uniform | " + agent + " |", "|---|---|---|---|"]
+    for name, (_, original) in pick["uniform"].channels.items():
+        bars = []
+        for who in ("uniform", agent):
+            kept = pick[who].channels[name][0]
+            bars.append(f"`{'█' * round(width * kept / original):<{width}}` {kept}")
+        lines.append(f"| {name} | {original} | {bars[0]} | {bars[1]} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
+    parser.add_argument("--agents", nargs="+", default=["uniform", "random", "tpe", "amc"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=20, help="candidates each search evaluates (uniform: 1)")
+    parser.add_argument("--fidelity", default="bn", choices=["bn", "proxy", "epochs"])
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="runs/search_quality", help="one run folder per search, reused when run again")
+    parser.add_argument("--record", action="store_true", help="append the table and the policy plot to RESULTS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    runs = [run_one(model, budget, agent, seed, args) for model in args.models for budget in args.budgets
+            for seed in args.seeds for agent in args.agents]
+    rows = table(runs)
+    print_table(HEADER, rows)
+    if args.record:
+        learners = [a for a in args.agents if a not in BASELINES]
+        best = max(learners, key=lambda a: statistics.fmean(r.test_accuracy for r in runs if r.agent == a), default=None)
+        plot = policy_plot(runs, best, min(args.budgets), args.models[0]) if best else []
+        body = [f"Each search: `--trials {args.trials}` candidates scored at fidelity `{args.fidelity}` (uniform: its one "
+                f"candidate), then the same {args.finetune_epochs}-epoch distilled fine-tune; test accuracy of that model. "
+                "Gaps are differences of the means over seeds.", "", *markdown_table(HEADER, rows), "", *plot]
+        append_section("Search quality", shlex.join(["python", "benchmarks/search_quality.py", *sys.argv[1:]]), body)
+
+
+if __name__ == "__main__":
+    main()
