@@ -6,9 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from autocomp.config import build_config
+import agents
+import autocomp
+from autocomp.config import build_config, load_config
+from autocomp.graph import ModelGraph
+from search_spaces.from_config import space_from_config
 
 GOOD = {
     "model": {"name": "resnet20"},
@@ -162,3 +167,12 @@ def test_overrides_address_list_entries_and_renamed_keys_say_where_they_went():
         build_config({"constraint": {"max": 0.5}})
     with pytest.raises(ConfigError, match=r"^config: metric macs has more than one limit; give each metric one entry\.$"):
         build_config(GOOD, ["constraints=[{metric: macs, max: 0.5}, {metric: macs, max: 0.3}]"])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_with_a_known_model_agent_and_space(path):
+    config = load_config(path)
+    agents.agent_options(config.search.agent, config.search.options)
+    model = autocomp.zoo.create(config.model.name, num_classes=10, in_channels=1, **config.model.kwargs)
+    space = space_from_config(ModelGraph(model, torch.zeros(1, 1, 28, 28)), config.space)
+    assert space.decisions
