@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -16,6 +17,16 @@ from search_spaces import Budget, Space
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """An agent without options of its own."""
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float, not a bool (for validating agents' options)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: object) -> bool:
+    """An int, not a bool (for validating agents' options)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Agent(ABC):
@@ -52,6 +63,13 @@ class Agent(ABC):
     def is_probe(self, proposal: Policy) -> bool:
         """Whether ``proposal`` is a measurement outside the budget (a sensitivity probe), not a candidate."""
         return False
+
+    def replay(self, proposal: Policy) -> None:
+        """On resume, before a replayed trial is told: redo what asking for ``proposal`` did (by default nothing).
+
+        The run calls it before the trial's measured cost corrects the budget, as the trial's
+        ask came before that correction in the uninterrupted run.
+        """
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         """Record the result of ``proposal``'s policy (None when its evaluation failed)."""

@@ -25,7 +25,7 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from agents.base import Agent, register_agent
+from agents.base import Agent, is_number, is_whole, register_agent
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
 from search_spaces import Budget, Decision, Space
@@ -42,7 +42,7 @@ class GreedyOptions:
     """Iterations from the largest policy to the budget: each saves 1/iterations of the budget use to shed."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.iterations, int) or isinstance(self.iterations, bool) or self.iterations < 1:
+        if not is_whole(self.iterations) or self.iterations < 1:
             raise ValueError(f"iterations {self.iterations!r} is not allowed; need a whole number >= 1.")
 
 
@@ -55,14 +55,11 @@ class SensitivityOptions(GreedyOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not _is_number(self.fraction) or not 0 < self.fraction <= 1:
+        if not is_number(self.fraction) or not 0 < self.fraction <= 1:
             raise ValueError(f"fraction {self.fraction!r} is not allowed; need a number in (0, 1].")
-        if not _is_number(self.probe_step) or not 0 < self.probe_step < 1:
+        if not is_number(self.probe_step) or not 0 < self.probe_step < 1:
             raise ValueError(f"probe_step {self.probe_step!r} is not allowed; need a number in (0, 1).")
 
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _accuracy(result: EvalResult | None) -> float:
@@ -107,8 +104,8 @@ class GreedyAgent(Agent):
         return proposal
 
     def is_probe(self, proposal: Policy) -> bool:
-        """Over the budget: a probe (candidates are projections, within it)."""
-        return not self.budget.feasible(proposal)
+        """One of this iteration's measurements (P_k, the slimmed P_k), never a result even when within the budget."""
+        return proposal.key() in self._probe_keys
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         super().tell(proposal, result)
@@ -156,13 +153,18 @@ class GreedyAgent(Agent):
         self._scores: list[float] = []
         self.probed: list[Decision] = []
         self.probes: list[Params] = []
+        self._probe_keys: set[str] = set()
         if self.budget.feasible(policy):
             return
         now = self.usage(self.point)
-        self.probed = [d for d in self.movable if self.usage(lowered(self.point, [d], 0.0)) < now]
-        self.probes = [self.probe(d) for d in self.probed]
-        measured = ([] if self.reference is not None else [self.point]) + self.probes
-        self._proposals += [self.space.to_policy(params) for params in measured]
+        while now <= self.target() and self.iteration < self.options.iterations - 1:  # a coarse step overshot
+            self.iteration += 1
+        probes = [(d, self.probe(d)) for d in self.movable if self.usage(lowered(self.point, [d], 0.0)) < now]
+        probes = [(d, params) for d, params in probes if self.usage(params) < now]  # each one saves something
+        self.probed, self.probes = [d for d, _ in probes], [params for _, params in probes]
+        measured = [self.space.to_policy(params) for params in ([] if self.reference is not None else [self.point]) + self.probes]
+        self._proposals += measured
+        self._probe_keys = {policy.key() for policy in measured}
 
 
 @register_agent("sensitivity")

@@ -33,14 +33,15 @@ REWARDS = ("error", "error_log_macs", "accuracy")
 """AMC's -error (constrained search) and -error x log(MACs) (accuracy-guaranteed), or the accuracy itself."""
 
 
-def reward_of(result: EvalResult | None, name: str) -> float:
-    """The episode's reward for ``result`` (a failed evaluation scores accuracy 0)."""
-    accuracy = 0.0 if result is None or math.isnan(result.accuracy) else result.accuracy
+def reward_of(result: EvalResult | None, name: str, largest_macs: int) -> float:
+    """The episode's reward for ``result``; a failed evaluation scores as the worst: accuracy 0 at ``largest_macs``."""
+    failed = result is None or result.cost is None or math.isnan(result.accuracy)
+    accuracy = 0.0 if failed else result.accuracy
     if name == "accuracy":
         return accuracy
     if name == "error":
         return accuracy - 1.0
-    macs = result.cost.macs if result is not None and result.cost is not None else 1
+    macs = largest_macs if failed else result.cost.macs
     return -(1.0 - accuracy) * math.log(max(macs, 2))
 
 
@@ -180,4 +181,5 @@ class CompressionEnv(gymnasium.Env):
         policy = self.budget.project(self.space, proposal, self.projection)
         result = self.score(policy)
         info = {"proposal": proposal, "policy": policy, "result": result}
-        return self.episode.observation(), reward_of(result, self.reward_name), True, False, info
+        reward = reward_of(result, self.reward_name, self.budget.graph.predict_macs(self.space.largest()))
+        return self.episode.observation(), reward, True, False, info

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from agents.base import Agent
+from agents.base import Agent, is_number, is_whole
 from agents.layer_env import REWARDS, CompressionEnv, Episode, reward_of, to_action
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
@@ -58,17 +59,16 @@ class LayerwiseOptions:
         if self.reward not in REWARDS:
             raise ValueError(f"reward {self.reward!r} is not known; allowed: {', '.join(REWARDS)}.")
         for name in ("warmup", "batch_size", "gradient_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name == "warmup" else 1):
-                raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup' else 1}, got {getattr(self, name)!r}.")
-        for name in ("noise", "learning_rate", "tau"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}.")
-        if not 0 < self.noise_decay <= 1:
-            raise ValueError(f"noise_decay must be in (0, 1], got {self.noise_decay!r}.")
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ValueError(f"hidden must be layer sizes >= 1, got {self.hidden!r}.")
+            least = 0 if name == "warmup" else 1
+            if not is_whole(getattr(self, name)) or getattr(self, name) < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {getattr(self, name)!r}.")
+        for name, low, high in (("noise", 0, math.inf), ("learning_rate", 0, math.inf), ("tau", 0, 1), ("gamma", 0, 1),
+                                ("noise_decay", 0, 1)):
+            value = getattr(self, name)
+            if not is_number(value) or not (low <= value <= high if name == "gamma" else low < value <= high):
+                raise ValueError(f"{name} must be a number in {'[' if name == 'gamma' else '('}{low}, {high}], got {value!r}.")
+        if not isinstance(self.hidden, (list, tuple)) or not self.hidden or not all(is_whole(h) and h >= 1 for h in self.hidden):
+            raise ValueError(f"hidden must be one or more layer sizes >= 1, got {self.hidden!r}.")
 
 
 @contextlib.contextmanager
@@ -80,7 +80,7 @@ def _isolated(*seed: int) -> Iterator[None]:
     """
     state, threads = np.random.get_state(), torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(np.random.default_rng(list(seed)).integers(2**63)))
+        torch.default_generator.manual_seed(int(np.random.default_rng(list(seed)).integers(2**63)))
         np.random.seed(np.random.default_rng([*seed, 1]).integers(2**32))
         torch.set_num_threads(1)
         try:
@@ -111,6 +111,7 @@ class LayerwiseAgent(Agent):
         self.env = CompressionEnv(space, budget, score=lambda policy: None, reward=self.options.reward,
                                   wall=self.wall, projection=projection)
         self.model = self._make_model()
+        self._largest_macs = budget.graph.predict_macs(space.largest())
 
     def _make_model(self) -> Any:
         from stable_baselines3 import DDPG, TD3
@@ -147,7 +148,7 @@ class LayerwiseAgent(Agent):
         return episode.policy()
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
-        self._store(proposal, reward_of(result, self.options.reward))
+        self._store(proposal, reward_of(result, self.options.reward, self._largest_macs))
         super().tell(proposal, result)
         if not self.exploring:
             with _isolated(self.seed, 1, self.told):

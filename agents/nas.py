@@ -25,12 +25,11 @@ or, when every draw was over the budget, the budget's projection of the draw nea
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import optuna
 
-from agents.base import Agent, register_agent
+from agents.base import Agent, is_number, is_whole, register_agent
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
@@ -53,17 +52,14 @@ class NASOptions:
 
     def __post_init__(self) -> None:
         widths = self.stage_widths
-        if not isinstance(widths, (list, tuple)) or not widths or not all(_is_number(w) and 0 < w <= 1 for w in widths):
+        if not isinstance(widths, (list, tuple)) or not widths or not all(is_number(w) and 0 < w <= 1 for w in widths):
             raise ValueError(f"stage_widths {widths!r} is not allowed; need one or more numbers in (0, 1].")
         object.__setattr__(self, "stage_widths", tuple(sorted({float(w) for w in widths})))
-        if not _is_number(self.min_usage) or not 0 <= self.min_usage <= 1:
+        if not is_number(self.min_usage) or not 0 <= self.min_usage <= 1:
             raise ValueError(f"min_usage {self.min_usage!r} is not allowed; need a number in [0, 1].")
-        if not isinstance(self.max_draws, int) or isinstance(self.max_draws, bool) or self.max_draws < 1:
+        if not is_whole(self.max_draws) or self.max_draws < 1:
             raise ValueError(f"max_draws {self.max_draws!r} is not allowed; need a whole number >= 1.")
 
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _outcome(result: EvalResult | None) -> tuple[optuna.trial.TrialState, float | None]:
@@ -141,10 +137,14 @@ class NASAgent(Agent):
         """``proposal`` itself when it is within the budget (a table entry is compared as it is), else its projection."""
         return proposal if self.budget.feasible(proposal) else super().project(proposal)
 
+    def replay(self, proposal: Policy) -> None:
+        """Draw again for a proposal that is not pending, as the uninterrupted run did."""
+        if proposal.key() not in self._pending:
+            self.ask()
+
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         key = proposal.key()
-        if key not in self._pending:  # replayed from the run's study: draw again, as the uninterrupted run did
-            self.ask()
+        self.replay(proposal)
         trial = self._pending.pop(key, None)
         super().tell(proposal, result)
         self._told_keys.add(key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
@@ -14,7 +13,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from agents.base import Agent, register_agent
+from agents.base import Agent, is_number, is_whole, register_agent
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
 from search_spaces import Budget, Space
@@ -63,6 +62,12 @@ class OptunaAgent(Agent):
         self._pending = {policy.key(): trial}
         return policy
 
+    def replay(self, proposal: Policy) -> None:
+        """Ask again for a proposal that is not pending, so the sampler's own records (CMA-ES generations, for one)
+        are what an uninterrupted run wrote."""
+        if proposal.key() not in self._pending:
+            self.ask()
+
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         if result is None:
             state, values = TrialState.FAIL, None
@@ -70,8 +75,7 @@ class OptunaAgent(Agent):
             state, values = TrialState.PRUNED, None
         else:
             state, values = TrialState.COMPLETE, self.objectives(proposal, result)
-        if proposal.key() not in self._pending:  # replayed from the run's study: ask again, so the sampler's own
-            self.ask()  # records (CMA-ES generations, for one) are what an uninterrupted run wrote
+        self.replay(proposal)
         trial = self._pending.pop(proposal.key(), None)
         super().tell(proposal, result)
         if trial is None:  # the run's study holds a proposal this agent would not make: a finished trial as it is
@@ -112,9 +116,9 @@ class CmaEsOptions:
 
     def __post_init__(self) -> None:
         _check_margin(self.margin)
-        if not _is_whole(self.startup) or self.startup < 10:
+        if not is_whole(self.startup) or self.startup < 10:
             raise ValueError(f"startup {self.startup!r} is not allowed; need a whole number >= 10.")
-        if self.population is not None and (not _is_whole(self.population) or self.population < 2):
+        if self.population is not None and (not is_whole(self.population) or self.population < 2):
             raise ValueError(f"population {self.population!r} is not allowed; need None or a whole number >= 2.")
 
 
@@ -137,7 +141,8 @@ class CmaEsAgent(OptunaAgent):
         finished = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         with _experimental_allowed():
             return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=self.options.startup, popsize=self.options.population,
-                                                source_trials=finished if len(finished) >= self.options.startup else None,
+                                                source_trials=finished[:self.options.startup]
+                                                if len(finished) >= self.options.startup else None,
                                                 warn_independent_sampling=False)
 
     def distributions(self) -> dict[str, BaseDistribution]:
@@ -163,7 +168,7 @@ class NSGA2Options:
     """How far beyond each decision's range the sampler draws, in ranges; a draw outside is clipped onto the bound."""
 
     def __post_init__(self) -> None:
-        if not _is_whole(self.population) or self.population < 2:
+        if not is_whole(self.population) or self.population < 2:
             raise ValueError(f"population {self.population!r} is not allowed; need a whole number >= 2.")
         _check_margin(self.margin)
 
@@ -240,7 +245,7 @@ def _widened(space: Space, margin: float) -> dict[str, BaseDistribution]:
 
 
 def _check_margin(margin: object) -> None:
-    if not _is_number(margin) or not 0 <= margin < math.inf:
+    if not is_number(margin) or margin < 0:
         raise ValueError(f"margin {margin!r} is not allowed; need a finite number >= 0.")
 
 
@@ -252,9 +257,3 @@ def _experimental_allowed() -> Iterator[None]:
         yield
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -49,11 +49,12 @@ class _Setup:
     space: Space
     budget: Budget
     baseline_cost: Cost
+    agent: agents.Agent
 
 
 def _validate(config: RunConfig) -> _Setup:
     """Every check a user's config can fail, before anything is written or trained."""
-    agents.agent_options(config.search.agent, config.search.options)
+    agents.agent_options(config.search.agent, config.search.options)  # before the data: a typo fails fast
     get_criterion(config.search.criterion)
     data = config.data.load()
     model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
@@ -63,7 +64,9 @@ def _validate(config: RunConfig) -> _Setup:
     space = space_from_config(graph, config.space)
     baseline_cost = measure(model, example, latency_target(config))
     budget = budget_from_config(config, graph, space, baseline_cost)
-    return _Setup(data, example, graph, space, budget, baseline_cost)
+    agent = agents.create_agent(config.search.agent, space, budget, seed=config.search.seed,
+                                projection=config.space.projection, options=config.search.options)
+    return _Setup(data, example, graph, space, budget, baseline_cost, agent)
 
 
 def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
@@ -139,15 +142,15 @@ def _make_pruner(name: str) -> optuna.pruners.BasePruner | None:
 
 
 def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: optuna.Study) -> None:
-    agent = agents.create_agent(config.search.agent, setup.space, setup.budget, seed=config.search.seed,
-                                projection=config.space.projection, options=config.search.options)
+    agent = setup.agent
     pruner = _make_pruner(config.evaluator.pruner)
     done = _finished(study)
     for trial in done:  # resume: the agent relearns everything the study remembers, the cache every score
-        result = _result_of(trial)
-        if result.cost is not None and not trial.user_attrs.get("cached"):  # as in the live loop: observe, then tell
+        result, proposal = _result_of(trial), setup.space.to_policy(trial.params)
+        agent.replay(proposal)  # as in the live loop: ask, observe the measured cost, then tell
+        if result.cost is not None and not trial.user_attrs.get("cached"):
             setup.budget.observe(Policy.from_dict(trial.user_attrs["policy"]), result.cost)
-        agent.tell(setup.space.to_policy(trial.params), None if result.failed else result)
+        agent.tell(proposal, None if result.failed else result)
         if "score_key" in trial.user_attrs:
             evaluator.remember(trial.user_attrs["score_key"], result)
     if done:
@@ -248,8 +251,11 @@ def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list
     """The measured-feasible candidates no other beats on both held-out accuracy and measured budget use, cheapest first."""
     points = [(t.number, t.value, budget.measured_usage(Cost.from_dict(t.user_attrs))) for t in trials
               if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("feasible")]
-    front = [(number, value, usage) for number, value, usage in points
-             if not any(v >= value and u <= usage and (v, u) != (value, usage) for _, v, u in points)]
+    first = {}  # a repeated candidate (a cache hit) is one point: its earliest trial
+    for number, value, usage in points:
+        first.setdefault((value, usage), number)
+    front = [(number, value, usage) for (value, usage), number in first.items()
+             if not any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in first)]
     return [{"trial": number, "val_accuracy": value, "usage": usage} for number, value, usage in sorted(front, key=lambda p: p[2])]
 
 

@@ -53,9 +53,7 @@ def test_every_proposal_is_in_the_space_and_projects_into_the_budget(setting, na
     proposals = drive(agent, graph, space, budget, 12)
     assert proposals
     for proposal, projected in proposals:
-        params = space.to_params(proposal)
-        assert set(params) == set(space.names)
-        assert all(0.2 <= value <= 1.0 for value in params.values())
+        assert space.to_policy(space.to_params(proposal)) == proposal  # a policy of the space, as the study records it
         assert agent.is_probe(proposal) or graph.predict_macs(projected) <= budget.constraints[0].limit
 
 
@@ -67,8 +65,10 @@ def test_a_replayed_agent_proposes_what_the_uninterrupted_one_would(setting, nam
     expected_next = first.ask()
 
     resumed = agents.create_agent(name, space, budget, seed=5)
-    for proposal, projected in history:
-        resumed.tell(proposal, analytic_score(graph, space, projected))
+    for proposal, projected in history:  # as the run replays its study: the recorded params, replay, then tell
+        recorded = space.to_policy(space.to_params(proposal))
+        resumed.replay(recorded)
+        resumed.tell(recorded, analytic_score(graph, space, projected))
     assert resumed.ask() == expected_next
 
 

@@ -108,12 +108,15 @@ def test_actions_map_onto_the_range_and_back(dim):
         assert counts.max() - counts.min() <= 1
 
 
-def test_rewards_are_amcs():
+def test_rewards_are_amcs_and_a_failure_is_the_worst():
     result = EvalResult(0.9, Cost(1000, 0, 0, 0), 0.0)
-    assert reward_of(result, "accuracy") == pytest.approx(0.9)
-    assert reward_of(result, "error") == pytest.approx(-0.1)
-    assert reward_of(result, "error_log_macs") == pytest.approx(-0.1 * math.log(1000))
-    assert reward_of(None, "error") == pytest.approx(-1.0)
+    assert reward_of(result, "accuracy", 5000) == pytest.approx(0.9)
+    assert reward_of(result, "error", 5000) == pytest.approx(-0.1)
+    assert reward_of(result, "error_log_macs", 5000) == pytest.approx(-0.1 * math.log(1000))
+    worst = EvalResult(0.0, Cost(5000, 0, 0, 0), 0.0)  # nothing right at the largest model's MACs
+    for name in ("accuracy", "error", "error_log_macs"):
+        assert reward_of(None, name, 5000) == pytest.approx(reward_of(worst, name, 5000))
+        assert reward_of(None, name, 5000) < reward_of(result, name, 5000)
 
 
 @pytest.mark.parametrize("name", ["amc", "haq"])
@@ -176,7 +179,9 @@ def test_amc_decides_behind_the_wall_only():
 
 @pytest.mark.parametrize("options, message", [({"reward": "loss"}, "reward 'loss' is not known"),
                                               ({"algorithm": "sac"}, "algorithm 'sac' is not known"),
-                                              ({"noise_decay": 1.5}, "noise_decay must be in"),
+                                              ({"noise_decay": 1.5}, r"noise_decay must be a number in \(0, 1\], got 1.5"),
+                                              ({"tau": "fast"}, "tau must be a number in"),
+                                              ({"hidden": [64, 0]}, "hidden must be one or more layer sizes"),
                                               ({"warmup": -1}, "warmup must be a whole number")])
 def test_bad_options_are_refused(options, message):
     _, space, budget = tiny_setting()

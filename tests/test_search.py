@@ -77,7 +77,8 @@ def test_the_report_holds_the_pareto_front_of_the_candidates(finished_run):
     front = {point["trial"] for point in result.report["pareto_front"]}
     for number, (value, usage) in points.items():  # brute force: on the front exactly when nothing dominates it
         dominated = any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in points.values())
-        assert (number in front) == (not dominated)
+        repeat = any(p == (value, usage) and n < number for n, p in points.items())  # listed once, at its first trial
+        assert (number in front) == (not dominated and not repeat)
     assert result.report["best"]["trial"] in front  # the most accurate candidate is always on it
     assert [p["usage"] for p in result.report["pareto_front"]] == sorted(p["usage"] for p in result.report["pareto_front"])
     assert "## Accuracy against budget use" in (out / "report.md").read_text()
