@@ -42,6 +42,8 @@ class Agent(ABC):
 
     Options: ClassVar[type] = NoOptions
     """The dataclass of this agent's own settings (`search.options` in a config)."""
+    fills: ClassVar[bool] = True
+    """Whether a proposal within the budget is filled up to it; agents comparing costs (NSGA-II, NAS tables) say no."""
 
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:
@@ -57,7 +59,10 @@ class Agent(ABC):
         """The next proposal, or None when the agent has nothing new to propose."""
 
     def project(self, proposal: Policy) -> Policy:
-        """The policy evaluated for ``proposal``: the budget's projection of it."""
+        """The policy evaluated for ``proposal``: the budget's projection of it (a proposal within the budget is
+        evaluated as it is when the agent does not ``fill``)."""
+        if not self.fills and self.budget.feasible(proposal):
+            return proposal
         return self.budget.project(self.space, proposal, self.projection)
 
     def is_probe(self, proposal: Policy) -> bool:

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 
 from agents.base import Agent, is_number, is_whole, register_agent
+from agents.optuna_agents import trial_state
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
@@ -62,19 +63,12 @@ class NASOptions:
 
 
 
-def _outcome(result: EvalResult | None) -> tuple[optuna.trial.TrialState, float | None]:
-    if result is None:
-        return optuna.trial.TrialState.FAIL, None
-    if result.stopped_at is not None:  # a partial score is not a result: the sampler sees a pruned trial
-        return optuna.trial.TrialState.PRUNED, None
-    return optuna.trial.TrialState.COMPLETE, result.accuracy
-
-
 @register_agent("nas")
 class NASAgent(Agent):
     """TPE over table entries (per-stage width, width multiplier, resolution); feasible entries are proposed as they are."""
 
     Options = NASOptions
+    fills = False
 
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:
@@ -133,10 +127,6 @@ class NASAgent(Agent):
             return max(fits, key=lambda fit: fit[:2])[2]
         return self.budget.project(self.space, min(over, key=lambda draw: draw[0])[1], self.projection)
 
-    def project(self, proposal: Policy) -> Policy:
-        """``proposal`` itself when it is within the budget (a table entry is compared as it is), else its projection."""
-        return proposal if self.budget.feasible(proposal) else super().project(proposal)
-
     def replay(self, proposal: Policy) -> None:
         """Draw again for a proposal that is not pending, as the uninterrupted run did."""
         if proposal.key() not in self._pending:
@@ -148,7 +138,8 @@ class NASAgent(Agent):
         trial = self._pending.pop(key, None)
         super().tell(proposal, result)
         self._told_keys.add(key)
-        state, value = _outcome(result)
+        state = trial_state(result)
+        value = result.accuracy if state == optuna.trial.TrialState.COMPLETE else None
         if trial is not None:
             trial.set_constraint(OVER, self.budget.usage(proposal) - 1)
             self._study.tell(trial, value, state=state)

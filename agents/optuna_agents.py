@@ -19,6 +19,13 @@ from autocomp.policy import Policy
 from search_spaces import Budget, Space
 
 
+def trial_state(result: EvalResult | None) -> TrialState:
+    """How a sampler sees a result: FAIL when it failed, PRUNED when stopped early (a partial score), else COMPLETE."""
+    if result is None:
+        return TrialState.FAIL
+    return TrialState.PRUNED if result.stopped_at is not None else TrialState.COMPLETE
+
+
 class OptunaAgent(Agent):
     """Asks an Optuna sampler; the sampler is re-seeded from (seed, n) so a resumed run proposes the same.
 
@@ -69,12 +76,8 @@ class OptunaAgent(Agent):
             self.ask()
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
-        if result is None:
-            state, values = TrialState.FAIL, None
-        elif result.stopped_at is not None:  # a partial score is not a result: the sampler sees a pruned trial
-            state, values = TrialState.PRUNED, None
-        else:
-            state, values = TrialState.COMPLETE, self.objectives(proposal, result)
+        state = trial_state(result)
+        values = self.objectives(proposal, result) if state == TrialState.COMPLETE else None
         self.replay(proposal)
         trial = self._pending.pop(proposal.key(), None)
         super().tell(proposal, result)
@@ -197,6 +200,7 @@ class NSGA2Agent(OptunaAgent):
 
     Options = NSGA2Options
     directions = ("maximize", "minimize")
+    fills = False
 
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:
@@ -211,10 +215,6 @@ class NSGA2Agent(OptunaAgent):
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return _widened(self.space, self.options.margin)
-
-    def project(self, proposal: Policy) -> Policy:
-        """``proposal`` itself within the budget (no fill up to the limit); over it, the budget's projection."""
-        return proposal if self.budget.feasible(proposal) else super().project(proposal)
 
     def objectives(self, proposal: Policy, result: EvalResult) -> list[float]:
         return [result.accuracy, self.budget.measured_usage(result.cost)]
