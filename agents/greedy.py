@@ -28,7 +28,7 @@ from typing import Any
 from agents.base import Agent, is_number, is_whole, register_agent
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
-from search_spaces import Budget, Decision, Space
+from search_spaces import Budget, Decision, Space, largest_where, scaled
 
 Params = dict[str, float]
 
@@ -64,11 +64,6 @@ class SensitivityOptions(GreedyOptions):
 
 def _accuracy(result: EvalResult | None) -> float:
     return 0.0 if result is None else result.accuracy
-
-
-def lowered(params: Params, decisions: list[Decision], factor: float) -> Params:
-    """``params`` with ``decisions`` scaled by ``factor`` (0: at their lowest), the others unchanged."""
-    return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in decisions}}
 
 
 class GreedyAgent(Agent):
@@ -134,17 +129,9 @@ class GreedyAgent(Agent):
     def largest_factor(self, decisions: list[Decision], target: float) -> float | None:
         """The largest factor in [0, 1] scaling ``decisions`` of P_k to a budget use <= ``target``; None if none does."""
         def holds(factor: float) -> bool:
-            return self.usage(lowered(self.point, decisions, factor)) <= target
+            return self.usage(scaled(self.point, decisions, factor)) <= target
 
-        if not holds(0.0):
-            return None
-        if holds(1.0):
-            return 1.0
-        low, high = 0.0, 1.0
-        for _ in range(_BISECTION_STEPS):
-            mid = (low + high) / 2
-            low, high = (mid, high) if holds(mid) else (low, mid)
-        return low
+        return largest_where(holds, 0.0, 1.0, _BISECTION_STEPS) if holds(0.0) else None
 
     def _plan(self) -> None:
         """Iteration k's proposals: P_k's projection, then (P_k over budget) P_k while unmeasured and the probes."""
@@ -159,7 +146,7 @@ class GreedyAgent(Agent):
         now = self.usage(self.point)
         while now <= self.target() and self.iteration < self.options.iterations - 1:  # a coarse step overshot
             self.iteration += 1
-        probes = [(d, self.probe(d)) for d in self.movable if self.usage(lowered(self.point, [d], 0.0)) < now]
+        probes = [(d, self.probe(d)) for d in self.movable if self.usage(scaled(self.point, [d], 0.0)) < now]
         probes = [(d, params) for d, params in probes if self.usage(params) < now]  # each one saves something
         self.probed, self.probes = [d for d, _ in probes], [params for _, params in probes]
         measured = [self.space.to_policy(params) for params in ([] if self.reference is not None else [self.point]) + self.probes]
@@ -195,8 +182,8 @@ class SensitivityAgent(GreedyAgent):
         for count in range(math.ceil(self.options.fraction * len(self.probed)), len(order) + 1):
             factor = self.largest_factor(order[:count], target)
             if factor is not None:
-                return lowered(self.point, order[:count], factor), None
-        return lowered(self.point, order, 0.0), None
+                return scaled(self.point, order[:count], factor), None
+        return scaled(self.point, order, 0.0), None
 
 
 @register_agent("autoslim")
@@ -211,7 +198,7 @@ class AutoSlimAgent(GreedyAgent):
     """
 
     def probe(self, d: Decision) -> Params:
-        return lowered(self.point, [d], self.largest_factor([d], self.target()) or 0.0)
+        return scaled(self.point, [d], self.largest_factor([d], self.target()) or 0.0)
 
     def step(self, scores: list[float]) -> tuple[Params, float | None]:
         sensitivity = self.sensitivities(scores)

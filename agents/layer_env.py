@@ -164,6 +164,8 @@ class CompressionEnv(gymnasium.Env):
         self.space, self.budget, self.score = space, budget, score
         self.reward_name, self.wall, self.projection = reward, wall, projection
         self.features = static_features(space, budget)
+        self.largest_macs = budget.graph.predict_macs(space.largest())
+        """The MACs a failed evaluation is rewarded at (the worst)."""
         self.observation_space = gymnasium.spaces.Box(0.0, 1.0, (self.features.shape[1] + DYNAMIC_FEATURES,), np.float32)
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.episode = Episode(space, budget, self.features, wall)
@@ -181,5 +183,4 @@ class CompressionEnv(gymnasium.Env):
         policy = self.budget.project(self.space, proposal, self.projection)
         result = self.score(policy)
         info = {"proposal": proposal, "policy": policy, "result": result}
-        reward = reward_of(result, self.reward_name, self.budget.graph.predict_macs(self.space.largest()))
-        return self.episode.observation(), reward, True, False, info
+        return self.episode.observation(), reward_of(result, self.reward_name, self.largest_macs), True, False, info

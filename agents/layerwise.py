@@ -111,7 +111,6 @@ class LayerwiseAgent(Agent):
         self.env = CompressionEnv(space, budget, score=lambda policy: None, reward=self.options.reward,
                                   wall=self.wall, projection=projection)
         self.model = self._make_model()
-        self._largest_macs = budget.graph.predict_macs(space.largest())
 
     def _make_model(self) -> Any:
         from stable_baselines3 import DDPG, TD3
@@ -148,7 +147,7 @@ class LayerwiseAgent(Agent):
         return episode.policy()
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
-        self._store(proposal, reward_of(result, self.options.reward, self._largest_macs))
+        self._store(proposal, reward_of(result, self.options.reward, self.env.largest_macs))
         super().tell(proposal, result)
         if not self.exploring:
             with _isolated(self.seed, 1, self.told):

@@ -3,10 +3,10 @@
 from search_spaces.constraints import Budget, Constraint
 from search_spaces.metrics import AFFECTED_BY, METRICS
 from search_spaces.dims import BitWidth, LowRank, PruneRatio, Resolution, WidthMultiplier
-from search_spaces.projection import FILL_TARGET, largest_feasible, project
+from search_spaces.projection import FILL_TARGET, largest_feasible, largest_where, project, scaled
 from search_spaces.space import GROUPINGS, Axis, Decision, Space, resolve_frozen, stages
 
 __all__ = [
     "AFFECTED_BY", "Axis", "BitWidth", "Budget", "Constraint", "Decision", "FILL_TARGET", "GROUPINGS", "LowRank", "METRICS",
-    "PruneRatio", "Resolution", "Space", "WidthMultiplier", "largest_feasible", "project", "resolve_frozen", "stages",
+    "PruneRatio", "Resolution", "Space", "WidthMultiplier", "largest_feasible", "largest_where", "project", "scaled", "resolve_frozen", "stages",
 ]

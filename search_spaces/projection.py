@@ -114,24 +114,26 @@ def _violated(budget: Budget, space: Space, params: Mapping[str, float]) -> list
     return budget.violated(space.to_policy(params))
 
 
+def scaled(params: Mapping[str, float], decisions: list[Decision], factor: float) -> dict[str, float]:
+    """``params`` with ``decisions`` scaled by ``factor`` (0: at their lowest), the others unchanged."""
+    return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in decisions}}
+
+
 def _scaled_to_edge(space: Space, params: dict[str, float], moving: list[Decision],
                     holds: Callable[[Policy], bool]) -> dict[str, float]:
     """``moving`` times the largest factor (bisection) for which ``holds``; factor 0 puts them at their lowest."""
     if not moving:
         return params
-
-    def scaled(factor: float) -> dict[str, float]:
-        return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in moving}}
-
     ceiling = max(d.dim.high / params[d.name] for d in moving)
-    return scaled(_largest_where(lambda factor: holds(space.to_policy(scaled(factor))), 0.0, ceiling))
+    return scaled(params, moving, largest_where(lambda factor: holds(space.to_policy(scaled(params, moving, factor))),
+                                                0.0, ceiling))
 
 
-def _largest_where(holds: Callable[[float], bool], low: float, high: float) -> float:
-    """``high`` if it ``holds``, else the largest value in [low, high) found to hold by bisection (``low`` if none)."""
+def largest_where(holds: Callable[[float], bool], low: float, high: float, steps: int = _BISECTION_STEPS) -> float:
+    """``high`` if it ``holds``, else the largest value in [low, high) found to hold by ``steps`` halvings (``low`` if none)."""
     if holds(high):
         return high
-    for _ in range(_BISECTION_STEPS):
+    for _ in range(steps):
         mid = (low + high) / 2
         if holds(mid):
             low = mid
@@ -175,7 +177,7 @@ def largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: 
     if isinstance(d.dim, (BitWidth, ChoiceDim)):
         return next((value for value in sorted(_discrete_values(d), reverse=True) if value <= proposal and holds(value)),
                     d.dim.low)
-    return _largest_where(holds, d.dim.low, proposal)
+    return largest_where(holds, d.dim.low, proposal)
 
 
 def _discrete_values(d: Decision) -> list[float]:
