@@ -44,6 +44,9 @@ class Agent(ABC):
     """The dataclass of this agent's own settings (`search.options` in a config)."""
     fills: ClassVar[bool] = True
     """Whether a proposal within the budget is filled up to it; agents comparing costs (NSGA-II, NAS tables) say no."""
+    parallel: ClassVar[bool] = True
+    """Whether candidates may be evaluated while others are pending (told later, out of order, or asked by another
+    process's agent); agents walking one path (uniform, the greedy baselines) say no."""
 
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:

@@ -12,6 +12,8 @@ from autocomp.policy import Policy
 class UniformAgent(Agent):
     """Every decision at its largest value; projection then shrinks them all by one factor to the budget."""
 
+    parallel = False
+
     def ask(self) -> Policy | None:
         return self.space.largest() if self.told == 0 else None
 

@@ -70,6 +70,7 @@ class GreedyAgent(Agent):
     """The walk shared by both agents; a subclass says how a decision is probed and how P_{k+1} is chosen."""
 
     Options = GreedyOptions
+    parallel = False
 
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:

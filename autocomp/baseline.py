@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +45,33 @@ def baseline_key(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock: processes sharing the cache (workers on one machine) train a baseline once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def prepare_baseline(config: RunConfig, data: DataBundle) -> Baseline:
-    """Load the cached baseline for ``config`` or train it (resuming an interrupted training)."""
+    """Load the cached baseline for ``config`` or train it (resuming an interrupted training); another process
+    training the same baseline is waited for."""
     folder = cache_root() / "baselines" / f"{config.model.name}-{data.name}-{baseline_key(config)}"
+    with _locked(folder):
+        return _load_or_train(config, data, folder)
+
+
+def _load_or_train(config: RunConfig, data: DataBundle, folder: Path) -> Baseline:
     model_path, meta_path = folder / "model.pt", folder / "meta.json"
     if model_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         console.log(f"baseline: cached at {folder}")
         return Baseline(io.load(model_path), meta["val_accuracy"], meta["test_accuracy"], folder)
 
-    folder.mkdir(parents=True, exist_ok=True)
     settings = TrainSettings(**config.baseline.model_dump())
     torch.manual_seed(settings.seed)
     model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,

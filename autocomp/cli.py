@@ -42,21 +42,38 @@ def _summary(report: dict) -> Table:
     return table
 
 
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config, e.g. configs/fmnist_resnet20.yaml.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set search.trials=10.")]
+StorageOption = Annotated[Optional[str], typer.Option(
+    "--storage", help="Shared Optuna study: postgresql://user@host/db, sqlite:///file.db or a journal file path.")]
+
+
+def _runner_overrides(runner: str | None, address: str | None, storage: str | None) -> list[str]:
+    given = {"runner.kind": runner, "runner.address": address, "runner.storage": storage}
+    return [f"{key}={value}" for key, value in given.items() if value is not None]
+
+
 @app.command()
 def search(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML run config, e.g. configs/fmnist_resnet20.yaml.")],
+    config: ConfigOption,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<config name>).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set search.trials=10.")] = None,
+    overrides: SetOption = None,
+    runner: Annotated[Optional[str], typer.Option("--runner", help="local (default) or ray.")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: a local one).")] = None,
+    storage: StorageOption = None,
 ) -> None:
     """Search per-layer pruning ratios under the config's budget, fine-tune the best, write the report.
 
     Example: autocomp search --config configs/fmnist_resnet20.yaml --out runs/demo --set search.trials=20
+
+    On a Ray cluster: --runner ray --address HOST:6379. With --storage URL, `autocomp worker` processes
+    anywhere can share the search; this command waits for all trials, then fine-tunes the best.
     """
     from autocomp.config import load_config
     from autocomp.search_loop import search as run_search
 
     try:
-        run_config = load_config(config, overrides or [])
+        run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage)])
         result = run_search(run_config, out if out is not None else Path("runs") / config.stem)
     except AutocompError as err:
         _fail(err)
@@ -65,6 +82,28 @@ def search(
         raise typer.Exit(code=130) from None
     stdout.print(_summary(result.report))
     stdout.print(f"run folder: {result.run_dir}  (report.md, model.pt, policy.json, study.db)")
+
+
+@app.command()
+def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOption = None) -> None:
+    """Evaluate trials of a search shared through an Optuna storage, until none is left.
+
+    Start the search with `autocomp search --config F --storage URL` (it plans the trials, works
+    too, and fine-tunes the best at the end), then any number of workers with the same config:
+
+    Example: autocomp worker --config configs/fmnist_resnet20.yaml --storage postgresql://autocomp@db-host/autocomp
+    """
+    from autocomp.config import load_config
+    from autocomp.runners.workers import work
+
+    try:
+        evaluated = work(load_config(config, [*(overrides or []), *_runner_overrides(None, None, storage)]))
+    except AutocompError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: this worker's trial is retried by another worker after the grace period.")
+        raise typer.Exit(code=130) from None
+    stdout.print(f"worker done: {evaluated} trials evaluated here.")
 
 
 @app.command()

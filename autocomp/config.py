@@ -223,6 +223,26 @@ class EvaluatorConfig(_Section):
         return self
 
 
+class RunnerConfig(_Section):
+    """Where candidates are evaluated: ``local`` (this process) or ``ray`` (Ray Tune, on the cluster at ``address``,
+    else a local one). With a ``storage`` URL (postgresql://..., sqlite:///..., or a journal file path) the study lives
+    there and ``autocomp worker`` processes anywhere can share it."""
+
+    kind: Literal["local", "ray"] = "local"
+    storage: str | None = None
+    address: str | None = None
+    concurrent: int | None = Field(default=None, ge=1)
+    """Trials at once on Ray (None: as many as the cluster's CPUs allow)."""
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    max_failures: int = Field(default=2, ge=0)
+    """Retries of a trial whose process died (Ray), or whose worker stopped beating (shared study)."""
+    scheduler: Literal["none", "asha"] = "none"
+    """ASHA stops Ray trials whose intermediate scores trail (needs fidelity proxy or epochs)."""
+    heartbeat: int = Field(default=10, ge=1)
+    """Seconds between a worker's signs of life; a trial silent for 4 beats is failed and retried."""
+
+
 class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -233,6 +253,7 @@ class RunConfig(_Section):
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    runner: RunnerConfig = RunnerConfig()
     threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -241,6 +262,13 @@ class RunConfig(_Section):
         repeated = sorted({m for m in metrics if metrics.count(m) > 1})
         if repeated:
             raise ValueError(f"metric {repeated[0]} has more than one limit; give each metric one entry")
+        return self
+
+    @model_validator(mode="after")
+    def _scheduler_needs_scores(self) -> RunConfig:
+        if self.runner.scheduler != "none" and self.evaluator.fidelity == "bn":
+            raise ValueError(f"runner.scheduler {self.runner.scheduler} needs intermediate scores, which fidelity bn has "
+                             "none of; use evaluator.fidelity proxy or epochs, or scheduler none")
         return self
 
     def to_dict(self) -> dict[str, Any]:

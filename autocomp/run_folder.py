@@ -10,11 +10,12 @@ from autocomp.config import RunConfig
 from autocomp.errors import ConfigError
 
 CONFIG_NAME = "config.yaml"
-# A run may be continued with a larger trial budget or another thread count; any other change is another run.
-RESUMABLE_KEYS = (("search", "trials"), ("threads",))
+# A run may be continued with a larger trial budget, another thread count or another runner; any other change is
+# another run.
+RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("runner",))
 
 
-def _identity(config: dict) -> dict:
+def config_identity(config: dict) -> dict:
     """The config without the keys a resumed run may change."""
     identity = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
     for path in RESUMABLE_KEYS:
@@ -25,11 +26,11 @@ def _identity(config: dict) -> dict:
     return identity
 
 
-def _first_difference(a: object, b: object, prefix: str = "") -> str:
+def first_difference(a: object, b: object, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return prefix.rstrip(".") or "(top level)"
 
 
@@ -41,10 +42,10 @@ def check_run_folder(out: Path, config: RunConfig) -> None:
         raise ConfigError(f"run folder {out} exists and is not a folder; choose another --out.")
     saved = out / CONFIG_NAME
     if saved.exists():
-        previous = _identity(yaml.safe_load(saved.read_text()) or {})
-        current = _identity(config.to_dict())
+        previous = config_identity(yaml.safe_load(saved.read_text()) or {})
+        current = config_identity(config.to_dict())
         if previous != current:
-            key = _first_difference(previous, current)
+            key = first_difference(previous, current)
             raise ConfigError(f"run folder {out} holds a run with a different config (first difference: {key}); "
                               "choose another --out or delete that folder.")
     elif any(out.iterdir()):

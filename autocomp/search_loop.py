@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,25 +11,24 @@ from typing import Any
 import optuna
 import torch
 
-import agents
-from autocomp import io, models
+from autocomp import io
 from autocomp.baseline import Baseline, prepare_baseline
-from autocomp.compress import get_criterion
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
-from autocomp.data import DataBundle
 from autocomp.errors import InfeasibleError
-from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, Reporter, accuracy
-from autocomp.graph import ModelGraph
+from autocomp.evaluate import Evaluator, Fidelity, accuracy
 from autocomp.policy import Policy
-from autocomp.progress import console, progress_bar
+from autocomp.progress import console
 from autocomp.report import REPORT_VERSION, write_report
 from autocomp.run_folder import check_run_folder, claim_run_folder
+from autocomp.runners.context import Setup, build_evaluator, prepare
+from autocomp.runners.local import run_local
+from autocomp.runners.study import best_trial, finished_trials, open_study, study_storage
+from autocomp.runners.workers import Worker, plan
 from autocomp.train import Distillation, TrainSettings, train
-from search_spaces import Budget, Space
-from search_spaces.from_config import budget_from_config, latency_target, space_from_config
+from search_spaces import Budget
+from search_spaces.from_config import latency_target
 
-STUDY_NAME = "autocomp"
 LATENCY_BATCH = 64
 
 
@@ -41,147 +38,7 @@ class SearchResult:
     report: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _Setup:
-    data: DataBundle
-    example: torch.Tensor
-    graph: ModelGraph
-    space: Space
-    budget: Budget
-    baseline_cost: Cost
-    agent: agents.Agent
-
-
-def _validate(config: RunConfig) -> _Setup:
-    """Every check a user's config can fail, before anything is written or trained."""
-    agents.agent_options(config.search.agent, config.search.options)  # before the data: a typo fails fast
-    get_criterion(config.search.criterion)
-    data = config.data.load()
-    model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
-                          **config.model.kwargs)
-    example = data.example_input()
-    graph = ModelGraph(model, example)
-    space = space_from_config(graph, config.space)
-    baseline_cost = measure(model, example, latency_target(config))
-    budget = budget_from_config(config, graph, space, baseline_cost)
-    agent = agents.create_agent(config.search.agent, space, budget, seed=config.search.seed,
-                                projection=config.space.projection, options=config.search.options)
-    return _Setup(data, example, graph, space, budget, baseline_cost, agent)
-
-
-def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
-    """The evaluator settings a run config asks for."""
-    ev = config.evaluator
-    return EvaluatorSettings(
-        fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs), proxy=ProxyTraining(**ev.proxy.model_dump()),
-        bn_batches=ev.bn_batches, batch_size=ev.batch_size, val_examples=ev.val_examples, report_every=ev.report_every,
-        report_examples=ev.report_examples, criterion=config.search.criterion, reconstruct=config.search.reconstruct,
-        seed=config.search.seed, latency=latency_target(config))
-
-
-def _open_study(run_dir: Path) -> optuna.Study:
-    optuna.logging.set_verbosity(logging.WARNING)
-    return optuna.create_study(storage=f"sqlite:///{run_dir / 'study.db'}", study_name=STUDY_NAME,
-                               direction="maximize", load_if_exists=True)
-
-
-def _result_of(trial: optuna.trial.FrozenTrial) -> EvalResult:
-    """The evaluation a finished trial records (for the agent and the evaluator's cache on resume)."""
-    attrs = trial.user_attrs
-    cost = Cost.from_dict(attrs) if "macs" in attrs else None
-    return EvalResult(attrs.get("accuracy", trial.value if trial.value is not None else math.nan), cost,
-                      attrs["seconds"], loss=attrs.get("loss", math.nan), error=attrs.get("error"),
-                      retry=attrs.get("retry", False), curve=tuple(sorted(trial.intermediate_values.items())),
-                      stopped_at=attrs.get("stopped_at"))
-
-
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
-
-
-def _record(study: optuna.Study, space: Space, proposal: Policy, policy: Policy, budget: Budget,
-            score_key: str, result: EvalResult, probe: bool) -> None:
-    attrs: dict[str, Any] = {"policy": policy.to_dict(), "score_key": score_key, "seconds": result.seconds,
-                             "cached": result.cached, "probe": probe}
-    value = None
-    if result.failed:
-        attrs.update(error=result.error, retry=result.retry)
-        state = optuna.trial.TrialState.FAIL
-    else:
-        attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
-                     feasible=not probe and budget.feasible_cost(result.cost))
-        if result.stopped_at is None:
-            state, value = optuna.trial.TrialState.COMPLETE, result.accuracy
-        else:
-            state = optuna.trial.TrialState.PRUNED
-            attrs["stopped_at"] = result.stopped_at
-    study.add_trial(optuna.trial.create_trial(params=space.to_params(proposal), distributions=space.distributions(),
-                                              value=value, state=state, user_attrs=attrs,
-                                              intermediate_values={} if result.cached else dict(result.curve)))
-
-
-def _pruning_reporter(study: optuna.Study, pruner: optuna.pruners.BasePruner | None, space: Space,
-                      proposal: Policy) -> Reporter | None:
-    """Feeds a candidate's intermediate scores to an Optuna pruner, which compares them with the study's trials."""
-    if pruner is None:
-        return None
-    values: dict[int, float] = {}
-
-    def report(step: int, score: float) -> bool:
-        values[step] = score
-        running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=space.to_params(proposal),
-                                            distributions=space.distributions(), intermediate_values=values)
-        return not pruner.prune(study, running)
-
-    return report
-
-
-def _make_pruner(name: str) -> optuna.pruners.BasePruner | None:
-    return {"none": None, "median": optuna.pruners.MedianPruner(n_startup_trials=5)}[name]
-
-
-def _run_trials(config: RunConfig, setup: _Setup, evaluator: Evaluator, study: optuna.Study) -> None:
-    agent = setup.agent
-    pruner = _make_pruner(config.evaluator.pruner)
-    done = _finished(study)
-    for trial in done:  # resume: the agent relearns everything the study remembers, the cache every score
-        result, proposal = _result_of(trial), setup.space.to_policy(trial.params)
-        agent.replay(proposal)  # as in the live loop: ask, observe the measured cost, then tell
-        if result.cost is not None and not trial.user_attrs.get("cached"):
-            setup.budget.observe(Policy.from_dict(trial.user_attrs["policy"]), result.cost)
-        agent.tell(proposal, None if result.failed else result)
-        if "score_key" in trial.user_attrs:
-            evaluator.remember(trial.user_attrs["score_key"], result)
-    if done:
-        console.log(f"search: resuming with {len(done)} finished trials from the study")
-    remaining = config.search.trials - len(done)
-    with progress_bar() as bar:
-        task = bar.add_task(f"search ({config.search.agent})", total=config.search.trials, completed=len(done), info="")
-        while remaining > 0:
-            proposal = agent.ask()
-            if proposal is None:
-                break
-            policy = agent.project(proposal)
-            result = evaluator.score(policy, _pruning_reporter(study, pruner, setup.space, proposal))
-            _record(study, setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result,
-                    probe=agent.is_probe(proposal))
-            if result.cost is not None and not result.cached:
-                setup.budget.observe(policy, result.cost)
-            agent.tell(proposal, None if result.failed else result)
-            remaining -= 1
-            best = _best_trial(study)
-            info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
-            bar.update(task, advance=1, info=info)
-
-
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if t.user_attrs.get("feasible")]
-    return max(feasible, key=lambda t: (t.value, -t.user_attrs["macs"]), default=None)
-
-
-def _finish(config: RunConfig, setup: _Setup, evaluator: Evaluator, baseline: Baseline, policy: Policy,
+def _finish(config: RunConfig, setup: Setup, evaluator: Evaluator, baseline: Baseline, policy: Policy,
             run_dir: Path) -> tuple[torch.nn.Module, float]:
     """Fine-tune the chosen policy's model with distillation, then measure test accuracy once."""
     small = evaluator.build(policy)
@@ -205,11 +62,11 @@ def _finished_report(run_dir: Path, best: optuna.trial.FrozenTrial, trials: int)
     return report if same else None
 
 
-def _report(config: RunConfig, setup: _Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
+def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
             small: torch.nn.Module, test_accuracy: float, wall_seconds: float) -> dict[str, Any]:
     """Everything report.json records: baseline and best model, constraint, trials, wall time, config."""
     modules = dict(small.named_modules())
-    trials = _finished(study)
+    trials = finished_trials(study)
     latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
     best_cost = measure(small, setup.example, latency_target(config))
     for constraint in setup.budget.constraints:
@@ -260,8 +117,8 @@ def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list
 
 
 def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:
-    """Mean seconds of the trials that were evaluated (cache hits took none)."""
-    evaluated = [t.user_attrs["seconds"] for t in trials if not t.user_attrs.get("cached")]
+    """Mean seconds of the trials that were evaluated (cache hits took none; a killed worker's trial has no time)."""
+    evaluated = [t.user_attrs["seconds"] for t in trials if "seconds" in t.user_attrs and not t.user_attrs.get("cached")]
     return sum(evaluated) / max(1, len(evaluated))
 
 
@@ -271,23 +128,31 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     run_dir = Path(out)
     if config.threads:
         torch.set_num_threads(config.threads)
-    setup = _validate(config)
+    setup = prepare(config)
     check_run_folder(run_dir, config)
     claim_run_folder(run_dir, config)
 
     baseline = prepare_baseline(config, setup.data)
-    evaluator = Evaluator(baseline.model, setup.example, setup.data.train, setup.data.val, evaluator_settings(config))
-    study = _open_study(run_dir)
-    _run_trials(config, setup, evaluator, study)
+    evaluator = build_evaluator(config, setup, baseline.model)
+    study = open_study(study_storage(config, run_dir))
+    if config.runner.kind == "ray":
+        from autocomp.runners.ray_runner import run_ray
 
-    best = _best_trial(study)
+        run_ray(config, setup, baseline, study, run_dir)
+    elif config.runner.storage is not None:  # a shared study: `autocomp worker` processes may join this one
+        plan(study, config)
+        Worker(config, setup, evaluator, study).run()
+    else:
+        run_local(config, setup, evaluator, study)
+
+    best = best_trial(study)
     if best is None:
         scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if scored:
             raise InfeasibleError(f"none of the {len(scored)} evaluated candidates met the budget when measured; run "
                                   "more trials (later ones are projected with the measurements so far) or loosen the limit.")
         raise RuntimeError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in {run_dir / 'study.db'}.")
-    finished = _finished_report(run_dir, best, len(_finished(study)))
+    finished = _finished_report(run_dir, best, len(finished_trials(study)))
     if finished is not None:
         console.log(f"search: {run_dir} is already finished with trial {best.number} as the best")
         return SearchResult(run_dir, finished)

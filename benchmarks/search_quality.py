@@ -48,9 +48,10 @@ def run_one(model: str, budget: float, agent: str, seed: int, args: argparse.Nam
     """One search (resumed, or read back when its folder holds a finished report)."""
     overrides = [f"constraints=[{{metric: macs, max: {budget}}}]", f"search.agent={agent}", f"search.seed={seed}",
                  f"search.trials={1 if agent == 'uniform' else args.trials}", f"evaluator.fidelity={args.fidelity}",
-                 f"finetune.epochs={args.finetune_epochs}"]
+                 f"finetune.epochs={args.finetune_epochs}", *args.set]
     config = load_config(CONFIGS[model], overrides)
-    out = Path(args.out) / f"{model}-{round(100 * budget)}-{agent}-s{seed}-t{args.trials}-{args.fidelity}"
+    tag = "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (item.split("=", 1) for item in args.set))
+    out = Path(args.out) / f"{model}-{round(100 * budget)}-{agent}-s{seed}-t{args.trials}-{args.fidelity}{tag}"
     report = autocomp.search(config, out).report
     macs = next(c for c in report["constraints"] if c["metric"] == "macs")
     return Run(model, budget, agent, seed, report["best"]["test_accuracy"], report["baseline"]["test_accuracy"],
@@ -99,6 +100,12 @@ def policy_plot(runs: list[Run], agent: str, budget: float, model: str, width: i
     return lines
 
 
+def _override(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -108,6 +115,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="candidates each search evaluates (uniform: 1)")
     parser.add_argument("--fidelity", default="bn", choices=["bn", "proxy", "epochs"])
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--set", nargs="*", type=_override, default=[], metavar="KEY=VALUE",
+                        help="further config overrides for every run, e.g. space.channel_multiple=4 (named in the folders)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/search_quality", help="one run folder per search, reused when run again")
     parser.add_argument("--record", action="store_true", help="append the table and the policy plot to RESULTS.md")

@@ -10,7 +10,7 @@ import agents
 import autocomp
 from autocomp.config import build_config
 from autocomp.evaluate import Evaluator
-from autocomp.search_loop import _pruning_reporter
+from autocomp.runners.study import pruning_reporter
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -154,9 +154,9 @@ def test_the_pruning_reporter_asks_the_pruner_against_the_studys_curves():
             return space_params
 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5)
-    assert _pruning_reporter(study, pruner, OneDecision(), None)(5, 0.95) is True
-    assert _pruning_reporter(study, pruner, OneDecision(), None)(5, 0.5) is False
-    assert _pruning_reporter(study, None, OneDecision(), None) is None
+    assert pruning_reporter(study, pruner, OneDecision(), None)(5, 0.95) is True
+    assert pruning_reporter(study, pruner, OneDecision(), None)(5, 0.5) is False
+    assert pruning_reporter(study, None, OneDecision(), None) is None
 
 
 def test_a_search_under_several_constraints_meets_each_one_on_the_saved_model(tmp_path):

@@ -1,0 +1,1 @@
+"""How a search's candidates get evaluated: locally, on a Ray cluster, or by workers sharing one Optuna study."""

@@ -1,0 +1,104 @@
+"""What every runner works with: the checked config's space, budget and agent, and one candidate's evaluation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import optuna
+import torch
+from torch import nn
+
+import agents
+from autocomp import models
+from autocomp.compress import get_criterion
+from autocomp.config import RunConfig
+from autocomp.cost import Cost, measure
+from autocomp.data import DataBundle
+from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
+from autocomp.graph import ModelGraph
+from autocomp.policy import Policy
+from autocomp.runners.study import finished_trial, pruning_reporter, result_of
+from search_spaces import Budget, Space
+from search_spaces.from_config import budget_from_config, latency_target, space_from_config
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A checked config's working parts: data, the model's graph, the space, the budget and the agent."""
+
+    data: DataBundle
+    example: torch.Tensor
+    graph: ModelGraph
+    space: Space
+    budget: Budget
+    baseline_cost: Cost
+    agent: agents.Agent
+
+
+def prepare(config: RunConfig, seed: int | None = None) -> Setup:
+    """Every check a user's config can fail, before anything is written or trained (``seed``: the agent's, if not the
+    config's)."""
+    optuna.logging.set_verbosity(logging.WARNING)  # agents' own studies too
+    agents.agent_options(config.search.agent, config.search.options)  # before the data: a typo fails fast
+    get_criterion(config.search.criterion)
+    data = config.data.load()
+    model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
+                          **config.model.kwargs)
+    example = data.example_input()
+    graph = ModelGraph(model, example)
+    space = space_from_config(graph, config.space)
+    baseline_cost = measure(model, example, latency_target(config))
+    budget = budget_from_config(config, graph, space, baseline_cost)
+    agent = agents.create_agent(config.search.agent, space, budget, seed=config.search.seed if seed is None else seed,
+                                projection=config.space.projection, options=config.search.options)
+    return Setup(data, example, graph, space, budget, baseline_cost, agent)
+
+
+def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
+    """The evaluator settings a run config asks for."""
+    ev = config.evaluator
+    return EvaluatorSettings(
+        fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs), proxy=ProxyTraining(**ev.proxy.model_dump()),
+        bn_batches=ev.bn_batches, batch_size=ev.batch_size, val_examples=ev.val_examples, report_every=ev.report_every,
+        report_examples=ev.report_examples, criterion=config.search.criterion, reconstruct=config.search.reconstruct,
+        seed=config.search.seed, latency=latency_target(config))
+
+
+def build_evaluator(config: RunConfig, setup: Setup, baseline: nn.Module) -> Evaluator:
+    """The evaluator of ``config``'s candidates, pruning copies of ``baseline`` (the teacher of their fine-tunes)."""
+    return Evaluator(baseline, setup.example, setup.data.train, setup.data.val, evaluator_settings(config))
+
+
+def replay(setup: Setup, evaluator: Evaluator, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Tell the agent finished trials in order, as the live loop did (ask, observe the measured cost, tell), and refill
+    the evaluator's cache with their scores."""
+    for trial in trials:
+        result, proposal = result_of(trial), setup.space.to_policy(trial.params)
+        setup.agent.replay(proposal)
+        if result.cost is not None and not trial.user_attrs.get("cached"):
+            setup.budget.observe(Policy.from_dict(trial.user_attrs["policy"]), result.cost)
+        setup.agent.tell(proposal, None if result.failed else result)
+        if "score_key" in trial.user_attrs:
+            evaluator.remember(trial.user_attrs["score_key"], result)
+
+
+def evaluate(setup: Setup, evaluator: Evaluator, proposal: Policy, study: optuna.Study | None = None,
+             pruner: optuna.pruners.BasePruner | None = None) -> tuple[optuna.trial.FrozenTrial, Policy, EvalResult]:
+    """Project and score ``proposal``: the finished trial that records it, the evaluated policy and its result.
+
+    With a ``pruner``, the candidate's intermediate scores are compared with ``study``'s trials.
+    """
+    policy = setup.agent.project(proposal)
+    reporter = pruning_reporter(study, pruner, setup.space, proposal) if study is not None else None
+    result = evaluator.score(policy, reporter)
+    trial = finished_trial(setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result,
+                           probe=setup.agent.is_probe(proposal))
+    return trial, policy, result
+
+
+def learn(setup: Setup, proposal: Policy, policy: Policy, result: EvalResult) -> None:
+    """What a run learns from an evaluated candidate: the budget its measured cost, the agent its result."""
+    if result.cost is not None and not result.cached:
+        setup.budget.observe(policy, result.cost)
+    setup.agent.tell(proposal, None if result.failed else result)

@@ -1,0 +1,38 @@
+"""The local runner: one process asks, evaluates and tells, one candidate after another."""
+
+from __future__ import annotations
+
+import optuna
+
+from autocomp.config import RunConfig
+from autocomp.evaluate import Evaluator
+from autocomp.progress import console, progress_bar
+from autocomp.runners.context import Setup, evaluate, learn, replay
+from autocomp.runners.study import best_trial, finished_trials, make_pruner
+
+
+def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optuna.Study) -> None:
+    """Evaluate candidates until the study holds ``search.trials`` finished trials (a resumed run replays them first).
+
+    A trial is written only once it is finished, so a run killed in the middle of a candidate
+    loses that candidate and nothing else.
+    """
+    pruner = make_pruner(config.evaluator.pruner)
+    done = finished_trials(study)
+    replay(setup, evaluator, done)
+    if done:
+        console.log(f"search: resuming with {len(done)} finished trials from the study")
+    remaining = config.search.trials - len(done)
+    with progress_bar() as bar:
+        task = bar.add_task(f"search ({config.search.agent})", total=config.search.trials, completed=len(done), info="")
+        while remaining > 0:
+            proposal = setup.agent.ask()
+            if proposal is None:
+                break
+            trial, policy, result = evaluate(setup, evaluator, proposal, study, pruner)
+            study.add_trial(trial)
+            learn(setup, proposal, policy, result)
+            remaining -= 1
+            best = best_trial(study)
+            info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
+            bar.update(task, advance=1, info=info)

@@ -1,0 +1,156 @@
+"""The run's Optuna study: where it lives, and how a candidate becomes a trial and a trial a result again."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autocomp.config import RunConfig
+from autocomp.cost import Cost
+from autocomp.errors import ConfigError
+from autocomp.evaluate import EvalResult, Reporter
+from autocomp.policy import Policy
+from search_spaces import Budget, Space
+
+STUDY_NAME = "autocomp"
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+def default_storage(run_dir: Path) -> str:
+    """The embedded default: a SQLite file in the run folder."""
+    return f"sqlite:///{run_dir / 'study.db'}"
+
+
+def study_storage(config: RunConfig, run_dir: Path) -> str | optuna.storages.BaseStorage:
+    """Where ``config``'s study lives: ``runner.storage`` when given, else the run folder's SQLite file."""
+    runner = config.runner
+    if runner.storage is None:
+        return default_storage(run_dir)
+    return shared_storage(runner.storage, runner.heartbeat, runner.max_failures)
+
+
+def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storages.BaseStorage:
+    """The storage many workers share: an SQLAlchemy URL (postgresql://..., sqlite:///...) with heartbeats, a trial
+    silent for 4 beats failed and enqueued again up to ``max_failures`` times; anything else is a journal file path."""
+    if "://" not in url:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    import sqlalchemy
+
+    attempts = 0
+    while True:  # workers started together race to create the tables: the losers try again
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_failures)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+                                                  heartbeat_stale_trial_callback=retry)
+        except ModuleNotFoundError as error:
+            raise ConfigError(f"storage {_safe(url)} needs the Python package {error.name!r}; install it (for "
+                              "PostgreSQL: pip install psycopg2-binary).") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            attempts += 1
+            if attempts == 3:
+                raise
+            time.sleep(0.5 + random.random())
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            reason = str(error.orig if getattr(error, "orig", None) else error).strip().splitlines()[0]
+            raise ConfigError(f"cannot open the study storage {_safe(url)}: {reason}") from None
+
+
+def _safe(url: str) -> str:
+    """``url`` with its password hidden."""
+    import sqlalchemy
+
+    try:
+        return repr(sqlalchemy.engine.make_url(url).render_as_string(hide_password=True))
+    except sqlalchemy.exc.ArgumentError:
+        return repr(url)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the study's running trials whose worker stopped beating (and enqueue their retries)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def open_study(storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+    """The run's study in ``storage`` (an Optuna storage URL or object), created when it does not exist yet."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True)
+
+
+def result_of(trial: FrozenTrial) -> EvalResult:
+    """The evaluation a finished trial records (for the agent and the evaluator's cache on resume)."""
+    attrs = trial.user_attrs
+    cost = Cost.from_dict(attrs) if "macs" in attrs else None
+    error = attrs.get("error")
+    if trial.state == TrialState.FAIL and error is None:
+        error = "its worker stopped before it finished"
+    return EvalResult(attrs.get("accuracy", trial.value if trial.value is not None else math.nan), cost,
+                      attrs.get("seconds", 0.0), loss=attrs.get("loss", math.nan), error=error,
+                      retry=attrs.get("retry", False), curve=tuple(sorted(trial.intermediate_values.items())),
+                      stopped_at=attrs.get("stopped_at"))
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's finished trials (complete, failed, pruned) in trial order."""
+    return sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best measured-feasible complete trial (ties: the fewer MACs), None when there is none."""
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")]
+    return max(feasible, key=lambda t: (t.value, -t.user_attrs["macs"]), default=None)
+
+
+def finished_trial(space: Space, proposal: Policy, policy: Policy, budget: Budget, score_key: str, result: EvalResult,
+                   probe: bool) -> FrozenTrial:
+    """The trial that records ``result``: params = ``proposal``'s decisions, value = accuracy, user attrs = the evaluated
+    ``policy``, its cost and how it was scored; FAIL for a failed evaluation, PRUNED for one stopped early."""
+    attrs: dict[str, Any] = {"policy": policy.to_dict(), "score_key": score_key, "seconds": result.seconds,
+                             "cached": result.cached, "probe": probe}
+    value = None
+    if result.failed:
+        attrs.update(error=result.error, retry=result.retry)
+        state = TrialState.FAIL
+    else:
+        attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
+                     feasible=not probe and budget.feasible_cost(result.cost))
+        if result.stopped_at is None:
+            state, value = TrialState.COMPLETE, result.accuracy
+        else:
+            state = TrialState.PRUNED
+            attrs["stopped_at"] = result.stopped_at
+    return optuna.trial.create_trial(params=space.to_params(proposal), distributions=space.distributions(), value=value,
+                                     state=state, user_attrs=attrs,
+                                     intermediate_values={} if result.cached else dict(result.curve))
+
+
+def pruning_reporter(study: optuna.Study, pruner: optuna.pruners.BasePruner | None, space: Space,
+                     proposal: Policy) -> Reporter | None:
+    """Feeds a candidate's intermediate scores to an Optuna pruner, which compares them with the study's trials."""
+    if pruner is None:
+        return None
+    values: dict[int, float] = {}
+
+    def report(step: int, score: float) -> bool:
+        values[step] = score
+        running = optuna.trial.create_trial(state=TrialState.RUNNING, params=space.to_params(proposal),
+                                            distributions=space.distributions(), intermediate_values=values)
+        return not pruner.prune(study, running)
+
+    return report
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner | None:
+    """The Optuna pruner a config's ``evaluator.pruner`` names (``none``: None)."""
+    return {"none": None, "median": optuna.pruners.MedianPruner(n_startup_trials=5)}[name]
