@@ -107,6 +107,26 @@ def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOp
 
 
 @app.command()
+def dashboard(
+    run: Annotated[Path, typer.Argument(help="A run folder (its study.db, or the storage its config names).")],
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
+    storage: StorageOption = None,
+) -> None:
+    """Serve optuna-dashboard for a run's study on 127.0.0.1 (every agent's trials, AMC's included).
+
+    Example: autocomp dashboard runs/demo --port 8080, then open http://127.0.0.1:8080
+    """
+    from autocomp.runners.dashboard import serve
+
+    try:
+        serve(run, port, storage)
+    except AutocompError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        raise typer.Exit(code=0) from None
+
+
+@app.command()
 def zoo() -> None:
     """List the models of the built-in zoo."""
     from autocomp import models

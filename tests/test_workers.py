@@ -190,3 +190,31 @@ def test_a_sigkilled_local_search_resumes_to_exactly_its_budget(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert {t.number: t.params for t in trials if t.number in before} == before  # kept, not redone
     assert len({frozenset(t.params.items()) for t in trials}) == budget  # random: no candidate drawn twice
+
+
+def test_the_dashboard_serves_a_runs_study_on_loopback(tmp_path):
+    import json
+    import urllib.request
+
+    run = tmp_path / "run"
+    run.mkdir()
+    study = optuna.create_study(study_name="autocomp", storage=f"sqlite:///{run / 'study.db'}")
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    port = _free_port()
+    server = subprocess.Popen(cli("dashboard", str(run), "--port", str(port)), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.3)
+        assert studies is not None, "the dashboard never answered"
+        assert [s["study_name"] for s in studies] == ["autocomp"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    missing = subprocess.run(cli("dashboard", str(tmp_path / "nothing")), cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode == 2 and "holds no study" in missing.stderr

@@ -1,0 +1,42 @@
+"""`autocomp dashboard`: optuna-dashboard over a run's study, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from autocomp.errors import ConfigError
+from autocomp.run_folder import CONFIG_NAME
+
+HOST = "127.0.0.1"
+
+
+def run_storage(run: Path, storage: str | None = None) -> str:
+    """Where ``run``'s study lives: ``storage`` when given, else the storage its config names, else its study.db."""
+    if storage is not None:
+        return storage
+    config = run / CONFIG_NAME
+    if config.is_file():
+        named = ((yaml.safe_load(config.read_text()) or {}).get("runner") or {}).get("storage")
+        if named:
+            return named
+    if (run / "study.db").is_file():
+        return f"sqlite:///{run / 'study.db'}"
+    raise ConfigError(f"{run} holds no study (no study.db and no runner.storage in its {CONFIG_NAME}); give a run "
+                      "folder of `autocomp search`, or --storage URL.")
+
+
+def serve(run: Path, port: int, storage: str | None = None) -> None:
+    """Serve the dashboard for ``run`` on 127.0.0.1:``port`` until interrupted."""
+    import optuna_dashboard
+
+    from autocomp.progress import console
+    from autocomp.runners.study import shared_storage
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port {port} is not allowed; need 1..65535.")
+    url = run_storage(run, storage)
+    backend = shared_storage(url, heartbeat=60, max_failures=0)
+    console.log(f"dashboard: http://{HOST}:{port} (Ctrl-C stops it)")
+    optuna_dashboard.run_server(backend, host=HOST, port=port)
