@@ -1,0 +1,398 @@
+"""The Ray Tune runner: the driver asks the agent and records every trial in the study, Ray workers evaluate.
+
+Driver: `AgentSearcher`, a Tune searcher around the run's agent, hands Tune one candidate per
+trial (the evaluated policy, as JSON) and, when Tune says the trial is over, records it in the
+run's Optuna study exactly as the local runner would (one writer, so nothing twice) and tells
+the agent. A policy found in the score cache (the study's earlier trials) is recorded as a
+cached trial without Ray; a policy already in flight is not evaluated twice: the proposal is
+dropped and the agent is asked again once a result came in (every agent here draws its next
+candidate from what it has been told, so it would repeat itself until then). A trial that Tune
+gives up on after `runner.max_failures` retries is a FAIL trial (``retry``: it may pass another
+time); one that ASHA stops is a PRUNED trial whose last intermediate score is its result.
+
+Workers: `evaluate_candidate` builds the evaluator once per process (the data set read on the
+worker's node, the baseline's weights from the object store, never trained again), scores the
+policy on the trial's CPUs and reports it. With ASHA it also reports every intermediate score
+(``step``, ``score``: what ASHA compares; the local runner too scores them only for its pruner)
+and measures the candidate's cost before its fine-tune, since a stopped trial never reaches the
+end.
+
+Resume: the study is the memory. A driver run again replays the study's trials into the agent
+and starts a new Tune experiment (``ray/search-<n>`` in the run folder) for the trials still
+missing; a driver killed mid-run loses its candidates in flight, like the local runner.
+`Tuner.restore` is not used on purpose: the trials it would resume were asked from an agent that
+no longer exists (the rebuilt one would propose them again), those it failed are in the study
+already, and a finished experiment restored with a larger budget never asks again. Trials have
+no checkpoints, so a restored trial would start from scratch anyway.
+
+This module imports Ray at the top: only a run with ``runner.kind: ray`` imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from autocomp import models
+from autocomp.baseline import Baseline
+from autocomp.config import RunConfig
+from autocomp.cost import Cost, measure
+from autocomp.data import num_batches
+from autocomp.errors import ConfigError
+from autocomp.evaluate import EvalResult, Evaluator, Fidelity
+from autocomp.policy import Policy
+from autocomp.progress import console, progress_bar
+from autocomp.runners.context import Setup, build_evaluator, evaluator_settings, learn, replay
+from autocomp.runners.study import best_trial, finished_trial, finished_trials
+from search_spaces.from_config import latency_target
+
+EXPERIMENTS = "ray"
+"""The run folder's subfolder holding Tune's experiments."""
+QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0"}
+"""No usage report; Tune's classic console output, which ``verbose=0`` silences (the new one prints regardless)."""
+ASHA_REDUCTION = 2
+"""ASHA keeps the better half at each rung, as the local median pruner does."""
+
+
+@dataclass
+class _InFlight:
+    """A candidate handed to Tune, and what its trial reported so far."""
+
+    proposal: Policy
+    policy: Policy
+    key: str
+    probe: bool
+    started: float = field(default_factory=time.perf_counter)
+    curve: dict[int, float] = field(default_factory=dict)
+    cost: str | None = None
+    node: str | None = None
+
+    def note(self, result: dict[str, Any]) -> None:
+        """Take in what a trial reported: an intermediate score (a retried trial starts its curve again), the node."""
+        self.node = result.get("node", self.node)
+        if "step" not in result:
+            return
+        if self.curve and result["step"] <= max(self.curve):
+            self.curve.clear()
+        self.curve[result["step"]] = result["score"]
+        self.cost = result.get("cost")
+
+
+class AgentSearcher(Searcher):
+    """Tune's searcher over the run's agent; records every finished trial in the study and tells the agent."""
+
+    def __init__(self, setup: Setup, evaluator: Evaluator, study: optuna.Study, trials: int, experiment: Path,
+                 stopped_early: Callable[[str], bool], on_record: Callable[[], None]) -> None:
+        super().__init__()
+        self.setup, self.evaluator, self.study, self.trials = setup, evaluator, study, trials
+        self.experiment = experiment
+        self.stopped_early = stopped_early
+        self.on_record = on_record
+        self.recorded = len(finished_trials(study))
+        self.in_flight: dict[str, _InFlight] = {}
+        self.exhausted = False
+        self.waiting = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its searcher with the experiment; this one is rebuilt from the study instead."""
+        return {}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study is the memory."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the study holds every trial of the budget (or the agent has nothing more) and none is in flight."""
+        return not self.in_flight and (self.exhausted or self.recorded >= self.trials)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next candidate to evaluate, FINISHED when the budget is handed out, None to wait for a result."""
+        while not self.waiting:
+            if self.exhausted or self.recorded + len(self.in_flight) >= self.trials:
+                return Searcher.FINISHED
+            proposal = self.setup.agent.ask()
+            if proposal is None:
+                self.exhausted = True
+                continue
+            policy = self.setup.agent.project(proposal)
+            candidate = _InFlight(proposal, policy, self.evaluator.score_key(policy), self.setup.agent.is_probe(proposal))
+            if candidate.key in self.evaluator.cache:
+                self._record(candidate, self.evaluator.score(policy))
+            elif any(other.key == candidate.key for other in self.in_flight.values()):
+                self.waiting = True
+            else:
+                self.in_flight[trial_id] = candidate
+                return {"policy": json.dumps(policy.to_dict())}
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep a trial's intermediate scores, its node and cost."""
+        if trial_id in self.in_flight:
+            self.in_flight[trial_id].note(result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Record a finished trial; one ended by an interruption is lost, as a local candidate in flight would be."""
+        candidate = self.in_flight.pop(trial_id, None)
+        if candidate is None:
+            return
+        self.waiting = False
+        outcome = self._outcome(trial_id, candidate, result, error)
+        if outcome is not None:
+            self.evaluator.remember(candidate.key, outcome)
+            self._record(candidate, outcome, trial_id)
+
+    def _outcome(self, trial_id: str, candidate: _InFlight, result: dict[str, Any] | None,
+                 error: bool) -> EvalResult | None:
+        """What a trial's end means: its reported result, a FAIL, a PRUNED trial, or nothing (interrupted)."""
+        if error:
+            return EvalResult(math.nan, None, time.perf_counter() - candidate.started, retry=True,
+                              error=_failure(self.experiment, trial_id), curve=tuple(sorted(candidate.curve.items())))
+        if result is None or not ("evaluation" in result or self.stopped_early(trial_id)):
+            return None
+        candidate.note(result)  # a stopping score reaches the searcher only here
+        if "evaluation" in result:
+            return decode_result(result["evaluation"])
+        curve = tuple(sorted(candidate.curve.items()))
+        return EvalResult(curve[-1][1], Cost.from_dict(json.loads(candidate.cost)), result["time_total_s"], curve=curve,
+                          stopped_at=curve[-1][0])
+
+    def _record(self, candidate: _InFlight, result: EvalResult, trial_id: str | None = None) -> None:
+        """Add the candidate's trial to the study and tell the agent (and the budget) what it learned."""
+        trial = finished_trial(self.setup.space, candidate.proposal, candidate.policy, self.setup.budget, candidate.key,
+                               result, candidate.probe)
+        if trial_id is not None:
+            trial.set_user_attr("ray_trial", trial_id)
+            if candidate.node is not None:
+                trial.set_user_attr("ray_node", candidate.node)
+        self.study.add_trial(trial)
+        learn(self.setup, candidate.proposal, candidate.policy, result)
+        self.recorded += 1
+        self.on_record()
+
+
+class EarlyStopping(ASHAScheduler):
+    """ASHA on the candidates' intermediate scores, remembering which trials it stopped."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped: set[str] = set()
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP:
+            self.stopped.add(trial.trial_id)
+        return action
+
+
+def _failure(experiment: Path, trial_id: str) -> str:
+    """Why Tune gave a trial up: the first sentence of its error file's last line, when there is one."""
+    lines = []
+    error_file = experiment / trial_id / "error.txt"
+    if error_file.exists():
+        lines = [line.strip() for line in error_file.read_text(errors="replace").splitlines() if line.strip()]
+    reason = f": {lines[-1].split('. ')[0]}" if lines else ""
+    return f"RayTrialError: Tune gave trial {trial_id} up after its retries{reason} (see {error_file.parent})"
+
+
+def encode_result(result: EvalResult) -> str:
+    """An evaluation as the JSON a worker reports."""
+    return json.dumps({"accuracy": result.accuracy, "cost": None if result.cost is None else result.cost.to_dict(),
+                       "seconds": result.seconds, "loss": result.loss, "error": result.error, "retry": result.retry,
+                       "curve": result.curve, "stopped_at": result.stopped_at, "cached": result.cached})
+
+
+def decode_result(text: str) -> EvalResult:
+    """The evaluation `encode_result` wrote."""
+    data = json.loads(text)
+    cost, curve = data.pop("cost"), data.pop("curve")
+    return EvalResult(cost=None if cost is None else Cost.from_dict(cost), curve=tuple(tuple(point) for point in curve),
+                      **data)
+
+
+def training_steps(config: RunConfig, train_examples: torch.utils.data.TensorDataset) -> int:
+    """Fine-tune steps of one candidate at the config's fidelity."""
+    ev = config.evaluator
+    return Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs).training_steps(
+        num_batches(train_examples, ev.proxy.batch_size, drop_last=True))
+
+
+_WORKER_PARTS: dict[str, tuple[RunConfig, Evaluator, int]] = {}
+"""A worker process's evaluator (with its config and training steps), kept for the next trial of the same run."""
+
+
+def _worker_parts(run: dict[str, Any], baseline: dict[str, torch.Tensor]) -> tuple[RunConfig, Evaluator, int]:
+    """The run's config, evaluator and training steps in this worker process, built on its first trial."""
+    key = json.dumps(run, sort_keys=True)
+    if key not in _WORKER_PARTS:
+        _WORKER_PARTS.clear()
+        config = RunConfig.model_validate(run)
+        data = config.data.load()
+        model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
+                              **config.model.kwargs)
+        model.load_state_dict(baseline)
+        evaluator = Evaluator(model, data.example_input(), data.train, data.val, evaluator_settings(config))
+        _WORKER_PARTS[key] = config, evaluator, training_steps(config, data.train)
+    return _WORKER_PARTS[key]
+
+
+def evaluate_candidate(trial: dict[str, Any], run: dict[str, Any], baseline: dict[str, torch.Tensor],
+                       asha: bool) -> None:
+    """Worker side of a trial: score its policy, reporting the intermediate scores and then the result to Tune."""
+    torch.set_num_threads(max(1, int(run["runner"]["cpus_per_trial"])))
+    config, evaluator, steps = _worker_parts(run, baseline)
+    policy = Policy.from_dict(json.loads(trial["policy"]))
+    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id()}
+    if asha:  # a stopped trial never reaches the end, where the evaluator measures
+        where["cost"] = json.dumps(measure(evaluator.build(policy), evaluator.example_inputs,
+                                           latency_target(config)).to_dict())
+
+    def report(step: int, score: float) -> bool:
+        if step < steps:  # the last step's score comes with the result: no scheduler may stop a finished trial
+            tune.report({"score": score, "step": step, **where})
+        return True
+
+    result = evaluator.score(policy, report if asha else None)  # without a scheduler, no one reads them (as locally)
+    tune.report({"score": result.accuracy, **where, "evaluation": encode_result(result)})
+
+
+def _worker_config(config: RunConfig) -> dict[str, Any]:
+    """The config as workers get it: a data folder made absolute (Tune runs trials in their own folders)."""
+    run = config.to_dict()
+    if run["data"]["dir"] is not None:
+        run["data"]["dir"] = str(Path(run["data"]["dir"]).resolve())
+    return run
+
+
+def check_address(address: str) -> None:
+    """Refuse, in one sentence, a cluster address where nothing answers (`ray.init` would wait for ever)."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"runner.address {address!r} is not HOST:PORT (for example 10.0.0.5:6379), auto or "
+                          "ray://HOST:PORT.")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(f"runner.address {address!r}: no Ray cluster answers there ({err.strerror or err}); start "
+                          "one with `ray start --head` or leave runner.address unset for a local Ray.") from None
+
+
+@contextmanager
+def _ray_cluster(address: str | None) -> Iterator[None]:
+    """Ray as the run wants it: the one already initialised, the cluster at ``address``, else a local one (shut
+    down afterwards, and only what was started here)."""
+    if ray.is_initialized():
+        yield
+        return
+    if address is None:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 logging_level=logging.ERROR)
+    else:
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError(f"runner.address {address!r}: could not join that Ray cluster ({err}).") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _concurrency(config: RunConfig, parallel: bool) -> int:
+    """Trials at once: 1 for an agent that must see each result first, else ``runner.concurrent``, else as many as
+    the cluster's CPUs (and GPUs) hold now (at least one: an autoscaling cluster grows when a trial waits)."""
+    runner = config.runner
+    if not parallel:
+        return 1
+    if runner.concurrent is not None:
+        return runner.concurrent
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 0) // runner.cpus_per_trial
+    if runner.gpus_per_trial:
+        slots = min(slots, resources.get("GPU", 0) // runner.gpus_per_trial)
+    return max(1, int(slots))
+
+
+def _scheduler(config: RunConfig, steps: int) -> EarlyStopping | None:
+    """ASHA over the fine-tune steps when ``runner.scheduler`` asks for it (first rung at the first report)."""
+    if config.runner.scheduler != "asha":
+        return None
+    return EarlyStopping(time_attr="step", metric="score", mode="max", max_t=max(1, steps),
+                         grace_period=max(1, min(config.evaluator.report_every, steps)),
+                         reduction_factor=ASHA_REDUCTION, stop_last_trials=False)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return trial.trial_id
+
+
+def _experiment_name(run_dir: Path) -> str:
+    """A new experiment per driver run: ``search-1``, ``search-2``, ..."""
+    numbers = [int(path.name.removeprefix("search-")) for path in (run_dir / EXPERIMENTS).glob("search-*")
+               if path.name.removeprefix("search-").isdigit()]
+    return f"search-{1 + max(numbers, default=0)}"
+
+
+def _tuner(config: RunConfig, setup: Setup, baseline: Baseline, searcher: AgentSearcher,
+           scheduler: EarlyStopping | None, experiment: Path) -> tune.Tuner:
+    """Tune's experiment: the worker function with its resources, the searcher, the scheduler, retries, storage."""
+    runner = config.runner
+    trainable = tune.with_parameters(evaluate_candidate, run=_worker_config(config),
+                                     baseline=baseline.model.state_dict(), asha=scheduler is not None)
+    trainable = tune.with_resources(trainable, {"cpu": runner.cpus_per_trial, "gpu": runner.gpus_per_trial})
+    limiter = ConcurrencyLimiter(searcher, max_concurrent=_concurrency(config, setup.agent.parallel))
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=-1, reuse_actors=True,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
+                                  failure_config=tune.FailureConfig(max_failures=runner.max_failures), verbose=0))
+
+
+def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, run_dir: Path) -> None:
+    """Evaluate candidates on Ray until the study holds ``search.trials`` finished trials (a resumed run replays them
+    first); every trial is recorded in ``study`` by this process, as the local runner records it."""
+    done = finished_trials(study)
+    if len(done) >= config.search.trials:
+        return
+    for name, value in QUIET.items():  # the user's own settings win
+        os.environ.setdefault(name, value)
+    with _ray_cluster(config.runner.address):
+        evaluator = build_evaluator(config, setup, baseline.model)
+        replay(setup, evaluator, done)
+        if done:
+            console.log(f"search: resuming with {len(done)} finished trials from the study")
+        experiment = (run_dir / EXPERIMENTS).resolve() / _experiment_name(run_dir)
+        scheduler = _scheduler(config, training_steps(config, setup.data.train))
+        with progress_bar() as bar:
+            task = bar.add_task(f"search ({config.search.agent}, ray)", total=config.search.trials, completed=len(done),
+                                info="")
+
+            def advance() -> None:
+                best = best_trial(study)
+                info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
+                bar.update(task, advance=1, info=info)
+
+            stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda _: False)
+            searcher = AgentSearcher(setup, evaluator, study, config.search.trials, experiment, stopped, advance)
+            _tuner(config, setup, baseline, searcher, scheduler, experiment).fit()
+    if not searcher.finished:
+        raise KeyboardInterrupt("the Ray Tune run was interrupted before the study held every trial")

@@ -1,0 +1,249 @@
+"""The Ray Tune runner on a real two-node Ray cluster (loopback): placement, retries, ASHA, resume, any agent."""
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+import agents
+import autocomp
+from autocomp.baseline import prepare_baseline
+from autocomp.config import build_config
+from autocomp.errors import ConfigError
+from autocomp.evaluate import EvalResult
+from autocomp.runners.context import build_evaluator, prepare
+from autocomp.runners.ray_runner import AgentSearcher, check_address, encode_result
+from autocomp.runners.study import open_study, result_of
+
+TINY = {
+    "model": {"name": "resnet20"},
+    "data": {"name": "digits", "val_size": 300},
+    "baseline": {"epochs": 4, "batch_size": 64, "lr": 0.1},
+    "constraints": [{"metric": "macs", "max": 0.5}],
+    "search": {"agent": "tpe", "trials": 6},
+    "evaluator": {"steps": 10, "proxy": {"batch_size": 64}, "bn_batches": 4, "batch_size": 128, "val_examples": 300},
+    "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+    "runner": {"kind": "ray"},
+}
+COMPLETE, PRUNED, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
+
+
+class CountingRandom(agents.Agent):
+    """Random candidates drawn from (seed, ask number): asked again before a result comes, it proposes anew."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+
+    def ask(self) -> autocomp.Policy:
+        self.asked += 1
+        return self.space.sample(np.random.default_rng([self.seed, self.asked]))
+
+    def replay(self, proposal: autocomp.Policy) -> None:
+        self.asked += 1
+
+
+class RepeatAgent(agents.Agent):
+    """Proposes the same policy every time."""
+
+    def ask(self) -> autocomp.Policy:
+        return self.space.fill(0.7)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head and a second node of one CPU each on 127.0.0.1, joined by this process as the driver."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOCOMP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))  # as conftest's, for this module
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback addresses stay loopback (nodes' processes)
+        patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # ... and in this process
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                              "node_ip_address": "127.0.0.1"})
+        try:
+            nodes.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+            ray.init(address=nodes.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+            yield nodes
+        finally:
+            ray.shutdown()
+            nodes.shutdown()
+
+
+@pytest.fixture
+def counting_random(monkeypatch):
+    monkeypatch.setitem(agents.base._REGISTRY, "counting-random", CountingRandom)
+
+
+def _config(agent: str, trials: int, **sections) -> autocomp.config.RunConfig:
+    return build_config({**TINY, "search": {"agent": agent, "trials": trials}, **sections})
+
+
+def _study(run: Path) -> optuna.Study:
+    return optuna.load_study(study_name="autocomp", storage=f"sqlite:///{run / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def two_node_run(cluster, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(agents.base._REGISTRY, "counting-random", CountingRandom)
+        run = tmp_path_factory.mktemp("ray") / "two-nodes"
+        result = autocomp.search(_config("counting-random", 6), run)
+    return run, result
+
+
+@pytest.mark.slow
+def test_a_search_on_two_nodes_records_every_trial_as_the_local_runner_does(two_node_run):
+    run, result = two_node_run
+    trials = _study(run).trials
+    assert [t.number for t in trials] == list(range(6)) and result.report["trials"] == 6
+    assert all(t.state == COMPLETE for t in trials)
+    for trial in trials:
+        attrs = trial.user_attrs
+        autocomp.Policy.from_dict(attrs["policy"])
+        assert attrs["feasible"] is True and attrs["probe"] is False and attrs["cached"] is False
+        assert attrs["seconds"] > 0 and attrs["macs"] > 0 and 0 <= trial.value == attrs["accuracy"] <= 1
+        assert trial.intermediate_values == {}  # no scheduler: no intermediate scores, as locally without a pruner
+    assert len({t.user_attrs["score_key"] for t in trials}) == 6
+    nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    assert {t.user_attrs["ray_node"] for t in trials} == nodes and len(nodes) == 2
+    assert (run / "report.json").is_file() and (run / "model.pt").is_file()
+    assert (run / "ray" / "search-1").is_dir()  # Tune's experiment lives in the run folder
+
+
+@pytest.mark.slow
+def test_a_longer_budget_resumes_the_study_without_repeating_a_trial(two_node_run, tmp_path, counting_random):
+    run, _ = two_node_run
+    for name in ("study.db", "config.yaml"):
+        (tmp_path / name).write_bytes((run / name).read_bytes())
+    autocomp.search(_config("counting-random", 8), tmp_path)
+    before, after = _study(run).trials, _study(tmp_path).trials
+    assert [t.number for t in after] == list(range(8))
+    assert [t.params for t in after[:6]] == [t.params for t in before]
+    assert len({tuple(sorted(t.params.items())) for t in after}) == 8  # the replayed agent went on, never back
+    assert len({t.user_attrs["ray_trial"] for t in after}) == 8
+
+
+def _children(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        below = [pid for pid, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _kill_first_trial_worker(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker of this test's cluster seen running a trial."""
+    while not stop.is_set():
+        for pid in _children(os.getpid()):
+            if _title(pid).startswith("ray::ImplicitFunc.train"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_a_trial_is_retried_and_the_study_completes(cluster, tmp_path):
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_trial_worker, args=(killed, stop), daemon=True)
+    killer.start()
+    try:  # uniform must see each result before it asks again: its trials run one at a time
+        result = autocomp.search(_config("uniform", 1), tmp_path)
+    finally:
+        stop.set()
+        killer.join()
+    assert len(killed) == 1
+    trials = _study(tmp_path).trials
+    assert len(trials) == 1 and trials[0].state == COMPLETE and result.report["best"]["trial"] == 0
+    failed = [path.parent.name for path in (tmp_path / "ray" / "search-1").glob("*/error.txt")]
+    assert failed == [trials[0].user_attrs["ray_trial"]]  # the killed trial ran again, and finished
+    assert "died" in (tmp_path / "ray" / "search-1" / failed[0] / "error.txt").read_text()
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_whose_intermediate_scores_trail(cluster, tmp_path):
+    config = _config("tpe", 8, runner={"kind": "ray", "scheduler": "asha"},
+                     evaluator={**TINY["evaluator"], "steps": 20, "report_every": 5, "report_examples": 100})
+    result = autocomp.search(config, tmp_path)
+    trials = _study(tmp_path).trials
+    pruned = [t for t in trials if t.state == PRUNED]
+    assert len(trials) == 8 and 0 < len(pruned) == result.report["pruned_trials"] < 8
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        if trial.state == PRUNED:
+            stopped_at = trial.user_attrs["stopped_at"]
+            assert stopped_at in (5, 10) and steps == list(range(5, stopped_at + 1, 5))
+            assert trial.user_attrs["accuracy"] == trial.intermediate_values[stopped_at] and trial.user_attrs["macs"] > 0
+            others = [t.intermediate_values[stopped_at] for t in trials if stopped_at in t.intermediate_values]
+            assert trial.intermediate_values[stopped_at] < max(others)  # ASHA stops trailing candidates only
+        else:
+            assert trial.state == COMPLETE and steps == [5, 10, 15, 20]
+    agent = prepare(config).agent  # tpe was asked what a local run asks, in the same order
+    for trial in trials:
+        proposal = agent.ask()
+        assert agent.space.to_params(proposal) == trial.params
+        agent.tell(proposal, result_of(trial))
+
+
+def test_the_searcher_records_failures_stops_and_repeats_and_never_runs_a_policy_twice_at_once(tmp_path):
+    config = _config("random", 5)
+    setup = prepare(config)
+    setup = dataclasses.replace(setup, agent=RepeatAgent(setup.space, setup.budget))
+    evaluator = build_evaluator(config, setup, prepare_baseline(config, setup.data).model)
+    study = open_study(optuna.storages.InMemoryStorage())
+    stopped = {"f"}
+    searcher = AgentSearcher(setup, evaluator, study, 5, tmp_path, stopped.__contains__, lambda: None)
+    policy = autocomp.Policy.from_dict(json.loads(searcher.suggest("a")["policy"]))
+    assert searcher.suggest("b") is None  # the same policy is in flight: wait for its result
+    searcher.on_trial_complete("a", error=True)  # Tune gave it up after its retries
+    assert searcher.suggest("c") is not None  # a failure may pass another time
+    searcher.on_trial_complete("c")  # ended without a result (an interrupted run): lost, not recorded
+    assert searcher.suggest("f") is not None
+    measured = autocomp.measure(evaluator.build(policy), setup.example)
+    cost = json.dumps(measured.to_dict())
+    searcher.on_trial_result("f", {"step": 5, "score": 0.5, "node": "n1", "cost": cost})
+    searcher.on_trial_complete("f", {"step": 10, "score": 0.25, "node": "n1", "cost": cost, "time_total_s": 1.5})
+    assert searcher.suggest("d") is not None
+    evaluation = encode_result(EvalResult(0.9, measured, 2.0, loss=0.3, curve=((10, 0.875),)))
+    searcher.on_trial_complete("d", {"score": 0.9, "node": "n2", "evaluation": evaluation})
+    assert searcher.suggest("e") == "FINISHED" and searcher.finished  # the rest are cache hits, recorded at once
+    trials = study.trials
+    assert [t.state for t in trials] == [FAIL, PRUNED, COMPLETE, COMPLETE, COMPLETE]
+    assert [t.user_attrs.get("ray_trial") for t in trials] == ["a", "f", "d", None, None]
+    assert trials[0].user_attrs["retry"] is True and "gave trial a up" in trials[0].user_attrs["error"]
+    assert trials[1].intermediate_values == {5: 0.5, 10: 0.25} and trials[1].user_attrs["stopped_at"] == 10
+    assert trials[1].user_attrs["accuracy"] == 0.25 and trials[1].user_attrs["ray_node"] == "n1"
+    assert [t.value for t in trials[2:]] == [0.9] * 3 and trials[2].intermediate_values == {10: 0.875}
+    assert [t.user_attrs["cached"] for t in trials[2:]] == [False, True, True]
+    assert len({t.user_attrs["score_key"] for t in trials}) == 1
+
+
+def test_an_address_where_no_cluster_answers_is_refused_in_one_sentence():
+    with pytest.raises(ConfigError, match="no Ray cluster answers"):
+        check_address("127.0.0.1:1")
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        check_address("nowhere")
