@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
@@ -139,8 +140,8 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
         try:
             if any("worker" in t.user_attrs for t in load(storage).get_trials(states=(TrialState.RUNNING,))):
                 break  # taken and beating
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            pass
+        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError):
+            pass  # the worker is still creating the study
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -172,8 +173,8 @@ def test_a_sigkilled_local_search_resumes_to_exactly_its_budget(tmp_path):
             return []
         try:
             return load(storage).get_trials(states=(TrialState.COMPLETE,))
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            return []
+        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError):
+            return []  # the search is still creating the study (this read may race it to the tables)
 
     deadline = time.monotonic() + 300
     while len(finished()) < 3 and time.monotonic() < deadline and process.poll() is None:

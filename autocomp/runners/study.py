@@ -55,12 +55,12 @@ def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storag
         except ModuleNotFoundError as error:
             raise ConfigError(f"storage {_safe(url)} needs the Python package {error.name!r}; install it (for "
                               "PostgreSQL: pip install psycopg2-binary).") from None
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            attempts += 1
-            if attempts == 3:
-                raise
-            time.sleep(0.5 + random.random())
         except sqlalchemy.exc.SQLAlchemyError as error:
+            attempts += 1
+            if attempts < 3 and isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                                                   sqlalchemy.exc.OperationalError)):
+                time.sleep(0.5 + random.random())
+                continue
             reason = str(error.orig if getattr(error, "orig", None) else error).strip().splitlines()[0]
             raise ConfigError(f"cannot open the study storage {_safe(url)}: {reason}") from None
 
