@@ -138,7 +138,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     if config.runner.kind == "ray":
         from autocomp.runners.ray_runner import run_ray
 
-        run_ray(config, setup, baseline, study, run_dir)
+        run_ray(config, setup, baseline, evaluator, study, run_dir)
     elif config.runner.storage is not None:  # a shared study: `autocomp worker` processes may join this one
         plan(study, config)
         Worker(config, setup, evaluator, study).run()

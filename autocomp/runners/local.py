@@ -8,7 +8,7 @@ from autocomp.config import RunConfig
 from autocomp.evaluate import Evaluator
 from autocomp.progress import console, progress_bar
 from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.study import best_trial, finished_trials, make_pruner
+from autocomp.runners.study import best_so_far, finished_trials, make_pruner
 
 
 def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optuna.Study) -> None:
@@ -33,6 +33,4 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
             study.add_trial(trial)
             learn(setup, proposal, policy, result)
             remaining -= 1
-            best = best_trial(study)
-            info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
-            bar.update(task, advance=1, info=info)
+            bar.update(task, advance=1, info=best_so_far(study))

@@ -58,8 +58,8 @@ from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, Fidelity
 from autocomp.policy import Policy
 from autocomp.progress import console, progress_bar
-from autocomp.runners.context import Setup, build_evaluator, evaluator_settings, learn, replay
-from autocomp.runners.study import best_trial, finished_trial, finished_trials
+from autocomp.runners.context import Setup, evaluator_settings, learn, replay
+from autocomp.runners.study import best_so_far, finished_trial, finished_trials
 from search_spaces.from_config import latency_target
 
 EXPERIMENTS = "ray"
@@ -367,7 +367,8 @@ def _tuner(config: RunConfig, setup: Setup, baseline: Baseline, searcher: AgentS
                                   failure_config=tune.FailureConfig(max_failures=runner.max_failures), verbose=0))
 
 
-def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, run_dir: Path) -> None:
+def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, study: optuna.Study,
+            run_dir: Path) -> None:
     """Evaluate candidates on Ray until the study holds ``search.trials`` finished trials (a resumed run replays them
     first); every trial is recorded in ``study`` by this process, as the local runner records it."""
     done = finished_trials(study)
@@ -376,7 +377,6 @@ def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
     for name, value in QUIET.items():  # the user's own settings win
         os.environ.setdefault(name, value)
     with _ray_cluster(config.runner.address):
-        evaluator = build_evaluator(config, setup, baseline.model)
         replay(setup, evaluator, done)
         if done:
             console.log(f"search: resuming with {len(done)} finished trials from the study")
@@ -387,9 +387,7 @@ def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
                                 info="")
 
             def advance() -> None:
-                best = best_trial(study)
-                info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
-                bar.update(task, advance=1, info=info)
+                bar.update(task, advance=1, info=best_so_far(study))
 
             stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda _: False)
             searcher = AgentSearcher(setup, evaluator, study, config.search.trials, experiment, stopped, advance)

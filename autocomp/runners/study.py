@@ -112,6 +112,12 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return max(feasible, key=lambda t: (t.value, -t.user_attrs["macs"]), default=None)
 
 
+def best_so_far(study: optuna.Study) -> str:
+    """The progress bar's note on the best feasible trial so far ("" before there is one)."""
+    best = best_trial(study)
+    return "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
+
+
 def finished_trial(space: Space, proposal: Policy, policy: Policy, budget: Budget, score_key: str, result: EvalResult,
                    probe: bool) -> FrozenTrial:
     """The trial that records ``result``: params = ``proposal``'s decisions, value = accuracy, user attrs = the evaluated

@@ -36,7 +36,7 @@ from autocomp.policy import Policy
 from autocomp.progress import console, progress_bar
 from autocomp.run_folder import config_identity, first_difference
 from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.study import STUDY_NAME, best_trial, fail_stale_trials, make_pruner
+from autocomp.runners.study import STUDY_NAME, best_so_far, fail_stale_trials, finished_trials, make_pruner
 from search_spaces import Space
 
 PLAN_WAIT_SECONDS = 120.0
@@ -132,7 +132,7 @@ class Worker:
         """Evaluate trials until the study's plan is done; the number this worker evaluated."""
         with progress_bar() as bar:
             task = bar.add_task(f"worker ({self.config.search.agent})", total=self.config.search.trials,
-                                completed=self._finished_count(), info="")
+                                completed=len(finished_trials(self.study)), info="")
             while True:
                 fail_stale_trials(self.study)
                 trial = _take_waiting(self.study)
@@ -142,22 +142,14 @@ class Worker:
                     break
                 else:  # others are still evaluating: one of them may die and its trial come back
                     time.sleep(min(1.0, self.config.runner.heartbeat))
-                best = best_trial(self.study)
-                info = "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
-                bar.update(task, completed=self._finished_count(), info=info)
+                bar.update(task, completed=len(finished_trials(self.study)), info=best_so_far(self.study))
         console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
-    def _finished_count(self) -> int:
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                   TrialState.FAIL)))
-
     def _catch_up(self) -> None:
         """Tell the agent every trial finished since it last looked, in trial order."""
-        new = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                          TrialState.FAIL))
-               if t.number not in self.told]
-        replay(self.setup, self.evaluator, sorted(new, key=lambda t: t.number))
+        new = [t for t in finished_trials(self.study) if t.number not in self.told]
+        replay(self.setup, self.evaluator, new)
         self.told.update(t.number for t in new)
 
     def _evaluate(self, taken: FrozenTrial) -> None:
