@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
@@ -33,11 +35,13 @@ class Agent(ABC):
     """Proposes policies and learns from their results.
 
     ``ask`` gives a proposal in the agent's own terms (what the study records as the trial's
-    params); ``project`` turns it into the policy that is evaluated, by default the budget's
-    projection (feasible, using >= 97% of the budget). ``tell`` is called once per finished
-    candidate with the proposal, in order, also when a run resumes and the study's earlier
-    trials are replayed, so an agent's whole state follows from its tells: a resumed agent
-    proposes what the uninterrupted one would have.
+    params; a subclass implements it as `propose`); ``project`` turns it into the policy that is
+    evaluated, by default the budget's projection (feasible, using >= 97% of the budget). ``tell``
+    is called once per finished candidate with the proposal, in order, also when a run resumes and
+    the study's earlier trials are replayed, so an agent's whole state follows from its tells: a
+    resumed agent proposes what the uninterrupted one would have. A parallel runner may ask
+    several times before telling; random draws are then seeded apart (`draw_key`), so the
+    proposals in flight differ.
     """
 
     Options: ClassVar[type] = NoOptions
@@ -56,10 +60,37 @@ class Agent(ABC):
         self.projection = projection
         self.options = options if options is not None else self.Options()
         self.told = 0
+        self.asked = 0
+        self.in_flight = 0
+        """Proposals asked for and neither told nor discarded yet."""
 
-    @abstractmethod
     def ask(self) -> Policy | None:
         """The next proposal, or None when the agent has nothing new to propose."""
+        proposal = self.propose()
+        self.asked += 1
+        if proposal is not None:
+            self.in_flight += 1
+        return proposal
+
+    @abstractmethod
+    def propose(self) -> Policy | None:
+        """What `ask` returns; a random draw is seeded from `draw_key` (or `draw_seed`)."""
+
+    @property
+    def draw_key(self) -> tuple[int, ...]:
+        """What the next random draw is seeded from, beside the agent's seed.
+
+        ``(told,)`` when no proposal is in flight, as in a sequential run, so that a resumed
+        agent, told the study's trials again, draws what the uninterrupted one did;
+        ``(told, asked)`` while others are in flight, so proposals asked together differ.
+        """
+        return (self.told,) if self.in_flight == 0 else (self.told, self.asked)
+
+    def draw_seed(self) -> int:
+        """`draw_key` as one integer seed (for samplers that take one)."""
+        if self.in_flight == 0:
+            return self.seed * 1_000_003 + self.told
+        return int(np.random.default_rng([self.seed, *self.draw_key]).integers(2**31))
 
     def project(self, proposal: Policy) -> Policy:
         """The policy evaluated for ``proposal``: the budget's projection of it (a proposal within the budget is
@@ -82,6 +113,11 @@ class Agent(ABC):
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         """Record the result of ``proposal``'s policy (None when its evaluation failed)."""
         self.told += 1
+        self.in_flight = max(0, self.in_flight - 1)  # replayed trials are told without an ask
+
+    def discard(self, proposal: Policy) -> None:
+        """Forget an asked ``proposal`` that will not be evaluated (a runner drops a repeat of a candidate in flight)."""
+        self.in_flight = max(0, self.in_flight - 1)
 
 
 _REGISTRY: dict[str, type[Agent]] = {}

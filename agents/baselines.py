@@ -14,13 +14,13 @@ class UniformAgent(Agent):
 
     parallel = False
 
-    def ask(self) -> Policy | None:
+    def propose(self) -> Policy | None:
         return self.space.largest() if self.told == 0 else None
 
 
 @register_agent("random")
 class RandomAgent(Agent):
-    """Independent uniform values per decision; candidate n depends only on (seed, n)."""
+    """Independent uniform values per decision; candidate n depends only on (seed, n) when asked one at a time."""
 
-    def ask(self) -> Policy:
-        return self.space.sample(np.random.default_rng([self.seed, self.told]))
+    def propose(self) -> Policy:
+        return self.space.sample(np.random.default_rng([self.seed, *self.draw_key]))

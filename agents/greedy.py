@@ -91,7 +91,7 @@ class GreedyAgent(Agent):
     def step(self, scores: list[float]) -> tuple[Params, float | None]:
         """P_{k+1} from the probes' accuracies (in the order of ``self.probed``), with its accuracy when known."""
 
-    def ask(self) -> Policy | None:
+    def propose(self) -> Policy | None:
         done = len(self._scores)
         return self._proposals[done] if done < len(self._proposals) else None
 

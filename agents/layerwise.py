@@ -132,11 +132,11 @@ class LayerwiseAgent(Agent):
         """Whether the next episode is a warm-up one (uniform random actions)."""
         return self.told < self.options.warmup
 
-    def ask(self) -> Policy:
-        rng = np.random.default_rng([self.seed, self.told])
+    def propose(self) -> Policy:
+        rng = np.random.default_rng([self.seed, *self.draw_key])
         sigma = self.options.noise * self.options.noise_decay ** max(0, self.told - self.options.warmup)
         episode = self._episode()
-        with _isolated(self.seed, 2, self.told):
+        with _isolated(self.seed, 2, *self.draw_key):
             while not episode.done:
                 if self.exploring:
                     action = rng.uniform(-1.0, 1.0)

@@ -9,7 +9,7 @@ evaluation:
 
 * over the budget: told to the study as infeasible through Optuna's per-trial constraints
   (``set_constraint``; never evaluated, so PRUNED), and drawn again;
-* within the budget but using less than ``min_usage`` of it, or already told: passed over and
+* within the budget but using less than ``min_usage`` of it, already told or in flight: passed over and
   drawn again. A smaller entry of the same table almost never scores better, and a repeat
   returns a cached score, so neither is worth a trial. Passed-over draws stay RUNNING until
   the proposal is chosen, so TPE's constant liar steers the next draws away from them, and
@@ -89,12 +89,9 @@ class NASAgent(Agent):
         self._pending: dict[str, optuna.trial.Trial | None] = {}
         self._told_keys: set[str] = set()
 
-    def ask(self) -> Policy:
-        self._study.sampler = optuna.samplers.TPESampler(seed=self.seed * 1_000_003 + self.told, multivariate=True,
+    def propose(self) -> Policy:
+        self._study.sampler = optuna.samplers.TPESampler(seed=self.draw_seed(), multivariate=True,
                                                          n_startup_trials=10, constant_liar=True)
-        for stale in self._pending.values():  # asked but never told (a replay of another proposal): not a result
-            if stale is not None:
-                self._study.tell(stale, state=optuna.trial.TrialState.FAIL)
         over: list[tuple[float, Policy]] = []
         fits: list[tuple[bool, float, Policy]] = []
         passed_over: list[optuna.trial.Trial] = []
@@ -108,7 +105,7 @@ class NASAgent(Agent):
                 self._study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 over.append((usage, entry))
                 continue
-            new = entry.key() not in self._told_keys
+            new = entry.key() not in self._told_keys and entry.key() not in self._pending
             if usage >= self.options.min_usage and new:
                 chosen = entry, trial
                 break
@@ -117,7 +114,10 @@ class NASAgent(Agent):
         for trial in passed_over:  # not results: TPE forgets them once the proposal is chosen
             self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
         entry, trial = chosen or (self._fallback(fits, over), None)
-        self._pending = {entry.key(): trial}
+        if entry.key() not in self._pending:
+            self._pending[entry.key()] = trial
+        elif trial is not None:  # a repeat of a proposal in flight: that one's trial learns the result
+            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return entry
 
     def _fallback(self, fits: list[tuple[bool, float, Policy]], over: list[tuple[float, Policy]]) -> Policy:
@@ -128,9 +128,17 @@ class NASAgent(Agent):
         return self.budget.project(self.space, min(over, key=lambda draw: draw[0])[1], self.projection)
 
     def replay(self, proposal: Policy) -> None:
-        """Draw again for a proposal that is not pending, as the uninterrupted run did."""
+        """Draw again for a proposal that is not pending, as the uninterrupted run did; a different draw is discarded."""
         if proposal.key() not in self._pending:
-            self.ask()
+            drawn = self.ask()
+            if drawn.key() != proposal.key():
+                self.discard(drawn)
+
+    def discard(self, proposal: Policy) -> None:
+        super().discard(proposal)
+        trial = self._pending.pop(proposal.key(), None)
+        if trial is not None:
+            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         key = proposal.key()

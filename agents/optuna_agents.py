@@ -27,7 +27,7 @@ def trial_state(result: EvalResult | None) -> TrialState:
 
 
 class OptunaAgent(Agent):
-    """Asks an Optuna sampler; the sampler is re-seeded from (seed, n) so a resumed run proposes the same.
+    """Asks an Optuna sampler; the sampler is re-seeded from `draw_seed` so a resumed run proposes the same.
 
     A subclass makes the sampler (`make_sampler`) and may change what it draws from
     (`distributions`) and what it learns of a finished candidate (`objectives`, `learned_params`).
@@ -60,20 +60,29 @@ class OptunaAgent(Agent):
         """The params the sampler learns it drew for ``proposal``: by default what it did draw (``sample``)."""
         return sample
 
-    def ask(self) -> Policy:
-        self._study.sampler = self.make_sampler(self.seed * 1_000_003 + self.told)
-        for stale in self._pending.values():  # asked but never told (a replay of another proposal): not a result
-            self._study.tell(stale, state=TrialState.FAIL)
+    def propose(self) -> Policy:
+        self._study.sampler = self.make_sampler(self.draw_seed())
         trial = self._study.ask(self.distributions())
         policy = self.space.to_policy(trial.params)
-        self._pending = {policy.key(): trial}
+        if policy.key() in self._pending:  # a repeat of a proposal in flight: that one's trial learns the result
+            self._study.tell(trial, state=TrialState.FAIL)
+        else:
+            self._pending[policy.key()] = trial
         return policy
 
     def replay(self, proposal: Policy) -> None:
         """Ask again for a proposal that is not pending, so the sampler's own records (CMA-ES generations, for one)
-        are what an uninterrupted run wrote."""
+        are what an uninterrupted run wrote; a different draw is no result and is discarded."""
         if proposal.key() not in self._pending:
-            self.ask()
+            drawn = self.ask()
+            if drawn.key() != proposal.key():
+                self.discard(drawn)
+
+    def discard(self, proposal: Policy) -> None:
+        super().discard(proposal)
+        trial = self._pending.pop(proposal.key(), None)
+        if trial is not None:
+            self._study.tell(trial, state=TrialState.FAIL)
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         state = trial_state(result)
@@ -102,10 +111,11 @@ class OptunaAgent(Agent):
 
 @register_agent("tpe")
 class TPEAgent(OptunaAgent):
-    """Tree-structured Parzen estimator (multivariate), after 10 random start-up trials."""
+    """Tree-structured Parzen estimator (multivariate), after 10 random start-up trials; candidates in flight count as
+    bad ones (constant liar), so proposals asked together spread out."""
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, constant_liar=True)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,39 @@ def test_a_replayed_agent_proposes_what_the_uninterrupted_one_would(setting, nam
     assert resumed.ask() == expected_next
 
 
+PARALLEL_AGENTS = [name for name in agents.agent_names() if agents.agent_class(name).parallel]
+
+
+@pytest.mark.parametrize("asked_after", [0, 12])
+@pytest.mark.parametrize("name", PARALLEL_AGENTS)
+def test_proposals_asked_together_differ_and_are_told_in_any_order(setting, name, asked_after):
+    graph, space, budget = setting
+    agent = agents.create_agent(name, space, budget, seed=2)
+    drive(agent, graph, space, budget, asked_after)
+    together = [agent.ask() for _ in range(4)]
+    assert len({proposal.key() for proposal in together}) == 4, "a parallel runner would evaluate one candidate twice"
+    assert agent.in_flight == 4
+    agent.discard(together.pop(1))
+    for proposal in reversed(together):
+        agent.tell(proposal, analytic_score(graph, space, agent.project(proposal)))
+    assert (agent.told, agent.in_flight) == (asked_after + 3, 0)
+    assert len(drive(agent, graph, space, budget, 2)) == 2
+
+
+def test_asking_together_leaves_the_sequential_draws_as_they_were(setting):
+    graph, space, budget = setting
+    alone, together = (agents.create_agent("random", space, budget, seed=4) for _ in range(2))
+    first = alone.ask()
+    assert together.ask() == first
+    second = together.ask()
+    assert second != first  # drawn while the first is in flight
+    together.discard(second)
+    for agent in (alone, together):
+        agent.tell(first, analytic_score(graph, space, agent.project(first)))
+    assert together.in_flight == 0 and together.draw_key == (1,)
+    assert together.ask() == alone.ask()  # nothing in flight: the draw a sequential run makes
+
+
 @pytest.mark.parametrize("name", ["random", "tpe"])
 def test_seeds_change_the_proposals(setting, name):
     _, space, budget = setting

@@ -102,7 +102,7 @@ def test_a_longer_budget_resumes_the_same_study(finished_run, tmp_path):
 class RepeatAgent(agents.Agent):
     """Proposes the same policy every time: every candidate after the first is a cache hit."""
 
-    def ask(self) -> autocomp.Policy:
+    def propose(self) -> autocomp.Policy:
         return self.space.fill(0.7)
 
 

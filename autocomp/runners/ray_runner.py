@@ -5,10 +5,11 @@ trial (the evaluated policy, as JSON) and, when Tune says the trial is over, rec
 run's Optuna study exactly as the local runner would (one writer, so nothing twice) and tells
 the agent. A policy found in the score cache (the study's earlier trials) is recorded as a
 cached trial without Ray; a policy already in flight is not evaluated twice: the proposal is
-dropped and the agent is asked again once a result came in (every agent here draws its next
-candidate from what it has been told, so it would repeat itself until then). A trial that Tune
-gives up on after `runner.max_failures` retries is a FAIL trial (``retry``: it may pass another
-time); one that ASHA stops is a PRUNED trial whose last intermediate score is its result.
+discarded and the agent asked again (its draws are seeded apart while candidates are in
+flight), and after `REPEATS_BEFORE_WAITING` repeats in a row the searcher waits for a result.
+A trial that Tune gives up on after `runner.max_failures` retries is a FAIL trial (``retry``: it
+may pass another time); one that ASHA stops is a PRUNED trial whose last intermediate score is
+its result.
 
 Workers: `evaluate_candidate` builds the evaluator once per process (the data set read on the
 worker's node, the baseline's weights from the object store, never trained again), scores the
@@ -78,6 +79,8 @@ class _InFlight:
     policy: Policy
     key: str
     probe: bool
+    beside: int
+    """Candidates in flight when this one was handed out (recorded as the trial's ``ray_beside``)."""
     started: float = field(default_factory=time.perf_counter)
     curve: dict[int, float] = field(default_factory=dict)
     cost: str | None = None
@@ -92,6 +95,10 @@ class _InFlight:
             self.curve.clear()
         self.curve[result["step"]] = result["score"]
         self.cost = result.get("cost")
+
+
+REPEATS_BEFORE_WAITING = 3
+"""Proposals in a row repeating a candidate in flight after which the searcher waits for a result to come in."""
 
 
 class AgentSearcher(Searcher):
@@ -123,6 +130,7 @@ class AgentSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """The next candidate to evaluate, FINISHED when the budget is handed out, None to wait for a result."""
+        repeats = 0
         while not self.waiting:
             if self.exhausted or self.recorded + len(self.in_flight) >= self.trials:
                 return Searcher.FINISHED
@@ -131,11 +139,14 @@ class AgentSearcher(Searcher):
                 self.exhausted = True
                 continue
             policy = self.setup.agent.project(proposal)
-            candidate = _InFlight(proposal, policy, self.evaluator.score_key(policy), self.setup.agent.is_probe(proposal))
+            candidate = _InFlight(proposal, policy, self.evaluator.score_key(policy), self.setup.agent.is_probe(proposal),
+                                  beside=len(self.in_flight))
             if candidate.key in self.evaluator.cache:
                 self._record(candidate, self.evaluator.score(policy))
             elif any(other.key == candidate.key for other in self.in_flight.values()):
-                self.waiting = True
+                self.setup.agent.discard(proposal)
+                repeats += 1
+                self.waiting = repeats >= REPEATS_BEFORE_WAITING
             else:
                 self.in_flight[trial_id] = candidate
                 return {"policy": json.dumps(policy.to_dict())}
@@ -178,6 +189,7 @@ class AgentSearcher(Searcher):
                                result, candidate.probe)
         if trial_id is not None:
             trial.set_user_attr("ray_trial", trial_id)
+            trial.set_user_attr("ray_beside", candidate.beside)
             if candidate.node is not None:
                 trial.set_user_attr("ray_node", candidate.node)
         self.study.add_trial(trial)
