@@ -107,6 +107,55 @@ def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOp
 
 
 @app.command()
+def tune(
+    tune_file: Annotated[Path, typer.Argument(help="YAML tune file: the run config, the keys to tune and their ranges.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Tune folder (default: runs/tune-<file name>).")] = None,
+    storage: StorageOption = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a tune file key: --set trials=40.")] = None,
+) -> None:
+    """Tune the search's own settings: an Optuna study whose trials are small searches (or fine-tunes of one policy),
+    scored by the fine-tuned model's accuracy on held-out training data (never the test set).
+
+    Example: autocomp tune configs/tune/fmnist_resnet20.yaml --out runs/tune
+
+    Several processes, on any machines, can share one tuning: give each the same --storage URL.
+    """
+    from autocomp.tuning import load_tune_config
+    from autocomp.tuning import tune as run_tune
+
+    try:
+        result = run_tune(load_tune_config(tune_file, overrides or []),
+                          out if out is not None else Path("runs") / f"tune-{tune_file.stem}", storage)
+    except AutocompError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: run the same command again to resume where it stopped.")
+        raise typer.Exit(code=130) from None
+    stdout.print(_tune_table(result.summary))
+    best = result.summary["best"]
+    if best is not None:
+        stdout.print(f"best: trial {best['trial']}; search with: " + " ".join(f"--set {item}" for item in best["set"]))
+    stdout.print(f"tune folder: {result.out}  (tune.json, tune.db, trials/)")
+
+
+def _tune_table(summary: dict) -> Table:
+    rows = sorted(summary["all"], key=lambda row: (row["value"] is None, -(row["value"] or 0.0)))
+    keys = list(rows[0]["params"]) if rows else []
+    table = Table(title=f"autocomp tune: {summary['complete']} of {summary['trials']} trials complete",
+                  caption=f"score: {summary['objective']}")
+    for column in ("trial", "held-out accuracy", *keys, "state"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for row in rows:
+        value = "" if row["value"] is None else f"{row['value']:.2%}"
+        table.add_row(str(row["trial"]), value, *(_param_text(row["params"].get(k)) for k in keys), row["state"])
+    return table
+
+
+def _param_text(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+@app.command()
 def dashboard(
     run: Annotated[Path, typer.Argument(help="A run folder (its study.db, or the storage its config names).")],
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,

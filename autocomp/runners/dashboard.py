@@ -21,10 +21,11 @@ def run_storage(run: Path, storage: str | None = None) -> str:
         named = ((yaml.safe_load(config.read_text()) or {}).get("runner") or {}).get("storage")
         if named:
             return named
-    if (run / "study.db").is_file():
-        return f"sqlite:///{run / 'study.db'}"
-    raise ConfigError(f"{run} holds no study (no study.db and no runner.storage in its {CONFIG_NAME}); give a run "
-                      "folder of `autocomp search`, or --storage URL.")
+    for name in ("study.db", "tune.db"):  # a search's run folder, a tuning's folder
+        if (run / name).is_file():
+            return f"sqlite:///{run / name}"
+    raise ConfigError(f"{run} holds no study (no study.db, tune.db or runner.storage in its {CONFIG_NAME}); give a "
+                      "folder of `autocomp search` or `autocomp tune`, or --storage URL.")
 
 
 def serve(run: Path, port: int, storage: str | None = None) -> None:

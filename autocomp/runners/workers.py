@@ -19,10 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import optuna
 import torch
@@ -34,87 +31,16 @@ from autocomp.errors import ConfigError
 from autocomp.evaluate import Evaluator
 from autocomp.policy import Policy
 from autocomp.progress import console, progress_bar
-from autocomp.run_folder import config_identity, first_difference
+from autocomp.run_folder import config_identity
 from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.study import STUDY_NAME, best_so_far, fail_stale_trials, finished_trials, make_pruner
+from autocomp.runners.shared import heartbeat, plan_trials, take_waiting
+from autocomp.runners.study import best_so_far, fail_stale_trials, finished_trials, make_pruner
 from search_spaces import Space
-
-PLAN_WAIT_SECONDS = 120.0
-
 
 def plan(study: optuna.Study, config: RunConfig) -> None:
     """Make the study hold ``search.trials`` trials, enqueueing the missing ones as WAITING; refuse a study of
     another config."""
-    _check_config(study, config)
-    wanted = config.search.trials
-    if study.user_attrs.get("planned", 0) >= wanted:
-        return
-    marker = f"{STUDY_NAME}.plan.{wanted}"
-    try:
-        optuna.create_study(storage=study._storage, study_name=marker)
-    except optuna.exceptions.DuplicatedStudyError:  # another process plans: wait for it
-        _wait_for_plan(study, wanted)
-        return
-    try:
-        if study.user_attrs.get("planned", 0) < wanted:  # checked again now that this process holds the marker
-            _check_config(study, config)
-            for _ in range(wanted - study.user_attrs.get("planned", 0)):
-                study.enqueue_trial({}, skip_if_exists=False)
-            study.set_user_attr("planned", wanted)
-    finally:
-        optuna.delete_study(storage=study._storage, study_name=marker)
-
-
-def _check_config(study: optuna.Study, config: RunConfig) -> None:
-    mine = config_identity(config.to_dict())
-    recorded = study.user_attrs.get("config")
-    if recorded is None:
-        study.set_user_attr("config", mine)
-    elif recorded != mine:
-        raise ConfigError(f"the shared study holds a search of another config (first difference: "
-                          f"{first_difference(recorded, mine)}); give every worker the same config, or use another storage.")
-
-
-def _wait_for_plan(study: optuna.Study, wanted: int) -> None:
-    deadline = time.monotonic() + PLAN_WAIT_SECONDS
-    while study.user_attrs.get("planned", 0) < wanted:
-        if time.monotonic() > deadline:
-            raise ConfigError(f"the shared study's plan of {wanted} trials was begun by another process that has not "
-                              f"finished it in {PLAN_WAIT_SECONDS:.0f} s; if that process died, delete the study "
-                              f"'{STUDY_NAME}.plan.{wanted}' from the storage and start again.")
-        time.sleep(0.5)
-
-
-def _take_waiting(study: optuna.Study) -> FrozenTrial | None:
-    """A WAITING trial moved to RUNNING for this worker alone (None when none is left)."""
-    storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-            return storage.get_trial(trial._trial_id)
-    return None
-
-
-@contextmanager
-def _heartbeat(study: optuna.Study, trial_id: int, seconds: float) -> Iterator[None]:
-    """Beat for ``trial_id`` every ``seconds`` while the block runs (storages without heartbeats: nothing)."""
-    storage = study._storage
-    if not (hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval()):  # journal files: no beats
-        yield
-        return
-    storage.record_heartbeat(trial_id)  # at once: a trial that never beat is never found stale
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(seconds):
-            storage.record_heartbeat(trial_id)
-
-    thread = threading.Thread(target=beat, name=f"autocomp-heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    plan_trials(study, config.search.trials, config_identity(config.to_dict()))
 
 
 class Worker:
@@ -135,7 +61,7 @@ class Worker:
                                 completed=len(finished_trials(self.study)), info="")
             while True:
                 fail_stale_trials(self.study)
-                trial = _take_waiting(self.study)
+                trial = take_waiting(self.study)
                 if trial is not None:
                     self._evaluate(trial)
                 elif not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -154,7 +80,7 @@ class Worker:
 
     def _evaluate(self, taken: FrozenTrial) -> None:
         storage, trial_id = self.study._storage, taken._trial_id
-        with _heartbeat(self.study, trial_id, self.config.runner.heartbeat):
+        with heartbeat(self.study, trial_id, self.config.runner.heartbeat):
             storage.set_trial_user_attr(trial_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
             if not self.seeded:  # workers start alike; the first trial each takes is its own
                 self._seed_agent(taken.number)

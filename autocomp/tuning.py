@@ -1,0 +1,353 @@
+"""Hyperparameter studies over the search itself (`autocomp tune`).
+
+A tune file names a run config, the keys to tune and their ranges. Each trial of the tune study
+runs that config with the trial's values: a whole small search (``target: search``, e.g. proxy
+steps, the proxy's learning rate, the distillation temperature, DDPG's learning rate) or the
+final fine-tune of one policy (``target: finetune``). A trial is scored by its fine-tuned model's
+accuracy on the held-out split of the training set; the test set decides nothing here (each
+search's report still holds its test accuracy, to be read once the tuning is over).
+
+The tune study lives in ``OUT/tune.db``, or in a shared storage (``--storage``) where several
+`autocomp tune` processes share its trials as `autocomp worker` processes share a search:
+``trials`` WAITING trials are planned once, each taken by one process, its values drawn by the
+sampler when it is taken. A trial's folder is named by the config it runs, so a trial retried
+after a crash resumes its search where it stopped, and a repeated draw reads the finished one
+back. Each search runs on the runner its config names (local or Ray).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import Field, ValidationError, model_validator
+
+from autocomp.config import RunConfig, _one_sentence, _Section, load_config
+from autocomp.errors import AutocompError, ConfigError
+from autocomp.policy import Policy
+from autocomp.progress import console
+from autocomp.runners.shared import heartbeat, plan_trials, retry_running, take_waiting
+from autocomp.runners.study import fail_stale_trials, shared_storage
+
+TUNE_STUDY = "autocomp-tune"
+TUNE_FILE = "tune.yaml"
+"""The tune config a tune folder belongs to (written when the folder is claimed)."""
+SUMMARY_FILE = "tune.json"
+POLL_SECONDS = 2.0
+
+
+class ParamRange(_Section):
+    """One tuned key: ``choices``, or a ``float``/``int`` range from ``low`` to ``high`` (``log``: on a log scale)."""
+
+    type: Literal["float", "int"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+    choices: list[str | int | float | bool | None] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low and high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range), or choices")
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("type int needs whole low, high and step")
+        return self
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution the sampler draws this key from."""
+        if self.choices is not None:
+            return CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def example(self) -> Any:
+        """A value of the range (to check that the run config accepts the key)."""
+        return self.choices[0] if self.choices is not None else (int(self.low) if self.type == "int" else self.low)
+
+
+class TuneConfig(_Section):
+    """What `autocomp tune` tunes: ``params`` of the run ``config`` (keys as for ``--set``), scored by ``target``."""
+
+    config: str
+    """The run config every trial starts from (a path relative to the tune file)."""
+    target: Literal["search", "finetune"] = "search"
+    """search: each trial is a whole search; finetune: each trial fine-tunes ``policy`` (finetune.* keys only)."""
+    policy: str | None = None
+    """target finetune: the policy.json to fine-tune (or a run folder holding one), relative to the tune file."""
+    params: dict[str, ParamRange] = Field(min_length=1)
+    set: list[str] = Field(default_factory=list)
+    """Overrides every trial shares, e.g. search.trials=8 for small searches."""
+    trials: int = Field(default=20, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    startup: int = Field(default=5, ge=1)
+    """Random trials before TPE models the results."""
+    seed: int = 0
+    heartbeat: int = Field(default=30, ge=1)
+    """Seconds between a running trial's signs of life in a shared storage; silent for 4 beats, it is retried."""
+    max_failures: int = Field(default=1, ge=0)
+    """Retries of a trial whose process died."""
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> TuneConfig:
+        if self.target == "finetune":
+            if self.policy is None:
+                raise ValueError("target finetune needs policy: the policy.json (or run folder) to fine-tune")
+            outside = [key for key in self.params if not key.startswith("finetune.")]
+            if outside:
+                raise ValueError(f"target finetune tunes finetune.* keys only, not {outside[0]!r}; "
+                                 "use target search for the others")
+        elif self.policy is not None:
+            raise ValueError("policy is for target finetune; target search searches its own")
+        return self
+
+
+def load_tune_config(path: str | os.PathLike, overrides: list[str] = ()) -> TuneConfig:
+    """Read a tune file (``yaml.safe_load``), its paths made absolute, ``overrides`` (``trials=40``) laid over it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"tune file {path} does not exist.") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"tune file {path} is not valid YAML ({str(err).splitlines()[0]}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"tune file {path} must hold a mapping (config, params, ...), not a {type(data).__name__}.")
+    for pair in overrides:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in TuneConfig.model_fields:
+            raise ConfigError(f"tune override {pair!r} is not key=value with a key of {', '.join(TuneConfig.model_fields)}.")
+        data[key] = yaml.safe_load(raw)
+    for key in ("config", "policy"):
+        if isinstance(data.get(key), str):
+            data[key] = str((path.parent / data[key]).resolve())
+    try:
+        return TuneConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_one_sentence(err, f"tune file {path}")) from None
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    out: Path
+    summary: dict[str, Any]
+
+
+def tune(tune_config: TuneConfig, out: str | Path, storage: str | None = None) -> TuneResult:
+    """Run (or resume, or join through a shared ``storage``) the tune study of ``tune_config`` in the folder ``out``."""
+    out = Path(out)
+    check_tune_config(tune_config)
+    policy = _policy(tune_config)
+    _check_folder(out, tune_config)
+    out.mkdir(parents=True, exist_ok=True)
+    with _only_process(out, shared=storage is not None):
+        (out / TUNE_FILE).write_text(yaml.safe_dump(tune_config.model_dump(mode="json"), sort_keys=False))
+        url = storage if storage is not None else f"sqlite:///{out / 'tune.db'}"
+        study = optuna.create_study(storage=shared_storage(url, tune_config.heartbeat, tune_config.max_failures),
+                                    study_name=TUNE_STUDY, direction="maximize", load_if_exists=True)
+        if storage is None:
+            abandoned = retry_running(study)
+            if abandoned:
+                console.log(f"tune: {abandoned} trial(s) left running by an interrupted run are tried again")
+        plan_trials(study, tune_config.trials, _identity(tune_config))
+        _work(study, tune_config, policy, out)
+    summary = summarize(study, tune_config)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return TuneResult(out, summary)
+
+
+def check_tune_config(tune_config: TuneConfig) -> RunConfig:
+    """The run config with the shared overrides; `ConfigError` naming the first tuned key it does not accept."""
+    base = load_config(tune_config.config, tune_config.set)
+    for key, param in tune_config.params.items():
+        try:
+            load_config(tune_config.config, [*tune_config.set, _override(key, param.example())])
+        except ConfigError as error:
+            raise ConfigError(f"tuned key {key!r} is not accepted by the run config: {error}") from None
+    return base
+
+
+def _policy(tune_config: TuneConfig) -> Policy | None:
+    if tune_config.policy is None:
+        return None
+    path = Path(tune_config.policy)
+    return Policy.load(path / "policy.json" if path.is_dir() else path)
+
+
+def _identity(tune_config: TuneConfig) -> dict[str, Any]:
+    """The tune config without the keys a resumed tuning may change."""
+    return tune_config.model_dump(mode="json", exclude={"trials"})
+
+
+def _check_folder(out: Path, tune_config: TuneConfig) -> None:
+    """Refuse a folder holding anything but a tuning of this very config (nothing is written)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"tune folder {out} exists and is not a folder; choose another --out.")
+    saved = out / TUNE_FILE
+    if saved.exists():
+        previous = (yaml.safe_load(saved.read_text()) or {})
+        previous.pop("trials", None)
+        if previous != _identity(tune_config):
+            from autocomp.run_folder import first_difference
+
+            raise ConfigError(f"tune folder {out} holds a tuning of another tune config (first difference: "
+                              f"{first_difference(previous, _identity(tune_config))}); choose another --out.")
+    elif any(out.iterdir()):
+        raise ConfigError(f"tune folder {out} is not empty and holds no tuning; choose another --out.")
+
+
+@contextmanager
+def _only_process(out: Path, shared: bool) -> Iterator[None]:
+    """Hold ``out``'s lock (a local tuning's running trials are then known to be left by a dead process)."""
+    if shared:  # processes sharing a storage may share the folder too; stale trials are found by heartbeat
+        yield
+        return
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another autocomp tune is running in {out}; wait for it, or share a study between "
+                              "processes with --storage URL.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _work(study: optuna.Study, tune_config: TuneConfig, policy: Policy | None, out: Path) -> None:
+    """Take the study's WAITING trials one at a time until none is waiting or running."""
+    while True:
+        fail_stale_trials(study)
+        taken = take_waiting(study)
+        if taken is None:
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return
+            time.sleep(POLL_SECONDS)  # others are still running: one of them may die and its trial come back
+            continue
+        with heartbeat(study, taken._trial_id, tune_config.heartbeat):
+            _run_trial(study, taken, tune_config, policy, out)
+
+
+def _run_trial(study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig, policy: Policy | None,
+               out: Path) -> None:
+    study.sampler = _sampler(tune_config, taken.number)
+    trial = optuna.trial.Trial(study, taken._trial_id)
+    params = {key: trial._suggest(key, param.distribution()) for key, param in tune_config.params.items()}
+    console.log(f"tune: trial {taken.number} of {tune_config.trials}: "
+                + ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                            for key, value in params.items()))
+    config = load_config(tune_config.config, [*tune_config.set, *(_override(k, v) for k, v in params.items())])
+    folder = out / "trials" / f"{tune_config.target}-{_digest(config)}"
+    trial.set_user_attr("folder", str(folder.relative_to(out)))
+    started = time.perf_counter()
+    try:
+        value, attrs = (_search(config, folder) if tune_config.target == "search"
+                        else _finetune(config, policy, folder))
+    except AutocompError as error:
+        trial.set_user_attr("error", str(error))
+        console.log(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except KeyboardInterrupt:  # not the trial's fault: it waits, with its values, for the next run (or process)
+        study._storage.set_trial_state_values(taken._trial_id, TrialState.WAITING)
+        raise
+    except Exception as error:  # a bug, not a setting: the trial is failed and the tuning stops
+        trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    for key, attr in {**attrs, "seconds": time.perf_counter() - started}.items():
+        trial.set_user_attr(key, attr)
+    study.tell(trial, value)
+    console.log(f"tune: trial {taken.number} scored {100 * value:.2f}% on held-out data")
+
+
+def _search(config: RunConfig, folder: Path) -> tuple[float, dict[str, Any]]:
+    """A whole search (resumed when its folder holds part of it); its fine-tuned model's held-out accuracy."""
+    from autocomp.search_loop import search
+
+    best = search(config, folder).report["best"]
+    return best["finetuned_val_accuracy"], {"macs": best["macs"], "search_val_accuracy": best["val_accuracy"]}
+
+
+def _finetune(config: RunConfig, policy: Policy, folder: Path) -> tuple[float, dict[str, Any]]:
+    """``policy``'s model fine-tuned with ``config.finetune``; its held-out accuracy (read back when done before)."""
+    from autocomp.baseline import prepare_baseline
+    from autocomp.evaluate import accuracy
+    from autocomp.runners.context import build_evaluator, prepare
+    from autocomp.search_loop import fine_tune
+
+    done = folder / "result.json"
+    if done.exists():
+        result = json.loads(done.read_text())
+        return result["val_accuracy"], {"macs": result["macs"]}
+    setup = prepare(config)
+    baseline = prepare_baseline(config, setup.data)
+    evaluator = build_evaluator(config, setup, baseline.model)
+    folder.mkdir(parents=True, exist_ok=True)
+    small = fine_tune(config, setup, evaluator, baseline, policy, folder)
+    result = {"val_accuracy": accuracy(small, setup.data.val), "macs": setup.graph.predict_macs(policy)}
+    done.write_text(json.dumps(result) + "\n")
+    return result["val_accuracy"], {"macs": result["macs"]}
+
+
+def _sampler(tune_config: TuneConfig, number: int) -> optuna.samplers.BaseSampler:
+    """The sampler that draws trial ``number``'s values, seeded from (seed, number) so a resumed tuning draws the same."""
+    seed = tune_config.seed * 1_000_003 + number
+    if tune_config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune_config.startup, constant_liar=True)
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value)}"
+
+
+def _digest(config: RunConfig) -> str:
+    """A short name of what a trial computes: the config without where and on how many threads it runs."""
+    what = {key: value for key, value in config.to_dict().items() if key not in ("runner", "threads")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def summarize(study: optuna.Study, tune_config: TuneConfig) -> dict[str, Any]:
+    """What tune.json records: every trial's values, state and folder, and the best one."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    rows = [{"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+             "folder": t.user_attrs.get("folder"), "error": t.user_attrs.get("error")} for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value, default=None)
+    return {
+        "target": tune_config.target,
+        "objective": "fine-tuned model's accuracy on the held-out split of the training set",
+        "trials": len(trials),
+        "complete": len(complete),
+        "failed": sum(t.state == TrialState.FAIL for t in trials),
+        "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params,
+                                           "folder": best.user_attrs.get("folder"), "set": [
+                                               _override(k, v) for k, v in best.params.items()]},
+        "all": rows,
+    }
