@@ -3,14 +3,9 @@ and a SIGKILLed local search resumed, with exactly the budgeted trials and none 
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +19,7 @@ from optuna.trial import TrialState
 from autocomp.config import build_config
 from autocomp.errors import ConfigError
 from autocomp.runners.workers import work
+from postgres_server import free_port, missing, postgres_server
 
 CONFIG = {
     "model": {"name": "resnet20"},
@@ -55,39 +51,14 @@ def load(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="autocomp", storage=storage)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _postgres_binary(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server of its own on 127.0.0.1 (as the postgres user when the tests run as root)."""
-    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl not found; Debian: apt-get install postgresql)")
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver psycopg2 is not installed (pip install psycopg2-binary)")
-    folder = Path(tempfile.mkdtemp(prefix="autocomp-postgres-"))  # pytest's own temp root is private to this user
-    data, port = folder / "data", _free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb and pg_ctl refuse to run as root
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "autocomp"], check=True, capture_output=True)
-    options = f"-h 127.0.0.1 -p {port} -k {folder} -c max_connections=100"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg2://autocomp@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    """A PostgreSQL server of its own on 127.0.0.1."""
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
 
 
 def test_three_workers_on_postgresql_share_one_study_with_exactly_its_trials(postgres, tmp_path):
@@ -201,7 +172,7 @@ def test_the_dashboard_serves_a_runs_study_on_loopback(tmp_path):
     run.mkdir()
     study = optuna.create_study(study_name="autocomp", storage=f"sqlite:///{run / 'study.db'}")
     study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(cli("dashboard", str(run), "--port", str(port)), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
