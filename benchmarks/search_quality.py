@@ -22,8 +22,10 @@ import torch
 
 import autocomp
 from autocomp.config import load_config
+from autocomp.report.plots import layer_chart
 from results import append_section, markdown_table, print_table
 
+FIGURES = Path(__file__).with_name("figures")
 CONFIGS = {"resnet20": "configs/fmnist_resnet20.yaml", "mobilenet_v2": "configs/fmnist_mobilenet_v2.yaml"}
 BASELINES = ("uniform", "random")
 
@@ -44,13 +46,18 @@ class Run:
     channels: dict[str, list[int]]
 
 
+def folder_tag(overrides: list[str]) -> str:
+    """The ``--set`` overrides as a suffix of folder and figure names: ``space.channel_multiple=1`` -> ``-channel_multiple1``."""
+    return "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (item.split("=", 1) for item in overrides))
+
+
 def run_one(model: str, budget: float, agent: str, seed: int, args: argparse.Namespace) -> Run:
     """One search (resumed, or read back when its folder holds a finished report)."""
     overrides = [f"constraints=[{{metric: macs, max: {budget}}}]", f"search.agent={agent}", f"search.seed={seed}",
                  f"search.trials={1 if agent == 'uniform' else args.trials}", f"evaluator.fidelity={args.fidelity}",
                  f"finetune.epochs={args.finetune_epochs}", *args.set]
     config = load_config(CONFIGS[model], overrides)
-    tag = "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (item.split("=", 1) for item in args.set))
+    tag = folder_tag(args.set)
     out = Path(args.out) / f"{model}-{round(100 * budget)}-{agent}-s{seed}-t{args.trials}-{args.fidelity}{tag}"
     report = autocomp.search(config, out).report
     macs = next(c for c in report["constraints"] if c["metric"] == "macs")
@@ -84,20 +91,17 @@ def table(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
-def policy_plot(runs: list[Run], agent: str, budget: float, model: str, width: int = 30) -> list[str]:
-    """Per-layer kept channels of ``agent``'s and uniform's seed-0 models as text bars (AMC's figure, in a table)."""
-    pick = {r.agent: r for r in runs if (r.model, r.budget, r.seed) == (model, budget, 0) and r.agent in (agent, "uniform")}
-    if len(pick) < 2:
+def policy_plot(runs: list[Run], budget: float, model: str, tag: str) -> list[str]:
+    """Per-layer kept channels of every agent's seed-0 model (AMC's figure) as a PNG beside RESULTS.md; its link."""
+    pick = {r.agent: r for r in runs if (r.model, r.budget, r.seed) == (model, budget, 0)}
+    if not pick:
         return []
-    lines = [f"Kept channels per layer, {model} at {budget:.0%} of the MACs, seed 0 (bar: kept / original):", "",
-             "| layer | original | uniform | " + agent + " |", "|---|---|---|---|"]
-    for name, (_, original) in pick["uniform"].channels.items():
-        bars = []
-        for who in ("uniform", agent):
-            kept = pick[who].channels[name][0]
-            bars.append(f"`{'█' * round(width * kept / original):<{width}}` {kept}")
-        lines.append(f"| {name} | {original} | {bars[0]} | {bars[1]} |")
-    return lines
+    layers = list(next(iter(pick.values())).channels)
+    kept = {agent: [run.channels[name][0] / run.channels[name][1] for name in layers] for agent, run in pick.items()}
+    name = f"search_quality-{model}-{round(100 * budget)}{tag}.png"
+    layer_chart(FIGURES / name, layers, {"kept channels (fraction)": kept},
+                f"{model} at {budget:.0%} of the MACs, seed 0: kept channels per layer")
+    return [f"![Kept channels per layer, {model} at {budget:.0%} of the MACs, seed 0](figures/{name})"]
 
 
 def _override(text: str) -> str:
@@ -128,9 +132,8 @@ def main() -> None:
     rows = table(runs)
     print_table(HEADER, rows)
     if args.record:
-        learners = [a for a in args.agents if a not in BASELINES]
-        best = max(learners, key=lambda a: statistics.fmean(r.test_accuracy for r in runs if r.agent == a), default=None)
-        plot = policy_plot(runs, best, min(args.budgets), args.models[0]) if best else []
+        plot = [line for model in args.models for budget in args.budgets
+                for line in policy_plot(runs, budget, model, folder_tag(args.set))]
         body = [f"Each search: `--trials {args.trials}` candidates scored at fidelity `{args.fidelity}` (uniform: its one "
                 f"candidate), then the same {args.finetune_epochs}-epoch distilled fine-tune; test accuracy of that model. "
                 "Gaps are differences of the means over seeds.", "", *markdown_table(HEADER, rows), "", *plot]
