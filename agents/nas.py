@@ -29,8 +29,8 @@ from typing import Any
 
 import optuna
 
-from agents.base import Agent, is_number, is_whole, register_agent
-from agents.optuna_agents import trial_state
+from agents.base import is_number, is_whole, register_agent
+from agents.optuna_agents import PendingTrials, SamplerAgent, trial_state
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
@@ -64,7 +64,7 @@ class NASOptions:
 
 
 @register_agent("nas")
-class NASAgent(Agent):
+class NASAgent(SamplerAgent):
     """TPE over table entries (per-stage width, width multiplier, resolution); feasible entries are proposed as they are."""
 
     Options = NASOptions
@@ -86,7 +86,7 @@ class NASAgent(Agent):
         if not self._distributions:
             raise ConfigError("the nas agent searches keep, width and resolution decisions; this space has none of them.")
         self._study = optuna.create_study(direction="maximize")
-        self._pending: dict[str, optuna.trial.Trial | None] = {}
+        self._pending = PendingTrials(self._study)
         self._told_keys: set[str] = set()
 
     def propose(self) -> Policy:
@@ -114,10 +114,7 @@ class NASAgent(Agent):
         for trial in passed_over:  # not results: TPE forgets them once the proposal is chosen
             self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
         entry, trial = chosen or (self._fallback(fits, over), None)
-        if entry.key() not in self._pending:
-            self._pending[entry.key()] = trial
-        elif trial is not None:  # a repeat of a proposal in flight: that one's trial learns the result
-            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self._pending.add(entry.key(), trial)
         return entry
 
     def _fallback(self, fits: list[tuple[bool, float, Policy]], over: list[tuple[float, Policy]]) -> Policy:
@@ -127,23 +124,9 @@ class NASAgent(Agent):
             return max(fits, key=lambda fit: fit[:2])[2]
         return self.budget.project(self.space, min(over, key=lambda draw: draw[0])[1], self.projection)
 
-    def replay(self, proposal: Policy) -> None:
-        """Draw again for a proposal that is not pending, as the uninterrupted run did; a different draw is discarded."""
-        if proposal.key() not in self._pending:
-            drawn = self.ask()
-            if drawn.key() != proposal.key():
-                self.discard(drawn)
-
-    def discard(self, proposal: Policy) -> None:
-        super().discard(proposal)
-        trial = self._pending.pop(proposal.key(), None)
-        if trial is not None:
-            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
-
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         key = proposal.key()
-        self.replay(proposal)
-        trial = self._pending.pop(key, None)
+        trial = self._told_trial(proposal)
         super().tell(proposal, result)
         self._told_keys.add(key)
         state = trial_state(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,76 @@ def trial_state(result: EvalResult | None) -> TrialState:
     return TrialState.PRUNED if result.stopped_at is not None else TrialState.COMPLETE
 
 
-class OptunaAgent(Agent):
+class PendingTrials:
+    """An agent's own study's trials of the proposals in flight, by proposal key. A repeat of a proposal in flight
+    gets no trial of its own (its draw is failed at once): the first one's trial learns the result."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self._trials: dict[str, optuna.trial.Trial | None] = {}
+        self._repeats: Counter[str] = Counter()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._trials
+
+    def add(self, key: str, trial: optuna.trial.Trial | None) -> None:
+        """``trial`` drew the proposal ``key`` (None: the proposal was made without one)."""
+        if key not in self._trials:
+            self._trials[key] = trial
+            return
+        self._repeats[key] += 1
+        if trial is not None:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def take(self, key: str) -> optuna.trial.Trial | None:
+        """The trial a tell of ``key`` finishes (None when ``key`` was not drawn by one)."""
+        return self._trials.pop(key, None)
+
+    def discard(self, key: str) -> None:
+        """A proposal ``key`` that will not be told: a repeat is forgotten, else its trial is failed."""
+        if self._repeats[key]:
+            self._repeats[key] -= 1
+            return
+        trial = self._trials.pop(key, None)
+        if trial is not None:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+
+class SamplerAgent(Agent):
+    """An agent whose proposals are drawn as trials of an Optuna study of its own, pending until told.
+
+    On resume, a replayed trial that is not pending is drawn again (`replay`), so the sampler's
+    own records (CMA-ES generations, for one) are what an uninterrupted run wrote; a different
+    draw is no result and is discarded.
+    """
+
+    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
+                 options: Any = None) -> None:
+        super().__init__(space, budget, seed, projection, options)
+        self._pending: PendingTrials
+        self._replayed: str | None = None
+        """The key last replayed: its tell does not draw again."""
+
+    def replay(self, proposal: Policy) -> None:
+        key = proposal.key()
+        if key not in self._pending and key != self._replayed:
+            drawn = self.ask()
+            if drawn.key() != key:
+                self.discard(drawn)
+        self._replayed = key
+
+    def discard(self, proposal: Policy) -> None:
+        super().discard(proposal)
+        self._pending.discard(proposal.key())
+
+    def _told_trial(self, proposal: Policy) -> optuna.trial.Trial | None:
+        """The pending trial a tell of ``proposal`` finishes (after its replay; None: not drawn by this agent)."""
+        self.replay(proposal)
+        self._replayed = None
+        return self._pending.take(proposal.key())
+
+
+class OptunaAgent(SamplerAgent):
     """Asks an Optuna sampler; the sampler is re-seeded from `draw_seed` so a resumed run proposes the same.
 
     A subclass makes the sampler (`make_sampler`) and may change what it draws from
@@ -42,7 +112,7 @@ class OptunaAgent(Agent):
         self._storage = optuna.storages.InMemoryStorage()
         self._study = optuna.create_study(storage=self._storage, directions=list(self.directions),
                                           sampler=optuna.samplers.RandomSampler(seed))  # each ask sets its own
-        self._pending: dict[str, optuna.trial.Trial] = {}
+        self._pending = PendingTrials(self._study)
 
     @abstractmethod
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
@@ -64,41 +134,29 @@ class OptunaAgent(Agent):
         self._study.sampler = self.make_sampler(self.draw_seed())
         trial = self._study.ask(self.distributions())
         policy = self.space.to_policy(trial.params)
-        if policy.key() in self._pending:  # a repeat of a proposal in flight: that one's trial learns the result
-            self._study.tell(trial, state=TrialState.FAIL)
-        else:
-            self._pending[policy.key()] = trial
+        self._pending.add(policy.key(), trial)
         return policy
-
-    def replay(self, proposal: Policy) -> None:
-        """Ask again for a proposal that is not pending, so the sampler's own records (CMA-ES generations, for one)
-        are what an uninterrupted run wrote; a different draw is no result and is discarded."""
-        if proposal.key() not in self._pending:
-            drawn = self.ask()
-            if drawn.key() != proposal.key():
-                self.discard(drawn)
-
-    def discard(self, proposal: Policy) -> None:
-        super().discard(proposal)
-        trial = self._pending.pop(proposal.key(), None)
-        if trial is not None:
-            self._study.tell(trial, state=TrialState.FAIL)
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         state = trial_state(result)
         values = self.objectives(proposal, result) if state == TrialState.COMPLETE else None
-        self.replay(proposal)
-        trial = self._pending.pop(proposal.key(), None)
+        trial = self._told_trial(proposal)
         super().tell(proposal, result)
         if trial is None:  # the run's study holds a proposal this agent would not make: a finished trial as it is
             params = self.learned_params(self.space.to_params(proposal), proposal)
+            number = len(self._study.get_trials(deepcopy=False))
             self._study.add_trial(optuna.trial.create_trial(
                 params=dict(params), distributions=self.distributions(), values=values, state=state))
-            return
-        learned = self.learned_params(trial.params, proposal)
-        if learned != trial.params:
-            self._set_params(trial, learned)
-        self._study.tell(trial, values, state=state)
+        else:
+            number = trial.number
+            learned = self.learned_params(trial.params, proposal)
+            if learned != trial.params:
+                self._set_params(trial, learned)
+            self._study.tell(trial, values, state=state)
+        self.learned(number, proposal, result)
+
+    def learned(self, number: int, proposal: Policy, result: EvalResult | None) -> None:
+        """After the tell of ``proposal``, recorded as trial ``number`` of the agent's own study (by default nothing)."""
 
     def _set_params(self, trial: optuna.trial.Trial, params: Mapping[str, Any]) -> None:
         """Record ``params`` as the running ``trial``'s, in place of what the sampler drew."""
@@ -215,8 +273,8 @@ class NSGA2Agent(OptunaAgent):
     def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
                  options: Any = None) -> None:
         super().__init__(space, budget, seed, projection, options)
-        self._finished: list[FrontPoint] = []
-        """Every complete candidate, in the order of the study's complete trials."""
+        self._finished: dict[int, FrontPoint] = {}
+        """Every complete candidate, by its trial number in the agent's own study."""
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         with _experimental_allowed():
@@ -229,17 +287,14 @@ class NSGA2Agent(OptunaAgent):
     def objectives(self, proposal: Policy, result: EvalResult) -> list[float]:
         return [result.accuracy, self.budget.measured_usage(result.cost)]
 
-    def tell(self, proposal: Policy, result: EvalResult | None) -> None:
-        super().tell(proposal, result)
+    def learned(self, number: int, proposal: Policy, result: EvalResult | None) -> None:
         if result is not None and result.stopped_at is None:
             accuracy, usage = self.objectives(proposal, result)
-            self._finished.append(FrontPoint(proposal, self.project(proposal), accuracy, usage))
+            self._finished[number] = FrontPoint(proposal, self.project(proposal), accuracy, usage)
 
     def pareto_front(self) -> list[FrontPoint]:
         """The non-dominated finished candidates (Optuna's `best_trials`), cheapest first."""
-        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        on_front = {trial.number for trial in self._study.best_trials}
-        front = [point for trial, point in zip(complete, self._finished, strict=True) if trial.number in on_front]
+        front = [self._finished[trial.number] for trial in self._study.best_trials]
         return sorted(front, key=lambda point: (point.usage, -point.accuracy))
 
 

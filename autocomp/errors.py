@@ -15,3 +15,7 @@ class DataError(ConfigError):
 
 class InfeasibleError(AutocompError):
     """The budget cannot be met by any policy of the search space."""
+
+
+class SearchError(AutocompError):
+    """A search ended without a result: none of its candidates could be evaluated."""

@@ -15,7 +15,7 @@ from autocomp import io
 from autocomp.baseline import Baseline, prepare_baseline
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
-from autocomp.errors import InfeasibleError
+from autocomp.errors import InfeasibleError, SearchError
 from autocomp.evaluate import Evaluator, Fidelity, accuracy
 from autocomp.policy import Policy
 from autocomp.progress import console
@@ -154,7 +154,8 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
         if scored:
             raise InfeasibleError(f"none of the {len(scored)} evaluated candidates met the budget when measured; run "
                                   "more trials (later ones are projected with the measurements so far) or loosen the limit.")
-        raise RuntimeError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in {run_dir / 'study.db'}.")
+        raise SearchError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in "
+                          f"{run_dir / 'study.db'}.")
     finished = _finished_report(run_dir, best, len(finished_trials(study)))
     if finished is not None:
         console.log(f"search: {run_dir} is already finished with trial {best.number} as the best")

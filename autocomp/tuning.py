@@ -35,11 +35,13 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import Field, ValidationError, model_validator
 
 from autocomp.config import RunConfig, _one_sentence, _Section, load_config
-from autocomp.errors import AutocompError, ConfigError
+from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.runners.shared import heartbeat, plan_trials, retry_running, take_waiting
-from autocomp.runners.study import fail_stale_trials, shared_storage
+from autocomp.runners.context import check_names
+from autocomp.run_folder import first_difference
+from autocomp.runners.shared import drain, heartbeat, plan_trials, retry_running
+from autocomp.runners.study import shared_storage
 
 TUNE_STUDY = "autocomp-tune"
 TUNE_FILE = "tune.yaml"
@@ -61,8 +63,10 @@ class ParamRange(_Section):
     @model_validator(mode="after")
     def _one_kind(self) -> ParamRange:
         if self.choices is not None:
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either choices or low and high, not both")
+            given = [key for key in ("low", "high", "step") if getattr(self, key) is not None]
+            given += ["log"] * self.log + ["type"] * (self.type != "float")
+            if given:
+                raise ValueError(f"give either choices or a range (low, high, log, step, type), not choices with {given[0]}")
             return self
         if self.low is None or self.high is None:
             raise ValueError("give low and high (a range), or choices")
@@ -73,7 +77,7 @@ class ParamRange(_Section):
         if self.log and self.step is not None:
             raise ValueError("log and step cannot be combined")
         if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
-            raise ValueError("type int needs whole low, high and step")
+            raise ValueError(f"type int needs whole numbers, got low {self.low}, high {self.high}, step {self.step}")
         return self
 
     def distribution(self) -> BaseDistribution:
@@ -84,9 +88,11 @@ class ParamRange(_Section):
             return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
-    def example(self) -> Any:
-        """A value of the range (to check that the run config accepts the key)."""
-        return self.choices[0] if self.choices is not None else (int(self.low) if self.type == "int" else self.low)
+    def extremes(self) -> list[Any]:
+        """Every choice, or both ends of the range: what the run config must accept."""
+        if self.choices is not None:
+            return list(self.choices)
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
 
 
 class TuneConfig(_Section):
@@ -159,34 +165,44 @@ class TuneResult:
 def tune(tune_config: TuneConfig, out: str | Path, storage: str | None = None) -> TuneResult:
     """Run (or resume, or join through a shared ``storage``) the tune study of ``tune_config`` in the folder ``out``."""
     out = Path(out)
-    check_tune_config(tune_config)
+    base = check_tune_config(tune_config)
     policy = _policy(tune_config)
-    _check_folder(out, tune_config)
+    identity = _identity(tune_config, base, policy)
+    _check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     with _only_process(out, shared=storage is not None):
-        (out / TUNE_FILE).write_text(yaml.safe_dump(tune_config.model_dump(mode="json"), sort_keys=False))
         url = storage if storage is not None else f"sqlite:///{out / 'tune.db'}"
         study = optuna.create_study(storage=shared_storage(url, tune_config.heartbeat, tune_config.max_failures),
                                     study_name=TUNE_STUDY, direction="maximize", load_if_exists=True)
+        recorded = study.user_attrs.get("config")
+        if storage is None and recorded not in (None, identity):
+            raise ConfigError(f"tune folder {out} holds a tuning of another tune config (first difference: "
+                              f"{first_difference(recorded, identity)}); choose another --out.")
+        plan_trials(study, tune_config.trials, identity)
+        (out / TUNE_FILE).write_text(yaml.safe_dump(tune_config.model_dump(mode="json"), sort_keys=False))
         if storage is None:
             abandoned = retry_running(study)
             if abandoned:
                 console.log(f"tune: {abandoned} trial(s) left running by an interrupted run are tried again")
-        plan_trials(study, tune_config.trials, _identity(tune_config))
-        _work(study, tune_config, policy, out)
+        drain(study, lambda taken: _run_trial(study, taken, tune_config, policy, out), POLL_SECONDS)
     summary = summarize(study, tune_config)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return TuneResult(out, summary)
 
 
 def check_tune_config(tune_config: TuneConfig) -> RunConfig:
-    """The run config with the shared overrides; `ConfigError` naming the first tuned key it does not accept."""
+    """The run config with the shared overrides; `ConfigError` naming the first tuned value it does not accept."""
     base = load_config(tune_config.config, tune_config.set)
+    if base.runner.storage is not None:
+        raise ConfigError(f"the tuned run config names runner.storage {base.runner.storage!r}, which every trial's search "
+                          "would share; leave it out (each trial's search keeps its study in its own folder).")
+    check_names(base)
     for key, param in tune_config.params.items():
-        try:
-            load_config(tune_config.config, [*tune_config.set, _override(key, param.example())])
-        except ConfigError as error:
-            raise ConfigError(f"tuned key {key!r} is not accepted by the run config: {error}") from None
+        for value in param.extremes():
+            try:
+                check_names(load_config(tune_config.config, [*tune_config.set, _override(key, value)]))
+            except ConfigError as error:
+                raise ConfigError(f"tuned key {key!r} at {value!r}: {error}") from None
     return base
 
 
@@ -197,28 +213,33 @@ def _policy(tune_config: TuneConfig) -> Policy | None:
     return Policy.load(path / "policy.json" if path.is_dir() else path)
 
 
-def _identity(tune_config: TuneConfig) -> dict[str, Any]:
-    """The tune config without the keys a resumed tuning may change."""
-    return tune_config.model_dump(mode="json", exclude={"trials"})
+def _identity(tune_config: TuneConfig, base: RunConfig, policy: Policy | None) -> dict[str, Any]:
+    """What a tuning is, whatever paths its files lie at: the tune settings a resumed tuning may not change, the run
+    config's contents and the policy's."""
+    return {**tune_config.model_dump(mode="json", exclude={"trials", "config", "policy"}),
+            "run_config": _what(base), "policy": None if policy is None else policy.key()}
 
 
-def _check_folder(out: Path, tune_config: TuneConfig) -> None:
-    """Refuse a folder holding anything but a tuning of this very config (nothing is written)."""
+def _check_folder(out: Path) -> None:
+    """Refuse a path that is not a folder, or a folder holding something other than a tuning (nothing is written)."""
     if not out.exists():
         return
     if not out.is_dir():
         raise ConfigError(f"tune folder {out} exists and is not a folder; choose another --out.")
-    saved = out / TUNE_FILE
-    if saved.exists():
-        previous = (yaml.safe_load(saved.read_text()) or {})
-        previous.pop("trials", None)
-        if previous != _identity(tune_config):
-            from autocomp.run_folder import first_difference
-
-            raise ConfigError(f"tune folder {out} holds a tuning of another tune config (first difference: "
-                              f"{first_difference(previous, _identity(tune_config))}); choose another --out.")
-    elif any(out.iterdir()):
+    if not (out / TUNE_FILE).exists() and any(out.iterdir()):
         raise ConfigError(f"tune folder {out} is not empty and holds no tuning; choose another --out.")
+
+
+@contextmanager
+def _locked(path: Path, wait: bool) -> Iterator[None]:
+    """Hold the lock file ``path``; without ``wait``, `BlockingIOError` when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -227,63 +248,58 @@ def _only_process(out: Path, shared: bool) -> Iterator[None]:
     if shared:  # processes sharing a storage may share the folder too; stale trials are found by heartbeat
         yield
         return
-    with open(out / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another autocomp tune is running in {out}; wait for it, or share a study between "
-                              "processes with --storage URL.") from None
-        try:
+    try:
+        with _locked(out / ".lock", wait=False):
             yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _work(study: optuna.Study, tune_config: TuneConfig, policy: Policy | None, out: Path) -> None:
-    """Take the study's WAITING trials one at a time until none is waiting or running."""
-    while True:
-        fail_stale_trials(study)
-        taken = take_waiting(study)
-        if taken is None:
-            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                return
-            time.sleep(POLL_SECONDS)  # others are still running: one of them may die and its trial come back
-            continue
-        with heartbeat(study, taken._trial_id, tune_config.heartbeat):
-            _run_trial(study, taken, tune_config, policy, out)
+    except BlockingIOError:
+        raise ConfigError(f"another autocomp tune is running in {out}; wait for it, or share a study between "
+                          "processes with --storage URL.") from None
 
 
 def _run_trial(study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig, policy: Policy | None,
                out: Path) -> None:
-    study.sampler = _sampler(tune_config, taken.number)
-    trial = optuna.trial.Trial(study, taken._trial_id)
-    params = {key: trial._suggest(key, param.distribution()) for key, param in tune_config.params.items()}
-    console.log(f"tune: trial {taken.number} of {tune_config.trials}: "
-                + ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                            for key, value in params.items()))
-    config = load_config(tune_config.config, [*tune_config.set, *(_override(k, v) for k, v in params.items())])
-    folder = out / "trials" / f"{tune_config.target}-{_digest(config)}"
-    trial.set_user_attr("folder", str(folder.relative_to(out)))
-    started = time.perf_counter()
-    try:
-        value, attrs = (_search(config, folder) if tune_config.target == "search"
-                        else _finetune(config, policy, folder))
-    except AutocompError as error:
-        trial.set_user_attr("error", str(error))
-        console.log(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    except KeyboardInterrupt:  # not the trial's fault: it waits, with its values, for the next run (or process)
-        study._storage.set_trial_state_values(taken._trial_id, TrialState.WAITING)
-        raise
-    except Exception as error:  # a bug, not a setting: the trial is failed and the tuning stops
-        trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    for key, attr in {**attrs, "seconds": time.perf_counter() - started}.items():
-        trial.set_user_attr(key, attr)
-    study.tell(trial, value)
+    """Draw the taken trial's values, run its search (or fine-tune) with a heartbeat, and tell the study."""
+    with heartbeat(study, taken._trial_id, tune_config.heartbeat):
+        study.sampler = _sampler(tune_config, taken.number)
+        trial = optuna.trial.Trial(study, taken._trial_id)
+        params = {key: trial._suggest(key, param.distribution()) for key, param in tune_config.params.items()}
+        console.log(f"tune: trial {taken.number} of {tune_config.trials}: "
+                    + ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                                for key, value in params.items()))
+        started = time.perf_counter()
+        try:
+            config = load_config(tune_config.config, [*tune_config.set, *(_override(k, v) for k, v in params.items())])
+            folder = out / "trials" / f"{tune_config.target}-{_digest(config, policy)}"
+            trial.set_user_attr("folder", str(folder.relative_to(out)))
+            with _locked(out / ".locks" / folder.name, wait=True):  # a repeated draw waits, then reads the result back
+                value, attrs = (_search(config, folder) if tune_config.target == "search"
+                                else _finetune(config, policy, folder))
+        except AutocompError as error:  # a value the run refuses, or a search without a result: this trial failed
+            trial.set_user_attr("error", str(error))
+            console.log(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
+            _tell(study, trial, None)
+            return
+        except KeyboardInterrupt:  # not the trial's fault: it waits, with its values, for the next run (or process)
+            study._storage.set_trial_state_values(taken._trial_id, TrialState.WAITING)
+            raise
+        except Exception as error:  # a bug, not a setting: the trial is failed and the tuning stops
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            _tell(study, trial, None)
+            raise
+        for key, attr in {**attrs, "seconds": time.perf_counter() - started}.items():
+            trial.set_user_attr(key, attr)
+        _tell(study, trial, value)
     console.log(f"tune: trial {taken.number} scored {100 * value:.2f}% on held-out data")
+
+
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None) -> None:
+    """Finish ``trial`` (FAIL when ``value`` is None), unless another process already failed it as stale (its retry
+    then finds the finished search in its folder)."""
+    try:
+        study.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        console.log(f"[yellow]tune: trial {trial.number} was failed by another process meanwhile (no heartbeat "
+                    "reached it in time); its retry reads this result back")
 
 
 def _search(config: RunConfig, folder: Path) -> tuple[float, dict[str, Any]]:
@@ -291,6 +307,9 @@ def _search(config: RunConfig, folder: Path) -> tuple[float, dict[str, Any]]:
     from autocomp.search_loop import search
 
     best = search(config, folder).report["best"]
+    if "finetuned_val_accuracy" not in best:
+        raise SearchError(f"{folder} holds a search finished by an older autocomp, without the fine-tuned model's "
+                          "held-out accuracy; delete that folder to search again.")
     return best["finetuned_val_accuracy"], {"macs": best["macs"], "search_val_accuracy": best["val_accuracy"]}
 
 
@@ -327,9 +346,14 @@ def _override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def _digest(config: RunConfig) -> str:
-    """A short name of what a trial computes: the config without where and on how many threads it runs."""
-    what = {key: value for key, value in config.to_dict().items() if key not in ("runner", "threads")}
+def _what(config: RunConfig) -> dict[str, Any]:
+    """What a run computes: its config without where and on how many threads it runs."""
+    return {key: value for key, value in config.to_dict().items() if key not in ("runner", "threads")}
+
+
+def _digest(config: RunConfig, policy: Policy | None) -> str:
+    """A short name of what a trial computes (its run config, and the policy it fine-tunes)."""
+    what = {"run": _what(config), "policy": None if policy is None else policy.key()}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -96,14 +96,14 @@ def worker_processes(count: int, config: dict, storage: str, folder: Path) -> Me
     path = folder / f"workers-{count}.yaml"
     path.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "autocomp.cli", "worker", "--config", str(path), "--storage", storage]
+    logs = [folder / f"workers-{count}-{i}.log" for i in range(count)]
     started = time.perf_counter()
-    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for _ in range(count)]
-    errors = [worker.communicate()[1] for worker in workers]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w")) for log in logs]
+    codes = [worker.wait() for worker in workers]
     wall = time.perf_counter() - started
-    for worker, error in zip(workers, errors):
-        if worker.returncode != 0:
-            raise RuntimeError(f"a worker failed: {error[-2000:]}")
+    for code, log in zip(codes, logs):
+        if code != 0:
+            raise RuntimeError(f"a worker failed: {log.read_text()[-2000:]}")
     return _measured(f"{count} worker process{'es' if count > 1 else ''} (PostgreSQL)",
                      optuna.load_study(study_name=STUDY_NAME, storage=storage), wall)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +19,11 @@ def missing() -> str | None:
     """Why no server can be started here (None when one can)."""
     if _binary("initdb") is None or _binary("pg_ctl") is None:
         return "PostgreSQL is not installed (initdb/pg_ctl not found; Debian: apt-get install postgresql)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root, and there is no postgres user to run initdb and pg_ctl as"
     try:
         import psycopg2  # noqa: F401
     except ImportError:
@@ -35,20 +42,24 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "autocomp"], check=True, capture_output=True)
-    options = f"-h 127.0.0.1 -p {port} -k {folder} -c max_connections=100"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
-                   check=True, capture_output=True)
     try:
+        subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "autocomp"], check=True,
+                       capture_output=True)
+        options = f"-h 127.0.0.1 -p {port} -k {folder} -c max_connections=100"
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+                       check=True, capture_output=True)
         yield f"postgresql+psycopg2://autocomp@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def _binary(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
+    """The newest Debian-installed PostgreSQL's ``name`` (versions compared as numbers), else the one on PATH."""
+    found = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+    newest = max(found, key=lambda path: [int(part) for part in re.findall(r"\d+", Path(path).parts[-3])], default=None)
+    return newest or shutil.which(name)
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ import copy
 import itertools
 import math
 
+import optuna
 import pytest
 import torch
 
@@ -89,6 +90,36 @@ def test_proposals_asked_together_differ_and_are_told_in_any_order(setting, name
         agent.tell(proposal, analytic_score(graph, space, agent.project(proposal)))
     assert (agent.told, agent.in_flight) == (asked_after + 3, 0)
     assert len(drive(agent, graph, space, budget, 2)) == 2
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "nas"])
+def test_a_discarded_repeat_leaves_the_first_proposal_pending(setting, name):
+    graph, space, budget = setting
+    agent = agents.create_agent(name, space, budget, seed=1)
+    drive(agent, graph, space, budget, 3)
+    first = agent.ask()
+    pending = agent._pending.take(first.key())
+    agent._pending.add(first.key(), pending)
+    agent._pending.add(first.key(), agent._study.ask())  # the same proposal drawn again while the first is in flight
+    agent.discard(first)  # the runner drops the repeat ...
+    assert first.key() in agent._pending  # ... and the first one's trial still waits for its result
+    agent.tell(first, analytic_score(graph, space, agent.project(first)))
+    own = agent._study.get_trials(deepcopy=False)
+    assert [t.number for t in own if t.state == optuna.trial.TrialState.RUNNING] == []
+    assert pending.number in [t.number for t in own if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_nsga2_pairs_each_front_point_with_its_own_trial_when_told_out_of_order(setting):
+    graph, space, budget = setting
+    agent = agents.create_agent("nsga2", space, budget, seed=0)
+    asked = [agent.ask() for _ in range(6)]
+    scores = {p.key(): analytic_score(graph, space, agent.project(p)) for p in asked}
+    for proposal in reversed(asked):
+        agent.tell(proposal, scores[proposal.key()])
+    front = agent.pareto_front()
+    assert front
+    for point in front:
+        assert point.accuracy == scores[point.proposal.key()].accuracy
 
 
 def test_asking_together_leaves_the_sequential_draws_as_they_were(setting):

@@ -20,6 +20,7 @@ from autocomp.data import load_dataset
 from autocomp.errors import ConfigError
 from autocomp.evaluate import accuracy
 from autocomp.tuning import TUNE_STUDY, load_tune_config, tune
+from postgres_server import missing, postgres_server
 
 RUN = {
     "model": {"name": "resnet20"},
@@ -129,9 +130,18 @@ def test_a_trial_left_running_by_a_dead_process_is_retried_with_its_values(tmp_p
     assert len(running) == 1 and trials[2].params == running[0].params  # the retry, at the end
 
 
-def test_two_processes_share_one_tuning_with_exactly_its_trials(tmp_path):
+@pytest.fixture(scope="module")
+def postgres():
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
+
+
+def test_two_processes_share_one_tuning_on_postgresql_with_exactly_its_trials(tmp_path, postgres):
     path = write_tune(tmp_path, params=LR, trials=4)
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    storage = postgres
     command = [sys.executable, "-m", "autocomp.cli", "tune", str(path), "--storage", storage]
     processes = [subprocess.Popen([*command, "--out", str(tmp_path / f"out{i}")], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for i in range(2)]
@@ -148,6 +158,10 @@ def test_two_processes_share_one_tuning_with_exactly_its_trials(tmp_path):
     ({"params": {"finetune.lr": {"low": 0, "high": 1, "log": True}}}, "log needs low > 0"),
     ({"params": {"evaluator.steps": {"choices": [5]}}, "target": "finetune", "policy": "p.json"},
      "target finetune tunes finetune.* keys only, not 'evaluator.steps'"),
+    ({"params": {"finetune.alpha": {"low": 0.5, "high": 1.5}}}, "tuned key 'finetune.alpha' at 1.5"),
+    ({"params": {"search.agent": {"choices": ["tpe", "tpee"]}}}, "tuned key 'search.agent' at 'tpee': unknown agent 'tpee'"),
+    ({"params": {"search.agent": {"choices": ["tpe"], "log": True}}}, "not choices with log"),
+    ({"params": LR, "set": ["runner.storage=sqlite:///shared.db"]}, "names runner.storage"),
     ({"params": {}}, "'params'"),
     ({"params": LR, "trials": 0}, "'trials' = 0"),
 ])
@@ -167,6 +181,17 @@ def test_a_folder_of_another_tuning_is_refused_and_kept(searched, tmp_path):
         tune(load_tune_config(path), out)
     assert (out / "tune.yaml").read_text() == before
     assert load_config(tmp_path / "run.yaml").search.trials == 2
+
+
+def test_a_tuning_is_known_by_its_files_contents_not_their_paths(searched, tmp_path):
+    folder, out, _ = searched
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    path = write_tune(moved, params=LR)  # the same files elsewhere: the same tuning, resumed (nothing left to run)
+    assert tune(load_tune_config(path), out).summary["complete"] == 3
+    (moved / "run.yaml").write_text(yaml.safe_dump({**RUN, "finetune": {"epochs": 2, "batch_size": 64}}))
+    with pytest.raises(ConfigError, match=r"first difference: run_config\.finetune\.epochs"):
+        tune(load_tune_config(path), out)  # the run config's contents changed: another tuning
 
 
 def test_the_example_tune_file_is_accepted():

@@ -36,12 +36,17 @@ class Setup:
     agent: agents.Agent
 
 
+def check_names(config: RunConfig) -> None:
+    """The checks of ``config`` that need no data: its agent, the agent's options and the criterion exist."""
+    agents.agent_options(config.search.agent, config.search.options)
+    get_criterion(config.search.criterion)
+
+
 def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     """Every check a user's config can fail, before anything is written or trained (``seed``: the agent's, if not the
     config's)."""
     optuna.logging.set_verbosity(logging.WARNING)  # agents' own studies too
-    agents.agent_options(config.search.agent, config.search.options)  # before the data: a typo fails fast
-    get_criterion(config.search.criterion)
+    check_names(config)
     data = config.data.load()
     model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
                           **config.model.kwargs)

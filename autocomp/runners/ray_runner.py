@@ -164,7 +164,9 @@ class AgentSearcher(Searcher):
             return
         self.waiting = False
         outcome = self._outcome(trial_id, candidate, result, error)
-        if outcome is not None:
+        if outcome is None:  # interrupted: never told, so the agent forgets it was asked
+            self.setup.agent.discard(candidate.proposal)
+        else:
             self.evaluator.remember(candidate.key, outcome)
             self._record(candidate, outcome, trial_id)
 

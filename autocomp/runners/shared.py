@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autocomp.errors import ConfigError
 from autocomp.run_folder import first_difference
+from autocomp.runners.study import fail_stale_trials
 
 PLAN_WAIT_SECONDS = 120.0
 
@@ -52,7 +53,7 @@ def _check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
     if recorded is None:
         study.set_user_attr("config", identity)
     elif recorded != identity:
-        raise ConfigError(f"the shared study {study.study_name!r} holds trials of another config (first difference: "
+        raise ConfigError(f"the study {study.study_name!r} holds trials of another config (first difference: "
                           f"{first_difference(recorded, identity)}); give every process the same config, or use "
                           "another storage.")
 
@@ -74,6 +75,22 @@ def take_waiting(study: optuna.Study) -> FrozenTrial | None:
         if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
             return storage.get_trial(trial._trial_id)
     return None
+
+
+def drain(study: optuna.Study, handle: Callable[[FrozenTrial], None], poll_seconds: float,
+          progress: Callable[[], None] = lambda: None) -> None:
+    """Take the study's WAITING trials one at a time and ``handle`` each (it must finish the trial), until none is
+    waiting or running; meanwhile a trial whose process stopped beating is failed and comes back as a retry."""
+    while True:
+        fail_stale_trials(study)
+        taken = take_waiting(study)
+        if taken is not None:
+            handle(taken)
+        elif not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return
+        else:  # others are still running: one of them may die and its trial come back
+            time.sleep(poll_seconds)
+        progress()
 
 
 def retry_running(study: optuna.Study) -> int:

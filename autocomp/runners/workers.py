@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import time
 
 import optuna
 import torch
@@ -33,9 +32,10 @@ from autocomp.policy import Policy
 from autocomp.progress import console, progress_bar
 from autocomp.run_folder import config_identity
 from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.shared import heartbeat, plan_trials, take_waiting
-from autocomp.runners.study import best_so_far, fail_stale_trials, finished_trials, make_pruner
+from autocomp.runners.shared import drain, heartbeat, plan_trials
+from autocomp.runners.study import best_so_far, finished_trials, make_pruner
 from search_spaces import Space
+
 
 def plan(study: optuna.Study, config: RunConfig) -> None:
     """Make the study hold ``search.trials`` trials, enqueueing the missing ones as WAITING; refuse a study of
@@ -59,16 +59,8 @@ class Worker:
         with progress_bar() as bar:
             task = bar.add_task(f"worker ({self.config.search.agent})", total=self.config.search.trials,
                                 completed=len(finished_trials(self.study)), info="")
-            while True:
-                fail_stale_trials(self.study)
-                trial = take_waiting(self.study)
-                if trial is not None:
-                    self._evaluate(trial)
-                elif not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    break
-                else:  # others are still evaluating: one of them may die and its trial come back
-                    time.sleep(min(1.0, self.config.runner.heartbeat))
-                bar.update(task, completed=len(finished_trials(self.study)), info=best_so_far(self.study))
+            drain(self.study, self._evaluate, min(1.0, self.config.runner.heartbeat),
+                  lambda: bar.update(task, completed=len(finished_trials(self.study)), info=best_so_far(self.study)))
         console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
