@@ -97,14 +97,23 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
         "latency": {"batch_size": LATENCY_BATCH, "threads": torch.get_num_threads(), "device": "cpu"},
         "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
                      **setup.baseline_cost.to_dict(), "latency_ms": latency["baseline"]},
+        "history": [{"trial": t.number, "val_accuracy": t.value, "feasible": bool(t.user_attrs.get("feasible")),
+                     "usage": setup.budget.measured_usage(Cost.from_dict(t.user_attrs))}
+                    for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
         "best": {"trial": best.number, "val_accuracy": best.value,
                  "finetuned_val_accuracy": accuracy(small, setup.data.val),  # what `autocomp tune` may compare
                  "test_accuracy": accuracy(small, setup.data.test),  # the test set's one use
                  **best_cost.to_dict(), "latency_ms": latency["best"],
                  "channels": {layer.name: [modules[layer.name].weight.shape[0], layer.out_channels]
-                              for layer in setup.graph.prunable}},
+                              for layer in setup.graph.prunable},
+                 "bits": _bits(Policy.from_dict(best.user_attrs["policy"]))},
         "config": config.to_dict(),
     }
+
+
+def _bits(policy: Policy) -> dict[str, list[int | None]]:
+    """Each quantized layer's [weight bits, activation bits] (empty when nothing is quantized)."""
+    return {name: [d.weight_bits, d.act_bits] for name, d in policy.layers.items() if d.weight_bits is not None}
 
 
 def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:

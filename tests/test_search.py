@@ -1,6 +1,7 @@
 """End to end on scikit-learn's digits: a real (small) search, fine-tune, report, resume."""
 
 import json
+import struct
 
 import optuna
 import pytest
@@ -38,6 +39,18 @@ def test_the_run_folder_holds_model_policy_report_and_study(finished_run):
     assert report == json.loads(json.dumps(result.report))
     assert report["trials"] == 6
     assert "report" in (out / "report.md").read_text()
+
+
+def test_the_report_links_its_figures_which_are_real_pngs(finished_run):
+    out, _ = finished_run
+    markdown = (out / "report.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert [h["trial"] for h in report["history"]] == list(range(6))  # what the scatter and the curve are drawn from
+    for name in ("pareto.png", "progress.png", "layers.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in markdown
+        width, height = struct.unpack(">II", data[16:24])
+        assert 600 < width < 2000 and 250 < height < 1500
 
 
 def test_the_saved_model_meets_the_budget_when_remeasured(finished_run):

@@ -57,11 +57,13 @@ def layer_chart(path: str | Path, layers: Sequence[str], panels: Mapping[str, Ma
 
 
 def pareto_chart(path: str | Path, points: Sequence[tuple[float, float]], front: Sequence[tuple[float, float]],
-                 marked: Mapping[str, tuple[float, float]], xlabel: str, title: str) -> Path:
-    """Accuracy (y) against cost (x) of every candidate, the Pareto front as a line, and ``marked`` points (the
-    baseline, the chosen model, other agents' results) labelled."""
+                 marked: Mapping[str, tuple[float, float]], xlabel: str, title: str, limit: float | None = None) -> Path:
+    """Accuracy (y) against cost (x) of every candidate, the Pareto front as a line, ``marked`` points (the baseline,
+    the chosen model, other agents' results) labelled, and the budget's ``limit`` as a dashed line."""
     path = Path(path)
     with _figure(path, 4.8) as (axis,):
+        if limit is not None:
+            axis.axvline(limit, linestyle="--", color="tab:red", alpha=0.6, label="limit")
         if points:
             axis.scatter(*zip(*points), s=14, alpha=0.5, color="tab:gray", label="candidates")
         if front:

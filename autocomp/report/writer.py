@@ -72,4 +72,38 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         "|---|---:|---:|",
         *[f"| `{name}` | {kept} / {total} | {kept / total:.2f} |" for name, (kept, total) in best["channels"].items()],
     ]
+    lines += ["", "## Figures", "", *[f"![{title}]({name})" for name, title in write_figures(run_dir, report).items()]]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def write_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
+    """The report's PNG files in ``run_dir``: accuracy against budget use with the front, per-layer decisions, best so
+    far (what a report without a candidate history lacks is left out); their names and titles."""
+    from autocomp.report import plots
+
+    figures: dict[str, str] = {}
+    best, history = report["best"], report.get("history", [])
+    name = f"{report['model']} on {report['data']}, agent {report['agent']}"
+    if history:
+        usage = {key: max(c[key] / c["limit"] for c in report["constraints"]) for key in ("baseline", "best")}
+        points = [(h["usage"], h["val_accuracy"]) for h in history]
+        front = [(p["usage"], p["val_accuracy"]) for p in report.get("pareto_front", [])]
+        plots.pareto_chart(run_dir / "pareto.png", points, front,
+                           {"baseline": (usage["baseline"], report["baseline"]["val_accuracy"]),
+                            f"chosen (trial {best['trial']})": (usage["best"], best["val_accuracy"])},
+                           "budget use (largest fraction of a limit, measured)", f"Candidates: {name}", limit=1.0)
+        figures["pareto.png"] = "Held-out accuracy against budget use, with the Pareto front"
+        scores = {h["trial"]: h["val_accuracy"] if h["feasible"] else None for h in history}
+        plots.best_so_far_chart(run_dir / "progress.png", [scores.get(n) for n in range(max(scores) + 1)],
+                                f"Best feasible candidate so far: {name}")
+        figures["progress.png"] = "Held-out accuracy of each trial and the best so far"
+    channels, bits = best["channels"], best.get("bits", {})
+    layers = list(dict.fromkeys([*channels, *bits]))
+    panels = {"kept channels (fraction)": {"chosen": [channels[layer][0] / channels[layer][1] if layer in channels else 1.0
+                                                      for layer in layers]}}
+    if bits:
+        panels["bits (0: floating point)"] = {kind: [(bits.get(layer) or [None, None])[index] or 0 for layer in layers]
+                                              for index, kind in enumerate(("weights", "activations"))}
+    plots.layer_chart(run_dir / "layers.png", layers, panels, f"Per-layer decisions of the chosen model: {name}")
+    figures["layers.png"] = "Per-layer kept channels" + (" and bits" if bits else "")
+    return figures
