@@ -176,3 +176,17 @@ def test_every_shipped_config_loads_with_a_known_model_agent_and_space(path):
     model = autocomp.zoo.create(config.model.name, num_classes=10, in_channels=1, **config.model.kwargs)
     space = space_from_config(ModelGraph(model, torch.zeros(1, 1, 28, 28)), config.space)
     assert space.decisions
+
+
+def test_every_command_has_help_with_an_example():
+    from typer.testing import CliRunner
+
+    from autocomp.cli import app
+
+    runner = CliRunner()
+    commands = sorted(command.name or command.callback.__name__ for command in app.registered_commands)
+    assert {"search", "worker", "tune", "dashboard", "zoo"} <= set(commands)
+    for command in commands:
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        assert command == "zoo" or "Example:" in result.output, command
