@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +22,21 @@ stdout = Console()
 def _fail(err: AutocompError) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+RESUME = "run the same command again to resume where it stopped."
+
+
+@contextmanager
+def _user_errors(interrupted: str = RESUME) -> Iterator[None]:
+    """A user's error: its one sentence and exit code 2; Ctrl-C: ``interrupted`` (what happens next) and code 130."""
+    try:
+        yield
+    except AutocompError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        Console(stderr=True).print(f"interrupted: {interrupted}")
+        raise typer.Exit(code=130) from None
 
 
 def _summary(report: dict) -> Table:
@@ -72,14 +89,9 @@ def search(
     from autocomp.config import load_config
     from autocomp.search_loop import search as run_search
 
-    try:
+    with _user_errors():
         run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage)])
         result = run_search(run_config, out if out is not None else Path("runs") / config.stem)
-    except AutocompError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: run the same command again to resume where it stopped.")
-        raise typer.Exit(code=130) from None
     stdout.print(_summary(result.report))
     stdout.print(f"run folder: {result.run_dir}  (report.md, model.pt, policy.json, study.db)")
 
@@ -96,13 +108,8 @@ def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOp
     from autocomp.config import load_config
     from autocomp.runners.workers import work
 
-    try:
+    with _user_errors("this worker's trial is retried by another worker after the grace period."):
         evaluated = work(load_config(config, [*(overrides or []), *_runner_overrides(None, None, storage)]))
-    except AutocompError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: this worker's trial is retried by another worker after the grace period.")
-        raise typer.Exit(code=130) from None
     stdout.print(f"worker done: {evaluated} trials evaluated here.")
 
 
@@ -123,14 +130,9 @@ def tune(
     from autocomp.tuning import load_tune_config
     from autocomp.tuning import tune as run_tune
 
-    try:
+    with _user_errors():
         result = run_tune(load_tune_config(tune_file, overrides or []),
                           out if out is not None else Path("runs") / f"tune-{tune_file.stem}", storage)
-    except AutocompError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: run the same command again to resume where it stopped.")
-        raise typer.Exit(code=130) from None
     stdout.print(_tune_table(result.summary))
     best = result.summary["best"]
     if best is not None:

@@ -345,15 +345,21 @@ def build_config(data: Mapping[str, Any] | None = None, overrides: list[str] = (
         raise ConfigError(_one_sentence(err, source)) from None
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config file with ``yaml.safe_load`` and validate it."""
-    path = Path(path)
+def read_mapping(path: Path, what: str, holds: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (``yaml.safe_load``; empty: {}); `ConfigError` naming the file as ``what``
+    for a missing file, invalid YAML or anything but a mapping (of ``holds``)."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist.") from None
+        raise ConfigError(f"{what} {path} does not exist.") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]}).") from None
+        raise ConfigError(f"{what} {path} is not valid YAML ({str(err).splitlines()[0]}).") from None
     if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, not a {type(data).__name__}.")
-    return build_config(data, overrides, source=f"config file {path}")
+        raise ConfigError(f"{what} {path} must hold a mapping of {holds}, not a {type(data).__name__}.")
+    return dict(data or {})
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config file with ``yaml.safe_load`` and validate it."""
+    path = Path(path)
+    return build_config(read_mapping(path, "config file", "sections"), overrides, source=f"config file {path}")

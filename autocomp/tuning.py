@@ -34,7 +34,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import Field, ValidationError, model_validator
 
-from autocomp.config import RunConfig, _one_sentence, _Section, load_config
+from autocomp.config import RunConfig, _one_sentence, _Section, load_config, read_mapping
 from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.policy import Policy
 from autocomp.progress import console
@@ -134,14 +134,7 @@ class TuneConfig(_Section):
 def load_tune_config(path: str | os.PathLike, overrides: list[str] = ()) -> TuneConfig:
     """Read a tune file (``yaml.safe_load``), its paths made absolute, ``overrides`` (``trials=40``) laid over it."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"tune file {path} does not exist.") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"tune file {path} is not valid YAML ({str(err).splitlines()[0]}).") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"tune file {path} must hold a mapping (config, params, ...), not a {type(data).__name__}.")
+    data = read_mapping(path, "tune file", "keys (config, params, ...)")
     for pair in overrides:
         key, sep, raw = pair.partition("=")
         if not sep or key not in TuneConfig.model_fields:
