@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autocomp.errors import AutocompError
+from autocomp.errors import AutocompError, ConfigError
 from autocomp.report import format_number
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
@@ -78,6 +78,8 @@ def search(
     runner: Annotated[Optional[str], typer.Option("--runner", help="local (default) or ray.")] = None,
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: a local one).")] = None,
     storage: StorageOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config and print the space, its size, the "
+                                                             "baseline's cost and the smallest reachable; write nothing.")] = False,
 ) -> None:
     """Search per-layer pruning ratios under the config's budget, fine-tune the best, write the report.
 
@@ -91,9 +93,28 @@ def search(
 
     with _user_errors():
         run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage)])
+        if dry_run:
+            from autocomp.inspection import preview_search
+
+            stdout.print(_preview_table(preview_search(run_config)))
+            return
         result = run_search(run_config, out if out is not None else Path("runs") / config.stem)
     stdout.print(_summary(result.report))
     stdout.print(f"run folder: {result.run_dir}  (report.md, model.pt, policy.json, study.db)")
+
+
+def _preview_table(preview) -> Table:
+    table = Table(title="autocomp search --dry-run: nothing was trained or written", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    kinds = ", ".join(f"{count} {kind}" for kind, count in preview.kinds.items())
+    base = preview.baseline
+    table.add_row("space", f"{preview.decisions} decisions ({kinds}); {preview.size}")
+    table.add_row("budget", "; ".join(preview.constraints))
+    table.add_row("baseline", f"{base.macs:,} MACs, {base.params:,} params, {base.size_bytes:,} bytes")
+    table.add_row("largest policy", preview.largest)
+    table.add_row("smallest policy", f"{preview.smallest} ({preview.smallest_usage:.0%} of the budget)")
+    return table
 
 
 @app.command()
@@ -175,6 +196,72 @@ def dashboard(
         _fail(err)
     except KeyboardInterrupt:
         raise typer.Exit(code=0) from None
+
+
+@app.command()
+def cost(
+    model_file: Annotated[Path, typer.Argument(help="A model saved by autocomp (a run's model.pt).")],
+    latency: Annotated[bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads for the latency timing.")] = None,
+) -> None:
+    """A model's MACs, parameters, size and bit operations, and its layer table.
+
+    Example: autocomp cost runs/demo/model.pt --latency
+    """
+    from autocomp import io
+    from autocomp.inspection import layer_costs, model_cost
+
+    with _user_errors("nothing was written."):
+        model, example = io.load(model_file), io.example_input(model_file)
+        rows, total = layer_costs(model, example), model_cost(model, example, latency, threads)
+    table = Table(title=f"{model_file}: input {'x'.join(map(str, example.shape[1:]))}")
+    for column in ("layer", "kind", "channels", "kernel", "stride", "output", "MACs", "share"):
+        table.add_column(column, justify="right" if column in ("MACs", "share") else "left")
+    for row in rows:
+        table.add_row(row.name, row.kind, row.channels, row.kernel, row.stride, row.output, f"{row.macs:,}",
+                      f"{row.macs / max(1, total.macs):.1%}")
+    stdout.print(table)
+    summary = f"MACs {total.macs:,}  params {total.params:,}  size {total.size_bytes:,} bytes  BOPs {total.bops:,}"
+    if total.latency_ms is not None:
+        summary += f"  latency {total.latency_ms:.2f} ms (batch 1)"
+    stdout.print(summary)
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="A finished run folder (its report.json).")]) -> None:
+    """Write a run's report.md and its figures (PNG) again from its report.json.
+
+    Example: autocomp report runs/demo
+    """
+    import json
+
+    from autocomp.report import write_report
+
+    with _user_errors("the report may be incomplete; run the command again."):
+        path = run / "report.json"
+        if not path.is_file():
+            raise ConfigError(f"{run} holds no report.json; give the folder of a finished `autocomp search`.")
+        write_report(run, json.loads(path.read_text()))
+    stdout.print(f"report: {run / 'report.md'} (pareto.png, progress.png, layers.png)")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished run folder (its model.pt and policy.json).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: RUN/export).")] = None,
+) -> None:
+    """Export a run's compressed model: model.pt (autocomp.load), policy.json and model.pt2 (torch.export, any batch
+    size), checked to reproduce the model's outputs.
+
+    Example: autocomp export runs/demo --out deploy/   then in Python: torch.export.load("deploy/model.pt2").module()
+    """
+    from autocomp.export import export_run
+
+    with _user_errors("nothing was written."):
+        exported = export_run(run, out if out is not None else run / "export")
+    for path in exported.files:
+        stdout.print(f"wrote {path}")
+    stdout.print(f"the program's outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch")
 
 
 @app.command()

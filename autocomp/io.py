@@ -132,9 +132,8 @@ def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor
     os.replace(tmp, path)
 
 
-def load(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model saved at ``path`` (in eval mode)."""
-    path = Path(path)
+def _payload(path: Path) -> dict:
+    """The checked contents of the model file ``path`` (``torch.load(weights_only=True)``)."""
     if not path.is_file():
         raise ConfigError(f"model file {path} does not exist.")
     try:
@@ -145,6 +144,18 @@ def load(path: str | os.PathLike) -> nn.Module:
         raise ConfigError(f"model file {path} is not an autocomp model file (no \"format\": \"{MODEL_FORMAT}\").")
     if payload.get("version") not in _READABLE_VERSIONS:
         raise ConfigError(f"model file {path} has version {payload.get('version')!r}; this autocomp reads 1 to {MODEL_VERSION}.")
+    return payload
+
+
+def example_input(path: str | os.PathLike) -> torch.Tensor:
+    """A zero input of one example for the model saved at ``path`` (the shape it was saved with)."""
+    return torch.zeros(1, *_payload(Path(path))["input_shape"])
+
+
+def load(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the model saved at ``path`` (in eval mode)."""
+    path = Path(path)
+    payload = _payload(path)
     if "program" in payload:
         _check_program(payload["program"], path)
         return torch.export.load(io.BytesIO(payload["program"])).module()

@@ -53,6 +53,41 @@ def test_the_report_links_its_figures_which_are_real_pngs(finished_run):
         assert 600 < width < 2000 and 250 < height < 1500
 
 
+def test_export_writes_a_program_that_computes_what_the_model_computes_and_never_overwrites(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from autocomp.cli import app
+
+    out, _ = finished_run
+    result = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "deploy")])
+    assert result.exit_code == 0, result.output
+    program = torch.export.load(tmp_path / "deploy" / "model.pt2").module()
+    model = autocomp.load(tmp_path / "deploy" / "model.pt")
+    batch = torch.randn(5, 1, 8, 8)  # a batch size the export never saw
+    torch.testing.assert_close(program(batch), model(batch), atol=1e-4, rtol=1e-4)
+    assert autocomp.Policy.load(tmp_path / "deploy" / "policy.json") == autocomp.Policy.load(out / "policy.json")
+    before = (tmp_path / "deploy" / "model.pt2").read_bytes()
+    again = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "deploy")])
+    assert again.exit_code == 2 and "exists already" in again.output
+    assert (tmp_path / "deploy" / "model.pt2").read_bytes() == before
+
+
+def test_report_writes_the_markdown_and_figures_again_from_report_json(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from autocomp.cli import app
+
+    out, _ = finished_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "report.json").write_text((out / "report.json").read_text())
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert (copy / "report.md").read_text() == (out / "report.md").read_text()
+    assert all((copy / name).stat().st_size > 10_000 for name in ("pareto.png", "progress.png", "layers.png"))
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "none")]).exit_code == 2
+
+
 def test_the_saved_model_meets_the_budget_when_remeasured(finished_run):
     out, result = finished_run
     model = autocomp.load(out / "model.pt")

@@ -1,0 +1,88 @@
+"""What a model costs layer by layer (`autocomp cost`) and what a search would search (`autocomp search --dry-run`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from torch import nn
+
+from autocomp.config import RunConfig
+from autocomp.cost import Cost, measure
+from autocomp.cost.latency import LatencyTarget
+from autocomp.report import format_number
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One conv or linear layer of a model, as traced on an example input."""
+
+    name: str
+    kind: str
+    channels: str
+    """``in -> out`` (``/g`` for grouped convolutions)."""
+    kernel: str
+    stride: str
+    output: str
+    macs: int
+
+
+def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
+    """Every conv and linear layer of ``model`` with its MACs (the papers' convention), in the order they run."""
+    from autocomp.compress import model_layers
+
+    rows = []
+    for layer in model_layers(model, example):
+        groups = f" /{layer.groups}" if layer.groups > 1 else ""
+        rows.append(LayerCost(layer.name, layer.kind, f"{layer.in_channels} -> {layer.out_channels}{groups}",
+                              "x".join(map(str, layer.kernel_size)) or "-", "x".join(map(str, layer.stride)) or "-",
+                              "x".join(map(str, layer.output_shape)), layer.macs))
+    return rows
+
+
+def model_cost(model: nn.Module, example: torch.Tensor, latency: bool, threads: int | None = None) -> Cost:
+    """``model``'s MACs, parameters, size and bit operations per example, and its latency at batch 1 when asked."""
+    return measure(model, example, LatencyTarget(threads=threads) if latency else None)
+
+
+@dataclass(frozen=True)
+class SearchPreview:
+    """What `autocomp search --dry-run` prints: the space, the baseline's cost and the smallest reachable one."""
+
+    decisions: int
+    kinds: dict[str, int]
+    size: str
+    """The number of distinct policies, or "continuous" when a decision takes real values."""
+    constraints: list[str]
+    baseline: Cost
+    largest: str
+    smallest: str
+    smallest_usage: float
+
+
+def preview_search(config: RunConfig) -> SearchPreview:
+    """Check ``config`` as a search would (data and model, no training) and describe its space and budget."""
+    from autocomp.runners.context import prepare
+
+    setup = prepare(config)
+    space, budget = setup.space, setup.budget
+    budget.check_reachable(space)
+    kinds: dict[str, int] = {}
+    for decision in space.decisions:
+        kinds[decision.kind] = kinds.get(decision.kind, 0) + 1
+    counts = [_values(d) for d in space.distributions().values()]
+    size = "continuous" if None in counts else f"{math.prod(counts):,} policies"
+    return SearchPreview(len(space.decisions), kinds, size, [f"{c.metric} <= {format_number(c.limit)}" for c in budget.constraints],
+                         setup.baseline_cost, budget.describe(space.largest()), budget.describe(space.smallest()),
+                         budget.usage(space.smallest()))
+
+
+def _values(distribution: BaseDistribution) -> int | None:
+    """How many values a decision takes (None: real values)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return len(distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return (distribution.high - distribution.low) // distribution.step + 1
+    return None
