@@ -199,6 +199,28 @@ def dashboard(
 
 
 @app.command()
+def evaluate(
+    config: ConfigOption,
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="A policy.json (a run's, or written by hand).")],
+    overrides: SetOption = None,
+) -> None:
+    """Score one policy as the search scores a candidate (compress, recalibrate, proxy fine-tune, held-out accuracy).
+
+    Example: autocomp evaluate --config configs/fmnist_resnet20.yaml --policy runs/demo/policy.json
+    """
+    from autocomp.config import load_config
+    from autocomp.inspection import score_policy
+    from autocomp.policy import Policy
+
+    with _user_errors("nothing was written."):
+        scored = score_policy(load_config(config, overrides or []), Policy.load(policy))
+    result = scored.result
+    stdout.print(f"held-out accuracy {result.accuracy:.2%} (loss {result.loss:.3f}) in {result.seconds:.1f} s")
+    stdout.print(f"MACs {result.cost.macs:,}  params {result.cost.params:,}  size {result.cost.size_bytes:,} bytes")
+    stdout.print(f"budget: {scored.budget}: {'within' if scored.within_budget else 'OVER'} the budget")
+
+
+@app.command()
 def cost(
     model_file: Annotated[Path, typer.Argument(help="A model saved by autocomp (a run's model.pt).")],
     latency: Annotated[bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")] = False,

@@ -10,6 +10,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from torch import nn
 
 from autocomp.config import RunConfig
+from autocomp.errors import ConfigError, SearchError
+from autocomp.evaluate import EvalResult
+from autocomp.policy import Policy
 from autocomp.cost import Cost, measure
 from autocomp.cost.latency import LatencyTarget
 from autocomp.report import format_number
@@ -86,3 +89,31 @@ def _values(distribution: BaseDistribution) -> int | None:
     if isinstance(distribution, IntDistribution):
         return (distribution.high - distribution.low) // distribution.step + 1
     return None
+
+
+@dataclass(frozen=True)
+class PolicyScore:
+    """One policy scored as a search scores a candidate, beside the budget."""
+
+    result: EvalResult
+    within_budget: bool
+    budget: str
+    """Each constrained metric of the policy beside its limit."""
+
+
+def score_policy(config: RunConfig, policy: Policy) -> PolicyScore:
+    """Score ``policy`` with ``config``'s evaluator (the baseline trained or read from the cache, no study written)."""
+    from autocomp.baseline import prepare_baseline
+    from autocomp.runners.context import build_evaluator, prepare
+
+    setup = prepare(config)
+    known = {layer.name for layer in setup.graph.layers}
+    unknown = sorted(set(policy.layers) - known)
+    if unknown:
+        raise ConfigError(f"the policy names layer {unknown[0]!r}, which {config.model.name} does not have; "
+                          f"its layers: {', '.join(sorted(known)[:6])}, ...")
+    baseline = prepare_baseline(config, setup.data)
+    result = build_evaluator(config, setup, baseline.model).score(policy)
+    if result.failed:
+        raise SearchError(f"the policy could not be evaluated: {result.error}")
+    return PolicyScore(result, setup.budget.feasible_cost(result.cost), setup.budget.describe(policy))

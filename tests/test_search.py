@@ -88,6 +88,23 @@ def test_report_writes_the_markdown_and_figures_again_from_report_json(finished_
     assert CliRunner().invoke(app, ["report", str(tmp_path / "none")]).exit_code == 2
 
 
+def test_evaluate_scores_one_policy_as_the_search_scored_it(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from autocomp.cli import app
+
+    out, result = finished_run
+    args = ["evaluate", "--config", str(out / "config.yaml"), "--policy", str(out / "policy.json")]
+    scored = CliRunner().invoke(app, args, terminal_width=200)
+    assert scored.exit_code == 0, scored.output
+    assert f"held-out accuracy {result.report['best']['val_accuracy']:.2%}" in scored.output  # the same seeded score
+    assert "within the budget" in scored.output
+    foreign = tmp_path / "foreign.json"
+    autocomp.Policy({"features.0": autocomp.LayerDecision(keep=0.5)}).save(foreign)
+    refused = CliRunner().invoke(app, [*args[:3], "--policy", str(foreign)])
+    assert refused.exit_code == 2 and "names layer 'features.0'" in refused.output
+
+
 def test_the_saved_model_meets_the_budget_when_remeasured(finished_run):
     out, result = finished_run
     model = autocomp.load(out / "model.pt")
