@@ -19,6 +19,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compr
 stdout = Console()
 
 
+@app.callback()
+def options(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines on stderr; "
+                                                                      "results and errors still print.")] = False) -> None:
+    """AutoML compression search for PyTorch: smaller models within a MACs, size or latency budget."""
+    from autocomp.progress import console
+
+    console.quiet = quiet
+
+
 def _fail(err: AutocompError) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)

@@ -115,7 +115,11 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 def best_so_far(study: optuna.Study) -> str:
     """The progress bar's note on the best feasible trial so far ("" before there is one)."""
     best = best_trial(study)
-    return "" if best is None else f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
+    if best is None:
+        return ""
+    usage = best.user_attrs.get("usage")
+    return (f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
+            + ("" if usage is None else f" ({usage:.0%} of the budget)"))
 
 
 def finished_trial(space: Space, proposal: Policy, policy: Policy, budget: Budget, score_key: str, result: EvalResult,
@@ -130,7 +134,7 @@ def finished_trial(space: Space, proposal: Policy, policy: Policy, budget: Budge
         state = TrialState.FAIL
     else:
         attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
-                     feasible=not probe and budget.feasible_cost(result.cost))
+                     feasible=not probe and budget.feasible_cost(result.cost), usage=budget.measured_usage(result.cost))
         if result.stopped_at is None:
             state, value = TrialState.COMPLETE, result.accuracy
         else:
