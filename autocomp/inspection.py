@@ -10,11 +10,11 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from torch import nn
 
 from autocomp.config import RunConfig
+from autocomp.cost import Cost, measure
+from autocomp.cost.latency import LatencyTarget
 from autocomp.errors import ConfigError, SearchError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
-from autocomp.cost import Cost, measure
-from autocomp.cost.latency import LatencyTarget
 from autocomp.report import format_number
 
 

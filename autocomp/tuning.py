@@ -38,8 +38,8 @@ from autocomp.config import RunConfig, _one_sentence, _Section, load_config, rea
 from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.runners.context import check_names
 from autocomp.run_folder import first_difference
+from autocomp.runners.context import check_names
 from autocomp.runners.shared import drain, heartbeat, plan_trials, retry_running
 from autocomp.runners.study import shared_storage
 

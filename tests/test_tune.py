@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from postgres_server import missing, postgres_server
 
 import autocomp.tuning
 from autocomp import io
@@ -20,7 +21,6 @@ from autocomp.data import load_dataset
 from autocomp.errors import ConfigError
 from autocomp.evaluate import accuracy
 from autocomp.tuning import TUNE_STUDY, load_tune_config, tune
-from postgres_server import missing, postgres_server
 
 RUN = {
     "model": {"name": "resnet20"},

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from autocomp.config import build_config
 from autocomp.errors import ConfigError
+from autocomp.runners.context import prepare
 from autocomp.runners.workers import work
 from postgres_server import free_port, missing, postgres_server
 
@@ -104,13 +105,14 @@ def test_a_worker_with_another_config_or_a_sequential_agent_is_refused(tmp_path)
 def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     config = write_config(tmp_path, search={"trials": 4}, evaluator={"steps": 100}, runner={"heartbeat": 1})
+    decisions = len(prepare(build_config(yaml.safe_load(config.read_text()))).space.decisions)
     victim = subprocess.Popen(cli("worker", "--config", str(config), "--storage", storage), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if any("worker" in t.user_attrs for t in load(storage).get_trials(states=(TrialState.RUNNING,))):
-                break  # taken and beating
+            if any(len(t.params) == decisions for t in load(storage).get_trials(states=(TrialState.RUNNING,))):
+                break  # taken, its candidate written: being evaluated
         except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError):
             pass  # the worker is still creating the study
         time.sleep(0.2)
@@ -129,6 +131,21 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == killed[0].params  # the same candidate again
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+
+
+def test_a_trial_whose_worker_died_while_writing_its_candidate_gets_a_whole_new_one(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = build_config({**CONFIG, "search": {"agent": "tpe", "trials": 2}, "evaluator": {"fidelity": "bn"},
+                           "runner": {"storage": storage}})
+    space = prepare(config).space
+    study = optuna.create_study(study_name="autocomp", storage=storage, direction="maximize")
+    name, distribution = next(iter(space.distributions().items()))
+    study.add_trial(optuna.trial.create_trial(  # a retry copying the one param written before the kill, as Optuna's does
+        state=TrialState.WAITING, params={name: distribution.low}, distributions={name: distribution}))
+    study.set_user_attr("planned", 1)
+    assert work(build_config({**config.to_dict(), "search": {"agent": "tpe", "trials": 1}})) == 1
+    (trial,) = load(storage).get_trials()
+    assert trial.state == TrialState.COMPLETE and set(trial.params) == set(space.distributions())
 
 
 def test_a_sigkilled_local_search_resumes_to_exactly_its_budget(tmp_path):

@@ -77,9 +77,9 @@ class Worker:
             if not self.seeded:  # workers start alike; the first trial each takes is its own
                 self._seed_agent(taken.number)
             self._catch_up()
-            if taken.params:  # a retry of a trial whose worker died: the same candidate again
+            if set(taken.params) == set(self.setup.space.distributions()):  # a retry: the same candidate again
                 proposal = self.setup.space.to_policy(taken.params)
-            else:
+            else:  # a new trial, or one whose worker died while writing its candidate (never evaluated): ask
                 proposal = self.setup.agent.ask()
                 if proposal is None:
                     storage.set_trial_user_attr(trial_id, "error", f"agent {self.config.search.agent} had nothing "
