@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from autocomp import io, models
 from autocomp.config import RunConfig
 from autocomp.data import DataBundle
 from autocomp.evaluate import accuracy
+from autocomp.locking import file_lock
 from autocomp.progress import console
 from autocomp.train import TrainSettings, train
 
@@ -45,23 +43,11 @@ def baseline_key(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold ``folder``'s lock: processes sharing the cache (workers on one machine) train a baseline once."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def prepare_baseline(config: RunConfig, data: DataBundle) -> Baseline:
     """Load the cached baseline for ``config`` or train it (resuming an interrupted training); another process
     training the same baseline is waited for."""
     folder = cache_root() / "baselines" / f"{config.model.name}-{data.name}-{baseline_key(config)}"
-    with _locked(folder):
+    with file_lock(folder / ".lock"):  # processes sharing the cache (workers on one machine) train it once
         return _load_or_train(config, data, folder)
 
 

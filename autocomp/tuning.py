@@ -17,7 +17,6 @@ back. Each search runs on the runner its config names (local or Ray).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from autocomp.config import RunConfig, _one_sentence, _Section, load_config, read_mapping
 from autocomp.errors import AutocompError, ConfigError, SearchError
+from autocomp.locking import file_lock
 from autocomp.policy import Policy
 from autocomp.progress import console
 from autocomp.run_folder import first_difference
@@ -224,29 +224,14 @@ def _check_folder(out: Path) -> None:
 
 
 @contextmanager
-def _locked(path: Path, wait: bool) -> Iterator[None]:
-    """Hold the lock file ``path``; without ``wait``, `BlockingIOError` when another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@contextmanager
 def _only_process(out: Path, shared: bool) -> Iterator[None]:
     """Hold ``out``'s lock (a local tuning's running trials are then known to be left by a dead process)."""
     if shared:  # processes sharing a storage may share the folder too; stale trials are found by heartbeat
         yield
         return
-    try:
-        with _locked(out / ".lock", wait=False):
-            yield
-    except BlockingIOError:
-        raise ConfigError(f"another autocomp tune is running in {out}; wait for it, or share a study between "
-                          "processes with --storage URL.") from None
+    with file_lock(out / ".lock", busy=f"another autocomp tune is running in {out}; wait for it, or share a study "
+                                        "between processes with --storage URL."):
+        yield
 
 
 def _run_trial(study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig, policy: Policy | None,
@@ -264,7 +249,7 @@ def _run_trial(study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig,
             config = load_config(tune_config.config, [*tune_config.set, *(_override(k, v) for k, v in params.items())])
             folder = out / "trials" / f"{tune_config.target}-{_digest(config, policy)}"
             trial.set_user_attr("folder", str(folder.relative_to(out)))
-            with _locked(out / ".locks" / folder.name, wait=True):  # a repeated draw waits, then reads the result back
+            with file_lock(out / ".locks" / folder.name):  # a repeated draw waits, then reads the result back
                 value, attrs = (_search(config, folder) if tune_config.target == "search"
                                 else _finetune(config, policy, folder))
         except AutocompError as error:  # a value the run refuses, or a search without a result: this trial failed

@@ -199,3 +199,13 @@ def test_the_example_tune_file_is_accepted():
     example = load_tune_config(Path(__file__).parent.parent / "configs" / "tune" / "fmnist_resnet20.yaml")
     autocomp.tuning.check_tune_config(example)
     assert example.target == "search" and "search.agent" in example.params
+
+
+def test_a_second_local_tuning_of_one_folder_is_refused_while_the_first_runs(tmp_path):
+    from autocomp.locking import file_lock
+
+    path = write_tune(tmp_path, params=LR)
+    with file_lock(tmp_path / "out" / ".lock"):  # as a running `autocomp tune` holds it
+        with pytest.raises(ConfigError, match="another autocomp tune is running in"):
+            tune(load_tune_config(path), tmp_path / "out")
+    assert not (tmp_path / "out" / "tune.db").exists()
