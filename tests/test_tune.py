@@ -205,7 +205,8 @@ def test_a_second_local_tuning_of_one_folder_is_refused_while_the_first_runs(tmp
     from autocomp.locking import file_lock
 
     path = write_tune(tmp_path, params=LR)
-    with file_lock(tmp_path / "out" / ".lock"):  # as a running `autocomp tune` holds it
+    with file_lock(tmp_path / "out" / ".lock"):  # as a running `autocomp tune` holds it, having claimed the folder
+        (tmp_path / "out" / "tune.yaml").write_text(path.read_text())
         with pytest.raises(ConfigError, match="another autocomp tune is running in"):
             tune(load_tune_config(path), tmp_path / "out")
     assert not (tmp_path / "out" / "tune.db").exists()
