@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autocomp import io, models
+from autocomp import io
 from autocomp.config import RunConfig
 from autocomp.data import DataBundle
 from autocomp.evaluate import accuracy
 from autocomp.locking import file_lock
+from autocomp.imports import source_digest
+from autocomp.models.user import file_digest, load_checkpoint
 from autocomp.progress import console
 from autocomp.train import TrainSettings, train
 
@@ -36,34 +38,47 @@ def cache_root() -> Path:
 
 
 def baseline_key(config: RunConfig) -> str:
-    """Hash of what defines the baseline: model, data set and split, training settings (not the data folder)."""
-    data = config.data.model_dump(mode="json", exclude={"dir"})
-    defining = {"version": BASELINE_FORMAT_VERSION, "model": config.model.model_dump(mode="json"),
+    """Hash of what defines the baseline: model (a user's: also its source file and checkpoint's bytes), data set and
+    split, training settings (not the data folder's path)."""
+    data = config.data.model_dump(mode="json", exclude={"dir"}, exclude_none=True)  # fields added unset keep old keys
+    defining = {"version": BASELINE_FORMAT_VERSION, "model": config.model.model_dump(mode="json", exclude_none=True),
                 "data": data, "train": config.baseline.model_dump(mode="json")}
+    if config.model.factory is not None:
+        defining["source"] = source_digest(config.model.factory)
+    if config.data.fingerprint():
+        defining["data_files"] = config.data.fingerprint()
+    if config.model.checkpoint is not None:
+        defining["checkpoint"] = file_digest(config.model.checkpoint)
+        del defining["train"]  # nothing is trained
     return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def prepare_baseline(config: RunConfig, data: DataBundle) -> Baseline:
-    """Load the cached baseline for ``config`` or train it (resuming an interrupted training); another process
-    training the same baseline is waited for."""
-    folder = cache_root() / "baselines" / f"{config.model.name}-{data.name}-{baseline_key(config)}"
-    with file_lock(folder / ".lock"):  # processes sharing the cache (workers on one machine) train it once
-        return _load_or_train(config, data, folder)
+    """Load the cached baseline for ``config``, or build it: from the user's checkpoint, else by training (resuming an
+    interrupted training); another process preparing the same baseline is waited for."""
+    label = config.model.label.rpartition(":")[2]
+    folder = cache_root() / "baselines" / f"{label}-{data.name}-{baseline_key(config)}"
+    with file_lock(folder / ".lock"):  # processes sharing the cache (workers on one machine) prepare it once
+        return _load_or_build(config, data, folder)
 
 
-def _load_or_train(config: RunConfig, data: DataBundle, folder: Path) -> Baseline:
+def _load_or_build(config: RunConfig, data: DataBundle, folder: Path) -> Baseline:
     model_path, meta_path = folder / "model.pt", folder / "meta.json"
     if model_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         console.log(f"baseline: cached at {folder}")
-        return Baseline(io.load(model_path), meta["val_accuracy"], meta["test_accuracy"], folder)
+        return Baseline(io.load(model_path, trust_factory=config.model.factory), meta["val_accuracy"],
+                        meta["test_accuracy"], folder)
 
     settings = TrainSettings(**config.baseline.model_dump())
     torch.manual_seed(settings.seed)
-    model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
-                          **config.model.kwargs)
+    model = config.model.build(data.num_classes, data.in_channels)
     checkpoint = folder / "train.ckpt"
-    train(model, data.train, settings, checkpoint=checkpoint, label="baseline")
+    if config.model.checkpoint is not None:
+        load_checkpoint(model, config.model.checkpoint)
+        console.log(f"baseline: weights from {config.model.checkpoint} (not trained)")
+    else:
+        train(model, data.train, settings, checkpoint=checkpoint, label="baseline")
     val_accuracy, test_accuracy = accuracy(model, data.val), accuracy(model, data.test)
     io.save(model, model_path, data.example_input())
     meta_path.write_text(json.dumps({"val_accuracy": val_accuracy, "test_accuracy": test_accuracy,

@@ -234,16 +234,24 @@ def cost(
     model_file: Annotated[Path, typer.Argument(help="A model saved by autocomp (a run's model.pt).")],
     latency: Annotated[bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Threads for the latency timing.")] = None,
+    trust_factory: Annotated[Optional[str], typer.Option(
+        "--trust-factory", help="Rebuild a model made by your factory (package.module:function) by importing it.")] = None,
 ) -> None:
     """A model's MACs, parameters, size and bit operations, and its layer table.
 
     Example: autocomp cost runs/demo/model.pt --latency
     """
     from autocomp import io
+    from autocomp.cost.macs import COUNTED_TYPES
     from autocomp.inspection import layer_costs, model_cost
 
     with _user_errors("nothing was written."):
-        model, example = io.load(model_file), io.example_input(model_file)
+        model, example = io.load(model_file, trust_factory=trust_factory), io.example_input(model_file)
+        if not any(isinstance(module, COUNTED_TYPES) for module in model.modules()):
+            factory = io.factory_import(model_file)
+            hint = f"pass --trust-factory {factory} to rebuild it" if factory else "it was saved without a recipe"
+            raise ConfigError(f"model file {model_file} loads as a torch.export program, whose layers autocomp cannot "
+                              f"count; {hint}.")
         rows, total = layer_costs(model, example), model_cost(model, example, latency, threads)
     table = Table(title=f"{model_file}: input {'x'.join(map(str, example.shape[1:]))}")
     for column in ("layer", "kind", "channels", "kernel", "stride", "output", "MACs", "share"):

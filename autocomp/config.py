@@ -11,8 +11,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autocomp.errors import ConfigError
+from autocomp.imports import IMPORT_PATH
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from autocomp.data import DataBundle
 
 
@@ -21,17 +24,43 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: str = "resnet20"
+    """A zoo model (``name``, default resnet20) or the user's own (``factory``: ``package.module:function``).
+
+    With a ``checkpoint`` (a state dict file) the baseline starts from those weights and is not trained.
+    """
+
+    name: str | None = None
+    factory: str | None = None
+    checkpoint: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zoo_or_factory(cls, values: Any) -> Any:
+        if not isinstance(values, Mapping):
+            return values
+        if values.get("name") is not None and values.get("factory") is not None:
+            raise ValueError("give model.name (a zoo model) or model.factory (your own model), not both")
+        if values.get("factory") is None and values.get("name") is None:
+            return {**values, "name": "resnet20"}
+        return values
 
     @field_validator("name")
     @classmethod
-    def _known_model(cls, name: str) -> str:
+    def _known_model(cls, name: str | None) -> str | None:
         from autocomp import models
 
-        if name not in models.names():
-            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(models.names())}")
+        if name is not None and name not in models.names():
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(models.names())}, or your own as "
+                             "model.factory: package.module:function")
         return name
+
+    @field_validator("factory")
+    @classmethod
+    def _import_path(cls, factory: str | None) -> str | None:
+        if factory is not None and not IMPORT_PATH.fullmatch(factory):
+            raise ValueError("it must be an import path of the form package.module:function")
+        return factory
 
     @field_validator("kwargs")
     @classmethod
@@ -41,19 +70,60 @@ class ModelConfig(_Section):
             raise ValueError(f"{taken[0]} comes from the data set and cannot be set here")
         return kwargs
 
+    @property
+    def label(self) -> str:
+        """The zoo name, or the factory's import path."""
+        return self.name or str(self.factory)
+
+    def build(self, num_classes: int, in_channels: int) -> nn.Module:
+        """A fresh model as this section describes it, with its initial weights (the checkpoint is not loaded)."""
+        from autocomp import models
+
+        if self.factory is not None:
+            from autocomp.models.user import build_user_model
+
+            return build_user_model(self.factory, num_classes, in_channels, **self.kwargs)
+        return models.create(str(self.name), num_classes=num_classes, in_channels=in_channels, **self.kwargs)
+
 
 class DataConfig(_Section):
-    name: Literal["fashion_mnist", "digits", "synthetic"] = "fashion_mnist"
+    """A built-in data set, an ``image_folder`` (``dir`` holding train/ and test/), or ``factory``: the data sets a
+    user's function returns (``factory: package.module:function``, called with ``options``)."""
+
+    name: Literal["fashion_mnist", "digits", "synthetic", "image_folder", "factory"] = "fashion_mnist"
     dir: str | None = None
+    factory: str | None = None
     val_size: int | float = Field(default=5000, gt=0)
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _factory_with_its_name(self) -> DataConfig:
+        if (self.name == "factory") != (self.factory is not None):
+            raise ValueError("data.factory (package.module:function) goes with data.name factory, and only with it")
+        if self.factory is not None and not IMPORT_PATH.fullmatch(self.factory):
+            raise ValueError(f"data.factory {self.factory!r} must be an import path of the form package.module:function")
+        return self
 
     def load(self) -> DataBundle:
         """The data set this section names, with its held-out split."""
         from autocomp.data import load_dataset
 
-        return load_dataset(self.name, data_dir=self.dir, val_size=self.val_size, seed=self.seed, **self.options)
+        return load_dataset(self.name, data_dir=self.dir, val_size=self.val_size, seed=self.seed, factory=self.factory,
+                            **self.options)
+
+    def fingerprint(self) -> str:
+        """What defines the data beyond this section: an image folder's files (names, sizes, times) or the data
+        factory's source file ("" for the built-in sets)."""
+        if self.factory is not None:
+            from autocomp.imports import source_digest
+
+            return source_digest(self.factory)
+        if self.name == "image_folder" and self.dir is not None:
+            from autocomp.data.image_folder import folder_fingerprint
+
+            return folder_fingerprint(self.dir)
+        return ""
 
 
 class TrainConfig(_Section):
@@ -338,7 +408,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any], path: str = "") -> di
 
 def build_config(data: Mapping[str, Any] | None = None, overrides: list[str] = (), source: str = "config") -> RunConfig:
     """Validate a mapping (plus ``key=value`` overrides, laid over the defaults) into a `RunConfig`."""
-    defaults = RunConfig().to_dict()  # so that an override can address an entry of a default list
+    # Defaults, so that an override can address an entry of a default list; not the model's, whose default name would
+    # clash with a user's model.factory.
+    defaults = RunConfig().model_dump(mode="json", exclude={"model"})
     try:
         return RunConfig.model_validate(_merge(_merge(defaults, dict(data or {})), parse_overrides(list(overrides))))
     except ValidationError as err:

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from autocomp import io
+from autocomp.config import read_mapping
 from autocomp.errors import AutocompError, ConfigError
+from autocomp.run_folder import CONFIG_NAME
 
 TOLERANCE = 1e-4
 """The largest difference allowed between the exported program's outputs and the model's."""
@@ -37,7 +39,7 @@ def export_run(run_dir: Path, out: Path) -> Exported:
     present = [str(path) for path in targets if path.exists()]
     if present:
         raise ConfigError(f"{present[0]} exists already; choose another --out (export never overwrites a file).")
-    model, example = io.load(model_file), io.example_input(model_file)
+    model, example = io.load(model_file, trust_factory=run_factory(run_dir)), io.example_input(model_file)
     program = io.export_program(model, example)
     batch = torch.randn(CHECK_BATCH, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -51,3 +53,12 @@ def export_run(run_dir: Path, out: Path) -> Exported:
     if policy_file.is_file():
         shutil.copyfile(policy_file, out / "policy.json")
     return Exported(targets, difference)
+
+
+def run_factory(run_dir: Path) -> str | None:
+    """The user's model factory the run's config names (its search imported it already), else None."""
+    config = run_dir / CONFIG_NAME
+    if not config.is_file():
+        return None
+    model = read_mapping(config, "run config", "sections").get("model")
+    return model.get("factory") if isinstance(model, dict) else None

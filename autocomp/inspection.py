@@ -110,7 +110,7 @@ def score_policy(config: RunConfig, policy: Policy) -> PolicyScore:
     known = {layer.name for layer in setup.graph.layers}
     unknown = sorted(set(policy.layers) - known)
     if unknown:
-        raise ConfigError(f"the policy names layer {unknown[0]!r}, which {config.model.name} does not have; "
+        raise ConfigError(f"the policy names layer {unknown[0]!r}, which {config.model.label} does not have; "
                           f"its layers: {', '.join(sorted(known)[:6])}, ...")
     baseline = prepare_baseline(config, setup.data)
     result = build_evaluator(config, setup, baseline.model).score(policy)

@@ -7,6 +7,11 @@ A file holds plain data only, read back with ``torch.load(weights_only=True)``:
   low-rank factorizations, each quantized layer's bits and schemes, the input resize, and
   the state dict (which holds the activation quantizers' learned steps). Loading replays the recipe on a
   fresh zoo model and loads the weights: a trainable ``nn.Module`` again.
+* models built by a user's factory (``model.factory: package.module:function``) are stored as the
+  same kind of recipe, naming that import path, and also as a ``torch.export`` program when they
+  can be exported. Importing the module runs its code, so the recipe is replayed only when the
+  caller trusts that path (``load(path, trust_factory="package.module:function")``); otherwise
+  loading gives the program.
 * any other model is stored as a ``torch.export`` program (graph and weights, batch size
   dynamic). Loading needs none of its class code and gives an inference-only module.
 """
@@ -116,20 +121,33 @@ def _recipe(model: nn.Module) -> dict | None:
     return {"factory": factory, "channels": channels, "lowrank": lowrank, "quantized": quantized, "resize": resize}
 
 
+def _channels(model: nn.Module) -> dict[str, list[int]]:
+    return {name: [module.weight.shape[0], module.weight.shape[1]] for name, module in model.named_modules()
+            if isinstance(module, COUNTED_TYPES)}
+
+
 def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor) -> None:
     """Write ``model`` to ``path``; ``example_inputs`` is an input it accepts (any batch size)."""
     payload = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "input_shape": list(example_inputs.shape[1:])}
     recipe = _recipe(model)
     if recipe is not None:
         payload.update(recipe, state_dict=model.state_dict())
-    else:
-        buffer = io.BytesIO()
-        torch.export.save(export_program(model, example_inputs), buffer)
-        payload["program"] = buffer.getvalue()
+    if recipe is None or "import" in recipe["factory"]:
+        try:
+            payload["program"] = _program_bytes(model, example_inputs)
+        except ConfigError:
+            if recipe is None:
+                raise  # a user's model that cannot be exported still has its recipe
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _program_bytes(model: nn.Module, example_inputs: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.export.save(export_program(model, example_inputs), buffer)
+    return buffer.getvalue()
 
 
 def _payload(path: Path) -> dict:
@@ -147,20 +165,35 @@ def _payload(path: Path) -> dict:
     return payload
 
 
+def factory_import(path: str | os.PathLike) -> str | None:
+    """The import path of the user's factory that built the model saved at ``path``, or None (zoo or program only)."""
+    factory = _payload(Path(path)).get("factory")
+    return factory.get("import") if isinstance(factory, dict) else None
+
+
 def example_input(path: str | os.PathLike) -> torch.Tensor:
     """A zero input of one example for the model saved at ``path`` (the shape it was saved with)."""
     return torch.zeros(1, *_payload(Path(path))["input_shape"])
 
 
-def load(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model saved at ``path`` (in eval mode)."""
+def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module:
+    """Rebuild the model saved at ``path`` (in eval mode).
+
+    A model built by a user's factory is rebuilt (trainable) only when ``trust_factory`` is its import
+    path, since importing it runs that module's code; otherwise its ``torch.export`` program is loaded.
+    """
     path = Path(path)
     payload = _payload(path)
-    if "program" in payload:
+    recipe = payload.get("factory")
+    imported = recipe.get("import") if isinstance(recipe, dict) else None
+    if "program" in payload and (recipe is None or (imported is not None and imported != trust_factory)):
         _check_program(payload["program"], path)
         return torch.export.load(io.BytesIO(payload["program"])).module()
     if not {"factory", "channels", "state_dict"} <= set(payload):
         raise ConfigError(f"model file {path} has neither a program nor a recipe (factory, channels, state_dict).")
+    if imported is not None and imported != trust_factory:
+        raise ConfigError(f"model file {path} is rebuilt by importing {imported!r}, which runs that module's code; "
+                          f"pass trust_factory={imported!r} to autocomp.load to allow it.")
     model = _rebuild(payload)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
@@ -176,11 +209,17 @@ def _rebuild(payload: dict) -> nn.Module:
     from autocomp.compress.quantize import quantized_layer
 
     factory = payload["factory"]
-    model = models.create(factory["name"], **factory["kwargs"])
-    graph = ModelGraph(model, torch.zeros(1, *payload["input_shape"]))
+    if "import" in factory:
+        from autocomp.models.user import build_user_model
+
+        model = build_user_model(factory["import"], factory["num_classes"], factory["in_channels"], **factory["kwargs"])
+    else:
+        model = models.create(factory["name"], **factory["kwargs"])
     channels = payload["channels"]
-    kept = [channels[group.layers[0]][0] for group in graph.groups]
-    graph.prune(kept, [-torch.arange(group.channels, dtype=torch.float32) for group in graph.groups])
+    if channels != _channels(model):  # pruned: replay it (an unpruned model needs no trace)
+        graph = ModelGraph(model, torch.zeros(1, *payload["input_shape"]))
+        kept = [channels[group.layers[0]][0] for group in graph.groups]
+        graph.prune(kept, [-torch.arange(group.channels, dtype=torch.float32) for group in graph.groups])
     for name, spec in payload.get("lowrank", {}).items():
         model.set_submodule(name, factorized_shell(model.get_submodule(name), spec["rank"], spec["scheme"]))
     for name, spec in payload.get("quantized", {}).items():

@@ -15,9 +15,16 @@ CONFIG_NAME = "config.yaml"
 RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("runner",))
 
 
+def _without_none(value: object) -> object:
+    """``value`` with None entries dropped from its mappings: a key added to the config later reads as absent."""
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    return value
+
+
 def config_identity(config: dict) -> dict:
-    """The config without the keys a resumed run may change."""
-    identity = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
+    """The config without the keys a resumed run may change (and without unset ones)."""
+    identity = _without_none(config)
     for path in RESUMABLE_KEYS:
         node = identity
         for part in path[:-1]:

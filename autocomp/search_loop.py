@@ -76,7 +76,7 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
                         " on this run, over the limit its trial measured within: timing noise on this machine")
     return {
         "version": REPORT_VERSION,
-        "model": config.model.name,
+        "model": config.model.label,
         "data": config.data.name,
         "agent": config.search.agent,
         "constraints": [{"metric": c.metric, "limit": c.limit, "max": given.max, "relative": given.relative,

@@ -124,7 +124,7 @@ def test_an_interrupted_search_resumes_to_exactly_its_budget(tmp_path):
     import sqlite3
     import time
 
-    budget = 40  # digits trials take ~0.2 s: enough of them that a busy machine still interrupts mid-search
+    budget = 24  # digits trials take ~0.2 s: enough of them that a busy machine still interrupts mid-search
     config = with_change("search", "trials", budget)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))

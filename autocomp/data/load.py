@@ -9,17 +9,29 @@ import os
 from autocomp.data.bundle import DataBundle, TrainTest
 from autocomp.data.digits import load_digits
 from autocomp.data.fashion_mnist import load_fashion_mnist
+from autocomp.data.image_folder import load_image_folder
 from autocomp.data.split import hold_out, val_count
 from autocomp.data.synthetic import make_synthetic
+from autocomp.data.user_factory import load_data_factory
 from autocomp.errors import DataError
 
-DATASETS = ("fashion_mnist", "digits", "synthetic")
+DATASETS = ("fashion_mnist", "digits", "synthetic", "image_folder", "factory")
+
+
 SYNTHETIC_OPTIONS = tuple(p.name for p in inspect.signature(make_synthetic).parameters.values()
                           if p.kind is inspect.Parameter.KEYWORD_ONLY)
+OPTIONS = {"synthetic": SYNTHETIC_OPTIONS, "image_folder": ("image_size", "channels")}
+"""The options each built-in data set takes (a factory takes its function's own)."""
 
 
-def _train_test(name: str, data_dir: str | os.PathLike | None, seed: int, options: dict) -> TrainTest:
-    allowed = SYNTHETIC_OPTIONS if name == "synthetic" else ()
+def _train_test(name: str, data_dir: str | os.PathLike | None, seed: int, options: dict, factory: str | None
+                ) -> TrainTest:
+    if name == "factory":
+        if factory is None:
+            raise DataError("data set 'factory' needs data.factory, the import path of your function "
+                            "(package.module:function).")
+        return load_data_factory(factory, **options)
+    allowed = OPTIONS.get(name, ())
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         takes = f"takes only {', '.join(allowed)}" if allowed else "takes no options"
@@ -28,23 +40,28 @@ def _train_test(name: str, data_dir: str | os.PathLike | None, seed: int, option
         return load_fashion_mnist(data_dir)
     if name == "digits":
         return load_digits()
+    if name == "image_folder":
+        if data_dir is None:
+            raise DataError("data set 'image_folder' needs data.dir, the folder holding train/ and test/.")
+        return load_image_folder(data_dir, **options)
     return make_synthetic(seed, **options)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, val_size: int | float = 5000, seed: int = 0,
-                 **options: object) -> DataBundle:
+                 factory: str | None = None, **options: object) -> DataBundle:
     """The data set ``name`` (one of `DATASETS`) in memory, ``val_size`` training examples held out by ``seed``.
 
     ``val_size`` is a count (int) or a fraction in (0, 1) (float) of the training set, and may hold
-    out at most half of it. ``data_dir`` is where Fashion-MNIST's files are (see `find_fashion_mnist`);
-    digits and synthetic ignore it. ``options`` go to `make_synthetic` (the synthetic set is also drawn
-    from ``seed``); the other data sets take none.
+    out at most half of it. ``data_dir`` is where Fashion-MNIST's files are (see `find_fashion_mnist`),
+    or the image folder (`load_image_folder`); digits and synthetic ignore it. ``options`` go to
+    `make_synthetic` (the synthetic set is also drawn from ``seed``), `load_image_folder`, or the
+    function at ``factory`` (name ``factory``, see `load_data_factory`); the other data sets take none.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}.")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -2**63 <= seed < 2**64:
         raise DataError(f"data seed must be an integer in [-2**63, 2**64), not {seed!r}.")
-    parts = _train_test(name, data_dir, int(seed), options)
+    parts = _train_test(name, data_dir, int(seed), options, factory)
     train, val = hold_out(parts.train, val_count(val_size, len(parts.train), name), int(seed))
     _, channels, height, width = parts.train.tensors[0].shape
     return DataBundle(name=name, train=train, val=val, test=parts.test, num_classes=parts.num_classes,

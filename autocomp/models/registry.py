@@ -73,5 +73,7 @@ def create(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any
 
 
 def factory_record(model: nn.Module) -> dict[str, Any] | None:
-    """``{"name": ..., "kwargs": {...}}`` for a zoo model (also after deepcopy or pruning), else None."""
+    """How ``model`` was built (also after deepcopy or pruning), else None: ``{"name": ..., "kwargs": {...}}`` for a zoo
+    model, ``{"import": "package.module:function", "num_classes": ..., "in_channels": ..., "kwargs": {...}}`` for a
+    user's (`autocomp.models.user`)."""
     return getattr(model, RECORD_ATTRIBUTE, None)

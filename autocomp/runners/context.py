@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import agents
-from autocomp import models
 from autocomp.compress import get_criterion
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, measure
 from autocomp.data import DataBundle
 from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
 from autocomp.graph import ModelGraph
+from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
 from autocomp.runners.study import finished_trial, pruning_reporter, result_of
 from search_spaces import Budget, Space
@@ -48,8 +48,9 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     optuna.logging.set_verbosity(logging.WARNING)  # agents' own studies too
     check_names(config)
     data = config.data.load()
-    model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
-                          **config.model.kwargs)
+    model = config.model.build(data.num_classes, data.in_channels)
+    if config.model.checkpoint is not None:  # refused now if it does not fit, not after the run folder is written
+        load_checkpoint(model, config.model.checkpoint)
     example = data.example_input()
     graph = ModelGraph(model, example)
     space = space_from_config(graph, config.space)

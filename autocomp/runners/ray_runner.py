@@ -50,7 +50,6 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from autocomp import models
 from autocomp.baseline import Baseline
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, measure
@@ -257,8 +256,7 @@ def _worker_parts(run: dict[str, Any], baseline: dict[str, torch.Tensor]) -> tup
         _WORKER_PARTS.clear()
         config = RunConfig.model_validate(run)
         data = config.data.load()
-        model = models.create(config.model.name, num_classes=data.num_classes, in_channels=data.in_channels,
-                              **config.model.kwargs)
+        model = config.model.build(data.num_classes, data.in_channels)
         model.load_state_dict(baseline)
         evaluator = Evaluator(model, data.example_input(), data.train, data.val, evaluator_settings(config))
         _WORKER_PARTS[key] = config, evaluator, training_steps(config, data.train)
