@@ -229,13 +229,17 @@ def evaluate(
     stdout.print(f"budget: {scored.budget}: {'within' if scored.within_budget else 'OVER'} the budget")
 
 
+TrustFactory = Annotated[Optional[str], typer.Option(
+    "--trust-factory", help="Rebuild a model made by your factory (package.module:function) by importing it; without it "
+                            "such a model loads as its torch.export program.")]
+
+
 @app.command()
 def cost(
     model_file: Annotated[Path, typer.Argument(help="A model saved by autocomp (a run's model.pt).")],
     latency: Annotated[bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Threads for the latency timing.")] = None,
-    trust_factory: Annotated[Optional[str], typer.Option(
-        "--trust-factory", help="Rebuild a model made by your factory (package.module:function) by importing it.")] = None,
+    trust_factory: TrustFactory = None,
 ) -> None:
     """A model's MACs, parameters, size and bit operations, and its layer table.
 
@@ -288,6 +292,7 @@ def report(run: Annotated[Path, typer.Argument(help="A finished run folder (its 
 def export(
     run: Annotated[Path, typer.Argument(help="A finished run folder (its model.pt and policy.json).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: RUN/export).")] = None,
+    trust_factory: TrustFactory = None,
 ) -> None:
     """Export a run's compressed model: model.pt (autocomp.load), policy.json and model.pt2 (torch.export, any batch
     size), checked to reproduce the model's outputs.
@@ -297,7 +302,7 @@ def export(
     from autocomp.export import export_run
 
     with _user_errors("nothing was written."):
-        exported = export_run(run, out if out is not None else run / "export")
+        exported = export_run(run, out if out is not None else run / "export", trust_factory)
     for path in exported.files:
         stdout.print(f"wrote {path}")
     stdout.print(f"the program's outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch")

@@ -105,6 +105,11 @@ class DataConfig(_Section):
             raise ValueError(f"data.factory {self.factory!r} must be an import path of the form package.module:function")
         return self
 
+    @property
+    def label(self) -> str:
+        """The data set's name, or the data factory's import path."""
+        return self.factory or self.name
+
     def load(self) -> DataBundle:
         """The data set this section names, with its held-out split."""
         from autocomp.data import load_dataset

@@ -9,9 +9,7 @@ from pathlib import Path
 import torch
 
 from autocomp import io
-from autocomp.config import read_mapping
 from autocomp.errors import AutocompError, ConfigError
-from autocomp.run_folder import CONFIG_NAME
 
 TOLERANCE = 1e-4
 """The largest difference allowed between the exported program's outputs and the model's."""
@@ -29,9 +27,10 @@ class Exported:
     """The largest absolute difference of the program's outputs from the model's on a random batch."""
 
 
-def export_run(run_dir: Path, out: Path) -> Exported:
+def export_run(run_dir: Path, out: Path, trust_factory: str | None = None) -> Exported:
     """Write ``run_dir``'s model (``model.pt``), its policy and a ``torch.export`` program (``model.pt2``, batch size
-    free) to ``out``; refuse to overwrite any of them."""
+    free) to ``out``; refuse to overwrite any of them. A model built by a user's factory is checked against its saved
+    program unless ``trust_factory`` (its import path) lets it be rebuilt (see `autocomp.io.load`)."""
     model_file, policy_file = run_dir / "model.pt", run_dir / "policy.json"
     if not model_file.is_file():
         raise ConfigError(f"{run_dir} holds no model.pt; give the folder of a finished `autocomp search`.")
@@ -39,8 +38,11 @@ def export_run(run_dir: Path, out: Path) -> Exported:
     present = [str(path) for path in targets if path.exists()]
     if present:
         raise ConfigError(f"{present[0]} exists already; choose another --out (export never overwrites a file).")
-    model, example = io.load(model_file, trust_factory=run_factory(run_dir)), io.example_input(model_file)
-    program = io.export_program(model, example)
+    model, example = io.load(model_file, trust_factory=trust_factory), io.example_input(model_file)
+    if isinstance(model, torch.fx.GraphModule):  # loaded from the file's own program: export that one
+        program = io.load_program(model_file)
+    else:
+        program = io.export_program(model, example)
     batch = torch.randn(CHECK_BATCH, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         difference = float((program.module()(batch) - model(batch)).abs().max())
@@ -54,11 +56,3 @@ def export_run(run_dir: Path, out: Path) -> Exported:
         shutil.copyfile(policy_file, out / "policy.json")
     return Exported(targets, difference)
 
-
-def run_factory(run_dir: Path) -> str | None:
-    """The user's model factory the run's config names (its search imported it already), else None."""
-    config = run_dir / CONFIG_NAME
-    if not config.is_file():
-        return None
-    model = read_mapping(config, "run config", "sections").get("model")
-    return model.get("factory") if isinstance(model, dict) else None

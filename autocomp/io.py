@@ -176,6 +176,16 @@ def example_input(path: str | os.PathLike) -> torch.Tensor:
     return torch.zeros(1, *_payload(Path(path))["input_shape"])
 
 
+def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
+    """The ``torch.export`` program saved in the model file ``path`` (checked to unpickle nothing)."""
+    path = Path(path)
+    payload = _payload(path)
+    if "program" not in payload:
+        raise ConfigError(f"model file {path} holds no torch.export program (its model could not be exported).")
+    _check_program(payload["program"], path)
+    return torch.export.load(io.BytesIO(payload["program"]))
+
+
 def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module:
     """Rebuild the model saved at ``path`` (in eval mode).
 
@@ -187,8 +197,7 @@ def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module
     recipe = payload.get("factory")
     imported = recipe.get("import") if isinstance(recipe, dict) else None
     if "program" in payload and (recipe is None or (imported is not None and imported != trust_factory)):
-        _check_program(payload["program"], path)
-        return torch.export.load(io.BytesIO(payload["program"])).module()
+        return load_program(path).module()
     if not {"factory", "channels", "state_dict"} <= set(payload):
         raise ConfigError(f"model file {path} has neither a program nor a recipe (factory, channels, state_dict).")
     if imported is not None and imported != trust_factory:

@@ -77,7 +77,7 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
     return {
         "version": REPORT_VERSION,
         "model": config.model.label,
-        "data": config.data.name,
+        "data": config.data.label,
         "agent": config.search.agent,
         "constraints": [{"metric": c.metric, "limit": c.limit, "max": given.max, "relative": given.relative,
                          "best": best_cost.to_dict()[c.metric], "baseline": setup.baseline_cost.to_dict()[c.metric]}

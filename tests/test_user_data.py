@@ -57,6 +57,8 @@ def test_an_rgb_image_makes_the_folder_rgb_unless_channels_says_grey_and_image_s
     (lambda root: (root / "test" / "dog").mkdir() or Image.new("L", (12, 10)).save(root / "test" / "dog" / "0.png"),
      r"^test class folder .*dog has no training folder; allowed classes: ant, bee, cat\.$"),
     (lambda root: (root / "train" / "empty").mkdir(), r"^class folder .*empty holds no images"),
+    (lambda root: Image.fromarray(np.full((10, 12), 4000, dtype=np.uint16)).save(root / "test" / "ant" / "deep.png"),
+     r"^image .*ant/deep.png has 'I;16' pixels \(more than 8 bits\); autocomp reads 8-bit images"),
 ])
 def test_a_damaged_image_folder_is_refused_naming_the_file(tmp_path, damage, message):
     root = write_folder(tmp_path)

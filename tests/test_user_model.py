@@ -164,3 +164,18 @@ def test_the_cost_command_counts_a_user_model_only_through_its_trusted_factory(f
     assert counted.exit_code == 0, counted.output
     by_hand = 8 * 1 * 9 * 64 + 16 * 8 * 9 * 64 + 16 * 4  # two 3x3 convs on 8x8, then the classifier
     assert f"MACs {by_hand:,}" in counted.output
+
+
+def test_a_user_models_run_exports_from_its_program_without_importing_the_factory(factory_module, tmp_path):
+    from autocomp.export import export_run
+
+    model = build_user_model("usernet:make_net", 4, 1).eval()
+    (tmp_path / "run").mkdir()
+    autocomp.save(model, tmp_path / "run" / "model.pt", torch.zeros(1, 1, 8, 8))
+    sys.modules.pop("usernet")
+    exported = export_run(tmp_path / "run", tmp_path / "out")
+    assert "usernet" not in sys.modules  # nothing was imported
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(torch.export.load(tmp_path / "out" / "model.pt2").module()(x), model(x), atol=1e-5)
+    assert exported.max_difference <= 1e-4

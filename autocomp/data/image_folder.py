@@ -20,7 +20,8 @@ from autocomp.data.normalise import standardise
 from autocomp.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
-GREY_MODES = ("1", "L", "I", "I;16", "F")
+GREY_MODES = ("1", "L", "LA")
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def load_image_folder(root: str | os.PathLike, image_size: int | list[int] | tuple[int, int] | None = None,
@@ -113,6 +114,9 @@ def _read(files: dict[str, list[Path]], classes: list[str], mode: str, size: tup
     for name, paths in files.items():
         for path in paths:
             image = _open(path)
+            if image.mode in WIDE_MODES:
+                raise DataError(f"image {path} has {image.mode!r} pixels (more than 8 bits); autocomp reads 8-bit images: "
+                                "convert them, or give them through data.factory.")
             image = (image.convert("RGBA") if "transparency" in image.info else image).convert(mode)
             if size is not None:
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
