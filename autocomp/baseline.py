@@ -15,8 +15,8 @@ from autocomp import io
 from autocomp.config import RunConfig
 from autocomp.data import DataBundle
 from autocomp.evaluate import accuracy
-from autocomp.locking import file_lock
 from autocomp.imports import source_digest
+from autocomp.locking import file_lock
 from autocomp.models.user import file_digest, load_checkpoint
 from autocomp.progress import console
 from autocomp.train import TrainSettings, train

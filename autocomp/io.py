@@ -136,8 +136,8 @@ def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor
         try:
             payload["program"] = _program_bytes(model, example_inputs)
         except ConfigError:
-            if recipe is None:
-                raise  # a user's model that cannot be exported still has its recipe
+            if recipe is None:  # nothing else could rebuild it (a user's model still has its recipe)
+                raise
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
