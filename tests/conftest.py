@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -12,3 +14,20 @@ torch.set_num_threads(2)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Baselines trained by tests never land in (or come from) the user's cache."""
     monkeypatch.setenv("AUTOCOMP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture()
+def user_module(tmp_path, monkeypatch):
+    """``user_module(name, source)``: a module importable from the working directory, as a user's project folder has
+    it; forgotten again after the test."""
+    names = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.chdir(tmp_path)
+        names.append(name)
+        return name
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import numpy as np
@@ -131,11 +130,8 @@ FACTORY_SOURCE = textwrap.dedent('''
 
 
 @pytest.fixture()
-def data_module(tmp_path, monkeypatch):
-    (tmp_path / "userdata.py").write_text(FACTORY_SOURCE)
-    monkeypatch.chdir(tmp_path)
-    yield "userdata"
-    sys.modules.pop("userdata", None)
+def data_module(user_module):
+    return user_module("userdata", FACTORY_SOURCE)
 
 
 def test_a_data_factory_returns_tensor_or_item_data_sets_kept_as_they_come(data_module):

@@ -53,12 +53,8 @@ FACTORY_SOURCE = textwrap.dedent('''
 
 
 @pytest.fixture()
-def factory_module(tmp_path, monkeypatch):
-    """A module ``usernet`` importable from the working directory, as a user's project folder has it."""
-    (tmp_path / "usernet.py").write_text(FACTORY_SOURCE)
-    monkeypatch.chdir(tmp_path)
-    yield "usernet"
-    sys.modules.pop("usernet", None)
+def factory_module(user_module):
+    return user_module("usernet", FACTORY_SOURCE)
 
 
 def test_the_factory_gets_the_data_arguments_it_names_and_the_model_remembers_it(factory_module):
