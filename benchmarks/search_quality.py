@@ -12,6 +12,7 @@ script runs again, so the table can be built over several sittings.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import statistics
 import sys
@@ -49,8 +50,10 @@ class Run:
 
 
 def folder_tag(overrides: list[str]) -> str:
-    """The ``--set`` overrides as a suffix of folder and figure names: ``space.channel_multiple=1`` -> ``-channel_multiple1``."""
-    return "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (item.split("=", 1) for item in overrides))
+    """The ``--set`` overrides as a suffix of folder and figure names: ``space.channel_multiple=1`` -> ``-channel_multiple1``,
+    ``space.frozen=[last]`` -> ``-frozenlast``."""
+    return "".join(f"-{key.rsplit('.', 1)[-1]}{re.sub(r'[^A-Za-z0-9_.]', '', value)}"
+                   for key, value in (item.split("=", 1) for item in overrides))
 
 
 def run_one(model: str, budget: float, agent: str, seed: int, args: argparse.Namespace) -> Run:
