@@ -45,8 +45,9 @@ def baseline_key(config: RunConfig) -> str:
                 "data": data, "train": config.baseline.model_dump(mode="json")}
     if config.model.factory is not None:
         defining["source"] = source_digest(config.model.factory)
-    if config.data.fingerprint():
-        defining["data_files"] = config.data.fingerprint()
+    data_files = config.data.fingerprint()
+    if data_files:
+        defining["data_files"] = data_files
     if config.model.checkpoint is not None:
         defining["checkpoint"] = file_digest(config.model.checkpoint)
         del defining["train"]  # nothing is trained
