@@ -99,6 +99,10 @@ class Agent(ABC):
             return proposal
         return self.budget.project(self.space, proposal, self.projection)
 
+    def evaluations_wanted(self) -> int | None:
+        """The evaluations this agent's walk needs to reach its result (None: it makes use of any number)."""
+        return None
+
     def is_probe(self, proposal: Policy) -> bool:
         """Whether ``proposal`` is a measurement outside the budget (a sensitivity probe), not a candidate."""
         return False

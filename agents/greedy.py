@@ -175,6 +175,9 @@ class SensitivityAgent(GreedyAgent):
             if self.usage(params) < now or params[d.name] == d.dim.low:
                 return params
 
+    def evaluations_wanted(self) -> int:
+        return self.options.iterations * (len(self.probed) + 2) + 1
+
     def step(self, scores: list[float]) -> tuple[Params, float | None]:
         sensitivity = dict(zip((d.name for d in self.probed), self.sensitivities(scores)))
         order = sorted(self.probed, key=lambda d: sensitivity[d.name])
@@ -200,6 +203,9 @@ class AutoSlimAgent(GreedyAgent):
 
     def probe(self, d: Decision) -> Params:
         return scaled(self.point, [d], self.largest_factor([d], self.target()) or 0.0)
+
+    def evaluations_wanted(self) -> int:
+        return self.options.iterations * (len(self.probed) + 1) + 2
 
     def step(self, scores: list[float]) -> tuple[Params, float | None]:
         sensitivity = self.sensitivities(scores)

@@ -11,6 +11,7 @@ import agents
 import autocomp
 from autocomp.config import build_config
 from autocomp.evaluate import Evaluator
+from autocomp.runners.context import prepare
 from autocomp.runners.study import pruning_reporter
 
 TINY = {
@@ -291,3 +292,12 @@ def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path
         assert policy.width in (0.5, 0.75, 1.0)
     if agent == "nsga2":  # proposals within the budget are evaluated as they are: the front spreads along the cost
         assert min(p["usage"] for p in result.report["pareto_front"]) < 0.97
+
+
+@pytest.mark.parametrize(("trials", "warned"), [(5, True), (6, False)])
+def test_a_greedy_agent_given_fewer_trials_than_its_walk_needs_is_warned_about(capsys, trials, warned):
+    config = dict(TINY, space={"keep": {"low": 0.3, "grouping": "stage"}},
+                  search={"agent": "sensitivity", "trials": trials, "options": {"iterations": 1}})
+    prepare(build_config(config))  # 1 iteration x (3 stages + 2) + 1 = 6 evaluations
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("sensitivity needs about 6 trials" in err) == warned, err

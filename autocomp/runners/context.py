@@ -18,6 +18,7 @@ from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity
 from autocomp.graph import ModelGraph
 from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
+from autocomp.progress import console
 from autocomp.runners.study import finished_trial, pruning_reporter, result_of
 from search_spaces import Budget, Space
 from search_spaces.from_config import budget_from_config, latency_target, space_from_config
@@ -58,6 +59,10 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     budget = budget_from_config(config, graph, space, baseline_cost)
     agent = agents.create_agent(config.search.agent, space, budget, seed=config.search.seed if seed is None else seed,
                                 projection=config.space.projection, options=config.search.options)
+    wanted = agent.evaluations_wanted()
+    if wanted is not None and config.search.trials < wanted:
+        console.log(f"[yellow]warning:[/] {config.search.agent} needs about {wanted} trials to reach its result here;"
+                    f" with search.trials={config.search.trials} it stops part-way, close to uniform's result")
     return Setup(data, example, graph, space, budget, baseline_cost, agent)
 
 
