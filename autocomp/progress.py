@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 console = Console(stderr=True)
 
@@ -20,3 +21,13 @@ def progress_bar() -> Progress:
         console=console,
         disable=not console.is_terminal,
     )
+
+
+def advance_trials(bar: Progress, task: TaskID, completed: int, info: str) -> None:
+    """Move a search's bar to ``completed`` trials; where no bar is drawn (not a terminal) the news is a log line,
+    one per change of the count."""
+    state = next(t for t in bar.tasks if t.id == task)
+    before = state.completed
+    bar.update(task, completed=completed, info=info)
+    if bar.disable and completed != before:
+        console.log(f"{state.description}: {completed}/{state.total:.0f} trials" + (f", {info}" if info else ""))

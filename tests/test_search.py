@@ -1,6 +1,7 @@
 """End to end on scikit-learn's digits: a real (small) search, fine-tune, report, resume."""
 
 import json
+import re
 import struct
 
 import optuna
@@ -301,3 +302,12 @@ def test_a_greedy_agent_given_fewer_trials_than_its_walk_needs_is_warned_about(c
     prepare(build_config(config))  # 1 iteration x (3 stages + 2) + 1 = 6 evaluations
     err = " ".join(capsys.readouterr().err.split())
     assert ("sensitivity needs about 6 trials" in err) == warned, err
+
+
+def test_output_that_is_not_a_terminal_gets_a_line_per_finished_trial(tmp_path, capsys):
+    config = dict(TINY, search={"agent": "random", "trials": 3}, evaluator={"fidelity": "bn", "bn_batches": 2},
+                  finetune=dict(TINY["finetune"], epochs=1))
+    autocomp.search(build_config(config), tmp_path)
+    err = " ".join(capsys.readouterr().err.split())  # rich may wrap a long line
+    assert re.findall(r"search \(random\): (\d/\d) trials", err) == ["1/3", "2/3", "3/3"], err
+    assert "trials, best " in err

@@ -6,7 +6,7 @@ import optuna
 
 from autocomp.config import RunConfig
 from autocomp.evaluate import Evaluator
-from autocomp.progress import console, progress_bar
+from autocomp.progress import advance_trials, console, progress_bar
 from autocomp.runners.context import Setup, evaluate, learn, replay
 from autocomp.runners.study import best_so_far, finished_trials, make_pruner
 
@@ -33,4 +33,4 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
             study.add_trial(trial)
             learn(setup, proposal, policy, result)
             remaining -= 1
-            bar.update(task, advance=1, info=best_so_far(study))
+            advance_trials(bar, task, config.search.trials - remaining, best_so_far(study))

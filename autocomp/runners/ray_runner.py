@@ -57,7 +57,7 @@ from autocomp.data import num_batches
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, Fidelity
 from autocomp.policy import Policy
-from autocomp.progress import console, progress_bar
+from autocomp.progress import advance_trials, console, progress_bar
 from autocomp.runners.context import Setup, evaluator_settings, learn, replay
 from autocomp.runners.study import best_so_far, finished_trial, finished_trials
 from search_spaces.from_config import latency_target
@@ -399,7 +399,7 @@ def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Eval
                                 info="")
 
             def advance() -> None:
-                bar.update(task, advance=1, info=best_so_far(study))
+                advance_trials(bar, task, len(finished_trials(study)), best_so_far(study))
 
             stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda _: False)
             searcher = AgentSearcher(setup, evaluator, study, config.search.trials, experiment, stopped, advance)

@@ -29,7 +29,7 @@ from autocomp.config import RunConfig
 from autocomp.errors import ConfigError
 from autocomp.evaluate import Evaluator
 from autocomp.policy import Policy
-from autocomp.progress import console, progress_bar
+from autocomp.progress import advance_trials, console, progress_bar
 from autocomp.run_folder import config_identity
 from autocomp.runners.context import Setup, evaluate, learn, replay
 from autocomp.runners.shared import drain, heartbeat, plan_trials
@@ -60,7 +60,7 @@ class Worker:
             task = bar.add_task(f"worker ({self.config.search.agent})", total=self.config.search.trials,
                                 completed=len(finished_trials(self.study)), info="")
             drain(self.study, self._evaluate, min(1.0, self.config.runner.heartbeat),
-                  lambda: bar.update(task, completed=len(finished_trials(self.study)), info=best_so_far(self.study)))
+                  lambda: advance_trials(bar, task, len(finished_trials(self.study)), best_so_far(self.study)))
         console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
