@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from autocomp.errors import AutocompError, ConfigError
+from autocomp.progress import plain_width
 from autocomp.report import format_number
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
-stdout = Console()
+stdout = plain_width(Console())
 
 
 @app.callback()

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)
+PLAIN_WIDTH = 160
+"""Columns of output that is not a terminal: a file or pipe has no width of its own, and rich's 80 would cut layer names
+and wrap log lines."""
+
+
+def plain_width(console: Console) -> Console:
+    """``console``, PLAIN_WIDTH wide when it writes to a file or pipe (unless ``COLUMNS`` says otherwise)."""
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PLAIN_WIDTH
+    return console
+
+
+console = plain_width(Console(stderr=True))
 
 
 def progress_bar() -> Progress:

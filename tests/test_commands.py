@@ -40,6 +40,7 @@ def test_cost_prints_the_table_and_the_totals_of_a_saved_model(saved_resnet20):
     total = autocomp.measure(model, x)
     assert f"MACs {total.macs:,}" in result.output and f"params {total.params:,}" in result.output
     assert "112,896" in result.output and "latency" in result.output
+    assert all(name in result.output for name, _ in model.named_modules() if name.endswith("conv2"))  # whole, not cut
     missing = CliRunner().invoke(app, ["cost", str(path.parent / "none.pt")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
