@@ -56,7 +56,8 @@ def test_a_layer_chart_refuses_series_of_another_length(tmp_path):
 def test_the_pareto_and_best_so_far_charts_are_drawn(tmp_path):
     points = [(0.4, 0.80), (0.5, 0.85), (0.45, 0.70), (0.3, 0.75)]
     pareto = pareto_chart(tmp_path / "pareto.png", points, [(0.3, 0.75), (0.4, 0.80), (0.5, 0.85)],
-                          {"baseline": (1.0, 0.9), "best": (0.5, 0.85)}, "MACs (fraction of the baseline)", "front")
+                          {"best": (0.5, 0.85)}, "MACs (fraction of the baseline)", "front", limit=0.5,
+                          reference=("baseline", 0.9))
     curve = best_so_far_chart(tmp_path / "curve.png", [0.5, None, 0.7, 0.6, 0.8], "best so far")
     for path in (pareto, curve):
         width, height = png_size(path)

@@ -57,13 +57,18 @@ def layer_chart(path: str | Path, layers: Sequence[str], panels: Mapping[str, Ma
 
 
 def pareto_chart(path: str | Path, points: Sequence[tuple[float, float]], front: Sequence[tuple[float, float]],
-                 marked: Mapping[str, tuple[float, float]], xlabel: str, title: str, limit: float | None = None) -> Path:
-    """Accuracy (y) against cost (x) of every candidate, the Pareto front as a line, ``marked`` points (the baseline,
-    the chosen model, other agents' results) labelled, and the budget's ``limit`` as a dashed line."""
+                 marked: Mapping[str, tuple[float, float]], xlabel: str, title: str, limit: float | None = None,
+                 reference: tuple[str, float] | None = None) -> Path:
+    """Accuracy (y) against cost (x) of every candidate, the Pareto front as a line, ``marked`` points (the chosen
+    model, other agents' results) labelled, the budget's ``limit`` as a dashed vertical line and a ``reference``
+    accuracy (the baseline's, whose cost would stretch the axis far beyond the candidates) as a dotted horizontal one."""
     path = Path(path)
     with _figure(path, 4.8) as (axis,):
         if limit is not None:
             axis.axvline(limit, linestyle="--", color="tab:red", alpha=0.6, label="limit")
+        if reference is not None:
+            label, accuracy = reference
+            axis.axhline(accuracy, linestyle=":", color="tab:green", label=f"{label} {100 * accuracy:.2f}%")
         if points:
             axis.scatter(*zip(*points), s=14, alpha=0.5, color="tab:gray", label="candidates")
         if front:
