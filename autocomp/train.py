@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 from autocomp.data import iterate_batches, num_batches
 from autocomp.distill import distillation_loss
 from autocomp.errors import ConfigError
+from autocomp.memory_format import channels_last
 from autocomp.progress import console, progress_bar
 
 CHECKPOINT_EVERY_STEPS = 100
@@ -84,7 +85,7 @@ def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkp
     if distill is not None:
         distill.teacher.eval()
     model.train()
-    with progress_bar() as bar:
+    with progress_bar() as bar, channels_last(model) as layout:
         task = bar.add_task(label, total=total_steps, completed=step, info="")
         while step < total_steps:
             epoch, skip = divmod(step, steps_per_epoch)
@@ -92,7 +93,7 @@ def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkp
             for index, (images, labels) in enumerate(batches):
                 if index < skip:
                     continue
-                logits = model(images)
+                logits = model(layout(images))
                 if distill is None:
                     loss = F.cross_entropy(logits, labels)
                 else:

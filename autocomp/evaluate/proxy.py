@@ -13,6 +13,7 @@ from autocomp.distill import FeatureTaps, attention_loss, distillation_loss
 from autocomp.evaluate.fidelity import ProxyTraining
 from autocomp.evaluate.stream import TrainingStream
 from autocomp.evaluate.timing import Stopwatch
+from autocomp.memory_format import channels_last
 from autocomp.train import descend
 
 StepCallback = Callable[[int], bool]
@@ -34,10 +35,10 @@ def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, setti
     attention = settings.attention > 0 and bool(attention_points)
     student.train()
     done = 0
-    with FeatureTaps(student, attention_points) if attention else nullcontext() as taps:
+    with FeatureTaps(student, attention_points) if attention else nullcontext() as taps, channels_last(student) as layout:
         for batch in stream.batches(steps, watch):
             with watch.computing():
-                logits = student(batch.images)
+                logits = student(layout(batch.images))
                 loss = distillation_loss(logits, batch.logits, batch.labels, settings.temperature, settings.alpha)
                 if attention:
                     loss = loss + settings.attention / 2 * attention_loss(taps.take(), batch.maps)
