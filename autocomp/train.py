@@ -56,9 +56,17 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _step_seed(seed: int, step: int) -> int:
+    """The random seed of a training step (dropout's masks): a resumed training draws what an uninterrupted one drew."""
+    return seed * 1_000_003 + step
+
+
 def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkpoint: Path | None = None,
           distill: Distillation | None = None, label: str = "train") -> nn.Module:
-    """Train ``model`` in place; with ``checkpoint`` an interrupted call resumes where it stopped."""
+    """Train ``model`` in place; with ``checkpoint`` an interrupted call resumes where it stopped.
+
+    Random draws inside the model (dropout) are seeded per step, so equal settings train to equal weights, resumed or
+    not, whatever ran before; the caller's random state is left as it was."""
     steps_per_epoch = num_batches(data, settings.batch_size, drop_last=True)
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {settings.batch_size} is larger than the {len(data)} training examples.")
@@ -85,7 +93,7 @@ def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkp
     if distill is not None:
         distill.teacher.eval()
     model.train()
-    with progress_bar() as bar, channels_last(model) as layout:
+    with progress_bar() as bar, channels_last(model) as layout, torch.random.fork_rng(devices=[]):
         task = bar.add_task(label, total=total_steps, completed=step, info="")
         while step < total_steps:
             epoch, skip = divmod(step, steps_per_epoch)
@@ -93,6 +101,7 @@ def train(model: nn.Module, data: TensorDataset, settings: TrainSettings, checkp
             for index, (images, labels) in enumerate(batches):
                 if index < skip:
                     continue
+                torch.default_generator.manual_seed(_step_seed(settings.seed, step))
                 logits = model(layout(images))
                 if distill is None:
                     loss = F.cross_entropy(logits, labels)

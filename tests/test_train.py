@@ -38,7 +38,19 @@ def tiny_problem():
 def tiny_model():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 2))
+                         nn.Dropout(0.3), nn.Linear(4, 2))
+
+
+def test_training_draws_its_dropout_masks_from_its_seed_not_from_what_ran_before():
+    data, settings = tiny_problem(), TrainSettings(epochs=1, batch_size=16, lr=0.05)
+    first = train(tiny_model(), data, settings)
+    model = tiny_model()
+    torch.manual_seed(123)  # someone else's random state
+    state = torch.get_rng_state()
+    second = train(model, data, settings)
+    assert torch.equal(torch.get_rng_state(), state)  # left as it was
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
