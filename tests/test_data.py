@@ -243,6 +243,17 @@ def test_digits_load_with_a_fixed_test_split():
     assert not torch.equal(data.val.tensors[0], other_seed.val.tensors[0])
 
 
+def test_digits_read_from_the_bundled_file_are_scikit_learns_own():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from autocomp.data.digits import _read_bundled_file
+
+    images, labels = _read_bundled_file()
+    reference = sklearn_digits()
+    assert torch.equal(images, torch.from_numpy(reference.images).float().div(16).unsqueeze(1))
+    assert torch.equal(labels, torch.from_numpy(reference.target).long())
+
+
 def test_synthetic_is_deterministic_by_seed_and_shaped_by_its_options():
     options = dict(n_train=60, n_test=30, num_classes=3, in_channels=2, image_size=[5, 7])
     first, second = (load_dataset("synthetic", val_size=12, seed=5, **options) for _ in range(2))
