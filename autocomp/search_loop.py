@@ -13,10 +13,13 @@ import torch
 
 from autocomp import io
 from autocomp.baseline import Baseline, prepare_baseline
+from autocomp.compress import InputResize
+from autocomp.compress.lowrank import LowRank
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.errors import InfeasibleError, SearchError
 from autocomp.evaluate import Evaluator, Fidelity, accuracy
+from autocomp.graph import LayerInfo
 from autocomp.policy import Policy
 from autocomp.progress import console
 from autocomp.report import REPORT_VERSION, write_report
@@ -66,7 +69,6 @@ def _finished_report(run_dir: Path, best: optuna.trial.FrozenTrial, trials: int)
 def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
             small: torch.nn.Module, wall_seconds: float) -> dict[str, Any]:
     """Everything report.json records: baseline and best model, constraint, trials, wall time, config."""
-    modules = dict(small.named_modules())
     trials = finished_trials(study)
     latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
     best_cost = measure(small, setup.example, latency_target(config))
@@ -104,11 +106,21 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
                  "finetuned_val_accuracy": accuracy(small, setup.data.val),  # what `autocomp tune` may compare
                  "test_accuracy": accuracy(small, setup.data.test),  # the test set's one use
                  **best_cost.to_dict(), "latency_ms": latency["best"],
-                 "channels": {layer.name: [modules[layer.name].weight.shape[0], layer.out_channels]
-                              for layer in setup.graph.prunable},
+                 "channels": kept_channels(small, setup.graph.prunable),
                  "bits": _bits(Policy.from_dict(best.user_attrs["policy"]))},
         "config": config.to_dict(),
     }
+
+
+def kept_channels(small: torch.nn.Module, layers: list[LayerInfo]) -> dict[str, list[int]]:
+    """Each of ``layers``' [kept, original] output channels in the compressed model ``small`` (behind its input
+    resize, if it has one; a factorized layer's are its second factor's)."""
+    modules = dict((small.model if isinstance(small, InputResize) else small).named_modules())
+    return {layer.name: [_out_channels(modules[layer.name]), layer.out_channels] for layer in layers}
+
+
+def _out_channels(module: torch.nn.Module) -> int:
+    return module.out_channels if isinstance(module, LowRank) else module.weight.shape[0]
 
 
 def _bits(policy: Policy) -> dict[str, list[int | None]]:
