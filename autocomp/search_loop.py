@@ -106,14 +106,14 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
                  "finetuned_val_accuracy": accuracy(small, setup.data.val),  # what `autocomp tune` may compare
                  "test_accuracy": accuracy(small, setup.data.test),  # the test set's one use
                  **best_cost.to_dict(), "latency_ms": latency["best"],
-                 "channels": kept_channels(small, setup.graph.prunable),
+                 "channels": _measured_channels(small, setup.graph.prunable),
                  "bits": _bits(Policy.from_dict(best.user_attrs["policy"]))},
         "config": config.to_dict(),
     }
 
 
-def kept_channels(small: torch.nn.Module, layers: list[LayerInfo]) -> dict[str, list[int]]:
-    """Each of ``layers``' [kept, original] output channels in the compressed model ``small`` (behind its input
+def _measured_channels(small: torch.nn.Module, layers: list[LayerInfo]) -> dict[str, list[int]]:
+    """Each of ``layers``' [kept, original] output channels as the compressed model ``small`` has them (behind its input
     resize, if it has one; a factorized layer's are its second factor's)."""
     modules = dict((small.model if isinstance(small, InputResize) else small).named_modules())
     return {layer.name: [_out_channels(modules[layer.name]), layer.out_channels] for layer in layers}
