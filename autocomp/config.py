@@ -143,12 +143,16 @@ class TrainConfig(_Section):
 
 
 class FinetuneConfig(TrainConfig):
-    """Final fine-tune of the best candidate, distilled from the baseline."""
+    """Final fine-tune of the best candidate, distilled from the baseline.
+
+    ``finalists`` > 1 fine-tunes the search's best few distinct candidates the same way and keeps the one most accurate
+    on the held-out data afterwards (each finalist costs one more fine-tune)."""
 
     epochs: int = Field(default=2, ge=1)
     lr: float = Field(default=0.02, gt=0)
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=0.7, ge=0, le=1)
+    finalists: int = Field(default=1, ge=1)
 
 
 class ConstraintConfig(_Section):

@@ -10,9 +10,9 @@ from autocomp.config import RunConfig
 from autocomp.errors import ConfigError
 
 CONFIG_NAME = "config.yaml"
-# A run may be continued with a larger trial budget, another thread count or another runner; any other change is
-# another run.
-RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("runner",))
+# A run may be continued with a larger trial budget, another thread count, another runner or another number of
+# finalists (the finish runs again); any other change is another run.
+RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("runner",), ("finetune", "finalists"))
 
 
 def _without_none(value: object) -> object:

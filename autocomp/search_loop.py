@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from autocomp.report import REPORT_VERSION, write_report
 from autocomp.run_folder import check_run_folder, claim_run_folder
 from autocomp.runners.context import Setup, build_evaluator, prepare
 from autocomp.runners.local import run_local
-from autocomp.runners.study import best_trial, finished_trials, open_study, study_storage
+from autocomp.runners.study import finished_trials, open_study, study_storage, top_trials
 from autocomp.runners.workers import Worker, plan
 from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Budget
@@ -47,7 +48,7 @@ def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, baseline: B
     checkpoint lives in ``folder`` until the fine-tune ends)."""
     small = evaluator.build(policy)
     finetune = config.finetune
-    settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha"}))
+    settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha", "finalists"}))
     distill = Distillation(baseline.model, temperature=finetune.temperature, alpha=finetune.alpha)
     checkpoint = folder / f"finetune-{policy.key()}.ckpt"  # a new best policy never resumes another's weights
     train(small, setup.data.train, settings, checkpoint=checkpoint, distill=distill, label="fine-tune")
@@ -55,19 +56,60 @@ def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, baseline: B
     return small
 
 
-def _finished_report(run_dir: Path, best: optuna.trial.FrozenTrial, trials: int) -> dict[str, Any] | None:
-    """The report of an earlier finish of the same trials with the same best, if there is one."""
+@dataclass(frozen=True)
+class Finalist:
+    """One of the search's best candidates after the final fine-tune."""
+
+    trial: int
+    val_accuracy: float
+    """The search's score."""
+    finetuned_val_accuracy: float
+    """Held-out accuracy after the fine-tune: what chooses among the finalists."""
+
+
+def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, baseline: Baseline,
+                        finalists: list[optuna.trial.FrozenTrial], run_dir: Path,
+                        ) -> tuple[optuna.trial.FrozenTrial, torch.nn.Module, list[Finalist]]:
+    """Each of ``finalists`` fine-tuned (`fine_tune`) and scored on the held-out data; the most accurate wins (ties: the
+    search's order). Each finished fine-tune is kept in ``run_dir/finalists/`` until the choice is made, so an
+    interrupted finish resumes with the next finalist."""
+    folder = run_dir / "finalists"
+    folder.mkdir(exist_ok=True)
+    scored: list[Finalist] = []
+    for trial in finalists:
+        policy = Policy.from_dict(trial.user_attrs["policy"])
+        saved = folder / f"{policy.key()}.pt"
+        if not saved.exists():
+            small = fine_tune(config, setup, evaluator, baseline, policy, run_dir)
+            partial = saved.with_suffix(".tmp")
+            torch.save({"model": small.state_dict(), "finetuned_val_accuracy": accuracy(small, setup.data.val)}, partial)
+            partial.replace(saved)
+        held_out = torch.load(saved, map_location="cpu", weights_only=True)["finetuned_val_accuracy"]
+        scored.append(Finalist(trial.number, trial.value, held_out))
+        if len(finalists) > 1:
+            console.log(f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
+                        f"{100 * held_out:.2f}% held-out after the fine-tune")
+    winner = max(range(len(finalists)), key=lambda index: (scored[index].finetuned_val_accuracy, -index))
+    policy = Policy.from_dict(finalists[winner].user_attrs["policy"])
+    small = evaluator.build(policy)
+    small.load_state_dict(torch.load(folder / f"{policy.key()}.pt", map_location="cpu", weights_only=True)["model"])
+    return finalists[winner], small.eval(), scored
+
+
+def _finished_report(run_dir: Path, finalists: list[optuna.trial.FrozenTrial], trials: int) -> dict[str, Any] | None:
+    """The report of an earlier finish of the same trials with the same finalists, if there is one."""
     path = run_dir / "report.json"
     if not (path.exists() and (run_dir / "model.pt").exists()):
         return None
     report = json.loads(path.read_text())
+    reported = [f["trial"] for f in report.get("finalists", [report.get("best", {})])]
     same = (report.get("version") == REPORT_VERSION and report.get("trials") == trials
-            and report.get("best", {}).get("trial") == best.number)
+            and reported == [t.number for t in finalists])
     return report if same else None
 
 
 def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
-            small: torch.nn.Module, wall_seconds: float) -> dict[str, Any]:
+            small: torch.nn.Module, finalists: list[Finalist], wall_seconds: float) -> dict[str, Any]:
     """Everything report.json records: baseline and best model, constraint, trials, wall time, config."""
     trials = finished_trials(study)
     latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
@@ -103,11 +145,13 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
                      "usage": setup.budget.measured_usage(Cost.from_dict(t.user_attrs))}
                     for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
         "best": {"trial": best.number, "val_accuracy": best.value,
-                 "finetuned_val_accuracy": accuracy(small, setup.data.val),  # what `autocomp tune` may compare
+                 # what `autocomp tune` compares
+                 "finetuned_val_accuracy": next(f.finetuned_val_accuracy for f in finalists if f.trial == best.number),
                  "test_accuracy": accuracy(small, setup.data.test),  # the test set's one use
                  **best_cost.to_dict(), "latency_ms": latency["best"],
                  "channels": _measured_channels(small, setup.graph.prunable),
                  "bits": _bits(Policy.from_dict(best.user_attrs["policy"]))},
+        "finalists": [asdict(finalist) for finalist in finalists],
         "config": config.to_dict(),
     }
 
@@ -169,23 +213,23 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     else:
         run_local(config, setup, evaluator, study)
 
-    best = best_trial(study)
-    if best is None:
+    finalists = top_trials(study, config.finetune.finalists)
+    if not finalists:
         scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if scored:
             raise InfeasibleError(f"none of the {len(scored)} evaluated candidates met the budget when measured; run "
                                   "more trials (later ones are projected with the measurements so far) or loosen the limit.")
         raise SearchError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in "
                           f"{run_dir / 'study.db'}.")
-    finished = _finished_report(run_dir, best, len(finished_trials(study)))
+    finished = _finished_report(run_dir, finalists, len(finished_trials(study)))
     if finished is not None:
-        console.log(f"search: {run_dir} is already finished with trial {best.number} as the best")
+        console.log(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
         return SearchResult(run_dir, finished)
-    policy = Policy.from_dict(best.user_attrs["policy"])
-    small = fine_tune(config, setup, evaluator, baseline, policy, run_dir)
+    best, small, scored = fine_tune_finalists(config, setup, evaluator, baseline, finalists, run_dir)
     io.save(small, run_dir / "model.pt", setup.example)
-    policy.save(run_dir / "policy.json")
+    Policy.from_dict(best.user_attrs["policy"]).save(run_dir / "policy.json")
 
-    report = _report(config, setup, baseline, study, best, small, time.perf_counter() - started)
+    report = _report(config, setup, baseline, study, best, small, scored, time.perf_counter() - started)
     write_report(run_dir, report)
+    shutil.rmtree(run_dir / "finalists", ignore_errors=True)
     return SearchResult(run_dir, report)

@@ -13,9 +13,10 @@ import autocomp
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
 from autocomp.config import build_config
-from autocomp.evaluate import Evaluator
+from autocomp import search_loop
+from autocomp.evaluate import Evaluator, accuracy
 from autocomp.runners.context import prepare
-from autocomp.runners.study import pruning_reporter
+from autocomp.runners.study import pruning_reporter, top_trials
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -168,6 +169,50 @@ def test_a_longer_budget_resumes_the_same_study(finished_run, tmp_path):
     assert result.report["trials"] == 8
 
 
+def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_kept(finished_run, tmp_path, monkeypatch):
+    out, _ = finished_run
+    copy = tmp_path / "finalists"
+    copy.mkdir()
+    for name in ("study.db", "config.yaml"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    config = build_config(dict(TINY, finetune=dict(TINY["finetune"], finalists=3)))  # same trials, a new finish
+    fine_tuned, real_fine_tune = [], search_loop.fine_tune
+
+    def interrupted_at_the_second(*args):
+        if len(fine_tuned) == 1:
+            raise KeyboardInterrupt
+        fine_tuned.append(args[4].key())
+        return real_fine_tune(*args)
+
+    monkeypatch.setattr(search_loop, "fine_tune", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        autocomp.search(config, copy)
+    assert len(list((copy / "finalists").glob("*.pt"))) == 1  # the first finalist's fine-tune is kept
+    monkeypatch.setattr(search_loop, "fine_tune", lambda *args: fine_tuned.append(args[4].key()) or real_fine_tune(*args))
+    monkeypatch.setattr(Evaluator, "_evaluate", lambda *args: pytest.fail("the finish evaluated a candidate again"))
+    report = autocomp.search(config, copy).report
+
+    assert len(fine_tuned) == len(set(fine_tuned)) == 3  # each finalist once, the first not again after the interruption
+    study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{copy / 'study.db'}")
+    by_policy = {}
+    for trial in sorted(study.trials, key=lambda t: (-t.value, t.user_attrs["macs"], t.number)):
+        if trial.user_attrs["feasible"]:
+            by_policy.setdefault(json.dumps(trial.user_attrs["policy"], sort_keys=True), trial.number)
+    finalists = report["finalists"]
+    assert [f["trial"] for f in finalists] == list(by_policy.values())[:3]
+    assert [f["val_accuracy"] for f in finalists] == sorted((f["val_accuracy"] for f in finalists), reverse=True)
+    winner = max(finalists, key=lambda f: f["finetuned_val_accuracy"])
+    assert report["best"]["trial"] == winner["trial"]
+    saved = autocomp.load(copy / "model.pt")
+    held_out = accuracy(saved, prepare(config).data.val)
+    assert report["best"]["finetuned_val_accuracy"] == pytest.approx(held_out, abs=1e-6) == winner["finetuned_val_accuracy"]
+    assert json.loads((copy / "policy.json").read_text()) == study.trials[winner["trial"]].user_attrs["policy"]
+    assert not (copy / "finalists").exists()
+    assert "3 best candidates were each fine-tuned" in (copy / "report.md").read_text()
+    assert autocomp.search(config, copy).report == report  # finished: read back, nothing fine-tuned again
+    assert len(fine_tuned) == 3
+
+
 class RepeatAgent(agents.Agent):
     """Proposes the same policy every time: every candidate after the first is a cache hit."""
 
@@ -189,6 +234,7 @@ def test_the_score_cache_survives_a_resumed_run(tmp_path, monkeypatch):
     assert [t.user_attrs["cached"] for t in study.trials] == [False, True, True, True, True]
     assert len({t.value for t in study.trials}) == 1
     assert [t.user_attrs["seconds"] > 0 for t in study.trials] == [True, False, False, False, False]
+    assert [t.number for t in top_trials(study, 3)] == [0]  # one policy is one finalist, however often it was drawn
 
 
 def test_a_median_pruner_sees_every_candidates_intermediate_scores(tmp_path):

@@ -25,6 +25,15 @@ def _constraint_line(constraint: dict[str, Any]) -> str:
             f"({_pct(constraint['best'] / constraint['limit'])} used)")
 
 
+def _finalists_lines(finalists: list[dict[str, Any]]) -> list[str]:
+    """The sentence on the finalists, when there were several: each one's search score and held-out accuracy after."""
+    if len(finalists) < 2:
+        return []
+    each = "; ".join(f"trial {f['trial']}: {_pct(f['val_accuracy'])} -> {_pct(f['finetuned_val_accuracy'])}" for f in finalists)
+    return [f"The {len(finalists)} best candidates were each fine-tuned and the most accurate on the held-out data "
+            f"afterwards was kept (search score -> after the fine-tune): {each}."]
+
+
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     """Write ``report.json`` (the full record) and a short ``report.md`` beside it."""
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -49,6 +58,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         f"{report.get('probe_trials', 0)} probes outside the budget), "
         f"best is trial {best['trial']}; wall time {report['wall_seconds']:.0f} s.",
         f"Candidates scored by {report['evaluator']['describe']}, {report['evaluator']['seconds_per_evaluation']:.1f} s each.",
+        *_finalists_lines(report.get("finalists", [])),
         "",
         "| | baseline | compressed |",
         "|---|---:|---:|",

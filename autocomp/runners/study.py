@@ -106,10 +106,21 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
 
 
+def top_trials(study: optuna.Study, count: int) -> list[FrozenTrial]:
+    """The ``count`` best measured-feasible complete trials of distinct policies, best first (ties: the fewer MACs, then
+    the earlier trial); a policy scored twice (a cache hit) counts once."""
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")]
+    ranked = sorted(feasible, key=lambda t: (-t.value, t.user_attrs["macs"], t.number))
+    distinct: dict[str, FrozenTrial] = {}
+    for trial in ranked:
+        distinct.setdefault(Policy.from_dict(trial.user_attrs["policy"]).key(), trial)
+    return list(distinct.values())[:count]
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best measured-feasible complete trial (ties: the fewer MACs), None when there is none."""
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")]
-    return max(feasible, key=lambda t: (t.value, -t.user_attrs["macs"]), default=None)
+    top = top_trials(study, 1)
+    return top[0] if top else None
 
 
 def best_so_far(study: optuna.Study) -> str:
