@@ -208,7 +208,9 @@ def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_ke
     assert report["best"]["finetuned_val_accuracy"] == pytest.approx(held_out, abs=1e-6) == winner["finetuned_val_accuracy"]
     assert json.loads((copy / "policy.json").read_text()) == study.trials[winner["trial"]].user_attrs["policy"]
     assert not (copy / "finalists").exists()
-    assert "3 best candidates were each fine-tuned" in (copy / "report.md").read_text()
+    markdown = (copy / "report.md").read_text()
+    assert "3 best candidates were each fine-tuned" in markdown
+    assert f"| held-out accuracy after the fine-tune | {report['baseline']['val_accuracy']:.2%} | {winner['finetuned_val_accuracy']:.2%} |" in markdown
     assert autocomp.search(config, copy).report == report  # finished: read back, nothing fine-tuned again
     assert len(fine_tuned) == 3
 

@@ -41,6 +41,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     rows = [
         ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
         (f"held-out accuracy (search score: {report['evaluator']['describe']})", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
+        *([("held-out accuracy after the fine-tune", _pct(base["val_accuracy"]), _pct(best["finetuned_val_accuracy"]))]
+          if "finetuned_val_accuracy" in best else []),
         ("MACs", f"{base['macs']:,}", f"{best['macs']:,} ({_pct(best['macs'] / base['macs'])})"),
         ("parameters", f"{base['params']:,}", f"{best['params']:,} ({_pct(best['params'] / base['params'])})"),
         ("size (bytes)", f"{base['size_bytes']:,}", f"{best['size_bytes']:,}"),
