@@ -210,8 +210,8 @@ def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_ke
     assert not (copy / "finalists").exists()
     markdown = (copy / "report.md").read_text()
     assert "3 best candidates were each fine-tuned" in markdown
-    row = f"| held-out accuracy after the fine-tune | {report['baseline']['val_accuracy']:.2%} | {winner['finetuned_val_accuracy']:.2%} |"
-    assert row in markdown
+    before, after = report["baseline"]["val_accuracy"], winner["finetuned_val_accuracy"]
+    assert f"| held-out accuracy after the fine-tune | {before:.2%} | {after:.2%} |" in markdown
     assert autocomp.search(config, copy).report == report  # finished: read back, nothing fine-tuned again
     assert len(fine_tuned) == 3
 
