@@ -79,12 +79,14 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, b
     for trial in finalists:
         policy = Policy.from_dict(trial.user_attrs["policy"])
         saved = folder / f"{policy.key()}.pt"
-        if not saved.exists():
+        if saved.exists():  # fine-tuned before an interruption
+            held_out = torch.load(saved, map_location="cpu", weights_only=True)["finetuned_val_accuracy"]
+        else:
             small = fine_tune(config, setup, evaluator, baseline, policy, run_dir)
+            held_out = accuracy(small, setup.data.val)
             partial = saved.with_suffix(".tmp")
-            torch.save({"model": small.state_dict(), "finetuned_val_accuracy": accuracy(small, setup.data.val)}, partial)
+            torch.save({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, partial)
             partial.replace(saved)
-        held_out = torch.load(saved, map_location="cpu", weights_only=True)["finetuned_val_accuracy"]
         scored.append(Finalist(trial.number, trial.value, held_out))
         if len(finalists) > 1:
             console.log(f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
