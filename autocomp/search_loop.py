@@ -76,9 +76,9 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, b
     folder = run_dir / "finalists"
     folder.mkdir(exist_ok=True)
     scored: list[Finalist] = []
-    for trial in finalists:
-        policy = Policy.from_dict(trial.user_attrs["policy"])
-        saved = folder / f"{policy.key()}.pt"
+    policies = [Policy.from_dict(trial.user_attrs["policy"]) for trial in finalists]
+    files = [folder / f"{policy.key()}.pt" for policy in policies]
+    for trial, policy, saved in zip(finalists, policies, files):
         if saved.exists():  # fine-tuned before an interruption
             held_out = torch.load(saved, map_location="cpu", weights_only=True)["finetuned_val_accuracy"]
         else:
@@ -92,9 +92,8 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, b
             console.log(f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
                         f"{100 * held_out:.2f}% held-out after the fine-tune")
     winner = max(range(len(finalists)), key=lambda index: (scored[index].finetuned_val_accuracy, -index))
-    policy = Policy.from_dict(finalists[winner].user_attrs["policy"])
-    small = evaluator.build(policy)
-    small.load_state_dict(torch.load(folder / f"{policy.key()}.pt", map_location="cpu", weights_only=True)["model"])
+    small = evaluator.build(policies[winner])
+    small.load_state_dict(torch.load(files[winner], map_location="cpu", weights_only=True)["model"])
     return finalists[winner], small.eval(), scored
 
 

@@ -10,10 +10,10 @@ import torch
 
 import agents
 import autocomp
+from autocomp import search_loop
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
 from autocomp.config import build_config
-from autocomp import search_loop
 from autocomp.evaluate import Evaluator, accuracy
 from autocomp.runners.context import prepare
 from autocomp.runners.study import pruning_reporter, top_trials
