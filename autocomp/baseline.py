@@ -19,6 +19,7 @@ from autocomp.imports import source_digest
 from autocomp.locking import file_lock
 from autocomp.models.user import file_digest, load_checkpoint
 from autocomp.progress import console
+from autocomp.runtime import CPU, Runtime
 from autocomp.train import TrainSettings, train
 
 BASELINE_FORMAT_VERSION = 1
@@ -39,10 +40,13 @@ def cache_root() -> Path:
 
 def baseline_key(config: RunConfig) -> str:
     """Hash of what defines the baseline: model (a user's: also its source file and checkpoint's bytes), data set and
-    split, training settings (not the data folder's path)."""
-    data = config.data.model_dump(mode="json", exclude={"dir"}, exclude_none=True)  # fields added unset keep old keys
+    split, training settings and a reduced precision (not the data folder's path, the device or the data workers: a
+    baseline is trained once whichever GPU or worker gets there first)."""
+    data = config.data.model_dump(mode="json", exclude={"dir", "workers"}, exclude_none=True)  # added unset: old keys
     defining = {"version": BASELINE_FORMAT_VERSION, "model": config.model.model_dump(mode="json", exclude_none=True),
-                "data": data, "train": config.baseline.model_dump(mode="json")}
+                "data": data, "train": config.baseline.model_dump(mode="json", exclude_none=True)}
+    if config.precision != "fp32":
+        defining["precision"] = config.precision
     if config.model.factory is not None:
         defining["source"] = source_digest(config.model.factory)
     data_files = config.data.fingerprint()
@@ -54,16 +58,17 @@ def baseline_key(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_baseline(config: RunConfig, data: DataBundle) -> Baseline:
-    """Load the cached baseline for ``config``, or build it: from the user's checkpoint, else by training (resuming an
-    interrupted training); another process preparing the same baseline is waited for."""
+def prepare_baseline(config: RunConfig, data: DataBundle, runtime: Runtime = CPU) -> Baseline:
+    """Load the cached baseline for ``config``, or build it on ``runtime``: from the user's checkpoint, else by training
+    (resuming an interrupted training); another process preparing the same baseline is waited for. The model comes
+    back on the CPU."""
     label = config.model.label.rpartition(":")[2]
     folder = cache_root() / "baselines" / f"{label}-{data.name}-{baseline_key(config)}"
-    with file_lock(folder / ".lock"):  # processes sharing the cache (workers on one machine) prepare it once
-        return _load_or_build(config, data, folder)
+    with file_lock(folder / ".lock"):  # processes sharing the cache (workers, GPUs of one machine) prepare it once
+        return _load_or_build(config, data, folder, runtime)
 
 
-def _load_or_build(config: RunConfig, data: DataBundle, folder: Path) -> Baseline:
+def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: Runtime) -> Baseline:
     model_path, meta_path = folder / "model.pt", folder / "meta.json"
     if model_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -79,8 +84,10 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path) -> Baselin
         load_checkpoint(model, config.model.checkpoint)
         console.log(f"baseline: weights from {config.model.checkpoint} (not trained)")
     else:
-        train(model, data.train, settings, checkpoint=checkpoint, label="baseline")
-    val_accuracy, test_accuracy = accuracy(model, data.val), accuracy(model, data.test)
+        train(model, data.train, settings, checkpoint=checkpoint, label="baseline", runtime=runtime)
+    model.to(runtime.device)
+    val_accuracy, test_accuracy = accuracy(model, data.val, runtime=runtime), accuracy(model, data.test, runtime=runtime)
+    model.cpu()
     io.save(model, model_path, data.example_input())
     meta_path.write_text(json.dumps({"val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
                                      "config": config.to_dict()}, indent=2))

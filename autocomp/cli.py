@@ -71,12 +71,16 @@ def _summary(report: dict) -> Table:
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config, e.g. configs/fmnist_resnet20.yaml.")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set search.trials=10.")]
+DeviceOption = Annotated[Optional[str], typer.Option(
+    "--device", help="Where models train and are scored: auto (a GPU when there is one; LOCAL_RANK picks which), cpu, "
+                     "cuda or cuda:N. Same as --set device=...")]
 StorageOption = Annotated[Optional[str], typer.Option(
     "--storage", help="Shared Optuna study: postgresql://user@host/db, sqlite:///file.db or a journal file path.")]
 
 
-def _runner_overrides(runner: str | None, address: str | None, storage: str | None) -> list[str]:
-    given = {"runner.kind": runner, "runner.address": address, "runner.storage": storage}
+def _runner_overrides(runner: str | None, address: str | None, storage: str | None, device: str | None = None
+                      ) -> list[str]:
+    given = {"runner.kind": runner, "runner.address": address, "runner.storage": storage, "device": device}
     return [f"{key}={value}" for key, value in given.items() if value is not None]
 
 
@@ -88,6 +92,7 @@ def search(
     runner: Annotated[Optional[str], typer.Option("--runner", help="local (default) or ray.")] = None,
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: a local one).")] = None,
     storage: StorageOption = None,
+    device: DeviceOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config and print the space, its size, the "
                                                              "baseline's cost and the smallest reachable; write nothing.")] = False,
 ) -> None:
@@ -102,7 +107,7 @@ def search(
     from autocomp.search_loop import search as run_search
 
     with _user_errors():
-        run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage)])
+        run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage, device)])
         if dry_run:
             from autocomp.inspection import preview_search
 
@@ -128,19 +133,21 @@ def _preview_table(preview) -> Table:
 
 
 @app.command()
-def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOption = None) -> None:
+def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOption = None,
+           device: DeviceOption = None) -> None:
     """Evaluate trials of a search shared through an Optuna storage, until none is left.
 
     Start the search with `autocomp search --config F --storage URL` (it plans the trials, works
-    too, and fine-tunes the best at the end), then any number of workers with the same config:
+    too, and fine-tunes the best at the end), then any number of workers with the same config,
+    one per GPU with --device cuda:N (or --device auto under a launcher that sets LOCAL_RANK):
 
-    Example: autocomp worker --config configs/fmnist_resnet20.yaml --storage postgresql://autocomp@db-host/autocomp
+    Example: autocomp worker --config configs/fmnist_resnet20.yaml --storage postgresql://autocomp@db-host/autocomp --device cuda:1
     """
     from autocomp.config import load_config
     from autocomp.runners.workers import work
 
     with _user_errors("this worker's trial is retried by another worker after the grace period."):
-        evaluated = work(load_config(config, [*(overrides or []), *_runner_overrides(None, None, storage)]))
+        evaluated = work(load_config(config, [*(overrides or []), *_runner_overrides(None, None, storage, device)]))
     stdout.print(f"worker done: {evaluated} trials evaluated here.")
 
 
@@ -213,6 +220,7 @@ def evaluate(
     config: ConfigOption,
     policy: Annotated[Path, typer.Option("--policy", "-p", help="A policy.json (a run's, or written by hand).")],
     overrides: SetOption = None,
+    device: DeviceOption = None,
 ) -> None:
     """Score one policy as the search scores a candidate (compress, recalibrate, proxy fine-tune, held-out accuracy).
 
@@ -223,7 +231,8 @@ def evaluate(
     from autocomp.policy import Policy
 
     with _user_errors("nothing was written."):
-        scored = score_policy(load_config(config, overrides or []), Policy.load(policy))
+        scored = score_policy(load_config(config, [*(overrides or []), *_runner_overrides(None, None, None, device)]),
+                              Policy.load(policy))
     result = scored.result
     stdout.print(f"held-out accuracy {result.accuracy:.2%} (loss {result.loss:.3f}) in {result.seconds:.1f} s")
     stdout.print(f"MACs {result.cost.macs:,}  params {result.cost.params:,}  size {result.cost.size_bytes:,} bytes")

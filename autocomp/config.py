@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autocomp.data import DataBundle
+    from autocomp.runtime import Runtime
 
 
 class _Section(BaseModel):
@@ -95,6 +96,9 @@ class DataConfig(_Section):
     factory: str | None = None
     val_size: int | float = Field(default=5000, gt=0)
     seed: int = 0
+    workers: int = Field(default=0, ge=0)
+    """DataLoader processes reading a data set that is not in memory (a large image folder, a user's data set); 0:
+    this process. Persistent across passes; pinned memory when the device is a GPU."""
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -140,6 +144,8 @@ class TrainConfig(_Section):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     seed: int = 0
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many steps (the schedule shortened to them) instead of ``epochs`` full passes."""
 
 
 class FinetuneConfig(TrainConfig):
@@ -293,6 +299,8 @@ class EvaluatorConfig(_Section):
     pruner: Literal["none", "median"] = "none"
     report_every: int = Field(default=10, ge=1)
     report_examples: int = Field(default=500, ge=1)
+    cache_mb: float = Field(default=1024, ge=0)
+    """Megabytes of fixed batches (proxy batches with the teacher's outputs, then BatchNorm's) kept on the device."""
 
     @model_validator(mode="after")
     def _pruner_needs_training(self) -> EvaluatorConfig:
@@ -334,6 +342,34 @@ class RunConfig(_Section):
     finetune: FinetuneConfig = FinetuneConfig()
     runner: RunnerConfig = RunnerConfig()
     threads: int | None = Field(default=None, ge=1)
+    device: str = "auto"
+    """Where models train and are scored: auto (the GPU when there is one), cpu, cuda or cuda:N."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision of training and scoring on the device: autocast to bf16 or fp16 (with a gradient scaler)."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str) -> str:
+        from autocomp.runtime import DEVICE_PATTERN
+
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return device
+
+    @model_validator(mode="after")
+    def _ray_assigns_gpus(self) -> RunConfig:
+        if self.runner.kind == "ray" and self.device.startswith("cuda:"):
+            raise ValueError(f"device {self.device} names one GPU, but Ray assigns each trial its GPU share; use device "
+                             "cuda or auto with runner.gpus_per_trial")
+        if self.runner.kind == "ray" and self.device == "cuda" and self.runner.gpus_per_trial == 0:
+            raise ValueError("device cuda on Ray needs runner.gpus_per_trial > 0 (a fraction lets trials share a GPU)")
+        return self
+
+    def runtime(self) -> Runtime:
+        """The device (resolved here: `ConfigError` when it is not available), precision and data workers."""
+        from autocomp.runtime import Runtime
+
+        return Runtime.create(self.device, self.precision, self.data.workers)
 
     @model_validator(mode="after")
     def _one_limit_per_metric(self) -> RunConfig:

@@ -112,7 +112,7 @@ def score_policy(config: RunConfig, policy: Policy) -> PolicyScore:
     if unknown:
         raise ConfigError(f"the policy names layer {unknown[0]!r}, which {config.model.label} does not have; "
                           f"its layers: {', '.join(sorted(known)[:6])}, ...")
-    baseline = prepare_baseline(config, setup.data)
+    baseline = prepare_baseline(config, setup.data, setup.runtime)
     result = build_evaluator(config, setup, baseline.model).score(policy)
     if result.failed:
         raise SearchError(f"the policy could not be evaluated: {result.error}")

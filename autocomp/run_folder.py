@@ -6,13 +6,14 @@ from pathlib import Path
 
 import yaml
 
-from autocomp.config import RunConfig
+from autocomp.config import RunConfig, build_config
 from autocomp.errors import ConfigError
 
 CONFIG_NAME = "config.yaml"
-# A run may be continued with a larger trial budget, another thread count, another runner or another number of
-# finalists (the finish runs again); any other change is another run.
-RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("runner",), ("finetune", "finalists"))
+# A run may be continued with a larger trial budget, another thread count, device, data workers, cache bound or runner,
+# or another number of finalists (the finish runs again); any other change is another run.
+RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("device",), ("data", "workers"), ("evaluator", "cache_mb"),
+                  ("runner",), ("finetune", "finalists"))
 
 
 def _without_none(value: object) -> object:
@@ -41,6 +42,14 @@ def first_difference(a: object, b: object, prefix: str = "") -> str:
     return prefix.rstrip(".") or "(top level)"
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A saved config with the keys added since it was written at their defaults (as it is, if it no longer validates)."""
+    try:
+        return build_config(saved).to_dict()
+    except ConfigError:
+        return saved
+
+
 def check_run_folder(out: Path, config: RunConfig) -> None:
     """Refuse a folder that holds something other than a run of this very config (nothing is written)."""
     if not out.exists():
@@ -49,7 +58,7 @@ def check_run_folder(out: Path, config: RunConfig) -> None:
         raise ConfigError(f"run folder {out} exists and is not a folder; choose another --out.")
     saved = out / CONFIG_NAME
     if saved.exists():
-        previous = config_identity(yaml.safe_load(saved.read_text()) or {})
+        previous = config_identity(_with_defaults(yaml.safe_load(saved.read_text()) or {}))
         current = config_identity(config.to_dict())
         if previous != current:
             key = first_difference(previous, current)

@@ -24,6 +24,7 @@ from autocomp.graph import LayerInfo
 from autocomp.policy import Policy
 from autocomp.progress import console
 from autocomp.report import REPORT_VERSION, write_report
+from autocomp.runtime import Runtime, Throughput
 from autocomp.run_folder import check_run_folder, claim_run_folder
 from autocomp.runners.context import Setup, build_evaluator, prepare
 from autocomp.runners.local import run_local
@@ -42,16 +43,17 @@ class SearchResult:
     report: dict[str, Any]
 
 
-def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, baseline: Baseline, policy: Policy,
-              folder: Path) -> torch.nn.Module:
-    """``policy``'s model fine-tuned as ``config.finetune`` says, distilled from the baseline (resumable: its
-    checkpoint lives in ``folder`` until the fine-tune ends)."""
+def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, policy: Policy, folder: Path,
+              throughput: Throughput | None = None) -> torch.nn.Module:
+    """``policy``'s model fine-tuned as ``config.finetune`` says, distilled from the baseline, on the run's device
+    (resumable: its checkpoint lives in ``folder`` until the fine-tune ends)."""
     small = evaluator.build(policy)
     finetune = config.finetune
     settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha", "finalists"}))
-    distill = Distillation(baseline.model, temperature=finetune.temperature, alpha=finetune.alpha)
+    distill = Distillation(evaluator.teacher, temperature=finetune.temperature, alpha=finetune.alpha)
     checkpoint = folder / f"finetune-{policy.key()}.ckpt"  # a new best policy never resumes another's weights
-    train(small, setup.data.train, settings, checkpoint=checkpoint, distill=distill, label="fine-tune")
+    train(small, setup.data.train, settings, checkpoint=checkpoint, distill=distill, label="fine-tune",
+          runtime=setup.runtime, throughput=throughput)
     checkpoint.unlink(missing_ok=True)
     return small
 
@@ -67,8 +69,8 @@ class Finalist:
     """Held-out accuracy after the fine-tune: what chooses among the finalists."""
 
 
-def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, baseline: Baseline,
-                        finalists: list[optuna.trial.FrozenTrial], run_dir: Path,
+def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, finalists: list[optuna.trial.FrozenTrial],
+                        run_dir: Path, throughput: Throughput | None = None,
                         ) -> tuple[optuna.trial.FrozenTrial, torch.nn.Module, list[Finalist]]:
     """Each of ``finalists`` fine-tuned (`fine_tune`) and scored on the held-out data; the most accurate wins (ties: the
     search's order). Each finished fine-tune is kept in ``run_dir/finalists/`` until the choice is made, so an
@@ -82,8 +84,8 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, b
         if saved.exists():  # fine-tuned before an interruption
             held_out = torch.load(saved, map_location="cpu", weights_only=True)["finetuned_val_accuracy"]
         else:
-            small = fine_tune(config, setup, evaluator, baseline, policy, run_dir)
-            held_out = accuracy(small, setup.data.val)
+            small = fine_tune(config, setup, evaluator, policy, run_dir, throughput)
+            held_out = accuracy(small, setup.data.val, runtime=setup.runtime)
             partial = saved.with_suffix(".tmp")
             torch.save({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, partial)
             partial.replace(saved)
@@ -93,7 +95,7 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, b
                         f"{100 * held_out:.2f}% held-out after the fine-tune")
     winner = max(range(len(finalists)), key=lambda index: (scored[index].finetuned_val_accuracy, -index))
     small = evaluator.build(policies[winner])
-    small.load_state_dict(torch.load(files[winner], map_location="cpu", weights_only=True)["model"])
+    small.load_state_dict(torch.load(files[winner], map_location=setup.runtime.device, weights_only=True)["model"])
     return finalists[winner], small.eval(), scored
 
 
@@ -110,8 +112,10 @@ def _finished_report(run_dir: Path, finalists: list[optuna.trial.FrozenTrial], t
 
 
 def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
-            small: torch.nn.Module, finalists: list[Finalist], wall_seconds: float) -> dict[str, Any]:
-    """Everything report.json records: baseline and best model, constraint, trials, wall time, config."""
+            small: torch.nn.Module, test_accuracy: float, finalists: list[Finalist], runtime: dict[str, Any],
+            wall_seconds: float) -> dict[str, Any]:
+    """Everything report.json records: baseline and best model (on the CPU), constraint, trials, the runtime and its
+    images per second, wall time, config."""
     trials = finished_trials(study)
     latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
     best_cost = measure(small, setup.example, latency_target(config))
@@ -139,6 +143,7 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
             config.evaluator.fidelity, steps=config.evaluator.steps, epochs=config.evaluator.epochs).describe(),
             "seconds_per_evaluation": _seconds_per_evaluation(trials)},
         "wall_seconds": wall_seconds,
+        "runtime": runtime,
         "latency": {"batch_size": LATENCY_BATCH, "threads": torch.get_num_threads(), "device": "cpu"},
         "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
                      **setup.baseline_cost.to_dict(), "latency_ms": latency["baseline"]},
@@ -148,7 +153,7 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
         "best": {"trial": best.number, "val_accuracy": best.value,
                  # what `autocomp tune` compares
                  "finetuned_val_accuracy": next(f.finetuned_val_accuracy for f in finalists if f.trial == best.number),
-                 "test_accuracy": accuracy(small, setup.data.test),  # the test set's one use
+                 "test_accuracy": test_accuracy,
                  **best_cost.to_dict(), "latency_ms": latency["best"],
                  "channels": _measured_channels(small, setup.graph.prunable),
                  "bits": _bits(Policy.from_dict(best.user_attrs["policy"]))},
@@ -185,6 +190,18 @@ def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list
     return [{"trial": number, "val_accuracy": value, "usage": usage} for number, value, usage in sorted(front, key=lambda p: p[2])]
 
 
+def _runtime_report(runtime: Runtime, finetuning: Throughput, evaluator: Evaluator) -> dict[str, Any]:
+    """Where the run computed and how fast: images per second of the final fine-tune, of the candidates' proxy
+    fine-tunes and of their held-out scores in this process (None where none ran here)."""
+
+    def rate(throughput: Throughput) -> float | None:
+        return throughput.per_second if throughput.images else None
+
+    return {"device": str(runtime.device), "describe": runtime.describe(), "precision": runtime.precision,
+            "train_images_per_second": rate(finetuning), "proxy_images_per_second": rate(evaluator.training),
+            "score_images_per_second": rate(evaluator.scoring)}
+
+
 def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:
     """Mean seconds of the trials that were evaluated (cache hits took none; a killed worker's trial has no time)."""
     evaluated = [t.user_attrs["seconds"] for t in trials if "seconds" in t.user_attrs and not t.user_attrs.get("cached")]
@@ -200,8 +217,9 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     setup = prepare(config)
     check_run_folder(run_dir, config)
     claim_run_folder(run_dir, config)
+    console.log(f"search: models train and are scored on {setup.runtime.describe()}")
 
-    baseline = prepare_baseline(config, setup.data)
+    baseline = prepare_baseline(config, setup.data, setup.runtime)
     evaluator = build_evaluator(config, setup, baseline.model)
     study = open_study(study_storage(config, run_dir))
     if config.runner.kind == "ray":
@@ -226,11 +244,16 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     if finished is not None:
         console.log(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
         return SearchResult(run_dir, finished)
-    best, small, scored = fine_tune_finalists(config, setup, evaluator, baseline, finalists, run_dir)
+    finetuning = Throughput()
+    best, small, scored = fine_tune_finalists(config, setup, evaluator, finalists, run_dir, finetuning)
+    test_accuracy = accuracy(small, setup.data.test, runtime=setup.runtime)  # the test set's one use
+    small.cpu()
     io.save(small, run_dir / "model.pt", setup.example)
     Policy.from_dict(best.user_attrs["policy"]).save(run_dir / "policy.json")
 
-    report = _report(config, setup, baseline, study, best, small, scored, time.perf_counter() - started)
+    runtime = _runtime_report(setup.runtime, finetuning, evaluator)
+    report = _report(config, setup, baseline, study, best, small, test_accuracy, scored, runtime,
+                     time.perf_counter() - started)
     write_report(run_dir, report)
     shutil.rmtree(run_dir / "finalists", ignore_errors=True)
     return SearchResult(run_dir, report)

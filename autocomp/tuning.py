@@ -303,11 +303,12 @@ def _finetune(config: RunConfig, policy: Policy, folder: Path) -> tuple[float, d
         result = json.loads(done.read_text())
         return result["val_accuracy"], {"macs": result["macs"]}
     setup = prepare(config)
-    baseline = prepare_baseline(config, setup.data)
+    baseline = prepare_baseline(config, setup.data, setup.runtime)
     evaluator = build_evaluator(config, setup, baseline.model)
     folder.mkdir(parents=True, exist_ok=True)
-    small = fine_tune(config, setup, evaluator, baseline, policy, folder)
-    result = {"val_accuracy": accuracy(small, setup.data.val), "macs": setup.graph.predict_macs(policy)}
+    small = fine_tune(config, setup, evaluator, policy, folder)
+    result = {"val_accuracy": accuracy(small, setup.data.val, runtime=setup.runtime),
+              "macs": setup.graph.predict_macs(policy)}
     done.write_text(json.dumps(result) + "\n")
     return result["val_accuracy"], {"macs": result["macs"]}
 

@@ -13,6 +13,7 @@ re-measured in the same run as the fidelities, so the cost ratio compares like w
 
     python benchmarks/fidelity.py                   # ~1 h on 2 cores the first time, ~25 min after
     python benchmarks/fidelity.py --policies 6 --memory-evals 20 --no-record
+    python benchmarks/fidelity.py --speed 6 --device cuda --precision bf16   # resnet56 proxy candidates per second
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ import torch
 from results import append_section, markdown_table, print_table, trained_baseline
 
 import agents
+from autocomp import zoo
 from autocomp.baseline import baseline_key, cache_root
 from autocomp.cost import measure
+from autocomp.data import load_dataset
 from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, accuracy, kendall_tau
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
+from autocomp.runtime import Runtime
 from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Axis, Budget, Constraint, PruneRatio, Space
 
@@ -63,14 +67,41 @@ def random_policies(space: Space, budget: Budget, count: int, seed: int) -> list
     return list(policies.values())
 
 
-def reference(evaluator: Evaluator, baseline: torch.nn.Module, data, policy: Policy, settings: TrainSettings,
-              temperature: float, alpha: float) -> Reference:
+def reference(evaluator: Evaluator, data, policy: Policy, settings: TrainSettings, temperature: float,
+              alpha: float) -> Reference:
     """Compress, recalibrate BN, fine-tune one epoch with distillation, then score on the test set."""
     start = time.perf_counter()
     small = evaluator.build(policy)
-    train(small, data.train, settings, distill=Distillation(baseline, temperature, alpha), label="reference")
+    train(small, data.train, settings, distill=Distillation(evaluator.teacher, temperature, alpha), label="reference",
+          runtime=evaluator.runtime)
     seconds = time.perf_counter() - start
-    return Reference(accuracy(small, data.test), seconds)
+    return Reference(accuracy(small, data.test, runtime=evaluator.runtime), seconds)
+
+
+def candidate_speed(runtime: Runtime, count: int, steps: int = 50, batch_size: int = 128) -> list[object]:
+    """Proxy candidates per second of resnet56 on 32x32 RGB images (the speed goal's measure): ``count`` random
+    policies at 50% of the MACs, each BN-recalibrated, fine-tuned ``steps`` distilled steps and scored on 1000
+    held-out images; the first candidate (warm-up) is not timed. Untrained weights and synthetic images: the
+    speed, not the accuracy, is measured."""
+    data = load_dataset("synthetic", val_size=1000, n_train=10_000, n_test=100, in_channels=3, image_size=32)
+    model = zoo.create("resnet56", num_classes=10, in_channels=3)
+    example = data.example_input()
+    graph = ModelGraph(model, example)
+    space = Space.from_graph(graph, (Axis(PruneRatio(low=0.2), "group"),), 1, frozen=())
+    budget = Budget(graph, [Constraint.create("macs", 0.5, True, measure(model, example))])
+    policies = random_policies(space, budget, count + 1, seed=0)
+    settings = EvaluatorSettings(fidelity=Fidelity("proxy", steps=steps), proxy=ProxyTraining(batch_size=batch_size),
+                                 bn_batches=10, val_examples=1000)
+    evaluator = Evaluator(model, example, data.train, data.val, settings, runtime)
+    evaluator.score(policies[0])
+    runtime.synchronize()
+    start = time.perf_counter()
+    results = [evaluator.score(policy) for policy in policies[1:]]
+    seconds = (time.perf_counter() - start) / count
+    failed = [r.error for r in results if r.failed]
+    if failed:
+        raise RuntimeError(f"{len(failed)} candidates failed, first: {failed[0]}")
+    return [runtime.describe(), count, steps, batch_size, f"{seconds:.2f}", f"{1 / seconds:.2f}"]
 
 
 def cached_reference(folder, policy: Policy, compute) -> Reference:
@@ -119,8 +150,21 @@ def main() -> None:
     parser.add_argument("--reference-only", action="store_true", help="compute (and cache) the references only")
     parser.add_argument("--memory-only", action="store_true", help="run (and record) the memory-growth phase only")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--speed", type=int, default=0, metavar="N",
+                        help="only time N resnet56 proxy candidates at 32x32 (candidates per second)")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    runtime = Runtime.create(args.device, args.precision)
+    if args.speed:
+        header = ["device", "candidates", "proxy steps", "batch", "s / candidate", "candidates / s"]
+        rows = [candidate_speed(runtime, args.speed)]
+        print_table(header, rows)
+        if not args.no_record:
+            append_section("Proxy candidates per second: resnet56 at 32x32", "python " + shlex.join(sys.argv),
+                           markdown_table(header, rows))
+        return
 
     config, data, baseline = trained_baseline(args.config)
     example = data.example_input()
@@ -132,13 +176,13 @@ def main() -> None:
     policies = random_policies(space, budget, args.policies, seed=0)
 
     base = EvaluatorSettings(bn_batches=config.evaluator.bn_batches, val_examples=None, criterion=config.search.criterion)
-    bn_only = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=Fidelity("bn")))
+    bn_only = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=Fidelity("bn")), runtime)
     finetune = TrainSettings(epochs=1, batch_size=config.finetune.batch_size, lr=config.finetune.lr,
                              momentum=config.finetune.momentum, weight_decay=config.finetune.weight_decay)
     folder = cache_root() / "fidelity" / f"{baseline_key(config)}-macs{args.macs}"
 
     def reference_of(policy: Policy) -> Reference:
-        return reference(bn_only, baseline, data, policy, finetune, config.finetune.temperature, config.finetune.alpha)
+        return reference(bn_only, data, policy, finetune, config.finetune.temperature, config.finetune.alpha)
 
     references = []
     for index, policy in enumerate(policies):
@@ -157,7 +201,8 @@ def main() -> None:
 
     rows = []
     for label, (fidelity, proxy) in FIDELITIES.items():
-        evaluator = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=fidelity, proxy=proxy))
+        evaluator = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=fidelity, proxy=proxy),
+                              runtime)
         results = [evaluator.score(policy) for policy in policies]
         failed = [r for r in results if r.failed]
         if failed:

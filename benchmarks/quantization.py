@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 
 import autocomp
 from autocomp.cost import compare_latency_ms
+from autocomp.data import as_tensors
 from autocomp.evaluate import accuracy
 from autocomp.train import Distillation, TrainSettings, train
 from results import append_section, markdown_table, print_table, trained_baseline
@@ -55,7 +56,7 @@ def main() -> None:
 
     config, data, baseline = trained_baseline(args.config)
     example = data.example_input()
-    images, labels = data.train.tensors
+    images, labels = as_tensors(data.train)
     calibration = [(images[: args.batch_size], labels[: args.batch_size])]
     count = args.steps * args.batch_size
     finetune_data = TensorDataset(images[:count], labels[:count])
@@ -80,7 +81,7 @@ def main() -> None:
     simulated = models["W8A8"]
     int8 = autocomp.to_int8(simulated)
     with torch.no_grad():
-        expected, out = simulated(data.test.tensors[0]), int8(data.test.tensors[0])
+        expected, out = simulated(as_tensors(data.test)[0]), int8(as_tensors(data.test)[0])
     agreement = (expected.argmax(1) == out.argmax(1)).float().mean().item()
     int8_accuracy = accuracy(int8, data.test)
     latency_rows = []

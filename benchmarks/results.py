@@ -25,8 +25,10 @@ def trained_baseline(config_path: str) -> tuple[RunConfig, DataBundle, torch.nn.
 
 
 def machine() -> str:
-    """CPU, cores, torch version and threads, for the record."""
-    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """CPU, cores, torch version and threads (and the GPU, when there is one), for the record."""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return (f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads{gpu}")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from autocomp.config import load_config
+from autocomp.data import iterate_batches
 from autocomp.memory_format import channels_last
 from results import append_section, markdown_table, print_table
 
@@ -56,7 +57,7 @@ def main() -> None:
         config = load_config(CONFIGS[name])
         data = config.data.load()
         model = config.model.build(data.num_classes, data.in_channels)
-        images, labels = data.train.tensors[0][:config.baseline.batch_size], data.train.tensors[1][:config.baseline.batch_size]
+        images, labels = next(iterate_batches(data.train, config.baseline.batch_size))
         best = dict.fromkeys(LAYOUTS, 0.0)
         for _ in range(args.rounds):
             for layout in LAYOUTS:

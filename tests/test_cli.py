@@ -143,7 +143,7 @@ def test_an_interrupted_search_resumes_to_exactly_its_budget(tmp_path):
     seen = []
     for line in process.stderr:  # a log line per finished trial: interrupt after the third, whatever the machine's speed
         seen.append(line)
-        if "search (random): 3/24 trials" in line:
+        if "search (random, cpu): 3/24 trials" in line:
             break
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=60)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from autocomp.data import (DataBundle, find_fashion_mnist, iterate_batches, load_dataset, num_batches,
+from autocomp.data import (DataBundle, as_tensors, find_fashion_mnist, iterate_batches, load_dataset, num_batches,
                            read_idx)
 from autocomp.data import fashion_mnist
 from autocomp.data.split import split_indices
@@ -143,7 +143,7 @@ def test_a_small_fake_fashion_mnist_loads_normalised_and_split(tmp_path):
     assert isinstance(data, DataBundle)
     assert (len(data.train), len(data.val), len(data.test)) == (32, 8, 12)
     assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, (28, 28))
-    images, labels = data.test.tensors
+    images, labels = as_tensors(data.test)
     assert images.shape == (12, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
     raw = read_idx(tmp_path / "t10k-images-idx3-ubyte.gz").astype(np.float32)
     expected = (raw / 255 - fashion_mnist.MEAN) / fashion_mnist.STD
@@ -180,8 +180,8 @@ def test_the_real_fashion_mnist_loads(monkeypatch):
     data = load_dataset("fashion_mnist", val_size=5000)
     assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
     assert len(data.train) + len(data.val) == 60000
-    assert torch.bincount(data.test.tensors[1]).tolist() == [1000] * 10
-    assert abs(data.train.tensors[0].mean().item()) < 0.01 and abs(data.train.tensors[0].std().item() - 1) < 0.01
+    assert torch.bincount(as_tensors(data.test)[1]).tolist() == [1000] * 10
+    assert abs(as_tensors(data.train)[0].mean().item()) < 0.01 and abs(as_tensors(data.train)[0].std().item() - 1) < 0.01
 
 
 # --- held-out split ------------------------------------------------------------------------------------
@@ -199,9 +199,9 @@ def test_bundles_of_the_same_seed_hold_out_the_same_examples(tmp_path):
     first, second = (load_dataset("fashion_mnist", data_dir=tmp_path, val_size=0.25, seed=7) for _ in range(2))
     other = load_dataset("fashion_mnist", data_dir=tmp_path, val_size=0.25, seed=8)
     assert len(first.val) == 10
-    assert torch.equal(first.val.tensors[0], second.val.tensors[0])
-    assert not torch.equal(first.val.tensors[0], other.val.tensors[0])
-    together = torch.cat([first.train.tensors[0], first.val.tensors[0]]).flatten(1)
+    assert torch.equal(as_tensors(first.val)[0], as_tensors(second.val)[0])
+    assert not torch.equal(as_tensors(first.val)[0], as_tensors(other.val)[0])
+    together = torch.cat([as_tensors(first.train)[0], as_tensors(first.val)[0]]).flatten(1)
     assert torch.unique(together, dim=0).shape[0] == 40
 
 
@@ -236,11 +236,11 @@ def test_digits_load_with_a_fixed_test_split():
     data = load_dataset("digits", val_size=300, seed=0)
     assert (len(data.train), len(data.val), len(data.test)) == (1138, 300, 359)
     assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, (8, 8))
-    assert data.train.tensors[0].shape == (1138, 1, 8, 8) and data.train.tensors[1].dtype == torch.int64
-    assert set(data.test.tensors[1].tolist()) == set(range(10))
+    assert as_tensors(data.train)[0].shape == (1138, 1, 8, 8) and as_tensors(data.train)[1].dtype == torch.int64
+    assert set(as_tensors(data.test)[1].tolist()) == set(range(10))
     other_seed = load_dataset("digits", val_size=300, seed=1)
-    assert torch.equal(data.test.tensors[0], other_seed.test.tensors[0])
-    assert not torch.equal(data.val.tensors[0], other_seed.val.tensors[0])
+    assert torch.equal(as_tensors(data.test)[0], as_tensors(other_seed.test)[0])
+    assert not torch.equal(as_tensors(data.val)[0], as_tensors(other_seed.val)[0])
 
 
 def test_digits_read_from_the_bundled_file_are_scikit_learns_own():
@@ -259,8 +259,8 @@ def test_synthetic_is_deterministic_by_seed_and_shaped_by_its_options():
     first, second = (load_dataset("synthetic", val_size=12, seed=5, **options) for _ in range(2))
     other = load_dataset("synthetic", val_size=12, seed=6, **options)
     for part in ("train", "val", "test"):
-        assert torch.equal(getattr(first, part).tensors[0], getattr(second, part).tensors[0])
-        assert not torch.equal(getattr(first, part).tensors[0], getattr(other, part).tensors[0])
+        assert torch.equal(as_tensors(getattr(first, part))[0], as_tensors(getattr(second, part))[0])
+        assert not torch.equal(as_tensors(getattr(first, part))[0], as_tensors(getattr(other, part))[0])
     assert (len(first.train), len(first.val), len(first.test)) == (48, 12, 30)
     assert (first.num_classes, first.in_channels, first.image_size) == (3, 2, (5, 7))
     assert first.example_input().shape == (1, 2, 5, 7)
@@ -268,9 +268,9 @@ def test_synthetic_is_deterministic_by_seed_and_shaped_by_its_options():
 
 def test_synthetic_is_learnable():
     data = load_dataset("synthetic", val_size=64, seed=0)
-    images, labels = data.train.tensors
+    images, labels = as_tensors(data.train)
     means = torch.stack([images[labels == c].mean(0) for c in range(data.num_classes)]).flatten(1)
-    test_images, test_labels = data.test.tensors
+    test_images, test_labels = as_tensors(data.test)
     predicted = torch.cdist(test_images.flatten(1), means).argmin(1)
     assert (predicted == test_labels).float().mean().item() > 0.5
 

@@ -181,14 +181,14 @@ def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_ke
     def interrupted_at_the_second(*args):
         if len(fine_tuned) == 1:
             raise KeyboardInterrupt
-        fine_tuned.append(args[4].key())
+        fine_tuned.append(args[3].key())
         return real_fine_tune(*args)
 
     monkeypatch.setattr(search_loop, "fine_tune", interrupted_at_the_second)
     with pytest.raises(KeyboardInterrupt):
         autocomp.search(config, copy)
     assert len(list((copy / "finalists").glob("*.pt"))) == 1  # the first finalist's fine-tune is kept
-    monkeypatch.setattr(search_loop, "fine_tune", lambda *args: fine_tuned.append(args[4].key()) or real_fine_tune(*args))
+    monkeypatch.setattr(search_loop, "fine_tune", lambda *args: fine_tuned.append(args[3].key()) or real_fine_tune(*args))
     monkeypatch.setattr(Evaluator, "_evaluate", lambda *args: pytest.fail("the finish evaluated a candidate again"))
     report = autocomp.search(config, copy).report
 
@@ -379,5 +379,5 @@ def test_output_that_is_not_a_terminal_gets_a_line_per_finished_trial(tmp_path, 
                   finetune=dict(TINY["finetune"], epochs=1))
     autocomp.search(build_config(config), tmp_path)
     err = " ".join(capsys.readouterr().err.split())  # rich may wrap a long line
-    assert re.findall(r"search \(random\): (\d/\d) trials", err) == ["1/3", "2/3", "3/3"], err
+    assert re.findall(r"search \(random, cpu\): (\d/\d) trials", err) == ["1/3", "2/3", "3/3"], err
     assert "trials, best " in err

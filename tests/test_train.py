@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from autocomp.data import as_tensors
 from autocomp.distill import distillation_loss
 from autocomp.evaluate import recalibrate_batchnorm
 from autocomp.train import Distillation, TrainSettings, train
@@ -87,7 +88,7 @@ def test_distillation_pulls_the_student_towards_the_teacher():
     torch.manual_seed(1)
     student = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                             nn.Linear(2, 2)).eval()
-    x = data.tensors[0]
+    x = as_tensors(data)[0]
     with torch.no_grad():
         gap_before = (student(x).softmax(1) - teacher(x).softmax(1)).abs().mean()
     train(student, data, TrainSettings(epochs=4, batch_size=16, lr=0.05), distill=Distillation(teacher, 2.0, 1.0))

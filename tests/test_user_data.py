@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from autocomp.config import build_config
-from autocomp.data import load_data_factory, load_dataset, load_image_folder
+from autocomp.data import as_tensors, load_data_factory, load_dataset, load_image_folder
 from autocomp.errors import ConfigError, DataError
 
 
@@ -29,24 +29,24 @@ def write_folder(root, classes=("cat", "ant", "bee"), per_class=(4, 2), size=(12
 
 def test_an_image_folder_gives_sorted_class_labels_and_standardised_pixels(tmp_path):
     parts = load_image_folder(write_folder(tmp_path, rgb_class=None))
-    images, labels = parts.train.tensors
+    images, labels = as_tensors(parts.train)
     assert parts.num_classes == 3 and images.shape == (12, 1, 10, 12) and images.dtype == torch.float32
     assert labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4  # ant, bee, cat
     assert abs(float(images.mean())) < 1e-5 and float(images.std()) == pytest.approx(1.0, rel=1e-4)
     raw = torch.tensor([[40.0 * c + i for i in range(4)] for c in range(3)]).flatten() / 255  # by hand
     std = raw.std(correction=0) * (120 * 12 / (120 * 12 - 1)) ** 0.5  # every pixel of an image alike: 120 per image
     assert torch.allclose(images[:, 0, 0, 0], (raw - raw.mean()) / std, atol=1e-5)
-    test_images, test_labels = parts.test.tensors
+    test_images, test_labels = as_tensors(parts.test)
     assert test_labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert torch.allclose(test_images[1, 0, 0, 0], (1 / 255 - raw.mean()) / std, atol=1e-5)  # train's statistics
 
 
 def test_an_rgb_image_makes_the_folder_rgb_unless_channels_says_grey_and_image_size_resizes(tmp_path):
     root = write_folder(tmp_path)
-    assert load_image_folder(root).train.tensors[0].shape[1] == 3
-    grey = load_image_folder(root, image_size=[5, 6], channels=1).train.tensors[0]
+    assert as_tensors(load_image_folder(root).train)[0].shape[1] == 3
+    grey = as_tensors(load_image_folder(root, image_size=[5, 6], channels=1).train)[0]
     assert grey.shape == (12, 1, 5, 6)
-    assert load_image_folder(root, image_size=7).test.tensors[0].shape == (6, 3, 7, 7)
+    assert as_tensors(load_image_folder(root, image_size=7).test)[0].shape == (6, 3, 7, 7)
 
 
 @pytest.mark.parametrize(("damage", "message"), [
@@ -80,7 +80,7 @@ def test_an_image_folder_config_holds_out_validation_images_and_refuses_unknown_
     write_folder(tmp_path, per_class=(10, 2))
     data = build_config({"data": {"name": "image_folder", "dir": str(tmp_path), "val_size": 6}}).data.load()
     assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 6) and data.image_size == (10, 12)
-    with pytest.raises(DataError, match=r"^data set 'image_folder' takes only image_size, channels; got unknown option\(s\) "
+    with pytest.raises(DataError, match=r"^data set 'image_folder' takes only image_size, channels, augment, crop, in_memory; got unknown option\(s\) "
                                         r"size\.$"):
         load_dataset("image_folder", data_dir=tmp_path, val_size=6, size=3)
     with pytest.raises(DataError, match=r"^data set 'image_folder' needs data.dir"):
@@ -136,12 +136,12 @@ def data_module(user_module):
 
 def test_a_data_factory_returns_tensor_or_item_data_sets_kept_as_they_come(data_module):
     parts = load_data_factory("userdata:tensors", n_train=8, scale=2.0)
-    images, labels = parts.train.tensors
+    images, labels = as_tensors(parts.train)
     assert images.shape == (8, 2, 4, 4) and float(images[1, 0, 0, 0]) == 64.0  # not standardised
     assert parts.num_classes == 4 and labels.dtype == torch.int64
     items = load_data_factory("userdata:pairs")
-    assert items.num_classes == 5 and items.test.tensors[0][2, 1, 3, 3] == 102.0
-    assert items.train.tensors[1].tolist() == [i % 3 for i in range(12)]
+    assert items.num_classes == 5 and as_tensors(items.test)[0][2, 1, 3, 3] == 102.0
+    assert as_tensors(items.train)[1].tolist() == [i % 3 for i in range(12)]
     data = build_config({"data": {"name": "factory", "factory": "userdata:tensors", "val_size": 4,
                                   "options": {"n_train": 16}}}).data.load()
     assert (len(data.train), len(data.val), data.in_channels, data.image_size) == (12, 4, 2, (4, 4))

@@ -5,32 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from autocomp.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class TrainTest:
-    """A data set as its source defines it: the whole training set, the test set, the class count."""
+    """A data set as its source defines it: the whole training set, the test set, the class count, and the training
+    set as held-out scores should see it (without augmentation; None: ``train`` itself)."""
 
-    train: TensorDataset
-    test: TensorDataset
+    train: Dataset
+    test: Dataset
     num_classes: int
+    held_out_view: Dataset | None = None
 
 
 @dataclass(frozen=True)
 class DataBundle:
-    """An image-classification data set in memory: float32 images (N, C, H, W), int64 labels.
+    """An image-classification data set of (float32 image C x H x W, int64 label) pairs, in memory or read from disk.
 
-    ``val`` is a deterministic held-out part of the training set, for search-time scores; ``train`` is
-    the rest. ``test`` is the data set's official test split, used only for final reports.
+    ``val`` is a deterministic held-out part of the training set (a view by index), for search-time
+    scores; ``train`` is the rest. ``test`` is the data set's official test split, used only for final reports.
     """
 
     name: str
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    train: Dataset
+    val: Dataset
+    test: Dataset
     num_classes: int
     in_channels: int
     image_size: tuple[int, int]

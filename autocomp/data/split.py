@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, IterableDataset, Subset
 
 from autocomp.errors import DataError
 
@@ -44,8 +46,25 @@ def split_indices(n: int, count: int, seed: int) -> tuple[torch.Tensor, torch.Te
     return order[count:], order[:count]
 
 
-def hold_out(data: TensorDataset, count: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
-    """(train, val): ``count`` examples of ``data`` held out by `split_indices`, the rest kept for training."""
+class StreamPart(IterableDataset):
+    """Positions ``start`` to ``stop`` of an iterable data set, read in its own order (the held-out split of a stream:
+    its first examples; training: the rest)."""
+
+    def __init__(self, data: IterableDataset, start: int, stop: int) -> None:
+        self.data, self.start, self.stop = data, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[object]:
+        return itertools.islice(iter(self.data), self.start, self.stop)
+
+
+def hold_out(data: Dataset, count: int, seed: int, held_out_view: Dataset | None = None) -> tuple[Dataset, Dataset]:
+    """(train, val): ``count`` examples of ``data`` held out by `split_indices`, the rest kept for training; both are
+    views by index, never copies. ``held_out_view``: the same examples as the held-out part should see them (the
+    training set without augmentation), if not ``data`` itself. An iterable data set holds out its first ``count``."""
+    if isinstance(data, IterableDataset):
+        return StreamPart(data, count, len(data)), StreamPart(data, 0, count)
     train_index, val_index = split_indices(len(data), count, seed)
-    return (TensorDataset(*(t.index_select(0, train_index) for t in data.tensors)),
-            TensorDataset(*(t.index_select(0, val_index) for t in data.tensors)))
+    return Subset(data, train_index.tolist()), Subset(data if held_out_view is None else held_out_view, val_index.tolist())

@@ -1,8 +1,11 @@
-"""Data from a user's function (``data.factory: package.module:function``), kept in memory as it comes.
+"""Data from a user's function (``data.factory: package.module:function``), read as it comes.
 
 The function is called with ``data.options`` and returns ``(train, test)`` or ``(train, test,
-num_classes)``: map-style data sets of ``(image, label)`` pairs, images C x H x W tensors of one
-shape. Nothing is normalised here: the function applies its own transforms.
+num_classes)``: torch data sets (map-style, or iterable with a length) of ``(image, label)`` pairs,
+images C x H x W tensors of one shape, or DataLoaders over such data sets (autocomp batches and
+shuffles their data set itself, with its seeded order and ``data.workers``). A `TensorDataset` is
+kept in memory; any other data set is read through a DataLoader when batches are needed, never
+copied. Nothing is normalised here: the function applies its own transforms.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from autocomp.data.bundle import TrainTest
 from autocomp.errors import DataError
@@ -18,7 +21,7 @@ from autocomp.imports import import_object
 
 
 def load_data_factory(path: str, **options: Any) -> TrainTest:
-    """The training and test sets ``path``'s function returns, as tensors (see the module docstring)."""
+    """The training and test sets ``path``'s function returns (see the module docstring)."""
     function = import_object(path, "data.factory")
     if not callable(function):
         raise DataError(f"data.factory {path!r} names {type(function).__name__} object, not a function.")
@@ -26,41 +29,72 @@ def load_data_factory(path: str, **options: Any) -> TrainTest:
     if not isinstance(returned, tuple) or len(returned) not in (2, 3):
         raise DataError(f"data.factory {path!r} returned {type(returned).__name__}; it must return (train, test) or "
                         "(train, test, num_classes).")
-    train = _tensors(returned[0], path, "training set")
-    test = _tensors(returned[1], path, "test set")
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise DataError(f"data.factory {path!r} returned training images of shape {list(train[0].shape[1:])} and test "
-                        f"images of shape {list(test[0].shape[1:])}; they must match.")
-    labels = torch.cat([train[1], test[1]])
-    num_classes = returned[2] if len(returned) == 3 else int(labels.max()) + 1
+    train = _dataset(returned[0], path, "training set")
+    test = _dataset(returned[1], path, "test set")
+    train_shape, test_shape = _first_image(train, path, "training set").shape, _first_image(test, path, "test set").shape
+    if train_shape != test_shape:
+        raise DataError(f"data.factory {path!r} returned training images of shape {list(train_shape)} and test "
+                        f"images of shape {list(test_shape)}; they must match.")
+    num_classes = returned[2] if len(returned) == 3 else None
+    labels = [_labels(part, read=num_classes is None) for part in (train, test)]
+    known = [part for part in labels if part is not None]
+    if num_classes is None:
+        if len(known) < 2:
+            raise DataError(f"data.factory {path!r} returned an iterable data set without the class count; return "
+                            "(train, test, num_classes).")
+        num_classes = int(torch.cat(known).max()) + 1
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise DataError(f"data.factory {path!r} gives {num_classes!r} classes; a classifier needs an integer >= 2.")
-    bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-    if not 0 <= bad < num_classes:
-        raise DataError(f"data.factory {path!r} returned label {bad}; labels must lie in [0, {num_classes}).")
-    return TrainTest(train=TensorDataset(*train), test=TensorDataset(*test), num_classes=num_classes)
+    if known:
+        every = torch.cat(known)
+        bad = int(every.min()) if int(every.min()) < 0 else int(every.max())
+        if not 0 <= bad < num_classes:
+            raise DataError(f"data.factory {path!r} returned label {bad}; labels must lie in [0, {num_classes}).")
+    return TrainTest(train=train, test=test, num_classes=num_classes)
 
 
-def _tensors(data: object, path: str, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) float32 images and int64 labels of a data set of (image, label) pairs."""
+def _dataset(data: object, path: str, what: str) -> Dataset:
+    """The data set ``data`` is, or holds (a DataLoader's); in-memory tensors as float32 images and int64 labels."""
+    if isinstance(data, DataLoader):
+        data = data.dataset
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         images, labels = data.tensors
-    elif isinstance(data, Dataset) and hasattr(data, "__len__"):
-        if len(data) == 0:
+        if images.dim() != 4 or len(images) == 0:
+            raise DataError(f"data.factory {path!r} returned {what} images of shape {list(images.shape[1:])}; each must "
+                            "be C x H x W.")
+        return TensorDataset(images.float(), labels.long().reshape(-1))
+    if isinstance(data, IterableDataset) or (isinstance(data, Dataset) and hasattr(data, "__len__")):
+        try:
+            length = len(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise DataError(f"data.factory {path!r} returned an iterable {what} without a length; define __len__ "
+                            "(its examples per epoch).") from None
+        if length == 0:
             raise DataError(f"data.factory {path!r} returned an empty {what}.")
-        pairs = [data[i] for i in range(len(data))]
-        if not all(isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], torch.Tensor) for p in pairs):
-            raise DataError(f"data.factory {path!r} returned a {what} whose items are not (image tensor, label) pairs.")
-        shapes = {tuple(p[0].shape) for p in pairs}
-        if len(shapes) > 1:
-            raise DataError(f"data.factory {path!r} returned a {what} with images of {len(shapes)} shapes "
-                            f"(for example {sorted(shapes)[:2]}); resize them to one.")
-        images = torch.stack([p[0] for p in pairs])
-        labels = torch.tensor([int(p[1]) for p in pairs])
-    else:
-        raise DataError(f"data.factory {path!r} returned a {what} of type {type(data).__name__}; it must be a map-style "
-                        "torch.utils.data.Dataset of (image, label) pairs.")
-    if images.dim() != 4 or len(images) == 0:
-        raise DataError(f"data.factory {path!r} returned {what} images of shape {list(images.shape[1:])}; each must be "
+        return data
+    raise DataError(f"data.factory {path!r} returned a {what} of type {type(data).__name__}; it must be a torch.utils.data "
+                    "Dataset (or DataLoader) of (image, label) pairs.")
+
+
+def _first_image(data: Dataset, path: str, what: str) -> torch.Tensor:
+    """The first example's image, checked to be a C x H x W tensor with a label beside it."""
+    first = next(iter(data)) if isinstance(data, IterableDataset) else data[0]
+    if not (isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor)):
+        raise DataError(f"data.factory {path!r} returned a {what} whose items are not (image tensor, label) pairs.")
+    if first[0].dim() != 3:
+        raise DataError(f"data.factory {path!r} returned {what} images of shape {list(first[0].shape)}; each must be "
                         "C x H x W.")
-    return images.float(), labels.long().reshape(-1)
+    return first[0]
+
+
+def _labels(data: Dataset, read: bool) -> torch.Tensor | None:
+    """Every label of ``data`` when it is known without decoding (tensors, ``targets``), else read item by item when
+    ``read`` (the class count is needed), else None."""
+    if isinstance(data, TensorDataset):
+        return data.tensors[1]
+    targets = getattr(data, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets).long().reshape(-1)
+    if not read or isinstance(data, IterableDataset):
+        return None
+    return torch.tensor([int(data[i][1]) for i in range(len(data))])

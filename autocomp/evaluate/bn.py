@@ -8,10 +8,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from autocomp.runtime import CPU, Runtime
+
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
-    """Reset every BatchNorm's running statistics and re-estimate them as an exact average over ``batches``."""
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], runtime: Runtime = CPU) -> nn.Module:
+    """Reset every BatchNorm's running statistics and re-estimate them as an exact average over ``batches`` (on the
+    model's device, at ``runtime``'s precision)."""
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     if not norms:
         return model
@@ -20,8 +23,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
-    for images in batches:
-        model(images)
+    with runtime.autocast():
+        for images in batches:
+            model(images)
     for norm, momentum in zip(norms, saved_momentum):
         norm.momentum = momentum
     return model.eval()

@@ -10,21 +10,21 @@ a failed result with the reason.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, Subset
 
-from autocomp.compress import Compressor
+from autocomp.compress import Compressor, get_criterion
 from autocomp.compress.resize import InputResize
 from autocomp.cost import Cost, LatencyTarget, measure
-from autocomp.data import iterate_batches
+from autocomp.data.batching import BatchReader
 from autocomp.distill import attention_points
 from autocomp.errors import ConfigError
 from autocomp.evaluate.bn import recalibrate_batchnorm
@@ -32,9 +32,10 @@ from autocomp.evaluate.fidelity import Fidelity, ProxyTraining, check_positive_i
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.evaluate.metrics import held_out_score
 from autocomp.evaluate.proxy import proxy_finetune
-from autocomp.evaluate.stream import TrainingStream
+from autocomp.evaluate.stream import MemoryBound, TrainingStream
 from autocomp.evaluate.timing import Stopwatch, Timing
 from autocomp.policy import Policy
+from autocomp.runtime import CPU, Runtime, Throughput
 
 _CRITERION_BATCHES = 4
 """Training batches that data-driven criteria (taylor, apoz) and reconstruction see."""
@@ -64,10 +65,15 @@ class EvaluatorSettings:
     seed: int = 0
     latency: LatencyTarget | None = None
     """Where each candidate's latency is measured (None: not measured)."""
+    cache_mb: float = 1024.0
+    """Megabytes of fixed batches (the proxy fine-tune's with their teacher outputs first, then BatchNorm's) kept on the
+    device; what does not fit is read again for each candidate."""
 
     def __post_init__(self) -> None:
         for name in ("bn_batches", "batch_size", "report_every", "report_examples"):
             check_positive_int(getattr(self, name), f"evaluator {name}")
+        if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, (int, float)) or not self.cache_mb >= 0:
+            raise ConfigError(f"evaluator cache_mb must be a number of megabytes >= 0, not {self.cache_mb!r}.")
         if self.val_examples is not None and (isinstance(self.val_examples, bool) or not isinstance(self.val_examples, int)
                                               or self.val_examples < 1):
             raise ConfigError(f"evaluator val_examples must be a positive integer or None (all), not {self.val_examples!r}.")
@@ -108,41 +114,57 @@ class EvalResult:
 
 
 class Evaluator:
-    """Scores policies against a fixed baseline at one fidelity."""
+    """Scores policies against a fixed baseline at one fidelity, on ``runtime``'s device and precision.
 
-    def __init__(self, baseline: nn.Module, example_inputs: torch.Tensor, train: TensorDataset, val: TensorDataset,
-                 settings: EvaluatorSettings = EvaluatorSettings()) -> None:
+    Candidates are compressed from ``baseline`` on the CPU and then moved to the device, where a copy of the baseline
+    (the baseline itself on the CPU) is the teacher of their fine-tunes."""
+
+    def __init__(self, baseline: nn.Module, example_inputs: torch.Tensor, train: Dataset, val: Dataset,
+                 settings: EvaluatorSettings = EvaluatorSettings(), runtime: Runtime = CPU) -> None:
         self.baseline = baseline.eval()
+        self.teacher = (copy.deepcopy(baseline) if runtime.cuda else baseline).to(runtime.device).eval()
         self.example_inputs = example_inputs
         self.settings = settings
+        self.runtime = runtime
         self.cache: dict[str, EvalResult] = {}
-        calibration = iterate_batches(train, settings.batch_size, shuffle=True, seed=settings.seed)
-        batches = list(itertools.islice(calibration, settings.bn_batches))
-        self._calibration = [images for images, _ in batches]
-        self._compressor = Compressor(self.baseline, example_inputs, settings.criterion, data=batches[:_CRITERION_BATCHES],
-                                      reconstruct=settings.reconstruct)
-        if settings.val_examples is not None and settings.val_examples < len(val):
-            val = TensorDataset(*(tensor[: settings.val_examples] for tensor in val.tensors))
-        self._val = val
-        self._report_val = TensorDataset(*(tensor[: settings.report_examples] for tensor in val.tensors))
+        self.training = Throughput()
+        """Images through the candidates' fine-tune steps and their compute seconds."""
+        self.scoring = Throughput()
+        """Images through the held-out scores and their seconds."""
+        bound = MemoryBound(int(settings.cache_mb * 2**20))
         self._attention_points = attention_points(self.baseline, example_inputs) if settings.proxy.attention > 0 else []
         self._stream: TrainingStream | None = None
         self._training_steps = 0
         if settings.fidelity.level != "bn":
-            self._stream = TrainingStream(train, settings.proxy.batch_size, settings.seed, self.baseline,
-                                          self._attention_points)
+            self._stream = TrainingStream(train, settings.proxy.batch_size, settings.seed, self.teacher,
+                                          self._attention_points, runtime, bound)
             self._training_steps = settings.fidelity.training_steps(self._stream.steps_per_epoch)
             self._stream.prefill(self._training_steps)  # the teacher runs once, before any candidate
-        self._key_prefix = json.dumps(settings.defining(), sort_keys=True)
+        needs_data = get_criterion(settings.criterion).needs_data or settings.reconstruct
+        self._calibration = _Calibration(train, settings, runtime, bound, _CRITERION_BATCHES if needs_data else 1)
+        self._compressor = Compressor(self.baseline, example_inputs, settings.criterion, data=self._calibration.head,
+                                      reconstruct=settings.reconstruct)
+        self._val = _first(val, settings.val_examples)
+        self._val_reader = BatchReader(self._val, settings.batch_size, runtime.workers, runtime.pin_memory)
+        self._report_reader = BatchReader(_first(val, settings.report_examples), settings.batch_size, runtime.workers,
+                                          runtime.pin_memory)
+        defining = settings.defining() | ({} if runtime.precision == "fp32" else {"precision": runtime.precision})
+        self._key_prefix = json.dumps(defining, sort_keys=True)
+
+    def speed(self) -> str:
+        """Images per second of the candidates' fine-tunes and held-out scores so far, for progress lines."""
+        rates = [f"{rate.per_second:.0f} img/s {what}" for rate, what in ((self.training, "fine-tuning"),
+                                                                        (self.scoring, "scoring")) if rate.images]
+        return f"{', '.join(rates)} on {self.runtime.device}" if rates else ""
 
     def score_key(self, policy: Policy) -> str:
         """A canonical hash of ``policy`` and the settings its score depends on: the cache's key."""
         return hashlib.sha256(f"{self._key_prefix}|{policy.key()}".encode()).hexdigest()[:16]
 
     def build(self, policy: Policy) -> nn.Module:
-        """The compressed, BN-recalibrated model of ``policy`` (not fine-tuned)."""
-        small = self._compressor(policy)
-        return recalibrate_batchnorm(small, self._calibration)
+        """The compressed, BN-recalibrated model of ``policy`` (not fine-tuned), on the device."""
+        small = self._compressor(policy).to(self.runtime.device)
+        return recalibrate_batchnorm(small, self._calibration.images(), self.runtime)
 
     def score(self, policy: Policy, report: Reporter | None = None) -> EvalResult:
         """The cached result of ``policy`` if there is one, else a new evaluation at this evaluator's fidelity."""
@@ -163,25 +185,28 @@ class Evaluator:
         watch = Stopwatch()
         stage = "compressing"
         try:
-            with torch.random.fork_rng(devices=[]):  # the caller's CPU random state is left as it was
-                torch.default_generator.manual_seed(self.settings.seed)
-                small = self._compressor(policy)
+            with self.runtime.fork_rng():  # the caller's random state is left as it was
+                self.runtime.seed(self.settings.seed)
+                small = self._compressor(policy).to(self.runtime.device)
                 stage = "recalibrating BatchNorm"
                 with watch.computing():
-                    recalibrate_batchnorm(small, self._calibration)
+                    recalibrate_batchnorm(small, self._calibration.images(), self.runtime)
                 stage = "fine-tuning"
                 curve, stopped_at = self._fine_tune(small, report, watch)
                 stage = "scoring"
                 if stopped_at is None:
                     with watch.computing():
-                        acc, loss = held_out_score(small, self._val, self.settings.batch_size)
+                        acc, loss = held_out_score(small, self._val_reader, runtime=self.runtime,
+                                                   throughput=self.scoring)
                 else:
                     acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
-                cost = measure(small, self.example_inputs, self.settings.latency)
+                cost = measure(small.cpu(), self.example_inputs, self.settings.latency)
         except Exception as err:  # noqa: BLE001 - any breakage of one candidate is its result, the search goes on
             message = str(err).splitlines()[0] if str(err) else "no message"
             out_of_memory = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message
+            if out_of_memory and self.runtime.cuda:
+                torch.cuda.empty_cache()
             timing = watch.timing()
             return EvalResult(math.nan, None, timing.total, error=f"{type(err).__name__} while {stage}: {message}",
                               retry=out_of_memory, timing=timing)
@@ -195,12 +220,14 @@ class Evaluator:
         if self._stream is None:
             return curve, None
         stopped: list[int] = []
+        done = [0]
 
         def after_step(step: int) -> bool:
+            done[0] = step
             if report is None or (step % self.settings.report_every and step != self._training_steps):
                 return True
             with watch.computing():
-                score = held_out_score(small, self._report_val, self.settings.batch_size)[0]
+                score = held_out_score(small, self._report_reader, runtime=self.runtime)[0]
             small.train()
             curve.append((step, score))
             if not report(step, score) and step < self._training_steps:
@@ -211,5 +238,44 @@ class Evaluator:
         points = self._attention_points
         if isinstance(small, InputResize):
             points = [f"model.{name}" for name in points]
-        proxy_finetune(small, self._stream, self._training_steps, self.settings.proxy, points, after_step, watch)
+        before = watch.compute
+        proxy_finetune(small, self._stream, self._training_steps, self.settings.proxy, points, after_step, watch,
+                       self.runtime)
+        self.training.add(done[0] * self.settings.proxy.batch_size, watch.compute - before)
         return curve, stopped[0] if stopped else None
+
+
+def _first(data: Dataset, count: int | None) -> Dataset:
+    """The first ``count`` examples of ``data`` (a view; all of it when None or more than it holds)."""
+    return data if count is None or count >= len(data) else Subset(data, range(count))
+
+
+class _Calibration:
+    """The training batches BatchNorm is recalibrated on: the first ``bn_batches`` of a seeded epoch, kept on the device
+    as far as the memory bound allows and read again for each candidate beyond that. ``head``: the first ``head_count``
+    (images, labels) batches on the CPU, for the data-driven criteria and the quantizers."""
+
+    def __init__(self, train: Dataset, settings: EvaluatorSettings, runtime: Runtime, bound: MemoryBound,
+                 head_count: int) -> None:
+        self._reader = BatchReader(train, settings.batch_size, runtime.workers, runtime.pin_memory)
+        self._count, self._seed, self._runtime = settings.bn_batches, settings.seed, runtime
+        self._kept: list[torch.Tensor] = []
+        self.head: list[tuple[torch.Tensor, torch.Tensor]] = []
+        full = False  # once a batch does not fit, later ones are read again for each candidate
+        for images, labels in self._batches(0):
+            if len(self.head) < head_count:
+                self.head.append((images, labels))
+            full = full or not bound.take(images)
+            if not full:
+                self._kept.append(runtime.to_device(images))
+            elif len(self.head) == head_count:
+                break
+
+    def _batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._reader.batches(shuffle=True, seed=self._seed, start=start, count=self._count - start)
+
+    def images(self) -> Iterator[torch.Tensor]:
+        """Every calibration batch's images, on the device."""
+        yield from self._kept
+        for images, _ in self._batches(len(self._kept)):
+            yield self._runtime.to_device(images)

@@ -14,6 +14,7 @@ from autocomp.evaluate.fidelity import ProxyTraining
 from autocomp.evaluate.stream import TrainingStream
 from autocomp.evaluate.timing import Stopwatch
 from autocomp.memory_format import channels_last
+from autocomp.runtime import CPU, Runtime
 from autocomp.train import descend
 
 StepCallback = Callable[[int], bool]
@@ -22,15 +23,17 @@ StepCallback = Callable[[int], bool]
 
 def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, settings: ProxyTraining,
                    attention_points: Sequence[str] = (), after_step: StepCallback | None = None,
-                   stopwatch: Stopwatch | None = None) -> None:
-    """Fine-tune ``student`` in place on the stream's first ``steps`` batches (fewer if ``after_step`` stops it).
+                   stopwatch: Stopwatch | None = None, runtime: Runtime = CPU) -> None:
+    """Fine-tune ``student`` (on ``runtime``'s device) in place on the stream's first ``steps`` batches (fewer if
+    ``after_step`` stops it).
 
     SGD (Nesterov momentum) with the learning rate decaying from ``settings.lr`` to 0 on a
-    cosine. Raises FloatingPointError when the loss stops being finite.
+    cosine, at ``runtime``'s precision. Raises FloatingPointError when the loss stops being finite.
     """
     optimizer = torch.optim.SGD(student.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+    scaler = runtime.grad_scaler()
     watch = stopwatch or Stopwatch()
     attention = settings.attention > 0 and bool(attention_points)
     student.train()
@@ -38,11 +41,13 @@ def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, setti
     with FeatureTaps(student, attention_points) if attention else nullcontext() as taps, channels_last(student) as layout:
         for batch in stream.batches(steps, watch):
             with watch.computing():
-                logits = student(layout(batch.images))
-                loss = distillation_loss(logits, batch.logits, batch.labels, settings.temperature, settings.alpha)
-                if attention:
-                    loss = loss + settings.attention / 2 * attention_loss(taps.take(), batch.maps)
-                descend(optimizer, schedule, loss, f"the proxy fine-tune's loss became {{}} at step {done + 1}.")
+                with runtime.autocast():
+                    logits = student(layout(batch.images)).float()
+                    loss = distillation_loss(logits, batch.logits, batch.labels, settings.temperature, settings.alpha)
+                    if attention:
+                        student_maps = [features.float() for features in taps.take()]
+                        loss = loss + settings.attention / 2 * attention_loss(student_maps, batch.maps)
+                descend(optimizer, schedule, loss, f"the proxy fine-tune's loss became {{}} at step {done + 1}.", scaler)
             done += 1
             if after_step is not None and not after_step(done):
                 break

@@ -7,17 +7,34 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from autocomp.data import num_batches
-from autocomp.data.batching import epoch_order
+from autocomp.data.batching import BatchReader
 from autocomp.distill import FeatureTaps, attention_map
 from autocomp.errors import ConfigError
 from autocomp.evaluate.timing import Stopwatch
 from autocomp.modes import evaluating
+from autocomp.runtime import CPU, Runtime
 
 MEMO_EXAMPLES = 16_384
-"""Batches up to this many examples into the stream are kept with their teacher targets (51 MB of 28x28 images)."""
+"""Batches up to this many examples into the stream are kept with their teacher targets (51 MB of 28x28 images), as
+far as the evaluator's `MemoryBound` allows."""
+
+
+class MemoryBound:
+    """The bytes of fixed batches (and their teacher outputs) an evaluator may keep; what does not fit is read again."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.left = limit_bytes
+
+    def take(self, *tensors: torch.Tensor) -> bool:
+        """Whether ``tensors`` fit in what is left (then they are counted as kept)."""
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
 
 
 @dataclass(frozen=True)
@@ -29,24 +46,30 @@ class TeacherBatch:
     logits: torch.Tensor
     maps: tuple[torch.Tensor, ...]
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.images, self.labels, self.logits, *self.maps)
+
 
 class TrainingStream:
     """Seeded epochs of the training split in ``batch_size`` batches, each paired with the teacher's outputs.
 
     Batch ``i`` is the same for every candidate, so the teacher runs once per batch for the
-    first batches (up to `MEMO_EXAMPLES` examples: all a proxy fine-tune needs), which are
-    kept. Later batches (the ``epochs`` level) are rebuilt, teacher included, for every candidate.
+    first batches (up to `MEMO_EXAMPLES` examples and what ``bound`` allows: all a proxy fine-tune
+    needs), which are kept on the device. Later batches (the ``epochs`` level) are read again,
+    teacher included, for every candidate.
     """
 
-    def __init__(self, data: TensorDataset, batch_size: int, seed: int, teacher: nn.Module,
-                 attention_points: Sequence[str] = ()) -> None:
+    def __init__(self, data: Dataset, batch_size: int, seed: int, teacher: nn.Module,
+                 attention_points: Sequence[str] = (), runtime: Runtime = CPU, bound: MemoryBound | None = None) -> None:
         self.steps_per_epoch = num_batches(data, batch_size, drop_last=True)
         if self.steps_per_epoch == 0:
             raise ConfigError(f"proxy batch_size {batch_size} is larger than the {len(data)} training examples.")
-        self._data, self._batch_size, self._seed = data, batch_size, seed
+        self._reader = BatchReader(data, batch_size, runtime.workers, runtime.pin_memory)
+        self._seed, self._runtime = seed, runtime
         self._teacher, self._points = teacher, list(attention_points)
         self._memo: list[TeacherBatch] = []
         self._memo_steps = max(1, MEMO_EXAMPLES // batch_size)
+        self._bound = bound or MemoryBound(2**62)
 
     def prefill(self, steps: int) -> None:
         """Compute the teacher's targets of the first ``steps`` batches now (as many as are kept)."""
@@ -54,27 +77,26 @@ class TrainingStream:
             pass
 
     def batches(self, steps: int, stopwatch: Stopwatch | None = None) -> Iterator[TeacherBatch]:
-        """The first ``steps`` batches of the stream; the teacher's passes count as compute on ``stopwatch``."""
+        """The first ``steps`` batches of the stream, on the device; the teacher's passes count as compute on
+        ``stopwatch``."""
         watch = stopwatch or Stopwatch()
         for step in range(min(steps, len(self._memo))):
             yield self._memo[step]
         step = len(self._memo)
         while step < steps:
             epoch, first = divmod(step, self.steps_per_epoch)
-            order = epoch_order(len(self._data), self._seed, epoch)
-            for batch_index in range(first, min(self.steps_per_epoch, first + steps - step)):
-                index = order[batch_index * self._batch_size:(batch_index + 1) * self._batch_size]
-                images, labels = (tensor.index_select(0, index) for tensor in self._data.tensors)
+            for images, labels in self._reader.batches(shuffle=True, seed=self._seed, epoch=epoch, drop_last=True,
+                                                       start=first, count=steps - step):
                 with watch.computing():
-                    batch = self._with_teacher(images, labels)
-                if step == len(self._memo) and step < self._memo_steps:
+                    batch = self._with_teacher(self._runtime.to_device(images), self._runtime.to_device(labels))
+                if step == len(self._memo) and step < self._memo_steps and self._bound.take(*batch.tensors()):
                     self._memo.append(batch)
                 yield batch
                 step += 1
 
     @torch.no_grad()
     def _with_teacher(self, images: torch.Tensor, labels: torch.Tensor) -> TeacherBatch:
-        with evaluating(self._teacher), FeatureTaps(self._teacher, self._points) as taps:
-            logits = self._teacher(images)
-            maps = tuple(attention_map(features) for features in taps.take())
+        with evaluating(self._teacher), FeatureTaps(self._teacher, self._points) as taps, self._runtime.autocast():
+            logits = self._teacher(images).float()
+            maps = tuple(attention_map(features.float()) for features in taps.take())
         return TeacherBatch(images, labels, logits, maps)

@@ -19,6 +19,7 @@ from autocomp.graph import ModelGraph
 from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
 from autocomp.progress import console
+from autocomp.runtime import Runtime
 from autocomp.runners.study import finished_trial, pruning_reporter, result_of
 from search_spaces import Budget, Space
 from search_spaces.from_config import budget_from_config, latency_target, space_from_config
@@ -35,6 +36,8 @@ class Setup:
     budget: Budget
     baseline_cost: Cost
     agent: agents.Agent
+    runtime: Runtime
+    """The device, precision and data workers every model of the run trains and is scored with."""
 
 
 def check_names(config: RunConfig) -> None:
@@ -48,6 +51,7 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     config's)."""
     optuna.logging.set_verbosity(logging.WARNING)  # agents' own studies too
     check_names(config)
+    runtime = config.runtime()  # an unavailable GPU is refused before the data is read
     data = config.data.load()
     model = config.model.build(data.num_classes, data.in_channels)
     if config.model.checkpoint is not None:  # refused now if it does not fit, not after the run folder is written
@@ -63,7 +67,7 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     if wanted is not None and config.search.trials < wanted:
         console.log(f"[yellow]warning:[/] {config.search.agent} needs about {wanted} trials to reach its result here;"
                     f" with search.trials={config.search.trials} it stops part-way, close to uniform's result")
-    return Setup(data, example, graph, space, budget, baseline_cost, agent)
+    return Setup(data, example, graph, space, budget, baseline_cost, agent, runtime)
 
 
 def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
@@ -73,12 +77,12 @@ def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
         fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs), proxy=ProxyTraining(**ev.proxy.model_dump()),
         bn_batches=ev.bn_batches, batch_size=ev.batch_size, val_examples=ev.val_examples, report_every=ev.report_every,
         report_examples=ev.report_examples, criterion=config.search.criterion, reconstruct=config.search.reconstruct,
-        seed=config.search.seed, latency=latency_target(config))
+        seed=config.search.seed, latency=latency_target(config), cache_mb=ev.cache_mb)
 
 
 def build_evaluator(config: RunConfig, setup: Setup, baseline: nn.Module) -> Evaluator:
     """The evaluator of ``config``'s candidates, pruning copies of ``baseline`` (the teacher of their fine-tunes)."""
-    return Evaluator(baseline, setup.example, setup.data.train, setup.data.val, evaluator_settings(config))
+    return Evaluator(baseline, setup.example, setup.data.train, setup.data.val, evaluator_settings(config), setup.runtime)
 
 
 def replay(setup: Setup, evaluator: Evaluator, trials: list[optuna.trial.FrozenTrial]) -> None:

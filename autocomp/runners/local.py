@@ -24,7 +24,7 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
         console.log(f"search: resuming with {len(done)} finished trials from the study")
     remaining = config.search.trials - len(done)
     with progress_bar() as bar:
-        task = bar.add_task(f"search ({config.search.agent})", total=config.search.trials, completed=len(done), info="")
+        task = bar.add_task(f"search ({config.search.agent}, {setup.runtime.device})", total=config.search.trials, completed=len(done), info="")
         while remaining > 0:
             proposal = setup.agent.ask()
             if proposal is None:
@@ -33,4 +33,4 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
             study.add_trial(trial)
             learn(setup, proposal, policy, result)
             remaining -= 1
-            advance_trials(bar, task, config.search.trials - remaining, best_so_far(study))
+            advance_trials(bar, task, config.search.trials - remaining, "; ".join(filter(None, (best_so_far(study), evaluator.speed()))))

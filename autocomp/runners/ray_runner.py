@@ -84,10 +84,15 @@ class _InFlight:
     curve: dict[int, float] = field(default_factory=dict)
     cost: str | None = None
     node: str | None = None
+    device: str | None = None
+    """Where the worker computed, and the GPU ids Ray assigned it (JSON)."""
+    gpus: str | None = None
 
     def note(self, result: dict[str, Any]) -> None:
-        """Take in what a trial reported: an intermediate score (a retried trial starts its curve again), the node."""
+        """Take in what a trial reported: an intermediate score (a retried trial starts its curve again), the node and
+        device."""
         self.node = result.get("node", self.node)
+        self.device, self.gpus = result.get("device", self.device), result.get("gpus", self.gpus)
         if "step" not in result:
             return
         if self.curve and result["step"] <= max(self.curve):
@@ -191,8 +196,10 @@ class AgentSearcher(Searcher):
         if trial_id is not None:
             trial.set_user_attr("ray_trial", trial_id)
             trial.set_user_attr("ray_beside", candidate.beside)
-            if candidate.node is not None:
-                trial.set_user_attr("ray_node", candidate.node)
+            for key, value in (("ray_node", candidate.node), ("ray_device", candidate.device),
+                               ("ray_gpus", candidate.gpus)):
+                if value is not None:
+                    trial.set_user_attr(key, value)
         self.study.add_trial(trial)
         learn(self.setup, candidate.proposal, candidate.policy, result)
         self.recorded += 1
@@ -238,7 +245,7 @@ def decode_result(text: str) -> EvalResult:
                       **data)
 
 
-def training_steps(config: RunConfig, train_examples: torch.utils.data.TensorDataset) -> int:
+def training_steps(config: RunConfig, train_examples: torch.utils.data.Dataset) -> int:
     """Fine-tune steps of one candidate at the config's fidelity."""
     ev = config.evaluator
     return Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs).training_steps(
@@ -255,10 +262,11 @@ def _worker_parts(run: dict[str, Any], baseline: dict[str, torch.Tensor]) -> tup
     if key not in _WORKER_PARTS:
         _WORKER_PARTS.clear()
         config = RunConfig.model_validate(run)
+        runtime = config.runtime()  # the GPU share Ray assigned (CUDA_VISIBLE_DEVICES), or the CPU
         data = config.data.load()
         model = config.model.build(data.num_classes, data.in_channels)
         model.load_state_dict(baseline)
-        evaluator = Evaluator(model, data.example_input(), data.train, data.val, evaluator_settings(config))
+        evaluator = Evaluator(model, data.example_input(), data.train, data.val, evaluator_settings(config), runtime)
         _WORKER_PARTS[key] = config, evaluator, training_steps(config, data.train)
     return _WORKER_PARTS[key]
 
@@ -269,9 +277,10 @@ def evaluate_candidate(trial: dict[str, Any], run: dict[str, Any], baseline: dic
     torch.set_num_threads(max(1, int(run["runner"]["cpus_per_trial"])))
     config, evaluator, steps = _worker_parts(run, baseline)
     policy = Policy.from_dict(json.loads(trial["policy"]))
-    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id()}
+    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "device": str(evaluator.runtime.device),
+                             "gpus": json.dumps(ray.get_gpu_ids())}
     if asha:  # a stopped trial never reaches the end, where the evaluator measures
-        where["cost"] = json.dumps(measure(evaluator.build(policy), evaluator.example_inputs,
+        where["cost"] = json.dumps(measure(evaluator.build(policy).cpu(), evaluator.example_inputs,
                                            latency_target(config)).to_dict())
 
     def report(step: int, score: float) -> bool:

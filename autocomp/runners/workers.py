@@ -57,10 +57,11 @@ class Worker:
     def run(self) -> int:
         """Evaluate trials until the study's plan is done; the number this worker evaluated."""
         with progress_bar() as bar:
-            task = bar.add_task(f"worker ({self.config.search.agent})", total=self.config.search.trials,
+            task = bar.add_task(f"worker ({self.config.search.agent}, {self.setup.runtime.device})", total=self.config.search.trials,
                                 completed=len(finished_trials(self.study)), info="")
             drain(self.study, self._evaluate, min(1.0, self.config.runner.heartbeat),
-                  lambda: advance_trials(bar, task, len(finished_trials(self.study)), best_so_far(self.study)))
+                  lambda: advance_trials(bar, task, len(finished_trials(self.study)),
+                                         "; ".join(filter(None, (best_so_far(self.study), self.evaluator.speed())))))
         console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
@@ -127,7 +128,7 @@ def work(config: RunConfig) -> int:
     runner = config.runner
     study = open_study(shared_storage(runner.storage, runner.heartbeat, runner.max_failures))
     plan(study, config)
-    baseline = prepare_baseline(config, setup.data)
+    baseline = prepare_baseline(config, setup.data, setup.runtime)
     return Worker(config, setup, build_evaluator(config, setup, baseline.model), study).run()
 
 

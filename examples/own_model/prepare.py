@@ -44,6 +44,6 @@ if __name__ == "__main__":
     # less the 300 training images mynet.yaml holds out (data.val_size) to score candidates on images the model never saw.
     data = autocomp.data.load_dataset("image_folder", data_dir=HERE / "images", val_size=300)
     model = make_net(num_classes=data.num_classes, in_channels=1)
-    train(model, *data.train.tensors)
+    train(model, *autocomp.data.as_tensors(data.train))
     torch.save(model.state_dict(), HERE / "mynet.pt")
     print(f"wrote {HERE / 'images'} and {HERE / 'mynet.pt'}")
