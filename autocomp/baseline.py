@@ -86,7 +86,8 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
     else:
         train(model, data.train, settings, checkpoint=checkpoint, label="baseline", runtime=runtime)
     model.to(runtime.device)
-    val_accuracy, test_accuracy = accuracy(model, data.val, runtime=runtime), accuracy(model, data.test, runtime=runtime)
+    batch = config.evaluator.batch_size  # the scoring batch the user sized for the device's memory
+    val_accuracy, test_accuracy = accuracy(model, data.val, batch, runtime), accuracy(model, data.test, batch, runtime)
     model.cpu()
     io.save(model, model_path, data.example_input())
     meta_path.write_text(json.dumps({"val_accuracy": val_accuracy, "test_accuracy": test_accuracy,

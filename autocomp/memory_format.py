@@ -23,10 +23,11 @@ def _as_is(images: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def channels_last(model: nn.Module) -> Iterator[Layout]:
+def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[Layout]:
     """``model`` in channels-last layout inside the block (its parameters keep their identity, so an optimizer made
-    before or after still holds them) and contiguous again after it; yields the conversion of its input batches."""
-    if not any(p.dim() == 4 for p in model.parameters()):
+    before or after still holds them) and contiguous again after it; yields the conversion of its input batches.
+    Not ``enabled``: the model as it is, and batches as they come."""
+    if not enabled or not any(p.dim() == 4 for p in model.parameters()):
         yield _as_is
         return
     model.to(memory_format=torch.channels_last)

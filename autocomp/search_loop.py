@@ -34,7 +34,15 @@ from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Budget
 from search_spaces.from_config import latency_target
 
-LATENCY_BATCH = 64
+LATENCY_BATCH, LATENCY_PIXELS = 64, 64 * 28 * 28
+"""The report times baseline and best on a batch of 64 images, or of fewer when they are larger than 28x28: about
+this many pixels per channel (one image at 224x224, where a batch of 64 would hold gigabytes of activations and take
+minutes to time)."""
+
+
+def latency_batch(example: torch.Tensor) -> int:
+    """The batch size the report times models at, for inputs shaped like ``example``."""
+    return max(1, min(LATENCY_BATCH, LATENCY_PIXELS // (example.shape[-1] * example.shape[-2])))
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, f
             held_out = torch.load(saved, map_location="cpu", weights_only=True)["finetuned_val_accuracy"]
         else:
             small = fine_tune(config, setup, evaluator, policy, run_dir, throughput)
-            held_out = accuracy(small, setup.data.val, runtime=setup.runtime)
+            held_out = accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime)
             partial = saved.with_suffix(".tmp")
             torch.save({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, partial)
             partial.replace(saved)
@@ -117,7 +125,8 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
     """Everything report.json records: baseline and best model (on the CPU), constraint, trials, the runtime and its
     images per second, wall time, config."""
     trials = finished_trials(study)
-    latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, LATENCY_BATCH)
+    batch = latency_batch(setup.example)
+    latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, batch)
     best_cost = measure(small, setup.example, latency_target(config))
     for constraint in setup.budget.constraints:
         if constraint.value_of(best_cost) > constraint.limit:  # only a timing can move: the trial measured it within
@@ -144,7 +153,7 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
             "seconds_per_evaluation": _seconds_per_evaluation(trials)},
         "wall_seconds": wall_seconds,
         "runtime": runtime,
-        "latency": {"batch_size": LATENCY_BATCH, "threads": torch.get_num_threads(), "device": "cpu"},
+        "latency": {"batch_size": batch, "threads": torch.get_num_threads(), "device": "cpu"},
         "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
                      **setup.baseline_cost.to_dict(), "latency_ms": latency["baseline"]},
         "history": [{"trial": t.number, "val_accuracy": t.value, "feasible": bool(t.user_attrs.get("feasible")),
@@ -246,7 +255,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
         return SearchResult(run_dir, finished)
     finetuning = Throughput()
     best, small, scored = fine_tune_finalists(config, setup, evaluator, finalists, run_dir, finetuning)
-    test_accuracy = accuracy(small, setup.data.test, runtime=setup.runtime)  # the test set's one use
+    test_accuracy = accuracy(small, setup.data.test, config.evaluator.batch_size, setup.runtime)  # the test set's one use
     small.cpu()
     io.save(small, run_dir / "model.pt", setup.example)
     Policy.from_dict(best.user_attrs["policy"]).save(run_dir / "policy.json")

@@ -307,7 +307,7 @@ def _finetune(config: RunConfig, policy: Policy, folder: Path) -> tuple[float, d
     evaluator = build_evaluator(config, setup, baseline.model)
     folder.mkdir(parents=True, exist_ok=True)
     small = fine_tune(config, setup, evaluator, policy, folder)
-    result = {"val_accuracy": accuracy(small, setup.data.val, runtime=setup.runtime),
+    result = {"val_accuracy": accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime),
               "macs": setup.graph.predict_macs(policy)}
     done.write_text(json.dumps(result) + "\n")
     return result["val_accuracy"], {"macs": result["macs"]}

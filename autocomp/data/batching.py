@@ -9,6 +9,7 @@ example). An iterable data set is read in its own order, in this process.
 
 from __future__ import annotations
 
+import multiprocessing
 import weakref
 from collections.abc import Iterator, Sequence
 
@@ -79,6 +80,10 @@ class _Plan(Sampler[list]):
         return len(self.batches)
 
 
+WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+"""How DataLoader workers start: from a small server process, not forked from the search, whose heap (gigabytes of
+freed activations at 224x224) a forked worker would keep alive for as long as it lives. A data set read by workers is
+therefore pickled to them: it must be defined in an importable module."""
 _LOADERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Per data set as the readers were given it (the training split, the held-out split) and (workers, pin_memory): one
 DataLoader over the data set under it and its plan, so every reader of the training split (the proxy batches,
@@ -90,7 +95,7 @@ def _shared_loader(dataset: Dataset, base: Dataset, workers: int, pin_memory: bo
     if (workers, pin_memory) not in loaders:
         plan = _Plan()
         loader = DataLoader(base, batch_sampler=plan, num_workers=workers, pin_memory=pin_memory,
-                            persistent_workers=workers > 0)
+                            persistent_workers=workers > 0, multiprocessing_context=WORKER_START if workers else None)
         loaders[workers, pin_memory] = loader, plan
     return loaders[workers, pin_memory]
 
@@ -98,10 +103,12 @@ def _shared_loader(dataset: Dataset, base: Dataset, workers: int, pin_memory: bo
 class BatchReader:
     """Reads ``dataset`` in batches of ``batch_size``: `batches` plans one epoch (or part of one) at a time.
 
-    ``workers`` DataLoader processes (kept alive between passes) and ``pin_memory`` apply to data sets not in memory.
+    ``workers`` DataLoader processes and ``pin_memory`` apply to data sets not in memory; ``persistent`` readers of
+    one data set share their workers, kept alive between passes, others start theirs for each pass.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False,
+                 persistent: bool = True) -> None:
         self.dataset, self.batch_size = dataset, batch_size
         self._base, self._index = unwrap(dataset)
         self._length = dataset_length(dataset)
@@ -110,8 +117,12 @@ class BatchReader:
         self._plan: _Plan | None = None
         if isinstance(self._base, IterableDataset):  # a stream's position (its held-out part) is counted in one process
             self._loader = DataLoader(self._base, batch_size=batch_size, pin_memory=pin_memory)
-        elif self._tensors is None:
+        elif self._tensors is None and persistent:
             self._loader, self._plan = _shared_loader(dataset, self._base, workers, pin_memory)
+        elif self._tensors is None:
+            self._plan = _Plan()
+            self._loader = DataLoader(self._base, batch_sampler=self._plan, num_workers=workers, pin_memory=pin_memory,
+                                      multiprocessing_context=WORKER_START if workers else None)
 
     def batches(self, shuffle: bool = False, seed: int = 0, epoch: int = 0, drop_last: bool = False, start: int = 0,
                 count: int | None = None) -> Iterator[Batch]:

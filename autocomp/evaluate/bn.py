@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from autocomp.memory_format import channels_last
 from autocomp.runtime import CPU, Runtime
 
 
@@ -23,9 +24,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], run
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
-    with runtime.autocast():
+    with runtime.autocast(), channels_last(model, enabled=runtime.cuda) as layout:
         for images in batches:
-            model(images)
+            model(layout(images))
     for norm, momentum in zip(norms, saved_momentum):
         norm.momentum = momentum
     return model.eval()

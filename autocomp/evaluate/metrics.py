@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from autocomp.data.batching import BatchReader
+from autocomp.memory_format import channels_last
 from autocomp.runtime import CPU, Runtime, Throughput
 
 
@@ -22,25 +23,28 @@ def accuracy(model: nn.Module, data: Dataset | BatchReader, batch_size: int = 25
 @torch.no_grad()
 def held_out_score(model: nn.Module, data: Dataset | BatchReader, batch_size: int = 256, runtime: Runtime = CPU,
                    throughput: Throughput | None = None) -> tuple[float, float]:
-    """(top-1 accuracy in [0, 1], mean cross-entropy) of ``model`` in eval mode on ``data`` (a data set, or a reader of
-    one whose batch size is used); ``throughput`` counts the images scored and their seconds.
+    """(top-1 accuracy in [0, 1], mean cross-entropy) of ``model`` in eval mode on ``data`` (a data set, read once by
+    workers of this pass, or a reader of one whose batch size is used); ``throughput`` counts the images scored and
+    their seconds.
 
     Raises FloatingPointError when the model's outputs are not finite, so a broken candidate
     is never scored as if it were merely bad.
     """
-    reader = data if isinstance(data, BatchReader) else BatchReader(data, batch_size, runtime.workers, runtime.pin_memory)
+    reader = data if isinstance(data, BatchReader) else BatchReader(data, batch_size, runtime.workers, runtime.pin_memory,
+                                                                    persistent=False)
     model.eval()
     correct, loss, count = 0, 0.0, 0
     started = time.perf_counter()
-    for images, labels in reader.batches():
-        images, labels = runtime.to_device(images), runtime.to_device(labels)
-        with runtime.autocast():
-            logits = model(images).float()
-        if not torch.isfinite(logits).all():
-            raise FloatingPointError("the model's outputs on held-out data are not finite (NaN or inf).")
-        correct += (logits.argmax(dim=1) == labels).sum().item()
-        loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        count += len(labels)
+    with channels_last(model, enabled=runtime.cuda) as layout:  # on the CPU the numbers stay those of the plain layout
+        for images, labels in reader.batches():
+            images, labels = runtime.to_device(images), runtime.to_device(labels)
+            with runtime.autocast():
+                logits = model(layout(images)).float()
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError("the model's outputs on held-out data are not finite (NaN or inf).")
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            count += len(labels)
     if throughput is not None:
         throughput.add(count, time.perf_counter() - started)
     return correct / count, loss / count
