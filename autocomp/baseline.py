@@ -15,6 +15,7 @@ from autocomp import io
 from autocomp.config import RunConfig
 from autocomp.data import DataBundle
 from autocomp.evaluate import accuracy
+from autocomp.evaluate.memory import release_free_memory
 from autocomp.imports import source_digest
 from autocomp.locking import file_lock
 from autocomp.models.user import file_digest, load_checkpoint
@@ -85,6 +86,7 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
         console.log(f"baseline: weights from {config.model.checkpoint} (not trained)")
     else:
         train(model, data.train, settings, checkpoint=checkpoint, label="baseline", runtime=runtime)
+        release_free_memory()  # the training's freed activations back to the system before the scoring passes
     model.to(runtime.device)
     batch = config.evaluator.batch_size  # the scoring batch the user sized for the device's memory
     val_accuracy, test_accuracy = accuracy(model, data.val, batch, runtime), accuracy(model, data.test, batch, runtime)

@@ -20,6 +20,7 @@ from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.errors import InfeasibleError, SearchError
 from autocomp.evaluate import Evaluator, Fidelity, accuracy
+from autocomp.evaluate.memory import release_free_memory
 from autocomp.graph import LayerInfo
 from autocomp.policy import Policy
 from autocomp.progress import console
@@ -62,6 +63,7 @@ def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, policy: Pol
     checkpoint = folder / f"finetune-{policy.key()}.ckpt"  # a new best policy never resumes another's weights
     train(small, setup.data.train, settings, checkpoint=checkpoint, distill=distill, label="fine-tune",
           runtime=setup.runtime, throughput=throughput)
+    release_free_memory()  # the training's freed activations back to the system before the scoring passes
     checkpoint.unlink(missing_ok=True)
     return small
 
