@@ -224,6 +224,7 @@ def test_augmentation_is_drawn_from_seed_epoch_and_example_and_keeps_the_size(tm
     root = write_images(tmp_path, suffix=".jpg")
     data = load_dataset("image_folder", data_dir=root, val_size=3, image_size=12, augment=True, crop=0.875)
     assert isinstance(data.train, Subset) and data.train.dataset.augment and not data.val.dataset.augment
+    assert not data.test.augment  # the test set is evaluated, never augmented
     reader = BatchReader(data.train, 4)
     first = [images for images, _ in reader.batches(shuffle=True, seed=1, epoch=0)]
     again = [images for images, _ in reader.batches(shuffle=True, seed=1, epoch=0)]

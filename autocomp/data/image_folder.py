@@ -74,15 +74,14 @@ def load_image_folder(root: str | os.PathLike, image_size: int | list[int] | tup
         size = _common_size(train_samples + test_samples)
     plain = ImageFolderData(train_samples, mode, size, crop)
     mean, std = _statistics(plain)
-    views = [ImageFolderData(samples, mode, size, crop, mean, std, augment)
-             for samples in (train_samples, train_samples, test_samples)]
-    views[1].augment = False
+    train = ImageFolderData(train_samples, mode, size, crop, mean, std, augment)
+    test = ImageFolderData(test_samples, mode, size, crop, mean, std)
     keep = in_memory if in_memory is not None else (not augment and len(train_samples) * math.prod(
-        views[0].image_shape) * 4 <= IN_MEMORY_BYTES)
+        train.image_shape) * 4 <= IN_MEMORY_BYTES)
     if keep:
-        views = [_decoded(view) for view in views]
-    train, held_out_view, test = views
-    return TrainTest(train=train, test=test, num_classes=len(classes), held_out_view=None if keep else held_out_view)
+        return TrainTest(train=_decoded(train), test=_decoded(test), num_classes=len(classes))
+    held_out_view = ImageFolderData(train_samples, mode, size, crop, mean, std) if augment else None
+    return TrainTest(train=train, test=test, num_classes=len(classes), held_out_view=held_out_view)
 
 
 class ImageFolderData(Dataset):
