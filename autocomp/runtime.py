@@ -75,6 +75,12 @@ class Runtime:
         """Whether batches read from disk are put in page-locked memory (a faster, asynchronous copy to the GPU)."""
         return self.cuda
 
+    @property
+    def channels_last_scoring(self) -> bool:
+        """Whether BatchNorm recalibration and held-out scores run in channels-last layout: on a GPU, where it pays;
+        not on the CPU, where it would change the last digits of the scores the plain layout gives."""
+        return self.cuda
+
     def describe(self) -> str:
         """``cpu, fp32`` or ``cuda:0 (NVIDIA H200), bf16``: for progress lines and reports."""
         name = f"{self.device} ({torch.cuda.get_device_name(self.device)})" if self.cuda else str(self.device)

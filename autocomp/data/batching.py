@@ -197,7 +197,7 @@ def iterate_batches(dataset: Dataset, batch_size: int, shuffle: bool = False, se
 
     Since the order depends only on (seed, epoch), an interrupted epoch resumes at the batch it stopped at.
     """
-    return BatchReader(dataset, batch_size).batches(shuffle, seed, epoch, drop_last, start)
+    return BatchReader(dataset, batch_size, persistent=False).batches(shuffle, seed, epoch, drop_last, start)
 
 
 def as_tensors(dataset: Dataset, batch_size: int = 1024) -> Batch:

@@ -24,7 +24,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], run
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
-    with runtime.autocast(), channels_last(model, enabled=runtime.cuda) as layout:
+    with runtime.autocast(), channels_last(model, enabled=runtime.channels_last_scoring) as layout:
         for images in batches:
             model(layout(images))
     for norm, momentum in zip(norms, saved_momentum):

@@ -144,8 +144,8 @@ class Evaluator:
         self._calibration = _Calibration(train, settings, runtime, bound, _CRITERION_BATCHES if needs_data else 1)
         self._compressor = Compressor(self.baseline, example_inputs, settings.criterion, data=self._calibration.head,
                                       reconstruct=settings.reconstruct)
-        self._val = _first(val, settings.val_examples)
-        self._val_reader = BatchReader(self._val, settings.batch_size, runtime.workers, runtime.pin_memory)
+        self._val_reader = BatchReader(_first(val, settings.val_examples), settings.batch_size, runtime.workers,
+                                       runtime.pin_memory)
         self._report_reader = BatchReader(_first(val, settings.report_examples), settings.batch_size, runtime.workers,
                                           runtime.pin_memory)
         defining = settings.defining() | ({} if runtime.precision == "fp32" else {"precision": runtime.precision})
@@ -220,10 +220,11 @@ class Evaluator:
         if self._stream is None:
             return curve, None
         stopped: list[int] = []
-        done = [0]
+        done = 0
 
         def after_step(step: int) -> bool:
-            done[0] = step
+            nonlocal done
+            done = step
             if report is None or (step % self.settings.report_every and step != self._training_steps):
                 return True
             with watch.computing():
@@ -241,7 +242,7 @@ class Evaluator:
         before = watch.compute
         proxy_finetune(small, self._stream, self._training_steps, self.settings.proxy, points, after_step, watch,
                        self.runtime)
-        self.training.add(done[0] * self.settings.proxy.batch_size, watch.compute - before)
+        self.training.add(done * self.settings.proxy.batch_size, watch.compute - before)
         return curve, stopped[0] if stopped else None
 
 

@@ -35,7 +35,7 @@ def held_out_score(model: nn.Module, data: Dataset | BatchReader, batch_size: in
     model.eval()
     correct, loss, count = 0, 0.0, 0
     started = time.perf_counter()
-    with channels_last(model, enabled=runtime.cuda) as layout:  # on the CPU the numbers stay those of the plain layout
+    with channels_last(model, enabled=runtime.channels_last_scoring) as layout:
         for images, labels in reader.batches():
             images, labels = runtime.to_device(images), runtime.to_device(labels)
             with runtime.autocast():

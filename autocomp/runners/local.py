@@ -8,7 +8,7 @@ from autocomp.config import RunConfig
 from autocomp.evaluate import Evaluator
 from autocomp.progress import advance_trials, console, progress_bar
 from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.study import best_so_far, finished_trials, make_pruner
+from autocomp.runners.study import finished_trials, make_pruner, progress_note
 
 
 def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optuna.Study) -> None:
@@ -33,4 +33,4 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
             study.add_trial(trial)
             learn(setup, proposal, policy, result)
             remaining -= 1
-            advance_trials(bar, task, config.search.trials - remaining, "; ".join(filter(None, (best_so_far(study), evaluator.speed()))))
+            advance_trials(bar, task, config.search.trials - remaining, progress_note(study, evaluator))

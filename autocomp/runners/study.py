@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autocomp.config import RunConfig
 from autocomp.cost import Cost
 from autocomp.errors import ConfigError
-from autocomp.evaluate import EvalResult, Reporter
+from autocomp.evaluate import EvalResult, Evaluator, Reporter
 from autocomp.policy import Policy
 from search_spaces import Budget, Space
 
@@ -131,6 +131,11 @@ def best_so_far(study: optuna.Study) -> str:
     usage = best.user_attrs.get("usage")
     return (f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
             + ("" if usage is None else f" ({usage:.0%} of the budget)"))
+
+
+def progress_note(study: optuna.Study, evaluator: Evaluator) -> str:
+    """The progress line's note of a process that evaluates: `best_so_far` and the evaluator's images per second."""
+    return "; ".join(filter(None, (best_so_far(study), evaluator.speed())))
 
 
 def finished_trial(space: Space, proposal: Policy, policy: Policy, budget: Budget, score_key: str, result: EvalResult,

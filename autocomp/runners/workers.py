@@ -33,7 +33,7 @@ from autocomp.progress import advance_trials, console, progress_bar
 from autocomp.run_folder import config_identity
 from autocomp.runners.context import Setup, evaluate, learn, replay
 from autocomp.runners.shared import drain, heartbeat, plan_trials
-from autocomp.runners.study import best_so_far, finished_trials, make_pruner
+from autocomp.runners.study import finished_trials, make_pruner, progress_note
 from search_spaces import Space
 
 
@@ -61,7 +61,7 @@ class Worker:
                                 completed=len(finished_trials(self.study)), info="")
             drain(self.study, self._evaluate, min(1.0, self.config.runner.heartbeat),
                   lambda: advance_trials(bar, task, len(finished_trials(self.study)),
-                                         "; ".join(filter(None, (best_so_far(self.study), self.evaluator.speed())))))
+                                         progress_note(self.study, self.evaluator)))
         console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
