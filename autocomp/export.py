@@ -10,6 +10,7 @@ import torch
 
 from autocomp import io
 from autocomp.errors import AutocompError, ConfigError
+from autocomp.run_folder import check_creatable
 
 TOLERANCE = 1e-4
 """The largest difference allowed between the exported program's outputs and the model's."""
@@ -34,6 +35,7 @@ def export_run(run_dir: Path, out: Path, trust_factory: str | None = None) -> Ex
     model_file, policy_file = run_dir / "model.pt", run_dir / "policy.json"
     if not model_file.is_file():
         raise ConfigError(f"{run_dir} holds no model.pt; give the folder of a finished `autocomp search`.")
+    check_creatable(out, "export folder")
     targets = [out / "model.pt", out / "model.pt2"] + ([out / "policy.json"] if policy_file.is_file() else [])
     present = [str(path) for path in targets if path.exists()]
     if present:

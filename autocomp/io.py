@@ -32,6 +32,7 @@ from autocomp.compress.resize import InputResize
 from autocomp.cost.macs import COUNTED_TYPES
 from autocomp.errors import ConfigError
 from autocomp.graph import ModelGraph
+from autocomp.models.user import read_weights
 from autocomp.modes import evaluating
 
 MODEL_FORMAT = "autocomp.model"
@@ -154,10 +155,7 @@ def _payload(path: Path) -> dict:
     """The checked contents of the model file ``path`` (``torch.load(weights_only=True)``)."""
     if not path.is_file():
         raise ConfigError(f"model file {path} does not exist.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a corrupt or foreign file: torch raises many kinds
-        raise ConfigError(f"model file {path} cannot be read as an autocomp model ({type(err).__name__}).") from None
+    payload = read_weights(path, f"model file {path}", "give a model.pt written by autocomp")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ConfigError(f"model file {path} is not an autocomp model file (no \"format\": \"{MODEL_FORMAT}\").")
     if payload.get("version") not in _READABLE_VERSIONS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -50,12 +51,27 @@ def _with_defaults(saved: dict) -> dict:
         return saved
 
 
+def check_creatable(folder: Path, what: str) -> None:
+    """Refuse, in one sentence naming ``what``, a folder that could not be created or written: a file at it or above
+    it, or a folder without write permission (nothing is written)."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what} {folder} exists and is not a folder; choose another --out.")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {folder} cannot be created: {existing} is a file, not a folder; choose another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {folder} cannot be written: no permission to write in {existing}; choose another "
+                          "--out.")
+
+
 def check_run_folder(out: Path, config: RunConfig) -> None:
-    """Refuse a folder that holds something other than a run of this very config (nothing is written)."""
+    """Refuse a folder that cannot be created, or holds something other than a run of this very config (nothing is
+    written)."""
+    check_creatable(out, "run folder")
     if not out.exists():
         return
-    if not out.is_dir():
-        raise ConfigError(f"run folder {out} exists and is not a folder; choose another --out.")
     saved = out / CONFIG_NAME
     if saved.exists():
         previous = config_identity(_with_defaults(yaml.safe_load(saved.read_text()) or {}))

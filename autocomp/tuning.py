@@ -38,7 +38,7 @@ from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.locking import file_lock
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.run_folder import first_difference
+from autocomp.run_folder import check_creatable, first_difference
 from autocomp.runners.context import check_names
 from autocomp.runners.shared import drain, heartbeat, plan_trials, retry_running
 from autocomp.runners.study import shared_storage
@@ -214,11 +214,10 @@ def _identity(tune_config: TuneConfig, base: RunConfig, policy: Policy | None) -
 
 
 def _check_folder(out: Path) -> None:
-    """Refuse a path that is not a folder, or a folder holding something other than a tuning (nothing is written)."""
+    """Refuse a folder that cannot be created, or holds something other than a tuning (nothing is written)."""
+    check_creatable(out, "tune folder")
     if not out.exists():
         return
-    if not out.is_dir():
-        raise ConfigError(f"tune folder {out} exists and is not a folder; choose another --out.")
     if not (out / TUNE_FILE).exists() and any(out.iterdir()):
         raise ConfigError(f"tune folder {out} is not empty and holds no tuning; choose another --out.")
 

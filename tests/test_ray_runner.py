@@ -21,7 +21,8 @@ from autocomp.config import build_config
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.runners.context import build_evaluator, prepare
-from autocomp.runners.ray_runner import AgentSearcher, check_address, encode_result
+from autocomp.runners.ray_runner import AgentSearcher, encode_result
+from autocomp.runners.reachable import check_address
 from autocomp.runners.study import open_study
 from autocomp.tuning import load_tune_config, tune
 

@@ -17,7 +17,13 @@ from autocomp.config import build_config
 from autocomp.data import BatchReader, as_tensors, load_dataset, load_image_folder
 from autocomp.data.image_folder import ImageFolderData
 from autocomp.errors import ConfigError
-from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, accuracy
+from autocomp.evaluate import (
+    Evaluator,
+    EvaluatorSettings,
+    Fidelity,
+    ProxyTraining,
+    accuracy,
+)
 from autocomp.runtime import Runtime, resolve_device
 from autocomp.train import TrainSettings, train
 
@@ -238,6 +244,28 @@ def test_augmentation_is_drawn_from_seed_epoch_and_example_and_keeps_the_size(tm
         load_image_folder(root, image_size=12, augment=True, in_memory=True)
     with pytest.raises(ConfigError, match=r"^data option crop=1.5 is not allowed; give the centre fraction kept"):
         load_image_folder(root, image_size=12, crop=1.5)
+
+
+def test_readers_of_one_data_set_share_its_workers_and_passes_may_interleave(tmp_path):
+    import multiprocessing
+
+    data = load_dataset("image_folder", data_dir=write_images(tmp_path), val_size=5, image_size=12, in_memory=False)
+    assert data.train.dataset is data.val.dataset  # no augmentation: both splits index one data set
+    expected = {part: list(torch.split(as_tensors(getattr(data, part))[0], 3)) for part in ("train", "val")}
+    before = len(multiprocessing.active_children())
+    train, val = BatchReader(data.train, 3, workers=1), BatchReader(data.val, 3, workers=1)
+    for reader, part in ((train, "train"), (val, "val"), (train, "train")):  # one pass after another: one worker
+        assert all(torch.equal(a, b) for (a, _), b in zip(reader.batches(), expected[part], strict=True))
+    assert len(multiprocessing.active_children()) == before + 1
+    outer = train.batches()
+    first = next(outer)[0]
+    inner = [images for images, _ in val.batches()]  # a pass inside another: a second loader, the outer goes on
+    rest = [images for images, _ in outer]
+    assert all(torch.equal(a, b) for a, b in zip([first, *rest], expected["train"], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(inner, expected["val"], strict=True))
+    assert len(multiprocessing.active_children()) == before + 2
+    del train, val, reader, outer  # the last reader gone, the pool's workers stop
+    assert len(multiprocessing.active_children()) == before
 
 
 def test_bf16_autocast_runs_on_the_cpu_in_training_and_scoring():

@@ -101,8 +101,14 @@ def test_a_checkpoint_that_does_not_fit_or_holds_code_is_refused(factory_module,
     with pytest.raises(ConfigError, match=r"2 missing and 0 unexpected keys, first missing '8.bias'"):
         load_checkpoint(model, tmp_path / "partial.pt")
     torch.save(model, tmp_path / "pickled.pt")  # a whole pickled module: loading it would run code
-    with pytest.raises(ConfigError, match=r"pickled.pt' cannot be read as weights .*save model.state_dict\(\)"):
+    with pytest.raises(ConfigError) as refused:
         load_checkpoint(model, tmp_path / "pickled.pt")
+    assert str(refused.value) == (f"model.checkpoint {str(tmp_path / 'pickled.pt')!r} holds pickled Python objects "
+                                  "(torch.nn.modules.container.Sequential), which autocomp does not load; save "
+                                  "model.state_dict() with torch.save.")
+    (tmp_path / "text.pt").write_text("not a torch file")
+    with pytest.raises(ConfigError, match=r"text.pt' cannot be read as weights \(.*\); save model.state_dict\(\)"):
+        load_checkpoint(model, tmp_path / "text.pt")
     with pytest.raises(ConfigError, match=r"absent.pt' does not exist"):
         load_checkpoint(model, tmp_path / "absent.pt")
 

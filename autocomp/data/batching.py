@@ -15,7 +15,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    Subset,
+    TensorDataset,
+)
 
 from autocomp.errors import ConfigError, DataError
 
@@ -66,12 +73,12 @@ def unwrap(dataset: Dataset) -> tuple[Dataset, torch.Tensor | None]:
 
 
 class _Plan(Sampler[list]):
-    """The batches of keys a DataLoader reads next; set before each pass (persistent workers see the new plan).
-    ``pass_number`` counts the passes, so a pass overtaken by another on the same loader knows it."""
+    """The batches of keys its DataLoader reads in the pass under way (persistent workers see each new plan), and
+    whether a pass is under way."""
 
     def __init__(self) -> None:
         self.batches: list[list] = []
-        self.pass_number = 0
+        self.busy = False
 
     def __iter__(self) -> Iterator[list]:
         return iter(self.batches)
@@ -84,20 +91,26 @@ WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_met
 """How DataLoader workers start: from a small server process, not forked from the search, whose heap (gigabytes of
 freed activations at 224x224) a forked worker would keep alive for as long as it lives. A data set read by workers is
 therefore pickled to them: it must be defined in an importable module."""
-_LOADERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""Per data set as the readers were given it (the training split, the held-out split) and (workers, pin_memory): one
-DataLoader over the data set under it and its plan, so every reader of the training split (the proxy batches,
-BatchNorm's, the final fine-tune) shares one pool of persistent worker processes, started at its first pass."""
 
 
-def _shared_loader(dataset: Dataset, base: Dataset, workers: int, pin_memory: bool) -> tuple[DataLoader, _Plan]:
-    loaders = _LOADERS.setdefault(dataset, {})
-    if (workers, pin_memory) not in loaders:
-        plan = _Plan()
-        loader = DataLoader(base, batch_sampler=plan, num_workers=workers, pin_memory=pin_memory,
-                            persistent_workers=workers > 0, multiprocessing_context=WORKER_START if workers else None)
-        loaders[workers, pin_memory] = loader, plan
-    return loaders[workers, pin_memory]
+class _Pool(list):
+    """Planned DataLoaders over one data set, each with its plan: a second joins only while one pass is under way
+    beside another."""
+
+
+_POOLS: weakref.WeakValueDictionary[tuple[int, int, bool], _Pool] = weakref.WeakValueDictionary()
+"""Per data set under the readers' `Subset`s (the training images; the held-out ones, which may be the same) and
+(workers, pin_memory): the pool every persistent reader of it shares (the proxy batches, BatchNorm's and the final
+fine-tune's; the held-out scores and accuracies), so its worker processes start once. A pool lives as long as a
+reader holds it (the evaluator's, for a whole search); the readers hold the data set, so its id names it meanwhile."""
+
+
+def _shared_pool(base: Dataset, workers: int, pin_memory: bool) -> _Pool:
+    key = (id(base), workers, pin_memory)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = _POOLS[key] = _Pool()
+    return pool
 
 
 class BatchReader:
@@ -113,16 +126,13 @@ class BatchReader:
         self._base, self._index = unwrap(dataset)
         self._length = dataset_length(dataset)
         self._tensors = self._base.tensors if isinstance(self._base, TensorDataset) else None
-        self._loader: DataLoader | None = None
-        self._plan: _Plan | None = None
+        self._workers, self._pin_memory, self._persistent = workers, pin_memory, persistent
+        self._stream: DataLoader | None = None
+        self._pool = _Pool()
         if isinstance(self._base, IterableDataset):  # a stream's position (its held-out part) is counted in one process
-            self._loader = DataLoader(self._base, batch_size=batch_size, pin_memory=pin_memory)
+            self._stream = DataLoader(self._base, batch_size=batch_size, pin_memory=pin_memory)
         elif self._tensors is None and persistent:
-            self._loader, self._plan = _shared_loader(dataset, self._base, workers, pin_memory)
-        elif self._tensors is None:
-            self._plan = _Plan()
-            self._loader = DataLoader(self._base, batch_sampler=self._plan, num_workers=workers, pin_memory=pin_memory,
-                                      multiprocessing_context=WORKER_START if workers else None)
+            self._pool = _shared_pool(self._base, workers, pin_memory)
 
     def batches(self, shuffle: bool = False, seed: int = 0, epoch: int = 0, drop_last: bool = False, start: int = 0,
                 count: int | None = None) -> Iterator[Batch]:
@@ -130,19 +140,30 @@ class BatchReader:
         `epoch_order` gives. Only these batches are read. Without shuffling, in-memory batches are views."""
         total = num_batches(self.dataset, self.batch_size, drop_last)
         stop = total if count is None else min(total, start + count)
-        if self._plan is None and self._loader is not None:
-            return _slice(_typed(iter(self._loader)), start, stop)
+        if self._stream is not None:
+            return _slice(_typed(iter(self._stream)), start, stop)
         order = epoch_order(self._length, seed, epoch) if shuffle else None
         spans = [(first, min(first + self.batch_size, self._length))
                  for first in range(start * self.batch_size, stop * self.batch_size, self.batch_size)]
         if self._tensors is not None:
             return self._tensor_batches(spans, order)
         keys = [self._keys(order, first, end, seed, epoch) for first, end in spans]
-        if not keys:
-            return iter(())
-        self._plan.batches = keys
-        self._plan.pass_number += 1
-        return _typed(iter(self._loader), self._plan)
+        return self._read(keys) if keys else iter(())
+
+    def _read(self, keys: list[list]) -> Iterator[Batch]:
+        """The batches of ``keys`` through an idle loader of the pool (a new one when all are reading)."""
+        loader, plan = next(((loader, plan) for loader, plan in self._pool if not plan.busy), (None, None))
+        if loader is None or plan is None:
+            plan = _Plan()
+            loader = DataLoader(self._base, batch_sampler=plan, num_workers=self._workers, pin_memory=self._pin_memory,
+                                persistent_workers=self._persistent and self._workers > 0,
+                                multiprocessing_context=WORKER_START if self._workers else None)
+            self._pool.append((loader, plan))
+        plan.batches, plan.busy = keys, True
+        try:
+            yield from _typed(iter(loader))
+        finally:
+            plan.busy = False
 
     def _positions(self, order: torch.Tensor | None, first: int, end: int) -> torch.Tensor | None:
         """Indices into the underlying data set of positions ``first:end`` of the epoch (None: a plain slice)."""
@@ -167,16 +188,9 @@ class BatchReader:
         return indices
 
 
-def _typed(batches: Iterator, plan: _Plan | None = None) -> Iterator[Batch]:
-    """Collated (images, labels) as the loops expect them: float images, int64 labels. With the ``plan`` of a shared
-    loader, a pass that another pass over the same data set overtook stops with an error, never with its batches."""
-    number = None if plan is None else plan.pass_number
-    while True:
-        if plan is not None and plan.pass_number != number:  # checked before taking a batch of the other pass
-            raise RuntimeError("two passes over one data set ran at once; a reader's pass must end before the next")
-        batch = next(batches, None)
-        if batch is None:
-            return
+def _typed(batches: Iterator) -> Iterator[Batch]:
+    """Collated (images, labels) as the loops expect them: float images, int64 labels."""
+    for batch in batches:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise DataError(f"a data set's items must be (image, label) pairs; a batch came as {type(batch).__name__}.")
         images, labels = batch[0], torch.as_tensor(batch[1])

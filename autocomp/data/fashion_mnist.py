@@ -54,7 +54,7 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
         looked.append(f"{folder} (lacks {', '.join(missing)})")
     raise DataError(f"Fashion-MNIST not found, looked in: {'; '.join(looked)}; install it with "
                     f"`apt-get install dataset-fashion-mnist`, or put the four IDX files ({', '.join(FILES)}, "
-                    f"raw or .gz) in a folder and set {ENV_VAR} to it or pass it as --data-dir.")
+                    f"raw or .gz) in a folder and set {ENV_VAR} to it or data.dir in the config (--set data.dir=FOLDER).")
 
 
 def _load_part(folder: Path, prefix: str) -> TensorDataset:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,22 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def read_weights(path: Path, what: str, remedy: str) -> Any:
+    """The contents of ``path`` read by ``torch.load(weights_only=True)`` on the CPU; a file that holds pickled objects,
+    or is no torch file at all, is refused in one sentence about ``what`` ending with ``remedy``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))  # PyTorch's paragraph tells how to run it
+        if found is None:
+            raise ConfigError(f"{what} cannot be read as weights (not a file torch.save wrote); {remedy}.") from None
+        raise ConfigError(f"{what} holds pickled Python objects ({found.group(1)}), which autocomp does not load; "
+                          f"{remedy}.") from None
+    except Exception as err:  # a corrupt or foreign file: torch raises many kinds
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what} cannot be read as weights ({first}); {remedy}.") from None
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     """Load the weights at ``path`` into ``model`` (strictly), read with ``torch.load(weights_only=True)``.
 
@@ -70,12 +88,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.checkpoint {str(path)!r} does not exist or is not a file.")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt files and pickled objects raise many kinds
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"model.checkpoint {str(path)!r} cannot be read as weights ({first[:200]}); save "
-                          "model.state_dict() with torch.save.") from None
+    content = read_weights(path, f"model.checkpoint {str(path)!r}", "save model.state_dict() with torch.save")
     state = _state_dict(content, path)
     if state and all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}

@@ -15,12 +15,14 @@ from autocomp.config import RunConfig
 from autocomp.cost import Cost, measure
 from autocomp.data import DataBundle
 from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
+from autocomp.evaluate.memory import map_large_blocks
 from autocomp.graph import ModelGraph
 from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.runtime import Runtime
+from autocomp.runners.reachable import check_reachable
 from autocomp.runners.study import finished_trial, pruning_reporter, result_of
+from autocomp.runtime import Runtime
 from search_spaces import Budget, Space
 from search_spaces.from_config import budget_from_config, latency_target, space_from_config
 
@@ -52,6 +54,8 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     optuna.logging.set_verbosity(logging.WARNING)  # agents' own studies too
     check_names(config)
     runtime = config.runtime()  # an unavailable GPU is refused before the data is read
+    map_large_blocks()  # a full-size model's freed activations go back to the system, not to the heap
+    check_reachable(config)
     data = config.data.load()
     model = config.model.build(data.num_classes, data.in_channels)
     if config.model.checkpoint is not None:  # refused now if it does not fit, not after the run folder is written

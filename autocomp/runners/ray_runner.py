@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +58,7 @@ from autocomp.evaluate import EvalResult, Evaluator, Fidelity
 from autocomp.policy import Policy
 from autocomp.progress import advance_trials, console, progress_bar
 from autocomp.runners.context import Setup, evaluator_settings, learn, replay
+from autocomp.runners.reachable import check_address
 from autocomp.runners.study import best_so_far, finished_trial, finished_trials
 from search_spaces.from_config import latency_target
 
@@ -298,21 +298,6 @@ def _worker_config(config: RunConfig) -> dict[str, Any]:
     if run["data"]["dir"] is not None:
         run["data"]["dir"] = str(Path(run["data"]["dir"]).resolve())
     return run
-
-
-def check_address(address: str) -> None:
-    """Refuse, in one sentence, a cluster address where nothing answers (`ray.init` would wait for ever)."""
-    if address in ("auto", "local"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"runner.address {address!r} is not HOST:PORT (for example 10.0.0.5:6379), auto or "
-                          "ray://HOST:PORT.")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as err:
-        raise ConfigError(f"runner.address {address!r}: no Ray cluster answers there ({err.strerror or err}); start "
-                          "one with `ray start --head` or leave runner.address unset for a local Ray.") from None
 
 
 @contextmanager

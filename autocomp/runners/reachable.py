@@ -1,0 +1,29 @@
+"""Checks that what a run reaches outside its process answers, made before anything is written or trained."""
+
+from __future__ import annotations
+
+import socket
+
+from autocomp.config import RunConfig
+from autocomp.errors import ConfigError
+
+
+def check_reachable(config: RunConfig) -> None:
+    """Refuse, in one sentence, a run whose Ray cluster does not answer."""
+    if config.runner.kind == "ray" and config.runner.address is not None:
+        check_address(config.runner.address)
+
+
+def check_address(address: str) -> None:
+    """Refuse, in one sentence, a cluster address where nothing answers (`ray.init` would wait for ever)."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"runner.address {address!r} is not HOST:PORT (for example 10.0.0.5:6379), auto or "
+                          "ray://HOST:PORT.")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(f"runner.address {address!r}: no Ray cluster answers there ({err.strerror or err}); start "
+                          "one with `ray start --head` or leave runner.address unset for a local Ray.") from None
