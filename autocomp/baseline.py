@@ -92,7 +92,7 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
     val_accuracy, test_accuracy = accuracy(model, data.val, batch, runtime), accuracy(model, data.test, batch, runtime)
     model.cpu()
     io.save(model, model_path, data.example_input())
-    meta_path.write_text(json.dumps({"val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
-                                     "config": config.to_dict()}, indent=2))
+    meta = {"val_accuracy": val_accuracy, "test_accuracy": test_accuracy, "config": config.to_dict()}
+    io.write_text(meta_path, json.dumps(meta, indent=2))  # last: with model.pt, the mark of a finished baseline
     checkpoint.unlink(missing_ok=True)
     return Baseline(model, val_accuracy, test_accuracy, folder)

@@ -10,9 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from autocomp.errors import AutocompError, ConfigError
+from autocomp.errors import AutocompError, ConfigError, disk_full
 from autocomp.progress import plain_width
 from autocomp.report import format_number
 
@@ -30,7 +31,7 @@ def options(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progre
 
 
 def _fail(err: AutocompError) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -39,7 +40,8 @@ RESUME = "run the same command again to resume where it stopped."
 
 @contextmanager
 def _user_errors(interrupted: str = RESUME) -> Iterator[None]:
-    """A user's error: its one sentence and exit code 2; Ctrl-C: ``interrupted`` (what happens next) and code 130."""
+    """A user's error (a full disk included): its one sentence and exit code 2; Ctrl-C: ``interrupted`` (what happens
+    next) and code 130."""
     try:
         yield
     except AutocompError as err:
@@ -47,6 +49,11 @@ def _user_errors(interrupted: str = RESUME) -> Iterator[None]:
     except KeyboardInterrupt:
         Console(stderr=True).print(f"interrupted: {interrupted}")
         raise typer.Exit(code=130) from None
+    except Exception as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+        _fail(full)
 
 
 def _summary(report: dict) -> Table:

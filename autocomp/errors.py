@@ -1,5 +1,10 @@
 """Errors a user can cause. Each carries one sentence that names the bad value and what is allowed."""
 
+from __future__ import annotations
+
+import errno
+import sqlite3
+
 
 class AutocompError(Exception):
     """Base class of every error autocomp raises on purpose."""
@@ -19,3 +24,31 @@ class InfeasibleError(AutocompError):
 
 class SearchError(AutocompError):
     """A search ended without a result: none of its candidates could be evaluated."""
+
+
+class DiskFullError(AutocompError):
+    """A file could not be written because its disk is full; what was written before stays, so the same command resumes
+    once there is space."""
+
+
+def disk_full(error: BaseException, written: str | None = None) -> DiskFullError | None:
+    """``error`` as one sentence when a full disk caused it (a `DiskFullError`, or an OSError ENOSPC or EDQUOT or
+    SQLite's "database or disk is full" in its chain), else None; ``written`` names what was being written (else the
+    OSError's file)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DiskFullError):  # it names its file already
+            return cause
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _full(written or cause.filename or "a file", cause.strerror)
+        if isinstance(cause, sqlite3.OperationalError) and "database or disk is full" in str(cause):
+            return _full(written or "the Optuna study's SQLite database", str(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _full(written: object, reason: str) -> DiskFullError:
+    return DiskFullError(f"cannot write {written}: the disk is full ({reason}); free some space and run the same "
+                         "command again.")

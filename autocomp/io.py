@@ -14,6 +14,9 @@ A file holds plain data only, read back with ``torch.load(weights_only=True)``:
   loading gives the program.
 * any other model is stored as a ``torch.export`` program (graph and weights, batch size
   dynamic). Loading needs none of its class code and gives an inference-only module.
+
+Models, training checkpoints and the report are written through `replacing`: a killed process
+leaves each file whole or absent, and a full disk is one sentence naming it.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import types
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -30,7 +37,7 @@ from torch import nn
 from autocomp import models
 from autocomp.compress.resize import InputResize
 from autocomp.cost.macs import COUNTED_TYPES
-from autocomp.errors import ConfigError
+from autocomp.errors import ConfigError, disk_full
 from autocomp.graph import ModelGraph
 from autocomp.models.user import read_weights
 from autocomp.modes import evaluating
@@ -139,10 +146,39 @@ def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor
         except ConfigError:
             if recipe is None:  # nothing else could rebuild it (a user's model still has its recipe)
                 raise
+    save_state(payload, path)
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new contents into; it takes ``path``'s place only once the block ends, so a
+    killed process leaves the old file or the new one, never a torn one. A failed block leaves no partial file; a full
+    disk is a `DiskFullError` naming ``path``."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        with open(partial, "wb") as file:
+            yield file
+        os.replace(partial, path)
+    except BaseException as err:
+        partial.unlink(missing_ok=True)
+        full = disk_full(err, str(path))
+        if full is None:
+            raise
+        raise full from err
+
+
+def save_state(state: object, path: str | os.PathLike) -> None:
+    """``torch.save(state)`` to ``path`` through `replacing` (into a Python file: given a path, torch's own writer reports
+    a full disk as an "unexpected pos" RuntimeError, without the OSError)."""
+    with replacing(path) as file:
+        torch.save(state, file)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` to ``path`` (UTF-8) through `replacing`."""
+    with replacing(path) as file:
+        file.write(text.encode())
 
 
 def _program_bytes(model: nn.Module, example_inputs: torch.Tensor) -> bytes:
@@ -184,6 +220,22 @@ def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
     return torch.export.load(io.BytesIO(payload["program"]))
 
 
+def inference_module(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A program's module (`torch.export.ExportedProgram.module`) that takes ``.eval()`` and ``.train(False)`` as the
+    no-ops they are (it was exported in eval mode) where torch raises NotImplementedError, and refuses ``.train()`` in
+    one sentence."""
+
+    def train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
+        if mode:
+            raise ConfigError("a model loaded as its torch.export program runs inference only and cannot be trained; "
+                              "load it with its factory (trust_factory=...) to train it.")
+        return nn.Module.train(self, False)
+
+    program.train = types.MethodType(train, program)  # type: ignore[method-assign]
+    program.eval = types.MethodType(lambda self: self.train(False), program)  # type: ignore[method-assign]
+    return program.eval()
+
+
 def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module:
     """Rebuild the model saved at ``path`` (in eval mode).
 
@@ -195,7 +247,7 @@ def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module
     recipe = payload.get("factory")
     imported = recipe.get("import") if isinstance(recipe, dict) else None
     if "program" in payload and (recipe is None or (imported is not None and imported != trust_factory)):
-        return load_program(path).module()
+        return inference_module(load_program(path).module())
     if not {"factory", "channels", "state_dict"} <= set(payload):
         raise ConfigError(f"model file {path} has neither a program nor a recipe (factory, channels, state_dict).")
     if imported is not None and imported != trust_factory:

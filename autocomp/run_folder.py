@@ -9,6 +9,7 @@ import yaml
 
 from autocomp.config import RunConfig, build_config
 from autocomp.errors import ConfigError
+from autocomp.io import write_text
 
 CONFIG_NAME = "config.yaml"
 # A run may be continued with a larger trial budget, another thread count, device, data workers, cache bound or runner,
@@ -87,4 +88,4 @@ def check_run_folder(out: Path, config: RunConfig) -> None:
 def claim_run_folder(out: Path, config: RunConfig) -> None:
     """Create ``out`` and record the config that owns it (call after `check_run_folder`)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text(out / CONFIG_NAME, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -18,7 +18,7 @@ from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
 from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
-from autocomp.errors import InfeasibleError, SearchError
+from autocomp.errors import InfeasibleError, SearchError, disk_full
 from autocomp.evaluate import Evaluator, Fidelity, accuracy
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.graph import LayerInfo
@@ -96,9 +96,7 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, f
         else:
             small = fine_tune(config, setup, evaluator, policy, run_dir, throughput)
             held_out = accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime)
-            partial = saved.with_suffix(".tmp")
-            torch.save({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, partial)
-            partial.replace(saved)
+            io.save_state({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, saved)
         scored.append(Finalist(trial.number, trial.value, held_out))
         if len(finalists) > 1:
             console.log(f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
@@ -219,6 +217,30 @@ def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:
     return sum(evaluated) / max(1, len(evaluated))
 
 
+def _search_trials(config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, run_dir: Path
+                   ) -> optuna.Study:
+    """The study of ``config``'s candidates, evaluated by its runner until the trial budget is spent; a full disk while
+    the study is written (SQLite's error names no file) is a `DiskFullError` naming the study."""
+    storage = "the study's storage" if config.runner.storage else f"the study {run_dir / 'study.db'}"
+    try:
+        study = open_study(study_storage(config, run_dir))
+        if config.runner.kind == "ray":
+            from autocomp.runners.ray_runner import run_ray
+
+            run_ray(config, setup, baseline, evaluator, study, run_dir)
+        elif config.runner.storage is not None:  # a shared study: `autocomp worker` processes may join this one
+            plan(study, config)
+            Worker(config, setup, evaluator, study).run()
+        else:
+            run_local(config, setup, evaluator, study)
+    except Exception as err:
+        full = disk_full(err, storage)
+        if full is None:
+            raise
+        raise full from None
+    return study
+
+
 def search(config: RunConfig, out: str | Path) -> SearchResult:
     """Run (or resume) the constrained search of ``config`` in the run folder ``out``."""
     started = time.perf_counter()
@@ -232,16 +254,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
 
     baseline = prepare_baseline(config, setup.data, setup.runtime)
     evaluator = build_evaluator(config, setup, baseline.model)
-    study = open_study(study_storage(config, run_dir))
-    if config.runner.kind == "ray":
-        from autocomp.runners.ray_runner import run_ray
-
-        run_ray(config, setup, baseline, evaluator, study, run_dir)
-    elif config.runner.storage is not None:  # a shared study: `autocomp worker` processes may join this one
-        plan(study, config)
-        Worker(config, setup, evaluator, study).run()
-    else:
-        run_local(config, setup, evaluator, study)
+    study = _search_trials(config, setup, baseline, evaluator, run_dir)
 
     finalists = top_trials(study, config.finetune.finalists)
     if not finalists:
@@ -254,13 +267,14 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     finished = _finished_report(run_dir, finalists, len(finished_trials(study)))
     if finished is not None:
         console.log(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
+        shutil.rmtree(run_dir / "finalists", ignore_errors=True)  # left by a finish stopped right after its report
         return SearchResult(run_dir, finished)
     finetuning = Throughput()
     best, small, scored = fine_tune_finalists(config, setup, evaluator, finalists, run_dir, finetuning)
     test_accuracy = accuracy(small, setup.data.test, config.evaluator.batch_size, setup.runtime)  # the test set's one use
     small.cpu()
     io.save(small, run_dir / "model.pt", setup.example)
-    Policy.from_dict(best.user_attrs["policy"]).save(run_dir / "policy.json")
+    io.write_text(run_dir / "policy.json", Policy.from_dict(best.user_attrs["policy"]).to_json() + "\n")
 
     runtime = _runtime_report(setup.runtime, finetuning, evaluator)
     report = _report(config, setup, baseline, study, best, small, test_accuracy, scored, runtime,

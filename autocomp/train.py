@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from autocomp import io
 from autocomp.data import num_batches
 from autocomp.data.batching import BatchReader
 from autocomp.distill import distillation_loss
@@ -76,12 +76,6 @@ def descend(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler
     schedule.step()
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _step_seed(seed: int, step: int) -> int:
     """The random seed of a training step (dropout's masks): a resumed training draws what an uninterrupted one drew."""
     return seed * 1_000_003 + step
@@ -120,9 +114,9 @@ def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: 
 
     def save() -> None:
         if checkpoint is not None:
-            _save_atomic({"settings": settings.defining(), "step": step, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                          **({} if scaler is None else {"scaler": scaler.state_dict()})}, checkpoint)
+            io.save_state({"settings": settings.defining(), "step": step, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                           **({} if scaler is None else {"scaler": scaler.state_dict()})}, checkpoint)
 
     if distill is not None:
         distill.teacher.eval()

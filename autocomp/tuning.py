@@ -41,7 +41,7 @@ from autocomp.progress import console
 from autocomp.run_folder import check_creatable, first_difference
 from autocomp.runners.context import check_names
 from autocomp.runners.shared import drain, heartbeat, plan_trials, retry_running
-from autocomp.runners.study import shared_storage
+from autocomp.runners.storage import check_storage, shared_storage
 
 TUNE_STUDY = "autocomp-tune"
 TUNE_FILE = "tune.yaml"
@@ -162,6 +162,7 @@ def tune(tune_config: TuneConfig, out: str | Path, storage: str | None = None) -
     policy = _policy(tune_config)
     identity = _identity(tune_config, base, policy)
     _check_folder(out)
+    check_storage(storage)
     out.mkdir(parents=True, exist_ok=True)
     with _only_process(out, shared=storage is not None):
         url = storage if storage is not None else f"sqlite:///{out / 'tune.db'}"

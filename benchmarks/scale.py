@@ -38,7 +38,8 @@ from autocomp.config import RunConfig, build_config
 from autocomp.runners.context import build_evaluator, prepare
 from autocomp.runners.local import run_local
 from autocomp.runners.ray_runner import QUIET, run_ray
-from autocomp.runners.study import STUDY_NAME, default_storage, finished_trials, open_study, shared_storage
+from autocomp.runners.storage import shared_storage
+from autocomp.runners.study import STUDY_NAME, default_storage, finished_trials, open_study
 from autocomp.runners.workers import Worker, plan
 from results import append_section, markdown_table, print_table
 

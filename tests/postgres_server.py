@@ -10,8 +10,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -25,34 +27,65 @@ def missing() -> str | None:
         except KeyError:
             return "running as root, and there is no postgres user to run initdb and pg_ctl as"
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401  (the driver SQLAlchemy uses for postgresql:// URLs)
     except ImportError:
-        return "the PostgreSQL driver psycopg2 is not installed (pip install psycopg2-binary)"
+        return "the PostgreSQL driver psycopg is not installed (pip install 'autocomp[postgres]')"
     return None
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running server: its SQLAlchemy URL, and how to stop and start it again on the same port and data."""
+
+    url: str
+    folder: Path
+    port: int
+    as_user: tuple[str, ...]
+    """The command prefix that runs pg_ctl as the postgres user when this process is root (pg_ctl refuses root)."""
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=100"
+        self.pg_ctl("-o", options, "-l", str(self.folder / "log"), "-w", "start")
+
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server (its connections ended, their open transactions rolled back), leave it down
+        ``down_seconds`` (connections refused), and start it again."""
+        self.pg_ctl("-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self.start()
+
+    def pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run([*self.as_user, _binary("pg_ctl"), "-D", str(self.folder / "data"), *args], check=check,
+                       capture_output=True)
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """Start a server (as the postgres user when run as root: initdb and pg_ctl refuse root) with a plain
+    postgresql:// URL (SQLAlchemy's default driver, psycopg); stop it and delete its files afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="autocomp-postgres-"))  # pytest's own temp root is private to this user
+    port = free_port()
+    as_user: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ("runuser", "-u", "postgres", "--")
+    server = PostgresServer(f"postgresql://autocomp@127.0.0.1:{port}/postgres", folder, port, as_user)
+    try:
+        subprocess.run([*as_user, _binary("initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "autocomp"],
+                       check=True, capture_output=True)
+        server.start()
+        yield server
+    finally:
+        if (folder / "data" / "postmaster.pid").exists():
+            server.pg_ctl("-m", "immediate", "stop", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """Start a server (as the postgres user when run as root: initdb and pg_ctl refuse root) and yield its SQLAlchemy
-    URL; stop it and delete its files afterwards."""
-    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
-    folder = Path(tempfile.mkdtemp(prefix="autocomp-postgres-"))  # pytest's own temp root is private to this user
-    data, port = folder / "data", free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "autocomp"], check=True,
-                       capture_output=True)
-        options = f"-h 127.0.0.1 -p {port} -k {folder} -c max_connections=100"
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
-                       check=True, capture_output=True)
-        yield f"postgresql+psycopg2://autocomp@127.0.0.1:{port}/postgres"
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    """A `running_postgres` server's SQLAlchemy URL."""
+    with running_postgres() as server:
+        yield server.url
 
 
 def _binary(name: str) -> str | None:

@@ -14,7 +14,6 @@ import yaml
 from typer.testing import CliRunner
 
 from autocomp.cli import app
-from autocomp.config import build_config
 from autocomp.policy import Policy
 from postgres_server import free_port
 
@@ -77,6 +76,15 @@ CASES = {  # command line (names of `world` in braces) -> the start of its one l
     "search, a weight that is not a number": (
         "search --config {nan} --out {run}", "config file {nan}: config key 'finetune.alpha' = nan is not allowed: "
                                              "Input should be a finite number"),
+    "search, a storage whose server does not answer": (
+        "search --config {config} --out {run} --storage postgresql://autocomp:secret@127.0.0.1:{port}/db",
+        "cannot reach the study storage 'postgresql://autocomp:***@127.0.0.1:{port}/db'"),
+    "search, a storage whose driver is not installed": (
+        "search --config {config} --out {run} --storage mysql://user@127.0.0.1/db",
+        "storage 'mysql://user@127.0.0.1/db' needs the Python module 'MySQLdb'"),
+    "tune, a storage whose server does not answer": (
+        "tune {tune} --out {root}/tuned --storage postgresql://autocomp@127.0.0.1:{port}/db",
+        "cannot reach the study storage 'postgresql://autocomp@127.0.0.1:{port}/db'"),
     "worker, a bad trial budget": ("worker --config {config} --storage {root}/journal.log --set search.trials=0",
                                    "config file {config}: config key 'search.trials' = 0 is not allowed"),
     "tune, into a run folder": ("tune {tune} --out {run}", "tune folder {run} is not empty and holds no tuning"),
@@ -103,5 +111,5 @@ def test_an_error_before_work_starts_changes_no_byte_of_the_run_folder_or_the_ca
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: " + start.format(**names)), result.output
     assert {name: files(world[name]) for name in ("run", "cache")} == before
-    assert not (world["file"].is_dir() or (world["root"] / "journal.log").exists())
+    assert not any((world["root"] / name).exists() for name in ("a-file/run", "journal.log", "tuned"))
     assert os.listdir(world["empty"]) == []

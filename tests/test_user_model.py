@@ -124,6 +124,12 @@ def test_a_saved_user_model_reloads_its_program_unless_its_factory_is_trusted(fa
     with torch.no_grad():
         assert torch.allclose(program(x), small(x), atol=1e-5) and torch.allclose(trusted(x), small(x), atol=1e-5)
     assert not isinstance(program, nn.Sequential)
+    assert program.eval() is program and program.train(False) is program and not program.training
+    with torch.no_grad():
+        assert torch.allclose(program.to("cpu", torch.float64)(x.double()), small.double()(x.double()), atol=1e-10)
+    with pytest.raises(ConfigError, match=r"^a model loaded as its torch.export program runs inference only and "
+                                          r"cannot be trained; load it with its factory"):
+        program.train()
 
 
 def test_an_unexportable_user_model_needs_its_factory_trusted_to_load(factory_module, tmp_path):

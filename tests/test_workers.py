@@ -1,8 +1,10 @@
 """Runs that survive: workers sharing a study (a real PostgreSQL server, SQLite), a killed worker's trial retried,
-and a SIGKILLed local search resumed, with exactly the budgeted trials and none twice."""
+a server restarted under them, and a SIGKILLed local search resumed, with exactly the budgeted trials and none twice."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import signal
 import subprocess
 import sys
@@ -14,13 +16,19 @@ import optuna
 import pytest
 import sqlalchemy
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from typer.testing import CliRunner
 
+import autocomp.runners.storage
+from autocomp.cli import app
 from autocomp.config import build_config
 from autocomp.errors import ConfigError
 from autocomp.runners.context import prepare
-from autocomp.runners.workers import work
-from postgres_server import free_port, missing, postgres_server
+from autocomp.runners.shared import retry_running, take_waiting
+from autocomp.runners.storage import shared_storage
+from autocomp.runners.study import open_study
+from autocomp.runners.workers import _record, work
+from postgres_server import free_port, missing, postgres_server, running_postgres
 
 CONFIG = {
     "model": {"name": "resnet20"},
@@ -87,6 +95,123 @@ def test_three_workers_on_postgresql_share_one_study_with_exactly_its_trials(pos
     assert len(load(postgres).get_trials()) == 9  # the finish evaluated nothing more
 
 
+def test_a_postgresql_restart_under_three_workers_and_the_search_loses_no_trial_and_duplicates_none(tmp_path):
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    config = write_config(tmp_path)
+    with running_postgres() as server:
+        search = cli("search", "--config", str(config), "--storage", server.url, "--out", str(tmp_path / "run"))
+        worker = cli("worker", "--config", str(config), "--storage", server.url)
+        processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for command in (search, worker, worker, worker)]
+        in_flight = being_evaluated(server.url, len(processes))
+        server.restart(down_seconds=5)
+        outputs = [process.communicate(timeout=300) for process in processes]
+        for process, (_, stderr) in zip(processes, outputs):
+            assert process.returncode == 0 and "Traceback" not in stderr, stderr
+        logs = [" ".join(stderr.split()) for _, stderr in outputs]
+        assert any("does not answer" in log for log in logs)  # the outage reached them, and they waited it out
+        trials = load(server.url).get_trials()
+    assert sorted(t.number for t in trials) == list(range(9))  # none lost, no retry copy
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({frozenset(t.params.items()) for t in trials}) == 9  # no candidate evaluated twice
+    assert all(trials[t.number].params == t.params for t in in_flight)  # in flight at the restart: finished once
+    evaluated = [int(re.search(r"trials are done, (\d+) of them here", log).group(1)) for log in logs]
+    assert sum(evaluated) == 9  # each trial evaluated by one process, once
+    report = yaml.safe_load((tmp_path / "run" / "report.json").read_text())
+    assert report["trials"] == 9 and report["failed_trials"] == 0
+
+
+def being_evaluated(url: str, processes: int, timeout: float = 300) -> list[FrozenTrial]:
+    """The shared study's running trials whose candidate is written, once a trial is finished and each of the
+    ``processes`` has taken one (none is still starting)."""
+    deadline, storage = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:  # one connection, and no tables created here: the processes create them
+            storage = storage or optuna.storages.RDBStorage(url, skip_table_creation=True)
+            trials = optuna.load_study(study_name="autocomp", storage=storage).get_trials()
+        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            continue  # the processes are still creating the study
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING and done
+                   and t.params.keys() == done[0].params.keys()]
+        if running and len({t.user_attrs.get("worker") for t in trials} - {None}) == processes:
+            storage.engine.dispose()
+            return running
+        if trials and len(done) == len(trials):
+            raise AssertionError(f"the study's {len(trials)} trials finished before each of {processes} processes "
+                                 "took one")
+    raise AssertionError(f"no trial was being evaluated by one of {processes} processes within {timeout:.0f} s")
+
+
+def test_a_storage_away_longer_than_the_patience_is_refused_in_one_line(monkeypatch):
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_postgres() as server:
+        study = open_study(shared_storage(server.url, heartbeat=10, max_failures=2))
+        server.pg_ctl("-m", "fast", "-w", "stop")
+        monkeypatch.setattr(autocomp.runners.storage, "STORAGE_PATIENCE_SECONDS", 1.0)
+        with pytest.raises(ConfigError, match=r"^the study storage 'postgresql://autocomp@127\.0\.0\.1:\d+/postgres' "
+                                              r"did not answer for 1 s: [^\n]*Connection refused$"):
+            study.get_trials()
+
+
+REFUSED = {  # a storage the worker cannot use -> the start of its one line
+    "postgresql+pg8000://autocomp:secret@127.0.0.1/db": "storage 'postgresql+pg8000://autocomp:***@127.0.0.1/db' needs "
+    "the Python module 'pg8000' (SQLAlchemy's postgresql+pg8000 driver), which is not installed; for PostgreSQL, pip "
+    "install 'autocomp[postgres]' and give a postgresql://user@host/db URL.",
+    "mysql://autocomp:secret@127.0.0.1/db": "storage 'mysql://autocomp:***@127.0.0.1/db' needs the Python module "
+    "'MySQLdb' (SQLAlchemy's mysql+mysqldb driver), which is not installed",
+    "postgresql://autocomp:secret@127.0.0.1:{port}/db": "cannot reach the study storage "
+    "'postgresql://autocomp:***@127.0.0.1:{port}/db': connection failed:",
+}
+
+
+@pytest.mark.parametrize("storage", REFUSED)
+def test_a_worker_without_the_storages_driver_or_server_is_refused_in_one_line_before_anything(storage, tmp_path,
+                                                                                              monkeypatch):
+    driver = re.search(r"needs the Python module '(\w+)'", REFUSED[storage])
+    if driver is not None and importlib.util.find_spec(driver.group(1)) is not None:
+        pytest.skip(f"{driver.group(1)} is installed here")
+    port = str(free_port())  # nothing listens there
+    monkeypatch.setenv("AUTOCOMP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path)
+    result = CliRunner().invoke(app, ["--quiet", "worker", "--config", str(config), "--storage",
+                                      storage.format(port=port)], terminal_width=400)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: " + REFUSED[storage].format(port=port)), result.output
+    assert "secret" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]  # no baseline trained, nothing written
+
+
+def test_a_result_whose_trial_was_failed_meanwhile_finishes_its_waiting_retry_or_is_dropped(tmp_path):
+    study = open_study(shared_storage(f"sqlite:///{tmp_path / 'shared.db'}", heartbeat=10, max_failures=2))
+    storage, distribution = study._storage, optuna.distributions.FloatDistribution(0, 1)
+    record = optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": distribution}, value=0.9,
+                                       user_attrs={"accuracy": 0.9})
+    for _ in range(2):
+        study.enqueue_trial({}, skip_if_exists=False)
+    first = take_waiting(study)
+    storage.set_trial_param(first._trial_id, "x", 0.5, distribution)
+    retry_running(study)  # failed while its worker was cut off from the storage, as a stale-trial check does
+    written = _record(study, first, record)
+    assert written is not None and written.number == 2  # the retry, finished with the result: not evaluated again
+    assert [(t.state, t.value) for t in study.get_trials()] == [
+        (TrialState.FAIL, None), (TrialState.WAITING, None), (TrialState.COMPLETE, 0.9)]
+
+    second = take_waiting(study)
+    retry_running(study)
+    taken_by_another = take_waiting(study)
+    assert _record(study, second, record) is None  # its retry is another worker's now: dropped, nothing written
+    assert storage.get_trial(taken_by_another._trial_id).state == TrialState.RUNNING
+    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials()) == 1
+
+
 def test_a_worker_with_another_config_or_a_sequential_agent_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     first = write_config(tmp_path, search={"trials": 1})
@@ -146,39 +271,6 @@ def test_a_trial_whose_worker_died_while_writing_its_candidate_gets_a_whole_new_
     assert work(build_config({**config.to_dict(), "search": {"agent": "tpe", "trials": 1}})) == 1
     (trial,) = load(storage).get_trials()
     assert trial.state == TrialState.COMPLETE and set(trial.params) == set(space.distributions())
-
-
-def test_a_sigkilled_local_search_resumes_to_exactly_its_budget(tmp_path):
-    budget = 30
-    config = write_config(tmp_path, search={"agent": "random", "trials": budget}, evaluator={"fidelity": "bn"})
-    out = tmp_path / "out"
-    command = cli("search", "--config", str(config), "--out", str(out))
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage = f"sqlite:///{out / 'study.db'}"
-
-    def finished() -> list[optuna.trial.FrozenTrial]:
-        if not (out / "study.db").exists():
-            return []
-        try:
-            return load(storage).get_trials(states=(TrialState.COMPLETE,))
-        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError):
-            return []  # the search is still creating the study (this read may race it to the tables)
-
-    deadline = time.monotonic() + 300
-    while len(finished()) < 3 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    before = {t.number: t.params for t in finished()}
-    assert 3 <= len(before) < budget
-
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    trials = load(storage).get_trials()
-    assert sorted(t.number for t in trials) == list(range(budget))
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert {t.number: t.params for t in trials if t.number in before} == before  # kept, not redone
-    assert len({frozenset(t.params.items()) for t in trials}) == budget  # random: no candidate drawn twice
 
 
 def test_the_dashboard_serves_a_runs_study_on_loopback(tmp_path):

@@ -8,13 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from autocomp.io import replacing
+
 WIDTH_INCHES = 9.0
 DPI = 110
 
 
 @contextmanager
 def _figure(path: Path, height: float, rows: int = 1) -> Iterator[Any]:
-    """A figure of ``rows`` stacked axes, saved to ``path`` (parents created) and closed when the block ends."""
+    """A figure of ``rows`` stacked axes, saved to ``path`` (parents created; the file whole or not at all) and closed
+    when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -25,7 +28,8 @@ def _figure(path: Path, height: float, rows: int = 1) -> Iterator[Any]:
         yield [row[0] for row in axes]
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=DPI)
+        with replacing(path) as file:
+            figure.savefig(file, format=path.suffix.lstrip(".") or None, dpi=DPI)
     finally:
         plt.close(figure)
 

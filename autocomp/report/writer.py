@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autocomp.io import write_text
+
 REPORT_VERSION = 3
 
 
@@ -35,8 +37,8 @@ def _finalists_lines(finalists: list[dict[str, Any]]) -> list[str]:
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
-    """Write ``report.json`` (the full record) and a short ``report.md`` beside it."""
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    """Write a short ``report.md``, its figures and ``report.json`` (the full record) into ``run_dir``, each file whole
+    or not at all; ``report.json`` comes last, so its presence means the report is complete."""
     base, best, latency = report["baseline"], report["best"], report["latency"]
     rows = [
         ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
@@ -85,7 +87,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         *[f"| `{name}` | {kept} / {total} | {kept / total:.2f} |" for name, (kept, total) in best["channels"].items()],
     ]
     lines += ["", "## Figures", "", *[f"![{title}]({name})" for name, title in write_figures(run_dir, report).items()]]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
 
 
 def write_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:

@@ -33,7 +33,7 @@ def serve(run: Path, port: int, storage: str | None = None) -> None:
     import optuna_dashboard
 
     from autocomp.progress import console
-    from autocomp.runners.study import shared_storage
+    from autocomp.runners.storage import shared_storage
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"port {port} is not allowed; need 1..65535.")

@@ -6,12 +6,15 @@ import socket
 
 from autocomp.config import RunConfig
 from autocomp.errors import ConfigError
+from autocomp.runners.storage import check_storage
 
 
 def check_reachable(config: RunConfig) -> None:
-    """Refuse, in one sentence, a run whose Ray cluster does not answer."""
+    """Refuse, in one sentence, a run whose Ray cluster or shared study storage does not answer (or whose storage's
+    driver is not installed)."""
     if config.runner.kind == "ray" and config.runner.address is not None:
         check_address(config.runner.address)
+    check_storage(config.runner.storage)
 
 
 def check_address(address: str) -> None:

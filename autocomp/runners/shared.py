@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autocomp.errors import ConfigError
+from autocomp.errors import AutocompError, ConfigError
 from autocomp.run_folder import first_difference
 from autocomp.runners.study import fail_stale_trials
 
@@ -120,7 +120,10 @@ def heartbeat(study: optuna.Study, trial_id: int, seconds: float) -> Iterator[No
 
     def beat() -> None:
         while not stop.wait(seconds):
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except AutocompError:  # the storage stayed away (`PatientRDBStorage`): the block's next call says so
+                return
 
     thread = threading.Thread(target=beat, name=f"autocomp-heartbeat-{trial_id}", daemon=True)
     thread.start()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,9 +13,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autocomp.config import RunConfig
 from autocomp.cost import Cost
-from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, Reporter
 from autocomp.policy import Policy
+from autocomp.runners.storage import shared_storage
 from search_spaces import Budget, Space
 
 STUDY_NAME = "autocomp"
@@ -35,44 +33,6 @@ def study_storage(config: RunConfig, run_dir: Path) -> str | optuna.storages.Bas
     if runner.storage is None:
         return default_storage(run_dir)
     return shared_storage(runner.storage, runner.heartbeat, runner.max_failures)
-
-
-def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storages.BaseStorage:
-    """The storage many workers share: an SQLAlchemy URL (postgresql://..., sqlite:///...) with heartbeats, a trial
-    silent for 4 beats failed and enqueued again up to ``max_failures`` times; anything else is a journal file path."""
-    if "://" not in url:
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
-    import sqlalchemy
-
-    attempts = 0
-    while True:  # workers started together race to create the tables: the losers try again
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_failures)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
-                                                  heartbeat_stale_trial_callback=retry)
-        except ModuleNotFoundError as error:
-            raise ConfigError(f"storage {_safe(url)} needs the Python package {error.name!r}; install it (for "
-                              "PostgreSQL: pip install psycopg2-binary).") from None
-        except sqlalchemy.exc.SQLAlchemyError as error:
-            attempts += 1
-            if attempts < 3 and isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                                                   sqlalchemy.exc.OperationalError)):
-                time.sleep(0.5 + random.random())
-                continue
-            reason = str(error.orig if getattr(error, "orig", None) else error).strip().splitlines()[0]
-            raise ConfigError(f"cannot open the study storage {_safe(url)}: {reason}") from None
-
-
-def _safe(url: str) -> str:
-    """``url`` with its password hidden."""
-    import sqlalchemy
-
-    try:
-        return repr(sqlalchemy.engine.make_url(url).render_as_string(hide_password=True))
-    except sqlalchemy.exc.ArgumentError:
-        return repr(url)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

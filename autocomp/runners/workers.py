@@ -11,7 +11,9 @@ is seeded from the first trial it takes, so workers propose different candidates
 trial beats a heartbeat; one silent for the grace period (its worker was killed) is failed by
 whichever worker notices, and a copy of it is enqueued again (Optuna's `RetryFailedTrialCallback`,
 up to ``runner.max_failures`` times). Journal files have no heartbeat in Optuna: a killed
-worker's trial stays RUNNING there.
+worker's trial stays RUNNING there. A database outage (a restarting server) is waited out, up to a
+minute (`PatientRDBStorage`); a trial failed meanwhile by another worker, because the outage outlasted
+the grace period, hands its result to its retry if that still waits, so no candidate finishes twice.
 """
 
 from __future__ import annotations
@@ -90,8 +92,13 @@ class Worker:
                     return
                 _set_params(storage, trial_id, self.setup.space, proposal)
             record, policy, result = evaluate(self.setup, self.evaluator, proposal, self.study, self.pruner)
-            _finish(storage, trial_id, record)
-        self.told.add(taken.number)
+            written = _record(self.study, taken, record)
+        if written is None:
+            console.log(f"[yellow]worker:[/] trial {taken.number} was failed meanwhile (no heartbeat reached the "
+                        "storage in time) and its retry is another worker's, or none is left: this result is dropped")
+            self.setup.agent.discard(proposal)
+            return
+        self.told.add(written.number)
         self.evaluated += 1
         learn(self.setup, proposal, policy, result)
 
@@ -115,7 +122,8 @@ def work(config: RunConfig) -> int:
     number this worker evaluated."""
     from autocomp.baseline import prepare_baseline
     from autocomp.runners.context import build_evaluator, prepare
-    from autocomp.runners.study import open_study, shared_storage
+    from autocomp.runners.storage import shared_storage
+    from autocomp.runners.study import open_study
 
     if config.runner.storage is None:
         raise ConfigError("a worker needs the shared study's storage: give --storage URL (or runner.storage).")
@@ -130,6 +138,24 @@ def work(config: RunConfig) -> int:
     plan(study, config)
     baseline = prepare_baseline(config, setup.data, setup.runtime)
     return Worker(config, setup, build_evaluator(config, setup, baseline.model), study).run()
+
+
+def _record(study: optuna.Study, taken: FrozenTrial, record: FrozenTrial) -> FrozenTrial | None:
+    """Write ``record`` onto the trial this worker ``taken``, or, when another worker failed that trial meanwhile (a
+    storage outage outlasted the grace period), onto its retry while that still waits, so the candidate is finished
+    once and evaluated once; the trial written, None when the retry is already taken (or none was made)."""
+    storage = study._storage
+    try:
+        _finish(storage, taken._trial_id, record)
+        return taken
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    retry = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                  if t.system_attrs.get("retry_history", [])[-1:] == [taken.number]), None)
+    if retry is None or not storage.set_trial_state_values(retry._trial_id, TrialState.RUNNING):
+        return None
+    _finish(storage, retry._trial_id, record)
+    return retry
 
 
 def _finish(storage: optuna.storages.BaseStorage, trial_id: int, record: FrozenTrial) -> None:
