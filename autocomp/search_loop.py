@@ -269,6 +269,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
         console.log(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
         shutil.rmtree(run_dir / "finalists", ignore_errors=True)  # left by a finish stopped right after its report
         return SearchResult(run_dir, finished)
+    evaluator.drop_kept_batches()
     finetuning = Throughput()
     best, small, scored = fine_tune_finalists(config, setup, evaluator, finalists, run_dir, finetuning)
     test_accuracy = accuracy(small, setup.data.test, config.evaluator.batch_size, setup.runtime)  # the test set's one use

@@ -153,7 +153,8 @@ def test_a_search_reads_only_the_batches_it_uses_and_the_bound_decides_what_is_r
     ev, ft = config.evaluator, config.finetune
     fixed = ev.steps * ev.proxy.batch_size + ev.bn_batches * ev.batch_size  # read once, kept for every candidate
     probe = 2 * int(0 not in held_out)  # the first example, read to check the data set and to learn its image shape
-    assert train_reads == fixed + ft.max_steps * ft.batch_size + probe
+    finish = ft.max_steps * ft.batch_size + 2 * ev.bn_batches * ev.batch_size  # the finalist built, then the winner
+    assert train_reads == fixed + finish + probe  # the kept batches were dropped before the finish: read again
     assert len({index for name, index in reads if name == "train"}) < len(data.train) + len(data.val)
 
     reads.clear()

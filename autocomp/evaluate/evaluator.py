@@ -157,6 +157,14 @@ class Evaluator:
                                                                         (self.scoring, "scoring")) if rate.images]
         return f"{', '.join(rates)} on {self.runtime.device}" if rates else ""
 
+    def drop_kept_batches(self) -> None:
+        """Free the fixed batches kept for the candidates (the proxy batches with their teacher outputs, BatchNorm's):
+        the search's finish needs none of them, and its fine-tunes peak beside them. Later scores read them again."""
+        if self._stream is not None:
+            self._stream.drop_kept()
+        self._calibration.drop_kept()
+        release_free_memory()
+
     def score_key(self, policy: Policy) -> str:
         """A canonical hash of ``policy`` and the settings its score depends on: the cache's key."""
         return hashlib.sha256(f"{self._key_prefix}|{policy.key()}".encode()).hexdigest()[:16]
@@ -274,6 +282,10 @@ class _Calibration:
 
     def _batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self._reader.batches(shuffle=True, seed=self._seed, start=start, count=self._count - start)
+
+    def drop_kept(self) -> None:
+        """Read every batch again from now on."""
+        self._kept.clear()
 
     def images(self) -> Iterator[torch.Tensor]:
         """Every calibration batch's images, on the device."""

@@ -76,6 +76,11 @@ class TrainingStream:
         for _ in self.batches(min(steps, self._memo_steps)):
             pass
 
+    def drop_kept(self) -> None:
+        """Compute every batch's teacher outputs again from now on (nothing more is kept)."""
+        self._memo.clear()
+        self._memo_steps = 0
+
     def batches(self, steps: int, stopwatch: Stopwatch | None = None) -> Iterator[TeacherBatch]:
         """The first ``steps`` batches of the stream, on the device; the teacher's passes count as compute on
         ``stopwatch``."""

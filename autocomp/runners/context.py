@@ -15,7 +15,6 @@ from autocomp.config import RunConfig
 from autocomp.cost import Cost, measure
 from autocomp.data import DataBundle
 from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
-from autocomp.evaluate.memory import map_large_blocks
 from autocomp.graph import ModelGraph
 from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
@@ -54,7 +53,6 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     optuna.logging.set_verbosity(logging.WARNING)  # agents' own studies too
     check_names(config)
     runtime = config.runtime()  # an unavailable GPU is refused before the data is read
-    map_large_blocks()  # a full-size model's freed activations go back to the system, not to the heap
     check_reachable(config)
     data = config.data.load()
     model = config.model.build(data.num_classes, data.in_channels)
