@@ -83,7 +83,7 @@ CASES = {  # command line (names of `world` in braces) -> the start of its one l
     "report, a folder without a report": ("report {empty}", "{empty} holds no report.json"),
     "export, --out an existing file": ("export {run} --out {file}", "export folder {file} exists and is not a folder"),
     "export, --out the run folder itself": ("export {run} --out {run}", "{run}/model.pt exists already"),
-    "dashboard, a folder without a study": ("dashboard {empty}", "{empty}"),
+    "dashboard, a folder without a study": ("dashboard {empty}", "{empty} holds no study"),
 }
 
 
