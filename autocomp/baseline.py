@@ -16,6 +16,7 @@ from autocomp.config import RunConfig
 from autocomp.data import DataBundle
 from autocomp.evaluate import accuracy
 from autocomp.evaluate.memory import release_free_memory
+from autocomp.files import write_text
 from autocomp.imports import source_digest
 from autocomp.locking import file_lock
 from autocomp.models.user import file_digest, load_checkpoint
@@ -93,6 +94,6 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
     model.cpu()
     io.save(model, model_path, data.example_input())
     meta = {"val_accuracy": val_accuracy, "test_accuracy": test_accuracy, "config": config.to_dict()}
-    io.write_text(meta_path, json.dumps(meta, indent=2))  # last: with model.pt, the mark of a finished baseline
+    write_text(meta_path, json.dumps(meta, indent=2))  # last: with model.pt, the mark of a finished baseline
     checkpoint.unlink(missing_ok=True)
     return Baseline(model, val_accuracy, test_accuracy, folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterator
 
 
 class AutocompError(Exception):
@@ -35,18 +36,23 @@ def disk_full(error: BaseException, written: str | None = None) -> DiskFullError
     """``error`` as one sentence when a full disk caused it (a `DiskFullError`, or an OSError ENOSPC or EDQUOT or
     SQLite's "database or disk is full" in its chain), else None; ``written`` names what was being written (else the
     OSError's file)."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in error_chain(error):
         if isinstance(cause, DiskFullError):  # it names its file already
             return cause
         if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             return _full(written or cause.filename or "a file", cause.strerror)
         if isinstance(cause, sqlite3.OperationalError) and "database or disk is full" in str(cause):
             return _full(written or "the Optuna study's SQLite database", str(cause))
-        cause = cause.__cause__ or cause.__context__
     return None
+
+
+def error_chain(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and the errors it came from, as a traceback shows them (each once)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ if error.__cause__ is not None or error.__suppress_context__ else error.__context__
 
 
 def _full(written: object, reason: str) -> DiskFullError:

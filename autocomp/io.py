@@ -15,8 +15,7 @@ A file holds plain data only, read back with ``torch.load(weights_only=True)``:
 * any other model is stored as a ``torch.export`` program (graph and weights, batch size
   dynamic). Loading needs none of its class code and gives an inference-only module.
 
-Models, training checkpoints and the report are written through `replacing`: a killed process
-leaves each file whole or absent, and a full disk is one sentence naming it.
+A model file is written whole or not at all (`autocomp.files.save_state`).
 """
 
 from __future__ import annotations
@@ -26,10 +25,7 @@ import json
 import os
 import types
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -37,7 +33,8 @@ from torch import nn
 from autocomp import models
 from autocomp.compress.resize import InputResize
 from autocomp.cost.macs import COUNTED_TYPES
-from autocomp.errors import ConfigError, disk_full
+from autocomp.errors import ConfigError
+from autocomp.files import save_state
 from autocomp.graph import ModelGraph
 from autocomp.models.user import read_weights
 from autocomp.modes import evaluating
@@ -147,38 +144,6 @@ def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor
             if recipe is None:  # nothing else could rebuild it (a user's model still has its recipe)
                 raise
     save_state(payload, path)
-
-
-@contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file to write ``path``'s new contents into; it takes ``path``'s place only once the block ends, so a
-    killed process leaves the old file or the new one, never a torn one. A failed block leaves no partial file; a full
-    disk is a `DiskFullError` naming ``path``."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".tmp")
-    try:
-        with open(partial, "wb") as file:
-            yield file
-        os.replace(partial, path)
-    except BaseException as err:
-        partial.unlink(missing_ok=True)
-        full = disk_full(err, str(path))
-        if full is None:
-            raise
-        raise full from err
-
-
-def save_state(state: object, path: str | os.PathLike) -> None:
-    """``torch.save(state)`` to ``path`` through `replacing` (into a Python file: given a path, torch's own writer reports
-    a full disk as an "unexpected pos" RuntimeError, without the OSError)."""
-    with replacing(path) as file:
-        torch.save(state, file)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """``text`` to ``path`` (UTF-8) through `replacing`."""
-    with replacing(path) as file:
-        file.write(text.encode())
 
 
 def _program_bytes(model: nn.Module, example_inputs: torch.Tensor) -> bytes:

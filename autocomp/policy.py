@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autocomp.errors import ConfigError
+from autocomp.files import write_text
 
 if TYPE_CHECKING:
     from autocomp.graph import LayerInfo
@@ -200,8 +201,8 @@ class Policy:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the policy's JSON to ``path``."""
-        Path(path).write_text(self.to_json() + "\n")
+        """Write the policy's JSON to ``path`` (whole or not at all)."""
+        write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Policy:

@@ -9,7 +9,7 @@ import yaml
 
 from autocomp.config import RunConfig, build_config
 from autocomp.errors import ConfigError
-from autocomp.io import write_text
+from autocomp.files import write_text
 
 CONFIG_NAME = "config.yaml"
 # A run may be continued with a larger trial budget, another thread count, device, data workers, cache bound or runner,

@@ -21,6 +21,7 @@ from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.errors import InfeasibleError, SearchError, disk_full
 from autocomp.evaluate import Evaluator, Fidelity, accuracy
 from autocomp.evaluate.memory import release_free_memory
+from autocomp.files import save_state
 from autocomp.graph import LayerInfo
 from autocomp.policy import Policy
 from autocomp.progress import console
@@ -96,7 +97,7 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, f
         else:
             small = fine_tune(config, setup, evaluator, policy, run_dir, throughput)
             held_out = accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime)
-            io.save_state({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, saved)
+            save_state({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, saved)
         scored.append(Finalist(trial.number, trial.value, held_out))
         if len(finalists) > 1:
             console.log(f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
@@ -221,7 +222,7 @@ def _search_trials(config: RunConfig, setup: Setup, baseline: Baseline, evaluato
                    ) -> optuna.Study:
     """The study of ``config``'s candidates, evaluated by its runner until the trial budget is spent; a full disk while
     the study is written (SQLite's error names no file) is a `DiskFullError` naming the study."""
-    storage = "the study's storage" if config.runner.storage else f"the study {run_dir / 'study.db'}"
+    written = "the study's storage" if config.runner.storage else f"the study {run_dir / 'study.db'}"
     try:
         study = open_study(study_storage(config, run_dir))
         if config.runner.kind == "ray":
@@ -234,7 +235,7 @@ def _search_trials(config: RunConfig, setup: Setup, baseline: Baseline, evaluato
         else:
             run_local(config, setup, evaluator, study)
     except Exception as err:
-        full = disk_full(err, storage)
+        full = disk_full(err, written)
         if full is None:
             raise
         raise full from None
@@ -275,7 +276,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     test_accuracy = accuracy(small, setup.data.test, config.evaluator.batch_size, setup.runtime)  # the test set's one use
     small.cpu()
     io.save(small, run_dir / "model.pt", setup.example)
-    io.write_text(run_dir / "policy.json", Policy.from_dict(best.user_attrs["policy"]).to_json() + "\n")
+    Policy.from_dict(best.user_attrs["policy"]).save(run_dir / "policy.json")
 
     runtime = _runtime_report(setup.runtime, finetuning, evaluator)
     report = _report(config, setup, baseline, study, best, small, test_accuracy, scored, runtime,

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocomp import io
 from autocomp.data import num_batches
 from autocomp.data.batching import BatchReader
 from autocomp.distill import distillation_loss
 from autocomp.errors import ConfigError
+from autocomp.files import save_state
 from autocomp.memory_format import channels_last
 from autocomp.progress import console, progress_bar
 from autocomp.runtime import CPU, Runtime, Throughput
@@ -114,9 +114,9 @@ def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: 
 
     def save() -> None:
         if checkpoint is not None:
-            io.save_state({"settings": settings.defining(), "step": step, "model": model.state_dict(),
-                           "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                           **({} if scaler is None else {"scaler": scaler.state_dict()})}, checkpoint)
+            save_state({"settings": settings.defining(), "step": step, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                        **({} if scaler is None else {"scaler": scaler.state_dict()})}, checkpoint)
 
     if distill is not None:
         distill.teacher.eval()

@@ -241,7 +241,7 @@ def mounted(disk: Path) -> bool:
 def full_disk(base: Path) -> Series:
     """A search stopped by a full disk at each kind of write in turn, each time run again with space: the baseline's
     checkpoint, a trial in the study, the fine-tune's checkpoint (a real full tmpfs where one can be mounted), model.pt
-    (the finalists' files and the report's go through the same `io.replacing`). Quiet runs: stderr holds the errors
+    (the finalists' files and the report's go through the same `files.replacing`). Quiet runs: stderr holds the errors
     only."""
     disk = base / "disk"
     real = mounted(disk)

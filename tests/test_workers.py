@@ -1,5 +1,6 @@
 """Runs that survive: workers sharing a study (a real PostgreSQL server, SQLite), a killed worker's trial retried,
-a server restarted under them, and a SIGKILLed local search resumed, with exactly the budgeted trials and none twice."""
+and a server restarted under them, with exactly the budgeted trials and none twice (a killed local search:
+test_faults)."""
 
 from __future__ import annotations
 

@@ -15,14 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    IterableDataset,
-    Sampler,
-    Subset,
-    TensorDataset,
-)
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset, TensorDataset
 
 from autocomp.errors import ConfigError, DataError
 
@@ -152,13 +145,14 @@ class BatchReader:
 
     def _read(self, keys: list[list]) -> Iterator[Batch]:
         """The batches of ``keys`` through an idle loader of the pool (a new one when all are reading)."""
-        loader, plan = next(((loader, plan) for loader, plan in self._pool if not plan.busy), (None, None))
-        if loader is None or plan is None:
+        idle = next((entry for entry in self._pool if not entry[1].busy), None)
+        if idle is None:
             plan = _Plan()
-            loader = DataLoader(self._base, batch_sampler=plan, num_workers=self._workers, pin_memory=self._pin_memory,
-                                persistent_workers=self._persistent and self._workers > 0,
-                                multiprocessing_context=WORKER_START if self._workers else None)
-            self._pool.append((loader, plan))
+            idle = DataLoader(self._base, batch_sampler=plan, num_workers=self._workers, pin_memory=self._pin_memory,
+                              persistent_workers=self._persistent and self._workers > 0,
+                              multiprocessing_context=WORKER_START if self._workers else None), plan
+            self._pool.append(idle)
+        loader, plan = idle
         plan.batches, plan.busy = keys, True
         try:
             yield from _typed(iter(loader))

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from autocomp.io import replacing
+from autocomp.files import replacing
 
 WIDTH_INCHES = 9.0
 DPI = 110

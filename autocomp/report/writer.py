@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autocomp.io import write_text
+from autocomp.files import write_text
 
 REPORT_VERSION = 3
 

@@ -7,20 +7,32 @@ import functools
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
-from autocomp.errors import ConfigError
+from autocomp.errors import ConfigError, error_chain
 from autocomp.progress import console
 
 
 def check_storage(url: str | None) -> None:
     """Refuse a shared storage (``runner.storage``, ``--storage``) before anything is written or trained: a database URL
     whose driver is not installed or whose server does not answer (None, a journal file path: nothing to check)."""
-    if url is not None and "://" in url:
-        _check_reachable(url)
+    if url is None or "://" not in url:
+        return
+    import sqlalchemy
+
+    _check_driver(url)
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise ConfigError(f"cannot reach the study storage {_safe(url)}: {_reason(error)}; check that it is "
+                          "up and the URL right, or give another storage.") from None
+    finally:
+        engine.dispose()
 
 
 def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storages.BaseStorage:
@@ -43,26 +55,10 @@ def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storag
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
             attempts += 1
             races = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError)
-            if attempts < 3 and any(isinstance(cause, races) for cause in _chain(error)):
+            if attempts < 3 and any(isinstance(cause, races) for cause in error_chain(error)):
                 time.sleep(0.5 + random.random())
                 continue
             raise ConfigError(f"cannot open the study storage {_safe(url)}: {_reason(error)}") from None
-
-
-def _check_reachable(url: str) -> None:
-    """Refuse the database ``url`` when its driver is not installed or its server does not answer now."""
-    import sqlalchemy
-
-    _check_driver(url)
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect():
-            pass
-    except sqlalchemy.exc.SQLAlchemyError as error:
-        raise ConfigError(f"cannot reach the study storage {_safe(url)}: {_reason(error)}; check that it is "
-                          "up and the URL right, or give another storage.") from None
-    finally:
-        engine.dispose()
 
 
 def _check_driver(url: str) -> None:
@@ -136,16 +132,7 @@ def _outage(error: BaseException) -> bool:
     import sqlalchemy
 
     return any(isinstance(cause, sqlalchemy.exc.OperationalError) or getattr(cause, "connection_invalidated", False)
-               for cause in _chain(error))
-
-
-def _chain(error: BaseException | None) -> Iterator[BaseException]:
-    """``error`` and the errors it came from, as a traceback shows them (each once)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ if error.__cause__ is not None or error.__suppress_context__ else error.__context__
+               for cause in error_chain(error))
 
 
 def _safe(url: str) -> str:
@@ -160,5 +147,5 @@ def _safe(url: str) -> str:
 
 def _reason(error: BaseException) -> str:
     """The first line of what the database or its driver said about ``error``."""
-    said = next((cause.orig for cause in _chain(error) if getattr(cause, "orig", None) is not None), error)
+    said = next((cause.orig for cause in error_chain(error) if getattr(cause, "orig", None) is not None), error)
     return (str(said).strip().splitlines() or [type(said).__name__])[0]
