@@ -273,7 +273,7 @@ def cost(
             hint = f"pass --trust-factory {factory} to rebuild it" if factory else "it was saved without a recipe"
             raise ConfigError(f"model file {model_file} loads as a torch.export program, whose layers autocomp cannot "
                               f"count; {hint}.")
-        rows, total = layer_costs(model, example), model_cost(model, example, latency, threads)
+        (rows, whole), total = layer_costs(model, example), model_cost(model, example, latency, threads)
     table = Table(title=f"{model_file}: input {'x'.join(map(str, example.shape[1:]))}")
     for column in ("layer", "kind", "channels", "kernel", "stride", "output", "MACs", "share"):
         table.add_column(column, justify="right" if column in ("MACs", "share") else "left")
@@ -281,6 +281,8 @@ def cost(
         table.add_row(row.name, row.kind, row.channels, row.kernel, row.stride, row.output, f"{row.macs:,}",
                       f"{row.macs / max(1, total.macs):.1%}")
     stdout.print(table)
+    for line in whole:
+        stdout.print(line, markup=False)
     summary = f"MACs {total.macs:,}  params {total.params:,}  size {total.size_bytes:,} bytes  BOPs {total.bops:,}"
     if total.latency_ms is not None:
         summary += f"  latency {total.latency_ms:.2f} ms (batch 1)"

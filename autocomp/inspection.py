@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -32,17 +33,22 @@ class LayerCost:
     macs: int
 
 
-def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
-    """Every conv and linear layer of ``model`` with its MACs (the papers' convention), in the order they run."""
-    from autocomp.compress import model_layers
+def layer_costs(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerCost], list[str]]:
+    """Every conv and linear layer of ``model`` with its MACs, in the order they run; and one line per layer whose
+    channels are kept whole though other layers read them, saying why."""
+    from autocomp.graph import ModelGraph
 
+    graph = ModelGraph(copy.deepcopy(model), example)
     rows = []
-    for layer in model_layers(model, example):
+    for layer in graph.layers:
         groups = f" /{layer.groups}" if layer.groups > 1 else ""
         rows.append(LayerCost(layer.name, layer.kind, f"{layer.in_channels} -> {layer.out_channels}{groups}",
                               "x".join(map(str, layer.kernel_size)) or "-", "x".join(map(str, layer.stride)) or "-",
                               "x".join(map(str, layer.output_shape)), layer.macs))
-    return rows
+    other = graph.other_macs(Policy())
+    if other:  # attention's products, functional calls, custom modules
+        rows.append(LayerCost("(outside layers)", "products", "-", "-", "-", "-", other))
+    return rows, graph.whole_lines()
 
 
 def model_cost(model: nn.Module, example: torch.Tensor, latency: bool, threads: int | None = None) -> Cost:

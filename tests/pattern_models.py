@@ -296,6 +296,131 @@ class VisionTransformer(nn.Module):
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
 
+# --- 7. ConvNeXt: channels-last LayerNorm and Linear between permutes, per-channel layer scale ---------
+
+class Permute(nn.Module):
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map, as torchvision's ConvNeXt writes it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """torchvision's CNBlock: depthwise 7x7, then LayerNorm and the MLP channels-last, scaled per channel."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layer_scale * self.block(x)
+
+
+class ConvNeXt(nn.Module):
+    def __init__(self, num_classes: int = 10, dims: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0]))
+        self.stage1 = nn.Sequential(ConvNeXtBlock(dims[0]), ConvNeXtBlock(dims[0]))
+        self.downsample = nn.Sequential(LayerNorm2d(dims[0]), nn.Conv2d(dims[0], dims[1], 2, 2))
+        self.stage2 = ConvNeXtBlock(dims[1])
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), LayerNorm2d(dims[1]), nn.Flatten(1),
+                                  nn.Linear(dims[1], num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage2(self.downsample(self.stage1(self.stem(x)))))
+
+
+# --- 8. BERT: separate q, k, v, heads by view(..., -1, head size), output dense in a sibling module -------
+
+class BertSelfAttention(nn.Module):
+    """Hugging Face's eager BertSelfAttention: the head count follows from the width (view with -1)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_attention_heads = heads
+        self.attention_head_size = dim // heads
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (*x.shape[:-1], -1, self.attention_head_size)
+        q, k, v = (layer(x).view(shape).transpose(1, 2) for layer in (self.query, self.key, self.value))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / self.attention_head_size**0.5
+        context = torch.matmul(scores.softmax(dim=-1), v).transpose(1, 2)
+        return context.reshape(*x.shape[:-1], -1)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.attention = BertSelfAttention(dim, heads)
+        self.attention_output = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.intermediate = nn.Linear(dim, hidden)
+        self.output = nn.Linear(hidden, dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attention_output(self.attention(x)))
+        return self.norm2(x + self.output(nn.functional.gelu(self.intermediate(x))))
+
+
+class BertOnPatches(nn.Module):
+    """A BERT encoder on 4x4 patches, mean-pooled (no position embedding: it runs at any resolution)."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 32, heads: int = 4, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.layers = nn.Sequential(*(BertLayer(dim, heads, hidden) for _ in range(depth)))
+        self.classifier = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.layers(self.embed(x).flatten(2).transpose(1, 2)).mean(dim=1))
+
+
+# --- 9. torchvision's ViT: nn.MultiheadAttention in each encoder block -----------------------------------
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.ln_1(x)
+        x = x + self.self_attention(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class MultiheadViT(nn.Module):
+    def __init__(self, num_classes: int = 10, dim: int = 32, heads: int = 4, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, dim, 4, 4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, 65, dim) * 0.02)
+        self.layers = nn.Sequential(*(EncoderBlock(dim, heads, hidden) for _ in range(depth)))
+        self.ln = nn.LayerNorm(dim)
+        self.heads = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        return self.heads(self.ln(self.layers(x))[:, 0])
+
+
 PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
     "mobilenet_v3": MobileNetV3,
     "shufflenet_v2": ShuffleNetV2,
@@ -306,6 +431,9 @@ PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet": lenet,
     "vit_cls": lambda: VisionTransformer(pool="cls"),
     "vit_mean": lambda: VisionTransformer(pool="mean"),
+    "convnext": ConvNeXt,
+    "bert": BertOnPatches,
+    "vit_multihead": MultiheadViT,
 }
 
 PATTERN_INPUTS: dict[str, tuple[int, ...]] = {

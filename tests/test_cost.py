@@ -1,7 +1,9 @@
+import copy
+import math
+
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import autocomp
 from autocomp.graph import ModelGraph
@@ -34,18 +36,76 @@ def test_resnet20_macs_are_31_million_on_28x28():
     assert autocomp.measure(model, torch.zeros(1, 1, 28, 28)).macs == 31_021_952
 
 
-def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
-    model.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2 // x.shape[0]
+def thop_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs of conv and linear modules counted by thop (by module type: the count autocomp made before it counted at
+    the dispatcher), every other module counting zero."""
+    from thop import profile
+
+    def layer(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        per_output = module.in_features if isinstance(module, nn.Linear) else \
+            module.in_channels // module.groups * math.prod(module.kernel_size)
+        module.total_ops += torch.tensor([float(output.numel() * per_output)], dtype=torch.float64)
+
+    probe = copy.deepcopy(model).eval()
+    ops = {type(m): (layer if isinstance(m, (nn.Conv2d, nn.Linear)) else lambda *args: None)
+           for m in probe.modules() if not list(m.children())}
+    total, _ = profile(probe, inputs=(x,), custom_ops=ops, verbose=False)
+    return int(total) // x.shape[0]
 
 
 @pytest.mark.parametrize("name, kwargs", ZOO_CASES)
-def test_thop_count_agrees_with_torch_flop_counter(name, kwargs):
+def test_count_agrees_with_thop_on_models_of_conv_and_linear_modules(name, kwargs):
     model = autocomp.zoo.create(name, num_classes=10, in_channels=1, **kwargs)
     x = torch.randn(2, 1, 28, 28)
-    assert autocomp.measure(model, x).macs == flop_counter_macs(model, x)
+    assert autocomp.measure(model, x).macs == thop_macs(model, x)
+
+
+class FunctionalAttention(nn.Module):
+    """Self-attention from bare weights and functional calls: no conv/linear module computes any of it."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Parameter(torch.randn(dim, 3 * dim) / dim**0.5)  # (in, out), as Hugging Face's Conv1D
+        self.out = nn.Parameter(torch.randn(dim, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (x @ self.qkv).chunk(3, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        scores = torch.einsum("bhnd,bhmd->bhnm", q, k).softmax(dim=-1)
+        mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # the same product again, fused
+        return (torch.matmul(scores, v) + mixed).transpose(1, 2).flatten(2) @ self.out
+
+
+class MultiheadModel(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def attention_macs_by_hand(tokens: int, dim: int) -> int:
+    """q, k, v and output projections, then the scores (n x n x d per head) and their product with v."""
+    return 4 * tokens * dim * dim + 2 * tokens * tokens * dim
+
+
+def test_multihead_attention_macs_match_a_hand_count():
+    """nn.MultiheadAttention projects with a bare weight inside its forward (and runs one fused kernel in
+    inference): every product is counted, in eval mode too."""
+    model = MultiheadModel(32, 4).eval()
+    x = torch.randn(2, 10, 32)
+    assert autocomp.measure(model, x).macs == attention_macs_by_hand(10, 32)
+    assert ModelGraph(model, x).predict_macs(autocomp.Policy()) == attention_macs_by_hand(10, 32)
+
+
+def test_functional_products_are_counted():
+    """matmul on bare weights, einsum, matmul and the fused scaled dot-product attention each count."""
+    tokens, dim = 6, 16
+    cost = autocomp.measure(FunctionalAttention(dim, heads=2), torch.randn(3, tokens, dim))
+    assert cost.macs == attention_macs_by_hand(tokens, dim) + 2 * tokens * tokens * dim
+    assert cost.bops == cost.macs * 32 * 32
 
 
 def test_measuring_leaves_the_model_untouched():

@@ -18,6 +18,7 @@ from torch import nn
 import autocomp
 from autocomp.compress.criteria import get_criterion
 from autocomp.graph import ModelGraph
+from autocomp.graph.standard import standard_form
 from pattern_models import PATTERN_MODELS, UNTRACEABLE_MODELS, example_input
 
 ZOO = {"resnet20": {}, "mobilenet_v2": {"width_mult": 0.5}, "vgg_small": {}}
@@ -64,8 +65,8 @@ def random_keeps(graph: ModelGraph, seed: int = 0) -> list[float]:
 
 def asked_macs(graph: ModelGraph, keeps: list[float]) -> float:
     """Sum over layers of MACs x kept fraction of inputs x kept fraction of outputs, continuous ratios
-    (depthwise convolutions: outputs only, their inputs are the same channels)."""
-    total = 0.0
+    (depthwise convolutions: outputs only, their inputs are the same channels), plus the MACs outside layers."""
+    total = float(graph.other_macs(policy_for(graph, keeps)))
     for layer in graph.layers:
         out_fraction = 1.0 if layer.group is None else keeps[layer.group]
         shares = graph._in_shares[layer.name]
@@ -171,7 +172,7 @@ def test_pruned_model_equals_the_original_with_the_removed_channels_zeroed(name)
     policy = policy_for(graph, keeps)
     small, removed = prune_recording_inputs(name, policy)
 
-    reference = copy.deepcopy(model)
+    reference = standard_form(copy.deepcopy(model))  # the form the graph names
     for layer, idxs in removed.items():
         def zero_inputs(module, inputs, idxs=idxs):
             inputs = inputs[0].clone()

@@ -12,6 +12,7 @@ from autocomp.compress.criteria import get_criterion
 from autocomp.compress.resize import InputResize, resized_size
 from autocomp.errors import ConfigError
 from autocomp.graph import LayerInfo, ModelGraph
+from autocomp.graph.standard import needs_standard_form, standard_form
 from autocomp.policy import Policy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -38,14 +39,15 @@ class Compressor:
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, criterion: str = "l1",
                  data: Sequence[Batch] = (), reconstruct: bool = False) -> None:
-        self.model = model
+        self.model = standard_form(copy.deepcopy(model)) if needs_standard_form(model) else model
+        """The model in the form its graph names (see graph.standard)."""
         self.example_inputs = example_inputs
         self.data = list(data)
         self.reconstruct = reconstruct
         if reconstruct and not self.data:
             raise ConfigError("reconstruct=True needs data: pass a few (inputs, labels) training batches as data.")
         score = get_criterion(criterion)
-        probe = copy.deepcopy(model)
+        probe = copy.deepcopy(self.model)
         self.graph = ModelGraph(probe, example_inputs)
         if score.needs_data:
             score.prepare(probe, self.data)  # without data, scoring below refuses with one sentence

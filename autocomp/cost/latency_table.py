@@ -12,7 +12,8 @@ time a prediction needs them, or all at once by `LatencyTable.build`; each is ti
 fastest timing, since load on a shared machine only ever slows a timing down.
 
 What the layers do not cover (BatchNorm, activations, residual adds, pooling, the input resize,
-Python overhead) is calibrated once per model and resolution: the whole model is measured
+attention's products, which shrink with the q, k and v outputs, Python overhead) is calibrated
+once per model and resolution: the whole model is measured
 uniformly pruned to each of ``CALIBRATION_KEEPS``, and the time the layer entries do not explain
 is fitted as ``fixed + per_element x (elements of the conv/linear outputs)``.
 

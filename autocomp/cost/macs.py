@@ -1,10 +1,14 @@
-"""MACs the papers' way: multiply-accumulates of convolutions and linear layers only; BOPs from them.
+"""MACs the papers' way, counted where PyTorch computes them; BOPs from them.
 
-A k x k convolution producing an H x W x C_out map from C_in channels in ``groups`` groups
-costs ``H * W * C_out * (C_in / groups) * k * k``; a linear layer ``out * in`` per row. Bias,
-BatchNorm, activations and pooling count zero (MobileNet-v1 1.0-224 = 569M MACs).
-FLOPs, where asked for, are ``2 * MACs``. BOPs weigh each layer's MACs by its weight bits
-times its input bits (floating point counts its dtype's bits, 32 for float32).
+Every matrix product of a forward pass is counted at the dispatcher with torch's own formulas
+(`torch.utils.flop_counter`: convolutions, mm, addmm, bmm, baddbmm, scaled dot-product
+attention), so functional calls, bare weights, custom modules (Hugging Face's ``Conv1D``),
+``matmul``, ``einsum`` and attention count as well as conv and linear modules. A k x k
+convolution producing an H x W x C_out map from C_in channels in ``groups`` groups costs
+``H * W * C_out * (C_in / groups) * k * k``; a linear layer ``out * in`` per row. Bias, norms,
+activations and pooling count zero (MobileNet-v1 1.0-224 = 569M MACs). FLOPs, where asked
+for, are ``2 * MACs``. BOPs weigh each MAC by the weight bits times the input bits of the layer
+that computes it (floating point counts its dtype's bits, 32 for float32).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 COUNTED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+"""The layers autocomp prunes, factorizes and quantizes."""
 FLOAT_BITS = 32
 """Bits of the float32 weights and activations a layer that is not quantized computes with."""
 SCALE_BITS = 32
@@ -42,46 +48,90 @@ def module_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 def bits_per_mac(module: nn.Module) -> int:
-    """Weight bits x input bits of one multiply-accumulate of ``module``."""
+    """Weight bits x input bits of one multiply-accumulate computed by ``module``: a float layer's weight dtype's bits
+    squared; outside conv/linear layers (attention, functional products) float32's."""
+    if not isinstance(module, COUNTED_TYPES):
+        return FLOAT_BITS * FLOAT_BITS
     floating = float_bits(module.weight)
     if not is_quantized(module):
         return floating * floating
     return module.weight_bits * (module.act_bits or floating)
 
 
-def _thop_zero(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-    """Everything but conv and linear layers costs nothing in the papers' convention."""
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the CPU kernel of scaled dot-product attention (torch's formula for the other kernels)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_MORE_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
+class MacCounter:
+    """Within its context, the MACs each module of ``model`` computes itself (its submodules' excluded).
+
+    ``own[module]`` sums over calls; MACs computed outside any submodule belong to ``model``.
+    PyTorch's fused fast paths for attention (one kernel for a whole ``nn.MultiheadAttention``
+    or encoder layer in inference) are switched off meanwhile, so that their products are seen.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.own: dict[nn.Module, int] = {}
+        self._flops = FlopCounterMode(display=False, custom_mapping=_MORE_FORMULAS)
+        self._open: list[list[int]] = []
+        """Per module being run: [MACs counted when it started, MACs of its submodules]."""
+
+    def _total(self) -> int:
+        return self._flops.get_total_flops() // 2
+
+    def _enter(self, module: nn.Module, inputs: tuple) -> None:
+        self._open.append([self._total(), 0])
+
+    def _leave(self, module: nn.Module, inputs: tuple, output: object) -> None:
+        started, inner = self._open.pop()
+        spent = self._total() - started
+        self.own[module] = self.own.get(module, 0) + spent - inner
+        if self._open:
+            self._open[-1][1] += spent
+
+    def __enter__(self) -> MacCounter:
+        self._fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        self._handles = [m.register_forward_pre_hook(self._enter) for m in self.model.modules()]
+        self._handles += [m.register_forward_hook(self._leave) for m in self.model.modules()]
+        self._flops.__enter__()
+        self._top = self._total()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        outside = self._total() - self._top - sum(self.own.values())
+        self.own[self.model] = self.own.get(self.model, 0) + outside  # the root's own work, when not called as a module
+        self._flops.__exit__(*exc)
+        for handle in self._handles:
+            handle.remove()
+        torch.backends.mha.set_fastpath_enabled(self._fastpath)
+
+    @property
+    def total(self) -> int:
+        return sum(self.own.values())
 
 
 def profile_ops(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
-    """(MACs, BOPs) of one forward pass per example, counted in one thop pass on a copy."""
-    from thop import profile  # thop prints at import; keep it out of `import autocomp`
-
-    bops = 0.0
-
-    def counted(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal bops
-        macs = module_macs(module, output)
-        module.total_ops += torch.tensor([float(macs)], dtype=torch.float64)
-        bops += macs * bits_per_mac(module)
-
-    probe = copy.deepcopy(model)
-    custom_ops = {}
-    for module in probe.modules():
-        if isinstance(module, COUNTED_TYPES):
-            custom_ops[type(module)] = counted
-        elif not list(module.children()):
-            custom_ops.setdefault(type(module), _thop_zero)
-    total, _ = profile(probe, inputs=(example_inputs,), custom_ops=custom_ops, verbose=False)
+    """(MACs, BOPs) of one forward pass per example, counted in eval mode on a copy (a first call may set
+    quantizers' steps); each MAC weighed by the bits of the module computing it."""
+    probe = copy.deepcopy(model).eval()
+    with MacCounter(probe) as counter, torch.no_grad():
+        probe(example_inputs)
     batch = example_inputs.shape[0]
-    return int(round(total / batch)), int(round(bops / batch))
+    bops = sum(macs * bits_per_mac(module) for module, macs in counter.own.items())
+    return counter.total // batch, bops // batch
 
 
 def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
-    """MACs of one forward pass per example (thop on a copy, configured to the papers' convention)."""
+    """MACs of one forward pass per example."""
     return profile_ops(model, example_inputs)[0]
 
 
 def count_bops(model: nn.Module, example_inputs: torch.Tensor) -> int:
-    """Bit operations of one forward pass per example: each layer's MACs x weight bits x input bits."""
+    """Bit operations of one forward pass per example: each MAC x weight bits x input bits of its layer."""
     return profile_ops(model, example_inputs)[1]

@@ -21,8 +21,10 @@ from torch import nn
 
 from autocomp.cost.macs import COUNTED_TYPES, FLOAT_BITS, SCALE_BITS, float_bits
 from autocomp.errors import ConfigError
-from autocomp.graph.dependency import dependency_graph, prunable_safely
-from autocomp.graph.trace import trace_layers
+from autocomp.graph.dependency import Verdict, dependency_graph, group_verdict
+from autocomp.graph.standard import standard_form
+from autocomp.graph.heads import HeadGroup, probe_heads, set_head_count
+from autocomp.graph.trace import Trace, trace_layers
 from autocomp.policy import LayerDecision, Policy
 
 
@@ -70,6 +72,13 @@ class ChannelGroup:
     blocks: int = 1
     """Equal blocks the channels form for grouped convolutions (neither plain nor depthwise) that read or
     write them; pruning removes the same positions from every block, so each conv group stays whole."""
+    head_size: int = 1
+    """Channels of one attention head when the channels are heads (q, k, v and the output projection's input):
+    pruning removes whole heads."""
+
+    @property
+    def heads(self) -> int:
+        return self.channels // self.head_size
 
 
 @dataclass(frozen=True)
@@ -92,23 +101,37 @@ class _Carried:
 
 
 class ModelGraph:
-    """Prunable structure of ``model`` traced on ``example_inputs``; `prune` edits ``model`` in place."""
+    """Prunable structure of ``model`` traced on ``example_inputs``; `prune` edits ``model`` in place.
+
+    ``model`` is first put in its standard form, in place (graph.standard: nn.MultiheadAttention unpacked into
+    prunable layers, Hugging Face's Conv1D as nn.Linear), so a graph's layer names are those of that form.
+    """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor) -> None:
-        self.model = model
+        self.model = standard_form(model)
         self.example_inputs = example_inputs
         self._pruned = False
+        trace = trace_layers(model, example_inputs)
+        traced = trace.layers
+        self._traces: dict[float, Trace] = {1.0: trace}
         self._shapes: dict[float, dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
-        traced = trace_layers(model, example_inputs)
         modules = dict(model.named_modules())
         names = {module: name for name, module in modules.items()}
         self._dg = dependency_graph(model, example_inputs)
 
         order = {name: i for i, name in enumerate(traced)}
         raw_groups = []
+        self.whole: dict[str, str] = {}
+        """Layers whose output channels are kept whole though other layers read them -> why, said of the channels
+        ("pass through ..."; `whole_lines` words it for a user)."""
         self._in_shares: dict[str, list[_Share]] = {name: [] for name in traced}
         self._out_shares: dict[str, list[_Share]] = {name: [] for name in traced}
-        for group in self._dg.get_all_groups(root_module_types=COUNTED_TYPES):
+        for first, group in self._dg.followed_groups(COUNTED_TYPES):
+            if isinstance(group, Exception):
+                if names.get(first) in traced:
+                    self.whole[names[first]] = f"cannot be followed through the model by Torch-Pruning " \
+                                               f"({type(group).__name__}: {_first_line(group)})"
+                continue
             producers, consumers, carriers = {}, {}, {}
             for dep, idxs in group:
                 name = names.get(dep.target.module)
@@ -122,21 +145,26 @@ class ModelGraph:
                     consumers[name] = len(idxs)
             if not consumers:  # nothing reads these channels: they are the model's output
                 continue
-            if not prunable_safely(self._dg, group):  # see graph.dependency: never pruned
-                continue
-            if any(_depthwise_multiplier(modules[name]) for name in (*producers, *consumers)):
-                continue  # Torch-Pruning cannot map a depthwise conv whose outputs are k x its inputs: left whole
             root = group[0].dep
+            verdict = group_verdict(self._dg, group, self._dg.get_out_channels(root.target.module))
+            if any(_depthwise_multiplier(modules[name]) for name in (*producers, *consumers)):
+                verdict = Verdict(reason="feed a depthwise convolution that makes several channels of each")
+            if verdict.reason is not None:  # see graph.dependency: never pruned
+                self.whole.update((name, verdict.reason) for name in producers)
+                continue
             blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
-            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers))
+            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers,
+                               verdict.head_size))
 
         raw_groups.sort(key=lambda item: item[0])
+        raw_groups = self._probed(raw_groups, order, trace)
         self.groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
         group_of: dict[str, int] = {}
+        self._head_groups: dict[int, HeadGroup] = {}
         self._carriers: list[tuple[object, _Share]] = []
         """(Torch-Pruning dependency on a module or parameter outside the layers, its share of a group's channels)."""
-        for index, (_, root, producers, consumers, blocks, carriers) in enumerate(raw_groups):
+        for index, (_, root, producers, consumers, blocks, carriers, head_size) in enumerate(raw_groups):
             channels = self._dg.get_out_channels(root.target.module)
             self.groups.append(
                 ChannelGroup(
@@ -145,9 +173,13 @@ class ModelGraph:
                     layers=tuple(sorted(producers, key=order.get)),
                     consumers=tuple(sorted(consumers, key=order.get)),
                     blocks=blocks,
+                    head_size=head_size,
                 )
             )
             self._roots.append((root.target.module, root.handler))
+            if head_size > 1:
+                self._head_groups[index] = HeadGroup(self.groups[-1].layers, self.groups[-1].consumers,
+                                                     channels // head_size, head_size)
             for name, count in producers.items():
                 group_of[name] = index
                 self._out_shares[name].append(_Share(index, count))
@@ -178,6 +210,33 @@ class ModelGraph:
                     group=group_of.get(name),
                 )
             )
+
+    def _probed(self, raw_groups: list, order: dict[str, int], trace: Trace) -> list:
+        """``raw_groups`` without the attention heads the model's code cannot lose (see graph.heads), and what one
+        head of each remaining one computes outside layers (``self._head_macs``)."""
+        heads = [(i, HeadGroup(tuple(sorted(producers, key=order.get)), tuple(sorted(consumers, key=order.get)),
+                               self._dg.get_out_channels(root.target.module) // head_size, head_size))
+                 for i, (_, root, producers, consumers, _, _, head_size) in enumerate(raw_groups) if head_size > 1]
+        self._head_macs: dict[str, dict[int, int]] = {}
+        if not heads:
+            return raw_groups
+        reasons, per_head = probe_heads(self.model, self.example_inputs, [group for _, group in heads],
+                                        trace.other_macs)
+        failed = {i for (i, group), reason in zip(heads, reasons) if reason is not None}
+        for (_, group), reason in zip(heads, reasons):
+            if reason is not None:
+                self.whole.update((name, reason) for name in group.producers)
+        final = {i: n for n, i in enumerate(i for i in range(len(raw_groups)) if i not in failed)}
+        probed = {n: heads[n][0] for n in range(len(heads))}
+        for name, groups in per_head.items():
+            self._head_macs[name] = {final[probed[n]]: macs for n, macs in groups.items()}
+        return [group for i, group in enumerate(raw_groups) if i not in failed]
+
+    def whole_lines(self) -> list[str]:
+        """One line per layer kept whole though other layers read it, saying why."""
+        order = {layer.name: i for i, layer in enumerate(self.layers)}
+        return [f"layer {name!r} is kept whole: its output channels {self.whole[name]}."
+                for name in sorted(self.whole, key=order.get)]
 
     @property
     def prunable(self) -> list[LayerInfo]:
@@ -236,11 +295,11 @@ class ModelGraph:
 
         A group never drops to zero channels: the floor is one multiple (or all its channels,
         when it has fewer), and a keep ratio of 1 keeps every channel. Groups read by grouped
-        convolutions round to a multiple of their conv groups too; when that multiple is not
+        convolutions round to a multiple of their conv groups too, attention heads to whole heads; when that multiple is not
         below the group's channel count, the group cannot be pruned and keeps every channel.
         """
         return [
-            rounded_channels(keep, group.channels, math.lcm(policy.channel_multiple, group.blocks))
+            rounded_channels(keep, group.channels, math.lcm(policy.channel_multiple, group.blocks, group.head_size))
             for keep, group in zip(self.group_keep(policy), self.groups)
         ]
 
@@ -262,7 +321,19 @@ class ModelGraph:
 
     def predict_macs(self, policy: Policy) -> int:
         """MACs of the model ``compress`` would return for ``policy``, without building it."""
-        return sum(self.layer_macs(policy).values())
+        return sum(self.layer_macs(policy).values()) + self.other_macs(policy)
+
+    def other_macs(self, policy: Policy) -> int:
+        """MACs outside the conv/linear layers (attention's products, functional calls) once ``policy`` is applied:
+        what each removed attention head computed there is gone, the rest stays."""
+        full = self._traces[1.0].other_macs
+        kept = self.kept_channels(policy) if self._head_macs else []
+        total = 0
+        for name, macs in self._trace_at(policy.resolution).other_macs.items():
+            lost = sum(per_head * (self.groups[g].channels - kept[g]) // self.groups[g].head_size
+                       for g, per_head in self._head_macs.get(name, {}).items())
+            total += macs - macs * lost // full[name]  # a head's share scales with the resolution as the whole
+        return total
 
     def predict_bops(self, policy: Policy) -> int:
         """Bit operations of the model ``compress`` would return: each layer's MACs x weight bits x input bits."""
@@ -271,7 +342,7 @@ class ModelGraph:
             decision = policy.decision(name)
             weight_bits = decision.weight_bits if decision.quantized else FLOAT_BITS
             total += macs * weight_bits * (decision.act_bits or FLOAT_BITS)
-        return total
+        return total + self.other_macs(policy) * FLOAT_BITS * FLOAT_BITS
 
     def predict_params(self, policy: Policy) -> int:
         """Parameters of the model ``compress`` would return for ``policy`` (`cost.count_params`), without building it."""
@@ -376,20 +447,24 @@ class ModelGraph:
     def shapes_at(self, resolution: float) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]:
         """Per layer (MACs, input shape, output shape) of the unpruned model at an input resolution multiplier."""
         if resolution not in self._shapes:
+            self._shapes[resolution] = {name: (record["macs"], record["input_shape"], record["output_shape"])
+                                        for name, record in self._trace_at(resolution).layers.items()}
+        return self._shapes[resolution]
+
+    def _trace_at(self, resolution: float) -> Trace:
+        """The unpruned model's trace at an input resolution multiplier."""
+        if resolution not in self._traces:
             from autocomp.compress.resize import resize_input
 
             example = resize_input(self.example_inputs, resolution)
             try:
-                records = trace_layers(self.model, example)
+                self._traces[resolution] = trace_layers(self.model, example)
             except RuntimeError as err:
                 raise ConfigError(
                     f"the model cannot run at resolution multiplier {resolution} (input {tuple(example.shape[1:])}): "
                     f"{str(err).strip().splitlines()[0]}"
                 ) from None
-            self._shapes[resolution] = {
-                name: (record["macs"], record["input_shape"], record["output_shape"]) for name, record in records.items()
-            }
-        return self._shapes[resolution]
+        return self._traces[resolution]
 
     def channel_scores(self, criterion) -> list[torch.Tensor]:
         """One score per channel of every group (``criterion`` scores a full Torch-Pruning group)."""
@@ -414,18 +489,24 @@ class ModelGraph:
         for (module, handler), group, n_keep, score in zip(self._roots, self.groups, kept, scores):
             if n_keep >= group.channels:
                 continue
-            drop = _lowest(score, group.channels - n_keep, group.blocks)
+            drop = _lowest(score, group.channels - n_keep, group.blocks, group.head_size)
             pruning_group = self._dg.get_pruning_group(module, handler, sorted(drop))
             for dep, idxs in pruning_group:
                 name = names.get(dep.target.module)
                 if name in dropped and self._dg.is_out_channel_pruning_fn(dep.handler):
                     dropped[name].update(int(getattr(i, "idx", i)) for i in idxs)
             pruning_group.prune()
+            if group.index in self._head_groups:
+                set_head_count(self.model, self._head_groups[group.index], n_keep // group.head_size)
         self._pruned = True
         return {
             layer.name: torch.tensor(sorted(set(range(layer.out_channels)) - dropped[layer.name]), dtype=torch.long)
             for layer in self.layers
         }
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def _depthwise_multiplier(module: nn.Module) -> bool:
@@ -463,8 +544,12 @@ def _elements_per_channel(dep) -> dict[int, int]:
     return {id(p): p.numel() - after.get(name, 0) for name, p in before.items()}
 
 
-def _lowest(scores: torch.Tensor, count: int, blocks: int) -> list[int]:
-    """The ``count`` lowest-scored channels; with blocks, the same positions in every block (summed scores)."""
+def _lowest(scores: torch.Tensor, count: int, blocks: int, head_size: int = 1) -> list[int]:
+    """The ``count`` lowest-scored channels; with blocks, the same positions in every block (summed scores); with
+    heads, the channels of the lowest-scored heads (summed over each head)."""
+    if head_size > 1:
+        heads = torch.argsort(scores.view(-1, head_size).sum(dim=1), stable=True)[: count // head_size].tolist()
+        return sorted(head * head_size + position for head in heads for position in range(head_size))
     if blocks == 1:
         return torch.argsort(scores, stable=True)[:count].tolist()
     size = scores.numel() // blocks

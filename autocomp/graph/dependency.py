@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from autocomp.errors import ConfigError
 
@@ -33,14 +36,19 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
 
     These ops are kept in ``graph.unsafe_nodes`` (reshapes also become plain element-wise
     nodes, so that Torch-Pruning's own reshape mapping cannot fail on them) and
-    `prunable_safely` keeps every group whose channels pass through one out of
-    `ModelGraph.groups`: those channels are never pruned. Other failures of the tracer
-    become a ConfigError.
+    `group_verdict` keeps every group whose channels pass through one out of
+    `ModelGraph.groups`: those channels are never pruned. One exception: attention heads.
+    A group whose channels are split into heads, (..., C) -> (..., heads, C/heads), and meet
+    in products of activations (the scores q k^T and their product with v; Torch-Pruning
+    couples q, k, v and the output projection's input through them) is pruned in whole heads
+    (``graph.head_nodes`` holds the head size of each split or merge). Other failures of the
+    tracer become a ConfigError.
     """
     graph = _graph_class()()
     try:
-        with torch.enable_grad():  # Torch-Pruning traces through autograd, also when called under no_grad
-            return graph.build_dependency(model, example_inputs=example_inputs, verbose=False)
+        with torch.enable_grad(), _concatenations_left_unmapped_when_unknown(graph):
+            return graph.build_dependency(model, example_inputs=example_inputs, output_transform=_output_tensors,
+                                          verbose=False)
     except ConfigError:
         raise
     except Exception as err:
@@ -48,6 +56,39 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
         raise ConfigError(
             f"Torch-Pruning cannot trace {type(model).__name__} on the example input ({type(err).__name__}: {first})."
         ) from err
+
+
+@contextmanager
+def _concatenations_left_unmapped_when_unknown(graph) -> Iterator[None]:
+    """Torch-Pruning's concatenation mapping fails (TypeError) where it cannot infer an input's channels (a cache of
+    keys and values grown by torch.cat); such a concatenation is kept out of pruning instead (and made a plain
+    element-wise node, which the mapping, run again for every group, passes by)."""
+    from torch_pruning import ops
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_concat_index_mapping
+
+    def update(dg, node) -> None:
+        try:
+            original(dg, node)
+        except TypeError:
+            dg.unsafe_nodes.add(node)
+            node.type = ops.OPTYPE.ELEMENTWISE
+
+    index_mapping.update_concat_index_mapping = update
+    try:
+        yield
+    finally:
+        index_mapping.update_concat_index_mapping = original
+
+
+def _output_tensors(output: object) -> list[torch.Tensor]:
+    """The tensors a model's output holds with a gradient to trace (Hugging Face outputs, caches of keys and values)."""
+    leaves = tree_leaves(output)
+    caches = [leaf for leaf in leaves if not isinstance(leaf, torch.Tensor) and hasattr(leaf, "__iter__")]
+    tensors = [leaf for leaf in leaves + [t for cache in caches for t in tree_leaves(list(cache))]
+               if isinstance(leaf, torch.Tensor)]
+    return [tensor for tensor in tensors if tensor.grad_fn is not None]
 
 
 @functools.cache
@@ -60,34 +101,69 @@ def _graph_class():
         def _trace(self, *args, **kwargs):
             module2node = super()._trace(*args, **kwargs)
             tokens = not self._2d_4d  # Torch-Pruning saw a Linear on (B, N, C) tokens: channels last
-            self.unsafe_nodes, self.flatten_nodes = _scrambling_nodes(module2node, tokens)
+            (self.unsafe_nodes, self.flatten_nodes, self.head_nodes, self.regroup_nodes,
+             self.product_nodes) = _scrambling_nodes(module2node, tokens)
             return module2node
+
+        def followed_groups(self, root_types: tuple[type, ...]) -> Iterator[tuple[nn.Module, list | Exception]]:
+            """Torch-Pruning's ``get_all_groups`` (each group once, rooted at its first layer), yielding (root, group);
+            where Torch-Pruning's index mapping fails on a group (torchvision's ShuffleNetV2), (root, the error)."""
+            visited = set()
+            for module in list(self.module2node):
+                pruner = self.get_pruner_of_module(module) if isinstance(module, root_types) else None
+                if pruner is None or pruner.get_out_channels(module) is None or module in visited:
+                    continue
+                try:
+                    group = self.get_pruning_group(module, pruner.prune_out_channels,
+                                                   list(range(pruner.get_out_channels(module))))
+                except (IndexError, ValueError, RuntimeError) as err:
+                    visited.add(module)
+                    yield module, err
+                    continue
+                visited.update(dep.target.module for dep, _ in group if self.is_out_channel_pruning_fn(dep.handler))
+                yield module, group
 
     return DependencyGraph
 
 
-def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set]:
-    """(nodes that move channels out of Torch-Pruning's sight, flatten nodes that need its mapping)."""
+_PRODUCTS = frozenset({"BmmBackward0", "BaddbmmBackward0", "ScaledDotProductFlashAttentionForCpuBackward0",
+                       "ScaledDotProductEfficientAttentionBackward0", "ScaledDotProductFlashAttentionBackward0"})
+"""Autograd nodes of a product of two activations (attention's scores and their product with v)."""
+
+
+def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dict, dict, set]:
+    """(nodes that move channels out of Torch-Pruning's sight, flatten nodes that need its mapping,
+    reshapes into or out of attention heads -> head size, reshapes that regroup the leading dimensions -> the
+    size of the last one, products of two activations)."""
     from torch_pruning import ops
 
-    unsafe, flattens = set(), set()
+    unsafe, flattens, heads, regroups, products = set(), set(), {}, {}, set()
     for node in module2node.values():
         if node.type == ops.OPTYPE.RESHAPE:
             kind = _reshape_kind(node.grad_fn, tokens)
             if kind == "flatten":
                 flattens.add(node)
-            elif kind is None:
+            elif kind != "same":
                 unsafe.add(node)
                 node.type = ops.OPTYPE.ELEMENTWISE
+                if isinstance(kind, int):
+                    heads[node] = kind
+                elif kind == "regroup":
+                    regroups[node] = int(node.grad_fn._input_metadata[0].shape[-1])
         elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND):
             unsafe.add(node)
         elif node.type == ops.OPTYPE.SLICE and _slices_channels(node.grad_fn):
             unsafe.add(node)
-    return unsafe, flattens
+        elif node.grad_fn is not None and node.grad_fn.name() in _PRODUCTS:
+            products.add(node)
+    return unsafe, flattens, heads, regroups, products
 
 
-def _reshape_kind(grad_fn, tokens: bool) -> str | None:
-    """"same" if a reshape leaves the channel dimension alone, "flatten" for (B, C, H, W) -> (B, C*H*W), else None.
+def _reshape_kind(grad_fn, tokens: bool) -> str | int | None:
+    """How a reshape treats the channel dimension: "same" (left alone), "flatten" ((B, C, H, W) -> (B, C*H*W)),
+    "regroup" (the last dimension kept, the leading ones merged or split: channels-last tensors into rows, as a
+    Linear on (B, H, W, C) does, or attention's heads into the batch),
+    the head size d for a split of the last dimension into heads, (..., C) -> (..., C/d, d), or its merge; else None.
 
     ``tokens``: the model runs Linear layers on (B, N, C) tensors, whose channels are the last dimension.
     """
@@ -100,8 +176,12 @@ def _reshape_kind(grad_fn, tokens: bool) -> str | None:
         return "same"  # (B, N, C) tokens, channels last: batch and tokens merged or split (as nn.Linear does)
     if [s for s in before if s != 1] == [s for s in after if s != 1]:
         return "same"  # only size-1 dimensions added or removed (a batch of one included)
+    if len(after) == len(before) + 1 and before[:-1] == after[:-2] and before[-1] == after[-2] * after[-1]:
+        return after[-1]  # (..., C) -> (..., heads, d)
+    if len(before) == len(after) + 1 and after[:-1] == before[:-2] and after[-1] == before[-2] * before[-1]:
+        return before[-1]  # (..., heads, d) -> (..., C)
     if before[:1] != after[:1]:
-        return None
+        return "regroup" if before[-1] == after[-1] else None
     if len(before) >= 4 and after[:2] == before[:2]:
         return "same"  # channels first, spatial dimensions merged or split
     if len(before) == 4 and after == (before[0], math.prod(before[1:])):
@@ -123,16 +203,39 @@ def _slices_channels(grad_fn) -> bool:
     return not whole
 
 
-def prunable_safely(dg, group) -> bool:
-    """Whether every channel of ``group`` reaches its layers through ops Torch-Pruning maps correctly."""
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a group of coupled channels can be pruned, in runs of ``head_size`` (whole attention heads), or why not."""
+
+    head_size: int = 1
+    reason: str | None = None
+    """Why the group's channels are kept whole, said of them ("pass through ..."); None when they can be pruned."""
+
+
+def group_verdict(dg, group, channels: int) -> Verdict:
+    """Whether every channel of ``group`` (``channels`` wide) reaches its layers through ops Torch-Pruning maps
+    correctly, or through attention heads, which are then pruned whole."""
     from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
+    nodes = {dep.target for dep, _ in group}
+    head_sizes = {dg.head_nodes[node] for node in nodes if node in dg.head_nodes}
+    head_size = 1
+    if head_sizes or nodes & dg.product_nodes:
+        if len(head_sizes) != 1 or channels % next(iter(head_sizes)) or channels == next(iter(head_sizes)):
+            return Verdict(reason="meet in a product of activations (attention) without whole heads to prune")
+        head_size = next(iter(head_sizes))
     for dep, idxs in group:
         node = dep.target
-        if node in dg.unsafe_nodes:
-            return False
+        if isinstance(node.module, nn.MultiheadAttention):
+            return Verdict(reason="pass through an nn.MultiheadAttention, whose packed projections autocomp "
+                                  "does not prune yet")
+        followed = (head_size > 1 and (node in dg.head_nodes or node in dg.regroup_nodes)
+                    or dg.regroup_nodes.get(node) == channels)  # channels last, rows regrouped
+        if node in dg.unsafe_nodes and not followed:
+            return Verdict(reason=f"pass through {_op_name(node)}, which splits, slices or reshapes channels "
+                                  "in a way autocomp cannot follow")
         if node in dg.flatten_nodes and not any(isinstance(m, _FlattenIndexMapping) for m in dep.index_mapping):
-            return False
+            return Verdict(reason="are flattened in a way autocomp cannot follow")
         if dg.is_out_channel_pruning_fn(dep.handler):
             get = dg.get_out_channels
         elif dg.is_in_channel_pruning_fn(dep.handler):
@@ -144,5 +247,12 @@ def prunable_safely(dg, group) -> bool:
         except AttributeError:  # an op without channels of its own
             limit = None
         if limit is not None and idxs and max(int(i) for i in idxs) >= limit:
-            return False  # an index beyond the layer's channels: the mapping is wrong (e.g. a mean over channels)
-    return True
+            return Verdict(reason=f"reach {_op_name(node)} at indices beyond its channels (a reduction over "
+                                  "channels)")
+    return Verdict(head_size=head_size)
+
+
+def _op_name(node) -> str:
+    """A Torch-Pruning node as a user reads it: its op's name (``ViewBackward0`` -> ``view``)."""
+    name = node.grad_fn.name() if node.grad_fn is not None else type(node.module).__name__
+    return name.removesuffix("Backward0").removesuffix("Backward1").lower()

@@ -60,6 +60,8 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
         load_checkpoint(model, config.model.checkpoint)
     example = data.example_input()
     graph = ModelGraph(model, example)
+    for line in graph.whole_lines():
+        console.log(line)
     space = space_from_config(graph, config.space)
     baseline_cost = measure(model, example, latency_target(config))
     budget = budget_from_config(config, graph, space, baseline_cost)

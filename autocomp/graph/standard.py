@@ -1,0 +1,56 @@
+"""The form of a model autocomp prunes: modules that hide their layers swapped for equivalent ones that show them.
+
+* ``nn.MultiheadAttention`` (packed q/k/v weight, output projection called functionally) becomes a
+  `HeadAttention` (graph.attention), whose heads can be pruned;
+* Hugging Face's ``Conv1D`` (GPT-2's projections: a linear layer whose weight is stored (in, out))
+  becomes the ``nn.Linear`` it computes.
+
+Both keep the weights and compute the same; the swap happens in place, so a `ModelGraph`'s layer
+names are those of this form (``attn.q_proj``, ...) and a compressed model has it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autocomp.graph.attention import HeadAttention
+
+
+def standard_form(model: nn.Module) -> nn.Module:
+    """Swap, in place, every module inside ``model`` that hides its layers for the equivalent that shows them."""
+    for name, module in list(model.named_modules()):
+        replacement = _shown(module) if name else None
+        if replacement is not None:
+            model.set_submodule(name, replacement)
+    return model
+
+
+def needs_standard_form(model: nn.Module) -> bool:
+    return any(_hides_layers(module) for module in model.modules())
+
+
+def _hides_layers(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention):  # learned key/value biases and zero attention stay as they are
+        return module.bias_k is None and module.bias_v is None and not module.add_zero_attn
+    return _is_transposed_linear(module)
+
+
+def _shown(module: nn.Module) -> nn.Module | None:
+    if not _hides_layers(module):
+        return None
+    if isinstance(module, nn.MultiheadAttention):
+        return HeadAttention(module)
+    linear = nn.Linear(*module.weight.shape, bias=module.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(module.weight.t())
+        if module.bias is not None:
+            linear.bias.copy_(module.bias)
+    return linear.to(module.weight).train(module.training)
+
+
+def _is_transposed_linear(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (recognised without importing transformers): ``nf`` outputs, weight (in, nf)."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2
+            and getattr(module, "nf", None) == weight.shape[1] and not list(module.children()))
