@@ -37,6 +37,7 @@ def attention_cases() -> list[tuple[str, nn.MultiheadAttention, dict]]:
           "key_padding_mask": torch.zeros(padding.shape).masked_fill(padding, float("-inf"))}),
         ("other key widths", nn.MultiheadAttention(DIM, HEADS, batch_first=True, kdim=12, vdim=20), {}),
         ("no bias", nn.MultiheadAttention(DIM, HEADS, batch_first=True, bias=False), {"need_weights": False}),
+        ("one sequence", nn.MultiheadAttention(DIM, HEADS), {}),
     ]
 
 
@@ -48,6 +49,8 @@ def test_head_attention_computes_what_multihead_attention_does(name, attention, 
     value = torch.randn(2, TOKENS, attention.vdim)
     if not attention.batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    if name == "one sequence":
+        query, key, value = query[:, 0], key[:, 0], value[:, 0]
     unpacked = HeadAttention(attention).eval()
     with torch.no_grad():
         expected, got = attention(query, key, value, **kwargs), unpacked(query, key, value, **kwargs)
@@ -99,7 +102,7 @@ def prune_heads(model: nn.Module, x: torch.Tensor, keep: float) -> tuple[nn.Modu
     small = autocomp.compress(model, policy, x).eval()
     pruned = ModelGraph(copy.deepcopy(model), x)
     kept = pruned.prune(pruned.kept_channels(policy), pruned.channel_scores(get_criterion("l1")))[group.layers[0]]
-    heads = sorted({int(c) // group.head_size for c in kept})
+    heads = sorted({int(c) // group.head_size % group.heads for c in kept})  # the same heads in each block
     return small, graph, heads
 
 
@@ -206,6 +209,40 @@ def test_conv1d_layers_are_counted_and_pruned_as_the_linear_layers_they_are():
         torch.testing.assert_close(small(x), reference(x), rtol=1e-4, atol=1e-5)
 
 
+class GPT2Attention(nn.Module):
+    """Hugging Face's GPT2Attention, copied: q, k, v packed in one Conv1D, split at ``split_size``, heads by view."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.split_size = heads, dim // heads, dim
+        self.c_attn, self.c_proj = Conv1D(3 * dim, dim), Conv1D(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(self.split_size, dim=2)
+        q, k, v = (t.view(*t.shape[:-1], -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        mixed = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(mixed.transpose(1, 2).reshape(*x.shape[:-1], -1))
+
+
+def test_packed_heads_split_at_a_size_lose_the_same_heads_of_q_k_and_v():
+    torch.manual_seed(0)
+    model = Classifier(GPT2Attention(DIM, HEADS)).eval()
+    x = torch.randn(2, TOKENS, 8)
+    small, graph, heads = prune_heads(model, x, keep=0.75)
+    attention = small.attention
+    assert (attention.split_size, attention.num_heads, attention.c_attn.out_features) == (24, 3, 72) and len(heads) == 3
+    reference = copy.deepcopy(model)
+    head_dim = DIM // HEADS
+    with torch.no_grad():
+        for head in set(range(HEADS)) - set(heads):  # Conv1D's weight is (in, out): a head's inputs are rows
+            reference.attention.c_proj.weight[head * head_dim:(head + 1) * head_dim] = 0
+        torch.testing.assert_close(small(x), reference(x), rtol=1e-4, atol=1e-5)
+    group = next(g for g in graph.groups if g.head_size > 1)
+    assert (group.blocks, group.heads) == (3, HEADS)
+    policy = autocomp.Policy({name: autocomp.LayerDecision(0.75) for name in group.layers})
+    assert graph.predict_macs(policy) == autocomp.measure(small, x).macs
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_unpacked_and_pruned_attention_computes_there(tmp_path):
@@ -221,3 +258,35 @@ def test_on_a_gpu_unpacked_and_pruned_attention_computes_there(tmp_path):
         query = torch.randn(2, TOKENS, DIM, device="cuda")
         torch.testing.assert_close(attention(query, query, query, need_weights=False)[0],
                                    model.attention.cuda()(query, query, query, need_weights=False)[0], rtol=1e-3, atol=1e-4)
+
+
+VIT_SOURCE = '''
+import sys
+sys.path.insert(0, %r)
+from pattern_models import MultiheadViT
+
+
+def make_vit(num_classes, in_channels):
+    return MultiheadViT(num_classes)
+'''
+
+
+def test_a_trusted_factory_rebuilds_a_model_whose_heads_were_pruned(user_module, tmp_path):
+    """The recipe names the factory's nn.MultiheadAttention model; the rebuild unpacks it and removes the heads again."""
+    from pathlib import Path
+
+    from autocomp.models.user import build_user_model
+
+    user_module("uservit", VIT_SOURCE % str(Path(__file__).parent))
+    torch.manual_seed(0)
+    model = build_user_model("uservit:make_vit", 10, 3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = ModelGraph(copy.deepcopy(model), x[:1])
+    policy = autocomp.Policy({name: autocomp.LayerDecision(0.5) for group in graph.groups for name in group.layers})
+    small = autocomp.compress(model, policy, x[:1]).eval()
+    autocomp.save(small, tmp_path / "vit.pt", x[:1])
+    again = autocomp.load(tmp_path / "vit.pt", trust_factory="uservit:make_vit")
+    assert isinstance(again.layers[0].self_attention, HeadAttention)
+    assert again.layers[0].self_attention.q_proj.out_features == DIM // 2
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), small(x), rtol=0, atol=1e-6)

@@ -190,15 +190,16 @@ def test_pruned_model_equals_the_original_with_the_removed_channels_zeroed(name)
         torch.testing.assert_close(compressed(x), got, rtol=0, atol=1e-6)
 
 
-def test_attention_heads_are_never_cut_and_the_mlp_is_pruned():
+def test_packed_attention_heads_are_cut_whole_and_the_mlp_is_pruned():
     graph = graph_of("vit_cls")
     by_name = {layer.name: layer for layer in graph.layers}
-    assert by_name["blocks.0.attn.qkv"].group is None  # its channels are split into heads by a reshape
+    qkv = graph.groups[by_name["blocks.0.attn.qkv"].group]  # q, k and v in one layer, split into heads by a reshape
+    assert (qkv.channels, qkv.blocks, qkv.head_size, qkv.heads) == (96, 3, 8, 4) and qkv.consumers == ("blocks.0.attn.proj",)
     assert by_name["blocks.0.mlp.0"].group is not None
     assert by_name["patch_embed"].group is not None  # the embedding width, with LayerNorms and position embedding
     model, x = case("vit_cls")
-    with pytest.raises(autocomp.ConfigError, match="blocks.0.attn.qkv"):
-        autocomp.compress(model, autocomp.Policy({"blocks.0.attn.qkv": autocomp.LayerDecision(0.5)}), x[:1])
+    small = autocomp.compress(model, policy_for(graph, [0.5 if g.head_size > 1 else 1.0 for g in graph.groups]), x[:1])
+    assert small.blocks[0].attn.qkv.out_features == 48 and small.blocks[0].attn.num_heads == 2
 
 
 def test_channel_shuffle_and_split_channels_are_never_cut():

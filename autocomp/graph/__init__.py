@@ -74,11 +74,17 @@ class ChannelGroup:
     write them; pruning removes the same positions from every block, so each conv group stays whole."""
     head_size: int = 1
     """Channels of one attention head when the channels are heads (q, k, v and the output projection's input):
-    pruning removes whole heads."""
+    pruning removes whole heads, the same ones from every block (q, k and v packed in one layer: 3 blocks)."""
 
     @property
     def heads(self) -> int:
-        return self.channels // self.head_size
+        """Heads per block (1 when the channels are not attention heads)."""
+        return self.channels // (self.blocks * self.head_size)
+
+    @property
+    def unit(self) -> int:
+        """The fewest channels pruning removes or keeps: one per block, or one head per block."""
+        return self.blocks * self.head_size
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ class ModelGraph:
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor) -> None:
-        self.model = standard_form(model)
+        model = self.model = standard_form(model)
         self.example_inputs = example_inputs
         self._pruned = False
         trace = trace_layers(model, example_inputs)
@@ -152,19 +158,25 @@ class ModelGraph:
             if verdict.reason is not None:  # see graph.dependency: never pruned
                 self.whole.update((name, verdict.reason) for name in producers)
                 continue
-            blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
-            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers,
-                               verdict.head_size))
+            heads = None
+            if verdict.head_size > 1:
+                blocks = verdict.blocks
+                heads = HeadGroup(tuple(sorted(producers, key=order.get)), tuple(sorted(consumers, key=order.get)),
+                                  self._dg.get_out_channels(root.target.module) // (blocks * verdict.head_size),
+                                  verdict.head_size, blocks)
+            else:
+                blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
+            raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers, heads))
 
         raw_groups.sort(key=lambda item: item[0])
-        raw_groups = self._probed(raw_groups, order, trace)
+        raw_groups, head_macs = self._probed(raw_groups, trace)
         self.groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
         group_of: dict[str, int] = {}
         self._head_groups: dict[int, HeadGroup] = {}
         self._carriers: list[tuple[object, _Share]] = []
         """(Torch-Pruning dependency on a module or parameter outside the layers, its share of a group's channels)."""
-        for index, (_, root, producers, consumers, blocks, carriers, head_size) in enumerate(raw_groups):
+        for index, (_, root, producers, consumers, blocks, carriers, heads) in enumerate(raw_groups):
             channels = self._dg.get_out_channels(root.target.module)
             self.groups.append(
                 ChannelGroup(
@@ -173,19 +185,22 @@ class ModelGraph:
                     layers=tuple(sorted(producers, key=order.get)),
                     consumers=tuple(sorted(consumers, key=order.get)),
                     blocks=blocks,
-                    head_size=head_size,
+                    head_size=1 if heads is None else heads.head_size,
                 )
             )
             self._roots.append((root.target.module, root.handler))
-            if head_size > 1:
-                self._head_groups[index] = HeadGroup(self.groups[-1].layers, self.groups[-1].consumers,
-                                                     channels // head_size, head_size)
+            if heads is not None:
+                self._head_groups[index] = heads
             for name, count in producers.items():
                 group_of[name] = index
                 self._out_shares[name].append(_Share(index, count))
             for name, count in consumers.items():
                 self._in_shares[name].append(_Share(index, count))
             self._carriers += [(dep, _Share(index, len(idxs))) for dep, idxs in carriers.values()]
+        index_of = {heads: index for index, heads in self._head_groups.items()}
+        self._head_macs = {name: {index_of[heads]: macs for heads, macs in per_head.items()}
+                           for name, per_head in head_macs.items()}
+        """Module -> {head group index: MACs one of its heads computes there outside layers}."""
 
         self.layers: list[LayerInfo] = []
         self._float_bits: dict[str, tuple[int, int | None]] = {}
@@ -211,26 +226,18 @@ class ModelGraph:
                 )
             )
 
-    def _probed(self, raw_groups: list, order: dict[str, int], trace: Trace) -> list:
-        """``raw_groups`` without the attention heads the model's code cannot lose (see graph.heads), and what one
-        head of each remaining one computes outside layers (``self._head_macs``)."""
-        heads = [(i, HeadGroup(tuple(sorted(producers, key=order.get)), tuple(sorted(consumers, key=order.get)),
-                               self._dg.get_out_channels(root.target.module) // head_size, head_size))
-                 for i, (_, root, producers, consumers, _, _, head_size) in enumerate(raw_groups) if head_size > 1]
-        self._head_macs: dict[str, dict[int, int]] = {}
+    def _probed(self, raw_groups: list, trace: Trace) -> tuple[list, dict[str, dict[HeadGroup, int]]]:
+        """``raw_groups`` without the attention heads the model's code cannot lose (see graph.heads, each named in
+        ``whole``), and per module the MACs one head of each remaining group computes there outside layers."""
+        heads = [raw[-1] for raw in raw_groups if raw[-1] is not None]
         if not heads:
-            return raw_groups
-        reasons, per_head = probe_heads(self.model, self.example_inputs, [group for _, group in heads],
-                                        trace.other_macs)
-        failed = {i for (i, group), reason in zip(heads, reasons) if reason is not None}
-        for (_, group), reason in zip(heads, reasons):
+            return raw_groups, {}
+        reasons, per_head = probe_heads(self.model, self.example_inputs, heads, trace.other_macs)
+        failed = {group for group, reason in zip(heads, reasons) if reason is not None}
+        for group, reason in zip(heads, reasons):
             if reason is not None:
                 self.whole.update((name, reason) for name in group.producers)
-        final = {i: n for n, i in enumerate(i for i in range(len(raw_groups)) if i not in failed)}
-        probed = {n: heads[n][0] for n in range(len(heads))}
-        for name, groups in per_head.items():
-            self._head_macs[name] = {final[probed[n]]: macs for n, macs in groups.items()}
-        return [group for i, group in enumerate(raw_groups) if i not in failed]
+        return [raw for raw in raw_groups if raw[-1] not in failed], per_head
 
     def whole_lines(self) -> list[str]:
         """One line per layer kept whole though other layers read it, saying why."""
@@ -295,11 +302,12 @@ class ModelGraph:
 
         A group never drops to zero channels: the floor is one multiple (or all its channels,
         when it has fewer), and a keep ratio of 1 keeps every channel. Groups read by grouped
-        convolutions round to a multiple of their conv groups too, attention heads to whole heads; when that multiple is not
-        below the group's channel count, the group cannot be pruned and keeps every channel.
+        convolutions round to a multiple of their conv groups too, attention heads to whole heads; when
+        that multiple is not below the group's channel count, the group cannot be pruned and keeps
+        every channel.
         """
         return [
-            rounded_channels(keep, group.channels, math.lcm(policy.channel_multiple, group.blocks, group.head_size))
+            rounded_channels(keep, group.channels, math.lcm(policy.channel_multiple, group.unit))
             for keep, group in zip(self.group_keep(policy), self.groups)
         ]
 
@@ -330,7 +338,7 @@ class ModelGraph:
         kept = self.kept_channels(policy) if self._head_macs else []
         total = 0
         for name, macs in self._trace_at(policy.resolution).other_macs.items():
-            lost = sum(per_head * (self.groups[g].channels - kept[g]) // self.groups[g].head_size
+            lost = sum(per_head * (self.groups[g].channels - kept[g]) // self.groups[g].unit
                        for g, per_head in self._head_macs.get(name, {}).items())
             total += macs - macs * lost // full[name]  # a head's share scales with the resolution as the whole
         return total
@@ -497,7 +505,7 @@ class ModelGraph:
                     dropped[name].update(int(getattr(i, "idx", i)) for i in idxs)
             pruning_group.prune()
             if group.index in self._head_groups:
-                set_head_count(self.model, self._head_groups[group.index], n_keep // group.head_size)
+                set_head_count(self.model, self._head_groups[group.index], n_keep // group.unit)
         self._pruned = True
         return {
             layer.name: torch.tensor(sorted(set(range(layer.out_channels)) - dropped[layer.name]), dtype=torch.long)
@@ -546,10 +554,13 @@ def _elements_per_channel(dep) -> dict[int, int]:
 
 def _lowest(scores: torch.Tensor, count: int, blocks: int, head_size: int = 1) -> list[int]:
     """The ``count`` lowest-scored channels; with blocks, the same positions in every block (summed scores); with
-    heads, the channels of the lowest-scored heads (summed over each head)."""
+    heads, the channels of the lowest-scored heads (summed over each head and block) in every block."""
     if head_size > 1:
-        heads = torch.argsort(scores.view(-1, head_size).sum(dim=1), stable=True)[: count // head_size].tolist()
-        return sorted(head * head_size + position for head in heads for position in range(head_size))
+        per_head = scores.view(blocks, -1, head_size).sum(dim=(0, 2))
+        heads = torch.argsort(per_head, stable=True)[: count // (blocks * head_size)].tolist()
+        width = per_head.numel() * head_size
+        return sorted(block * width + head * head_size + position
+                      for block in range(blocks) for head in heads for position in range(head_size))
     if blocks == 1:
         return torch.argsort(scores, stable=True)[:count].tolist()
     size = scores.numel() // blocks

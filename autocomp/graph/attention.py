@@ -55,6 +55,10 @@ class HeadAttention(nn.Module):
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
                 attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        unbatched, batch_dim = query.dim() == 2, 0 if self.batch_first else 1
+        if unbatched:  # one sequence
+            query, key, value = (t.unsqueeze(batch_dim) for t in (query, key, value))
+            key_padding_mask = None if key_padding_mask is None else key_padding_mask[None]
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         q, k, v = (layer(t).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
@@ -64,14 +68,17 @@ class HeadAttention(nn.Module):
         weights = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) * self.head_dim ** -0.5
-            probabilities = (scores if mask is None else scores + mask).softmax(dim=-1)
-            out = F.dropout(probabilities, dropout) @ v
+            probabilities = F.dropout((scores if mask is None else scores + mask).softmax(dim=-1), dropout)
+            out = probabilities @ v
             weights = probabilities.mean(dim=1) if average_attn_weights else probabilities
         else:
             causal = is_causal and mask is None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
-        return (out if self.batch_first else out.transpose(0, 1)), weights
+        out = out if self.batch_first else out.transpose(0, 1)
+        if unbatched:
+            return out.squeeze(batch_dim), None if weights is None else weights[0]
+        return out, weights
 
 
 def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,

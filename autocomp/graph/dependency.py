@@ -105,6 +105,12 @@ def _graph_class():
              self.product_nodes) = _scrambling_nodes(module2node, tokens)
             return module2node
 
+        def _build_dependency(self, module2node: Mapping) -> None:
+            super()._build_dependency(module2node)
+            if not self._2d_4d:
+                for node in module2node.values():
+                    _map_last_dimension_split(node)
+
         def followed_groups(self, root_types: tuple[type, ...]) -> Iterator[tuple[nn.Module, list | Exception]]:
             """Torch-Pruning's ``get_all_groups`` (each group once, rooted at its first layer), yielding (root, group);
             where Torch-Pruning's index mapping fails on a group (torchvision's ShuffleNetV2), (root, the error)."""
@@ -133,8 +139,8 @@ _PRODUCTS = frozenset({"BmmBackward0", "BaddbmmBackward0", "ScaledDotProductFlas
 
 def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dict, dict, set]:
     """(nodes that move channels out of Torch-Pruning's sight, flatten nodes that need its mapping,
-    reshapes into or out of attention heads -> head size, reshapes that regroup the leading dimensions -> the
-    size of the last one, products of two activations)."""
+    reshapes into or out of attention heads -> (blocks, head size), reshapes that regroup the leading dimensions ->
+    the size of the last one, products of two activations)."""
     from torch_pruning import ops
 
     unsafe, flattens, heads, regroups, products = set(), set(), {}, {}, set()
@@ -146,7 +152,7 @@ def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dic
             elif kind != "same":
                 unsafe.add(node)
                 node.type = ops.OPTYPE.ELEMENTWISE
-                if isinstance(kind, int):
+                if isinstance(kind, tuple):
                     heads[node] = kind
                 elif kind == "regroup":
                     regroups[node] = int(node.grad_fn._input_metadata[0].shape[-1])
@@ -159,11 +165,43 @@ def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dic
     return unsafe, flattens, heads, regroups, products
 
 
-def _reshape_kind(grad_fn, tokens: bool) -> str | int | None:
+def _map_last_dimension_split(node) -> None:
+    """Torch-Pruning maps a split of dimension 1 only; a split of the last one, where the channels of (B, N, C) tokens
+    are (GPT-2's packed q, k, v: ``split(C, dim=2)``), gets the same mapping here: each part its range of channels."""
+    from torch_pruning import ops
+    from torch_pruning.dependency.index_mapping import _SplitIndexMapping
+
+    grad_fn = node.grad_fn
+    sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    if node.type != ops.OPTYPE.SPLIT or sizes is None or int(grad_fn._saved_dim) % len(sizes) != len(sizes) - 1:
+        return
+    width = int(sizes[-1])
+    if hasattr(grad_fn, "_saved_split_sizes"):
+        parts = [int(size) for size in grad_fn._saved_split_sizes]
+    else:
+        size = int(grad_fn._saved_split_size)
+        parts = [size] * (width // size) + ([width % size] if width % size else [])
+    offsets = [0]
+    for part in parts:
+        offsets.append(offsets[-1] + part)
+    node.module.split_sizes, node.module.offsets = parts, offsets
+    for i, out in enumerate(node.outputs):
+        for dep in node.dependencies:
+            if dep.target == out:
+                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i:i + 2], reverse=False)
+                break
+        for dep in out.dependencies:
+            if dep.target == node:
+                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i:i + 2], reverse=True)
+                break
+
+
+def _reshape_kind(grad_fn, tokens: bool) -> str | tuple[int, int] | None:
     """How a reshape treats the channel dimension: "same" (left alone), "flatten" ((B, C, H, W) -> (B, C*H*W)),
     "regroup" (the last dimension kept, the leading ones merged or split: channels-last tensors into rows, as a
-    Linear on (B, H, W, C) does, or attention's heads into the batch),
-    the head size d for a split of the last dimension into heads, (..., C) -> (..., C/d, d), or its merge; else None.
+    Linear on (B, H, W, C) does, or attention's heads into the batch); (1, d) for a split of the last dimension into
+    heads of d channels, (..., C) -> (..., C/d, d), or its merge; (3, d) for packed q, k and v split into heads,
+    (..., 3C) -> (..., 3, C/d, d); else None.
 
     ``tokens``: the model runs Linear layers on (B, N, C) tensors, whose channels are the last dimension.
     """
@@ -176,16 +214,18 @@ def _reshape_kind(grad_fn, tokens: bool) -> str | int | None:
         return "same"  # (B, N, C) tokens, channels last: batch and tokens merged or split (as nn.Linear does)
     if [s for s in before if s != 1] == [s for s in after if s != 1]:
         return "same"  # only size-1 dimensions added or removed (a batch of one included)
-    if len(after) == len(before) + 1 and before[:-1] == after[:-2] and before[-1] == after[-2] * after[-1]:
-        return after[-1]  # (..., C) -> (..., heads, d)
-    if len(before) == len(after) + 1 and after[:-1] == before[:-2] and after[-1] == before[-2] * before[-1]:
-        return before[-1]  # (..., heads, d) -> (..., C)
     if before[:1] != after[:1]:
         return "regroup" if before[-1] == after[-1] else None
     if len(before) >= 4 and after[:2] == before[:2]:
         return "same"  # channels first, spatial dimensions merged or split
     if len(before) == 4 and after == (before[0], math.prod(before[1:])):
         return "flatten"
+    if len(after) == len(before) + 1 and before[:-1] == after[:-2] and before[-1] == after[-2] * after[-1]:
+        return 1, after[-1]  # (..., C) -> (..., heads, d)
+    if len(before) == len(after) + 1 and after[:-1] == before[:-2] and after[-1] == before[-2] * before[-1]:
+        return 1, before[-1]  # (..., heads, d) -> (..., C)
+    if len(after) == len(before) + 2 and before[:-1] == after[:-3] and before[-1] == math.prod(after[-3:]):
+        return after[-3], after[-1]  # (..., 3C) -> (..., 3, heads, d): q, k and v packed
     return None
 
 
@@ -205,9 +245,11 @@ def _slices_channels(grad_fn) -> bool:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether a group of coupled channels can be pruned, in runs of ``head_size`` (whole attention heads), or why not."""
+    """Whether a group of coupled channels can be pruned, in runs of ``head_size`` (whole attention heads, the same
+    ones in each of ``blocks`` blocks: packed q, k, v), or why not."""
 
     head_size: int = 1
+    blocks: int = 1
     reason: str | None = None
     """Why the group's channels are kept whole, said of them ("pass through ..."); None when they can be pruned."""
 
@@ -218,18 +260,16 @@ def group_verdict(dg, group, channels: int) -> Verdict:
     from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
     nodes = {dep.target for dep, _ in group}
-    head_sizes = {dg.head_nodes[node] for node in nodes if node in dg.head_nodes}
-    head_size = 1
-    if head_sizes or nodes & dg.product_nodes:
-        if len(head_sizes) != 1 or channels % next(iter(head_sizes)) or channels == next(iter(head_sizes)):
-            return Verdict(reason="meet in a product of activations (attention) without whole heads to prune")
-        head_size = next(iter(head_sizes))
+    heads = _heads(dg, nodes, channels)
+    if heads is None:
+        return Verdict(reason="meet in a product of activations (attention) without whole heads to prune")
+    blocks, head_size = heads
     for dep, idxs in group:
         node = dep.target
         if isinstance(node.module, nn.MultiheadAttention):
             return Verdict(reason="pass through an nn.MultiheadAttention, whose packed projections autocomp "
                                   "does not prune yet")
-        followed = (head_size > 1 and (node in dg.head_nodes or node in dg.regroup_nodes)
+        followed = (head_size > 1 and (node in dg.head_nodes or node in dg.regroup_nodes or _parts(node) == blocks)
                     or dg.regroup_nodes.get(node) == channels)  # channels last, rows regrouped
         if node in dg.unsafe_nodes and not followed:
             return Verdict(reason=f"pass through {_op_name(node)}, which splits, slices or reshapes channels "
@@ -249,7 +289,31 @@ def group_verdict(dg, group, channels: int) -> Verdict:
         if limit is not None and idxs and max(int(i) for i in idxs) >= limit:
             return Verdict(reason=f"reach {_op_name(node)} at indices beyond its channels (a reduction over "
                                   "channels)")
-    return Verdict(head_size=head_size)
+    return Verdict(head_size=head_size, blocks=blocks)
+
+
+def _heads(dg, nodes: set, channels: int) -> tuple[int, int] | None:
+    """(blocks, head size) of a group of ``channels`` through ``nodes``: (1, 1) when no attention is involved; None
+    for attention without one consistent head size and blocks (split by reshapes, or by equal parts)."""
+    splits = {dg.head_nodes[node] for node in nodes if node in dg.head_nodes}
+    if not splits and not nodes & dg.product_nodes:
+        return 1, 1
+    sizes = {size for _, size in splits}
+    blocks = {b for b, _ in splits if b > 1} | {p for p in map(_parts, nodes) if p}
+    if len(sizes) != 1 or len(blocks) > 1:
+        return None
+    (size,), parts = sizes, (blocks.pop() if blocks else 1)
+    heads, rest = divmod(channels, parts * size)
+    return (parts, size) if heads > 1 and not rest else None
+
+
+def _parts(node) -> int | None:
+    """The number of equal parts a split or unbind cuts the channels into (q, k, v: 3); None for other nodes."""
+    offsets = getattr(node.module, "offsets", None) if type(node.module).__name__ in ("_SplitOp", "_UnbindOp") else None
+    if not offsets or len(offsets) < 3:
+        return None
+    sizes = {b - a for a, b in zip(offsets, offsets[1:])}
+    return len(offsets) - 1 if len(sizes) == 1 else None
 
 
 def _op_name(node) -> str:

@@ -23,18 +23,20 @@ from autocomp.cost.macs import COUNTED_TYPES, MacCounter
 
 HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 """Attributes of attention modules that hold their number of heads (torch, timm, Hugging Face)."""
-HEAD_WIDTHS = ("all_head_size", "inner_dim")
-"""Attributes that hold heads x head size."""
+HEAD_WIDTHS = ("all_head_size", "inner_dim", "split_size")
+"""Attributes that hold heads x head size (GPT-2 splits its packed q, k, v at ``split_size``)."""
 
 
 @dataclass(frozen=True)
 class HeadGroup:
-    """The layers of one group of attention heads: ``producers`` write the heads (q, k, v), ``consumers`` read them."""
+    """The layers of one group of attention heads: ``producers`` write the heads (q, k, v; packed in one layer, its
+    ``blocks`` blocks each hold every head), ``consumers`` read them (once)."""
 
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
     heads: int
     head_size: int
+    blocks: int = 1
 
     @property
     def owner(self) -> str:
@@ -65,14 +67,15 @@ def set_head_count(model: nn.Module, group: HeadGroup, heads: int) -> dict[tuple
 
 
 def probe_heads(model: nn.Module, example_inputs: torch.Tensor, groups: list[HeadGroup],
-                other_macs: dict[str, int]) -> tuple[list[str | None], dict[str, dict[int, int]]]:
+                other_macs: dict[str, int]) -> tuple[list[str | None], dict[str, dict[HeadGroup, int]]]:
     """For each group, None when its last head can be removed from the model's code exactly, else why not; and per
     module with MACs outside layers, the MACs one head of each group computes there (module -> group -> MACs)."""
     probe = copy.deepcopy(model).eval()
     reasons: list[str | None] = []
-    per_head: dict[str, dict[int, int]] = {}
-    for index, group in enumerate(groups):
-        last = range(group.heads * group.head_size - group.head_size, group.heads * group.head_size)
+    per_head: dict[str, dict[HeadGroup, int]] = {}
+    for group in groups:
+        width = group.heads * group.head_size
+        last = range(width - group.head_size, width)
         with _zeroed_inputs(probe, group.consumers, last):
             expected = _run(probe, example_inputs)
         try:
@@ -91,7 +94,7 @@ def probe_heads(model: nn.Module, example_inputs: torch.Tensor, groups: list[Hea
         after = {names[module]: macs // example_inputs.shape[0] for module, macs in counter.own.items()}
         for name, macs in other_macs.items():
             if after.get(name, 0) != macs:
-                per_head.setdefault(name, {})[index] = macs - after.get(name, 0)
+                per_head.setdefault(name, {})[group] = macs - after.get(name, 0)
     return reasons, per_head
 
 
@@ -117,16 +120,19 @@ def _zeroed_inputs(model: nn.Module, consumers: tuple[str, ...], channels: range
 
 @contextmanager
 def _cut(model: nn.Module, group: HeadGroup, channels: range) -> Iterator[None]:
-    """``group``'s layers without ``channels`` (out of the producers, into the consumers), its head count lowered."""
-    keep = torch.tensor([c for c in range(group.heads * group.head_size) if c not in channels])
+    """``group``'s layers without ``channels`` of each block (out of the producers) and of the consumers' inputs, its
+    head count lowered."""
+    width = group.heads * group.head_size
+    keep = [c for c in range(width) if c not in channels]
     saved = {}
-    for name, dim in [(n, 0) for n in group.producers] + [(n, 1) for n in group.consumers]:
-        layer = model.get_submodule(name)
+    for name, dim, kept in [(n, 0, [b * width + c for b in range(group.blocks) for c in keep]) for n in group.producers] \
+            + [(n, 1, keep) for n in group.consumers]:
+        layer, kept = model.get_submodule(name), torch.tensor(kept)
         saved[name] = {key: getattr(layer, key) for key in ("weight", "bias", _width_attr(layer, dim))}
-        layer.weight = nn.Parameter(layer.weight.detach().index_select(dim, keep))
+        layer.weight = nn.Parameter(layer.weight.detach().index_select(dim, kept))
         if dim == 0 and layer.bias is not None:
-            layer.bias = nn.Parameter(layer.bias.detach()[keep])
-        setattr(layer, _width_attr(layer, dim), len(keep))
+            layer.bias = nn.Parameter(layer.bias.detach()[kept])
+        setattr(layer, _width_attr(layer, dim), len(kept))
     old_counts = set_head_count(model, group, group.heads - 1)
     try:
         yield
