@@ -1,13 +1,15 @@
-# Two commands do everything, set-up included: `make demo` and `make test`.
+# Three commands do everything, set-up included: `make demo`, `make test` and `make lint`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.lint-installed
+SOURCES := autocomp search_spaces agents tests benchmarks scripts
 # torch 2.13.0 is the CPU wheel on this machine's disk; the constraint keeps every other
 # install from pulling a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test install data clean
+.PHONY: demo test lint install data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[lint]'
+	touch $(LINT_STAMP)
+
 data:
 	@bash scripts/ensure-data.sh
 
@@ -26,6 +32,12 @@ demo: install data
 
 test: install
 	$(BIN)/python -m pytest
+
+# ruff's lint rules and format, and the import contracts of pyproject.toml (the layers in docs/DESIGN.md)
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf runs .pytest_cache

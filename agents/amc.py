@@ -21,8 +21,12 @@ class AmcAgent(LayerwiseAgent):
 
     wall = True
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         if projection not in ("auto", "wall"):
-            raise ConfigError(f"agent 'amc' decides behind the action wall; projection {projection!r} is not allowed "
-                              "with it (allowed: auto, wall).")
+            raise ConfigError(
+                f"agent 'amc' decides behind the action wall; projection {projection!r} is not allowed "
+                "with it (allowed: auto, wall)."
+            )
         super().__init__(space, budget, seed, "wall", options)

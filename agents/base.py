@@ -52,8 +52,9 @@ class Agent(ABC):
     """Whether candidates may be evaluated while others are pending (told later, out of order, or asked by another
     process's agent); agents walking one path (uniform, the greedy baselines) say no."""
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         self.space = space
         self.budget = budget
         self.seed = seed
@@ -107,7 +108,7 @@ class Agent(ABC):
         """Whether ``proposal`` is a measurement outside the budget (a sensitivity probe), not a candidate."""
         return False
 
-    def replay(self, proposal: Policy) -> None:
+    def replay(self, proposal: Policy) -> None:  # noqa: B027 (a hook: by default nothing to redo)
         """On resume, before a replayed trial is told: redo what asking for ``proposal`` did (by default nothing).
 
         The run calls it before the trial's measured cost corrects the budget, as the trial's
@@ -159,7 +160,13 @@ def agent_options(name: str, options: Mapping[str, Any] | None = None) -> Any:
         raise ConfigError(f"agent {name!r}: {error}") from None
 
 
-def create_agent(name: str, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Mapping[str, Any] | None = None) -> Agent:
+def create_agent(
+    name: str,
+    space: Space,
+    budget: Budget,
+    seed: int = 0,
+    projection: str = "auto",
+    options: Mapping[str, Any] | None = None,
+) -> Agent:
     """The agent registered as ``name`` over ``space`` under ``budget``, with its ``options``."""
     return agent_class(name)(space, budget, seed=seed, projection=projection, options=agent_options(name, options))

@@ -61,7 +61,6 @@ class SensitivityOptions(GreedyOptions):
             raise ValueError(f"probe_step {self.probe_step!r} is not allowed; need a number in (0, 1).")
 
 
-
 def _accuracy(result: EvalResult | None) -> float:
     return 0.0 if result is None else result.accuracy
 
@@ -72,8 +71,9 @@ class GreedyAgent(Agent):
     Options = GreedyOptions
     parallel = False
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         super().__init__(space, budget, seed, projection, options)
         self.movable = [d for d in space.decisions if d.kind in budget.kinds]
         self.point = space.to_params(space.largest())
@@ -129,6 +129,7 @@ class GreedyAgent(Agent):
 
     def largest_factor(self, decisions: list[Decision], target: float) -> float | None:
         """The largest factor in [0, 1] scaling ``decisions`` of P_k to a budget use <= ``target``; None if none does."""
+
         def holds(factor: float) -> bool:
             return self.usage(scaled(self.point, decisions, factor)) <= target
 
@@ -150,7 +151,10 @@ class GreedyAgent(Agent):
         probes = [(d, self.probe(d)) for d in self.movable if self.usage(scaled(self.point, [d], 0.0)) < now]
         probes = [(d, params) for d, params in probes if self.usage(params) < now]  # each one saves something
         self.probed, self.probes = [d for d, _ in probes], [params for _, params in probes]
-        measured = [self.space.to_policy(params) for params in ([] if self.reference is not None else [self.point]) + self.probes]
+        measured = [
+            self.space.to_policy(params)
+            for params in ([] if self.reference is not None else [self.point]) + self.probes
+        ]
         self._proposals += measured
         self._probe_keys = {policy.key() for policy in measured}
 

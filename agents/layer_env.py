@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
@@ -78,17 +78,26 @@ def _layer_features(decision: Decision, layers: dict[str, LayerInfo]) -> list[fl
     if not own:  # a model-wide multiplier: the whole model
         own = list(layers.values())
     first = own[0]
-    return [first.in_channels, first.out_channels, max(first.stride, default=1), math.prod(first.kernel_size),
-            math.prod(first.output_shape[1:]), sum(layer.macs for layer in own), sum(layer.params for layer in own),
-            float(first.depthwise)]
+    return [
+        first.in_channels,
+        first.out_channels,
+        max(first.stride, default=1),
+        math.prod(first.kernel_size),
+        math.prod(first.output_shape[1:]),
+        sum(layer.macs for layer in own),
+        sum(layer.params for layer in own),
+        float(first.depthwise),
+    ]
 
 
 def static_features(space: Space, budget: Budget) -> np.ndarray:
     """Per decision: position, kind (one-hot) and its layers' shape and cost, min-max normalised over the decisions."""
     layers = {layer.name: layer for layer in budget.graph.layers}
     count = len(space.decisions)
-    rows = [[t / max(count - 1, 1)] + [float(d.kind == kind) for kind in KINDS] + _layer_features(d, layers)
-            for t, d in enumerate(space.decisions)]
+    rows = [
+        [t / max(count - 1, 1)] + [float(d.kind == kind) for kind in KINDS] + _layer_features(d, layers)
+        for t, d in enumerate(space.decisions)
+    ]
     table = np.asarray(rows, dtype=np.float64)
     low, span = table.min(axis=0), np.ptp(table, axis=0)
     return np.where(span > 0, (table - low) / np.where(span > 0, span, 1.0), 0.0)
@@ -130,7 +139,12 @@ class Episode:
             return np.zeros(size, dtype=np.float32)
         high = self.budget.usage(self.space.to_policy(self._params("high")))
         low = self.budget.usage(self.space.to_policy(self._params("low")))
-        dynamic = [(self._full - high) / self._full, (high - low) / self._full, 1.0 - low, (self.previous_action + 1) / 2]
+        dynamic = [
+            (self._full - high) / self._full,
+            (high - low) / self._full,
+            1.0 - low,
+            (self.previous_action + 1) / 2,
+        ]
         return np.clip(np.concatenate([self.features[self.step], dynamic]), 0.0, 1.0).astype(np.float32)
 
     def act(self, action: float) -> float:
@@ -157,16 +171,25 @@ class CompressionEnv(gymnasium.Env):
     scored (AMC: ``wall``, HAQ: ``bits``), and the info of the last step holds both.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, space: Space, budget: Budget, score: Callable[[Policy], EvalResult | None],
-                 reward: str = "error", wall: bool = True, projection: str = "wall") -> None:
+    def __init__(
+        self,
+        space: Space,
+        budget: Budget,
+        score: Callable[[Policy], EvalResult | None],
+        reward: str = "error",
+        wall: bool = True,
+        projection: str = "wall",
+    ) -> None:
         self.space, self.budget, self.score = space, budget, score
         self.reward_name, self.wall, self.projection = reward, wall, projection
         self.features = static_features(space, budget)
         self.largest_macs = budget.graph.predict_macs(space.largest())
         """The MACs a failed evaluation is rewarded at (the worst)."""
-        self.observation_space = gymnasium.spaces.Box(0.0, 1.0, (self.features.shape[1] + DYNAMIC_FEATURES,), np.float32)
+        self.observation_space = gymnasium.spaces.Box(
+            0.0, 1.0, (self.features.shape[1] + DYNAMIC_FEATURES,), np.float32
+        )
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.episode = Episode(space, budget, self.features, wall)
 

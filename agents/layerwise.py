@@ -62,12 +62,23 @@ class LayerwiseOptions:
             least = 0 if name == "warmup" else 1
             if not is_whole(getattr(self, name)) or getattr(self, name) < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, got {getattr(self, name)!r}.")
-        for name, low, high in (("noise", 0, math.inf), ("learning_rate", 0, math.inf), ("tau", 0, 1), ("gamma", 0, 1),
-                                ("noise_decay", 0, 1)):
+        for name, low, high in (
+            ("noise", 0, math.inf),
+            ("learning_rate", 0, math.inf),
+            ("tau", 0, 1),
+            ("gamma", 0, 1),
+            ("noise_decay", 0, 1),
+        ):
             value = getattr(self, name)
             if not is_number(value) or not (low <= value <= high if name == "gamma" else low < value <= high):
-                raise ValueError(f"{name} must be a number in {'[' if name == 'gamma' else '('}{low}, {high}], got {value!r}.")
-        if not isinstance(self.hidden, (list, tuple)) or not self.hidden or not all(is_whole(h) and h >= 1 for h in self.hidden):
+                raise ValueError(
+                    f"{name} must be a number in {'[' if name == 'gamma' else '('}{low}, {high}], got {value!r}."
+                )
+        if (
+            not isinstance(self.hidden, (list, tuple))
+            or not self.hidden
+            or not all(is_whole(h) and h >= 1 for h in self.hidden)
+        ):
             raise ValueError(f"hidden must be one or more layer sizes >= 1, got {self.hidden!r}.")
 
 
@@ -90,7 +101,9 @@ def _isolated(*seed: int) -> Iterator[None]:
             np.random.set_state(state)
 
 
-def truncated_normal(rng: np.random.Generator, mean: float, sigma: float, low: float = -1.0, high: float = 1.0) -> float:
+def truncated_normal(
+    rng: np.random.Generator, mean: float, sigma: float, low: float = -1.0, high: float = 1.0
+) -> float:
     """A draw of N(mean, sigma) conditioned on [low, high] (rejection; the clipped mean after 100 misses)."""
     for _ in range(100):
         value = rng.normal(mean, sigma)
@@ -106,10 +119,13 @@ class LayerwiseAgent(Agent):
     wall: ClassVar[bool] = False
     """Whether each action is clipped behind AMC's action wall during the episode."""
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         super().__init__(space, budget, seed, projection, options)
-        self.env = CompressionEnv(space, budget, score=lambda policy: None, reward=self.options.reward,
-                                  wall=self.wall, projection=projection)
+        self.env = CompressionEnv(
+            space, budget, score=lambda policy: None, reward=self.options.reward, wall=self.wall, projection=projection
+        )
         self.model = self._make_model()
 
     def _make_model(self) -> Any:
@@ -118,9 +134,19 @@ class LayerwiseAgent(Agent):
 
         algorithm = {"ddpg": DDPG, "td3": TD3}[self.options.algorithm]
         with _isolated(self.seed, 0):
-            model = algorithm("MlpPolicy", self.env, learning_rate=self.options.learning_rate, buffer_size=100_000,
-                              learning_starts=0, batch_size=self.options.batch_size, tau=self.options.tau, gamma=self.options.gamma,
-                              policy_kwargs={"net_arch": list(self.options.hidden)}, device="cpu", verbose=0)
+            model = algorithm(
+                "MlpPolicy",
+                self.env,
+                learning_rate=self.options.learning_rate,
+                buffer_size=100_000,
+                learning_starts=0,
+                batch_size=self.options.batch_size,
+                tau=self.options.tau,
+                gamma=self.options.gamma,
+                policy_kwargs={"net_arch": list(self.options.hidden)},
+                device="cpu",
+                verbose=0,
+            )
         model.set_logger(Logger(folder=None, output_formats=[]))
         return model
 
@@ -161,6 +187,11 @@ class LayerwiseAgent(Agent):
             decision, before = episode.decision, episode.observation()
             episode.take(values[decision.name])
             done = episode.done
-            self.model.replay_buffer.add(before[None], episode.observation()[None],
-                                         np.array([[to_action(decision, values[decision.name])]], dtype=np.float32),
-                                         np.array([reward]), np.array([done]), [{}])
+            self.model.replay_buffer.add(
+                before[None],
+                episode.observation()[None],
+                np.array([[to_action(decision, values[decision.name])]], dtype=np.float32),
+                np.array([reward]),
+                np.array([done]),
+                [{}],
+            )

@@ -62,7 +62,6 @@ class NASOptions:
             raise ValueError(f"max_draws {self.max_draws!r} is not allowed; need a whole number >= 1.")
 
 
-
 @register_agent("nas")
 class NASAgent(SamplerAgent):
     """TPE over table entries (per-stage width, width multiplier, resolution); feasible entries are proposed as they are."""
@@ -70,8 +69,9 @@ class NASAgent(SamplerAgent):
     Options = NASOptions
     fills = False
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         super().__init__(space, budget, seed, projection, options)
         stage_of = stages(budget.graph)
         self._param = {d.name: f"keep/stage{stage_of[d.layers[0]]}" for d in space.of_kind("keep")}
@@ -84,14 +84,17 @@ class NASAgent(SamplerAgent):
             self._param[d.name] = d.name
             self._distributions[d.name] = d.dim.distribution()
         if not self._distributions:
-            raise ConfigError("the nas agent searches keep, width and resolution decisions; this space has none of them.")
+            raise ConfigError(
+                "the nas agent searches keep, width and resolution decisions; this space has none of them."
+            )
         self._study = optuna.create_study(direction="maximize")
         self._pending = PendingTrials(self._study)
         self._told_keys: set[str] = set()
 
     def propose(self) -> Policy:
-        self._study.sampler = optuna.samplers.TPESampler(seed=self.draw_seed(), multivariate=True,
-                                                         n_startup_trials=10, constant_liar=True)
+        self._study.sampler = optuna.samplers.TPESampler(
+            seed=self.draw_seed(), multivariate=True, n_startup_trials=10, constant_liar=True
+        )
         over: list[tuple[float, Policy]] = []
         fits: list[tuple[bool, float, Policy]] = []
         passed_over: list[optuna.trial.Trial] = []
@@ -137,14 +140,24 @@ class NASAgent(SamplerAgent):
             return
         # a fallback, or a proposal this agent would not make: recorded at its nearest table entry
         choices = self.choices(proposal)
-        self._study.add_trial(optuna.trial.create_trial(
-            params=choices, distributions=self._distributions, value=value, state=state,
-            constraints={OVER: self.budget.usage(self.architecture(choices)) - 1}))
+        self._study.add_trial(
+            optuna.trial.create_trial(
+                params=choices,
+                distributions=self._distributions,
+                value=value,
+                state=state,
+                constraints={OVER: self.budget.usage(self.architecture(choices)) - 1},
+            )
+        )
 
     def architecture(self, choices: dict[str, float]) -> Policy:
         """The table entry of ``choices`` (the study's parameters): every other decision at its largest."""
-        return self.space.to_policy({d.name: choices[self._param[d.name]] if d.name in self._param else d.dim.high
-                                     for d in self.space.decisions})
+        return self.space.to_policy(
+            {
+                d.name: choices[self._param[d.name]] if d.name in self._param else d.dim.high
+                for d in self.space.decisions
+            }
+        )
 
     def choices(self, policy: Policy) -> dict[str, float]:
         """The study's parameters nearest ``policy``: each stage's width read from its first keep decision."""

@@ -70,8 +70,9 @@ class SamplerAgent(Agent):
     draw is no result and is discarded.
     """
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         super().__init__(space, budget, seed, projection, options)
         self._pending: PendingTrials
         self._replayed: str | None = None
@@ -106,12 +107,14 @@ class OptunaAgent(SamplerAgent):
     directions: ClassVar[tuple[str, ...]] = ("maximize",)
     """The directions of the values `objectives` gives the sampler."""
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         super().__init__(space, budget, seed, projection, options)
         self._storage = optuna.storages.InMemoryStorage()
-        self._study = optuna.create_study(storage=self._storage, directions=list(self.directions),
-                                          sampler=optuna.samplers.RandomSampler(seed))  # each ask sets its own
+        self._study = optuna.create_study(
+            storage=self._storage, directions=list(self.directions), sampler=optuna.samplers.RandomSampler(seed)
+        )  # each ask sets its own
         self._pending = PendingTrials(self._study)
 
     @abstractmethod
@@ -145,8 +148,11 @@ class OptunaAgent(SamplerAgent):
         if trial is None:  # the run's study holds a proposal this agent would not make: a finished trial as it is
             params = self.learned_params(self.space.to_params(proposal), proposal)
             number = len(self._study.get_trials(deepcopy=False))
-            self._study.add_trial(optuna.trial.create_trial(
-                params=dict(params), distributions=self.distributions(), values=values, state=state))
+            self._study.add_trial(
+                optuna.trial.create_trial(
+                    params=dict(params), distributions=self.distributions(), values=values, state=state
+                )
+            )
         else:
             number = trial.number
             learned = self.learned_params(trial.params, proposal)
@@ -164,7 +170,9 @@ class OptunaAgent(SamplerAgent):
         study_id = self._storage.get_study_id_from_name(self._study.study_name)
         trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         for name, value in params.items():
-            self._storage.set_trial_param(trial_id, name, distributions[name].to_internal_repr(value), distributions[name])
+            self._storage.set_trial_param(
+                trial_id, name, distributions[name].to_internal_repr(value), distributions[name]
+            )
 
 
 @register_agent("tpe")
@@ -211,10 +219,13 @@ class CmaEsAgent(OptunaAgent):
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         finished = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         with _experimental_allowed():
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=self.options.startup, popsize=self.options.population,
-                                                source_trials=finished[:self.options.startup]
-                                                if len(finished) >= self.options.startup else None,
-                                                warn_independent_sampling=False)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                n_startup_trials=self.options.startup,
+                popsize=self.options.population,
+                source_trials=finished[: self.options.startup] if len(finished) >= self.options.startup else None,
+                warn_independent_sampling=False,
+            )
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return _widened(self.space, self.options.margin)
@@ -270,16 +281,18 @@ class NSGA2Agent(OptunaAgent):
     directions = ("maximize", "minimize")
     fills = False
 
-    def __init__(self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto",
-                 options: Any = None) -> None:
+    def __init__(
+        self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
+    ) -> None:
         super().__init__(space, budget, seed, projection, options)
         self._finished: dict[int, FrontPoint] = {}
         """Every complete candidate, by its trial number in the agent's own study."""
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         with _experimental_allowed():
-            return optuna.samplers.NSGAIISampler(population_size=self.options.population, seed=seed,
-                                                 crossover=optuna.samplers.nsgaii.BLXAlphaCrossover())
+            return optuna.samplers.NSGAIISampler(
+                population_size=self.options.population, seed=seed, crossover=optuna.samplers.nsgaii.BLXAlphaCrossover()
+            )
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return _widened(self.space, self.options.margin)
@@ -305,8 +318,12 @@ def _widened(space: Space, margin: float) -> dict[str, BaseDistribution]:
     bound, where compression optima often lie (a layer left whole, one pruned as far as
     allowed), is drawn with a fair chance instead of almost never.
     """
-    return {d.name: FloatDistribution(d.dim.low - margin * (d.dim.high - d.dim.low), d.dim.high + margin * (d.dim.high - d.dim.low))
-            for d in space.decisions}
+    return {
+        d.name: FloatDistribution(
+            d.dim.low - margin * (d.dim.high - d.dim.low), d.dim.high + margin * (d.dim.high - d.dim.low)
+        )
+        for d in space.decisions
+    }
 
 
 def _check_margin(margin: object) -> None:
@@ -320,5 +337,3 @@ def _experimental_allowed() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
-
-

@@ -1,11 +1,11 @@
 """autocomp: AutoML compression search for PyTorch.
 
-    model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
-    layers = autocomp.prunable_layers(model, x)
-    small = autocomp.compress(model, autocomp.Policy.uniform(layers, keep=0.5), x)
-    autocomp.measure(small, x).macs
-    quantized = autocomp.compress(model, autocomp.Policy.uniform(autocomp.model_layers(model, x), weight_bits=4, act_bits=4), x)
-    autocomp.measure(quantized, x).bops
+model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
+layers = autocomp.prunable_layers(model, x)
+small = autocomp.compress(model, autocomp.Policy.uniform(layers, keep=0.5), x)
+autocomp.measure(small, x).macs
+quantized = autocomp.compress(model, autocomp.Policy.uniform(autocomp.model_layers(model, x), weight_bits=4, act_bits=4), x)
+autocomp.measure(quantized, x).bops
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from autocomp.io import load, save
 from autocomp.policy import LayerDecision, Policy
 
 if TYPE_CHECKING:
-    from autocomp.config import RunConfig
-    from autocomp.search_loop import SearchResult
+    from autocomp.app.config import RunConfig
+    from autocomp.app.search_loop import SearchResult
 
 __version__ = "0.1.0"
 
 
 def search(config: RunConfig | str | Path, out: str | Path | None = None, overrides: list[str] = ()) -> SearchResult:
     """Run the constrained search of ``config`` (a `RunConfig` or a YAML path), as ``autocomp search`` does."""
-    from autocomp.config import RunConfig, load_config
-    from autocomp.search_loop import search as run_search
+    from autocomp.app.config import RunConfig, load_config
+    from autocomp.app.search_loop import search as run_search
 
     if not isinstance(config, RunConfig):
         config = load_config(config, list(overrides))
@@ -38,6 +38,20 @@ def search(config: RunConfig | str | Path, out: str | Path | None = None, overri
 
 
 __all__ = [
-    "AutocompError", "ConfigError", "Cost", "DataError", "InfeasibleError", "LayerDecision", "Policy",
-    "compress", "load", "measure", "model_layers", "prunable_layers", "save", "search", "to_int8", "zoo",
+    "AutocompError",
+    "ConfigError",
+    "Cost",
+    "DataError",
+    "InfeasibleError",
+    "LayerDecision",
+    "Policy",
+    "compress",
+    "load",
+    "measure",
+    "model_layers",
+    "prunable_layers",
+    "save",
+    "search",
+    "to_int8",
+    "zoo",
 ]

@@ -16,12 +16,17 @@ from torch import nn
 from autocomp.modes import evaluating
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
     """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                    reduction="batchmean", log_target=True)
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
     return alpha * t * t * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
@@ -39,8 +44,10 @@ def attention_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[
     ``teacher_maps`` are attention maps already; ``student_maps`` are raw feature maps, resized
     to the teacher's spatial size (a student at a lower input resolution has smaller maps).
     """
-    losses = [(attention_map(features, tuple(target.shape[-2:])) - target).pow(2).mean()
-              for features, target in zip(student_maps, teacher_maps, strict=True)]
+    losses = [
+        (attention_map(features, tuple(target.shape[-2:])) - target).pow(2).mean()
+        for features, target in zip(student_maps, teacher_maps, strict=True)
+    ]
     return torch.stack(losses).sum()
 
 
@@ -77,12 +84,14 @@ class FeatureTaps:
     def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
         self._outputs: dict[int, torch.Tensor] = {}
         self._count = len(names)
-        self._handles = [model.get_submodule(name).register_forward_hook(self._recorder(index))
-                         for index, name in enumerate(names)]
+        self._handles = [
+            model.get_submodule(name).register_forward_hook(self._recorder(index)) for index, name in enumerate(names)
+        ]
 
     def _recorder(self, index: int):
         def record(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             self._outputs[index] = output
+
         return record
 
     def take(self) -> list[torch.Tensor]:

@@ -56,5 +56,6 @@ def error_chain(error: BaseException | None) -> Iterator[BaseException]:
 
 
 def _full(written: object, reason: str) -> DiskFullError:
-    return DiskFullError(f"cannot write {written}: the disk is full ({reason}); free some space and run the same "
-                         "command again.")
+    return DiskFullError(
+        f"cannot write {written}: the disk is full ({reason}); free some space and run the same command again."
+    )

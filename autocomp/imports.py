@@ -28,8 +28,10 @@ def import_object(path: str, what: str) -> object:
         raise ConfigError(f"{what} {path!r} cannot be imported ({err}).") from None
     for attribute in attributes.split("."):
         if not hasattr(target, attribute):
-            raise ConfigError(f"{what} {path!r} names nothing: {getattr(target, '__name__', module_name)} has no "
-                              f"attribute {attribute!r}.")
+            raise ConfigError(
+                f"{what} {path!r} names nothing: {getattr(target, '__name__', module_name)} has no "
+                f"attribute {attribute!r}."
+            )
         target = getattr(target, attribute)
     return target
 

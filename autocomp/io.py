@@ -31,12 +31,14 @@ import torch
 from torch import nn
 
 from autocomp import models
+from autocomp.compress.lowrank import LowRank, factorized_shell
+from autocomp.compress.quantize import QUANTIZED_TYPES, quantized_layer
 from autocomp.compress.resize import InputResize
 from autocomp.cost.macs import COUNTED_TYPES
 from autocomp.errors import ConfigError
 from autocomp.files import save_state
 from autocomp.graph import ModelGraph
-from autocomp.models.user import read_weights
+from autocomp.models.user import build_user_model, read_weights
 from autocomp.modes import evaluating
 
 MODEL_FORMAT = "autocomp.model"
@@ -73,6 +75,7 @@ def _check_program(data: bytes, path: Path) -> None:
     ``weights_only=True``; pickled weights or constants, custom or opaque objects and compiled
     code are what a crafted file would use to run code, so they are refused before loading.
     """
+
     def refuse(what: str) -> ConfigError:
         return ConfigError(f"model file {path} holds {what}, which autocomp does not load (it could run code).")
 
@@ -107,15 +110,16 @@ def _check_program(data: bytes, path: Path) -> None:
 
 def _recipe(model: nn.Module) -> dict | None:
     """How to rebuild ``model`` from the zoo, or None when it was not built there."""
-    from autocomp.compress.lowrank import LowRank
-    from autocomp.compress.quantize import QUANTIZED_TYPES
-
     resize, inner = (list(model.size), model.model) if isinstance(model, InputResize) else (None, model)
     factory = models.factory_record(inner)
     if factory is None:
         return None
     channels, lowrank = {}, {}
-    quantized = {name: module.quantization_spec() for name, module in inner.named_modules() if isinstance(module, QUANTIZED_TYPES)}
+    quantized = {
+        name: module.quantization_spec()
+        for name, module in inner.named_modules()
+        if isinstance(module, QUANTIZED_TYPES)
+    }
     factorized = [name for name, module in inner.named_modules() if isinstance(module, LowRank)]
     for name, module in inner.named_modules():
         if isinstance(module, LowRank):
@@ -127,8 +131,11 @@ def _recipe(model: nn.Module) -> dict | None:
 
 
 def _channels(model: nn.Module) -> dict[str, list[int]]:
-    return {name: [module.weight.shape[0], module.weight.shape[1]] for name, module in model.named_modules()
-            if isinstance(module, COUNTED_TYPES)}
+    return {
+        name: [module.weight.shape[0], module.weight.shape[1]]
+        for name, module in model.named_modules()
+        if isinstance(module, COUNTED_TYPES)
+    }
 
 
 def save(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor) -> None:
@@ -158,9 +165,11 @@ def _payload(path: Path) -> dict:
         raise ConfigError(f"model file {path} does not exist.")
     payload = read_weights(path, f"model file {path}", "give a model.pt written by autocomp")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ConfigError(f"model file {path} is not an autocomp model file (no \"format\": \"{MODEL_FORMAT}\").")
+        raise ConfigError(f'model file {path} is not an autocomp model file (no "format": "{MODEL_FORMAT}").')
     if payload.get("version") not in _READABLE_VERSIONS:
-        raise ConfigError(f"model file {path} has version {payload.get('version')!r}; this autocomp reads 1 to {MODEL_VERSION}.")
+        raise ConfigError(
+            f"model file {path} has version {payload.get('version')!r}; this autocomp reads 1 to {MODEL_VERSION}."
+        )
     return payload
 
 
@@ -192,8 +201,10 @@ def inference_module(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
     def train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
         if mode:
-            raise ConfigError("a model loaded as its torch.export program runs inference only and cannot be trained; "
-                              "load it with its factory (trust_factory=...) to train it.")
+            raise ConfigError(
+                "a model loaded as its torch.export program runs inference only and cannot be trained; "
+                "load it with its factory (trust_factory=...) to train it."
+            )
         return nn.Module.train(self, False)
 
     program.train = types.MethodType(train, program)  # type: ignore[method-assign]
@@ -216,8 +227,10 @@ def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module
     if not {"factory", "channels", "state_dict"} <= set(payload):
         raise ConfigError(f"model file {path} has neither a program nor a recipe (factory, channels, state_dict).")
     if imported is not None and imported != trust_factory:
-        raise ConfigError(f"model file {path} is rebuilt by importing {imported!r}, which runs that module's code; "
-                          f"pass trust_factory={imported!r} to autocomp.load to allow it.")
+        raise ConfigError(
+            f"model file {path} is rebuilt by importing {imported!r}, which runs that module's code; "
+            f"pass trust_factory={imported!r} to autocomp.load to allow it."
+        )
     model = _rebuild(payload)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
@@ -229,13 +242,8 @@ def load(path: str | os.PathLike, trust_factory: str | None = None) -> nn.Module
 
 def _rebuild(payload: dict) -> nn.Module:
     """The architecture a recipe describes, with placeholder weights."""
-    from autocomp.compress.lowrank import factorized_shell
-    from autocomp.compress.quantize import quantized_layer
-
     factory = payload["factory"]
     if "import" in factory:
-        from autocomp.models.user import build_user_model
-
         model = build_user_model(factory["import"], factory["num_classes"], factory["in_channels"], **factory["kwargs"])
     else:
         model = models.create(factory["name"], **factory["kwargs"])

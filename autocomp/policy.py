@@ -96,11 +96,15 @@ class LayerDecision:
         if self.weight_bits is not None:
             check_weight_precision(self.weight_bits, self.weight_scheme)
         elif self.weight_scheme != "uniform":
-            raise ConfigError(f"weight scheme {self.weight_scheme!r} needs weight_bits; without them weights stay in floating point.")
+            raise ConfigError(
+                f"weight scheme {self.weight_scheme!r} needs weight_bits; without them weights stay in floating point."
+            )
         if self.act_bits is not None:
             check_bits(self.act_bits, "activation bit-width")
             if self.weight_bits is None:
-                raise ConfigError(f"act_bits {self.act_bits} needs weight_bits too: a layer is quantized weights first.")
+                raise ConfigError(
+                    f"act_bits {self.act_bits} needs weight_bits too: a layer is quantized weights first."
+                )
 
     @property
     def quantized(self) -> bool:
@@ -132,9 +136,17 @@ class Policy:
             raise ConfigError(f"channel multiple {multiple!r} is not allowed; need a whole number >= 1.")
 
     @classmethod
-    def uniform(cls, layers: Iterable[LayerInfo | str], keep: float = 1.0, *, weight_bits: int | None = None,
-                act_bits: int | None = None, weight_scheme: str = "uniform", edge_bits: int | None = 8,
-                **options) -> Policy:
+    def uniform(
+        cls,
+        layers: Iterable[LayerInfo | str],
+        keep: float = 1.0,
+        *,
+        weight_bits: int | None = None,
+        act_bits: int | None = None,
+        weight_scheme: str = "uniform",
+        edge_bits: int | None = 8,
+        **options,
+    ) -> Policy:
         """The same decision for every given layer (``prunable_layers(...)``, ``model_layers(...)`` or names).
 
         Layers known (as `LayerInfo`) not to be prunable keep all their channels. With bits,
@@ -146,9 +158,20 @@ class Policy:
         fixed = {name for name, layer in zip(names, entries) if not isinstance(layer, str) and layer.group is None}
         edges = {names[0], names[-1]} if names and weight_bits is not None and edge_bits is not None else set()
         precision = {"weight_bits": weight_bits, "act_bits": act_bits, "weight_scheme": weight_scheme}
-        at_edges = {"weight_bits": edge_bits, "act_bits": None if act_bits is None else edge_bits, "weight_scheme": "uniform"}
-        return cls({name: LayerDecision(keep=1.0 if name in fixed else float(keep),
-                                        **(at_edges if name in edges else precision)) for name in names}, **options)
+        at_edges = {
+            "weight_bits": edge_bits,
+            "act_bits": None if act_bits is None else edge_bits,
+            "weight_scheme": "uniform",
+        }
+        return cls(
+            {
+                name: LayerDecision(
+                    keep=1.0 if name in fixed else float(keep), **(at_edges if name in edges else precision)
+                )
+                for name in names
+            },
+            **options,
+        )
 
     def keep(self, name: str) -> float:
         """The keep ratio of layer ``name`` (1.0 when the policy does not mention it)."""
@@ -174,24 +197,30 @@ class Policy:
     def from_dict(cls, data: Mapping, source: str = "policy") -> Policy:
         """Build a policy from its JSON form, refusing other formats and newer versions."""
         if not isinstance(data, Mapping) or data.get("format") != POLICY_FORMAT:
-            raise ConfigError(f"{source} is not an autocomp policy (expected \"format\": \"{POLICY_FORMAT}\").")
+            raise ConfigError(f'{source} is not an autocomp policy (expected "format": "{POLICY_FORMAT}").')
         version = data.get("version")
         if isinstance(version, bool) or version not in _READABLE_VERSIONS:
-            raise ConfigError(f"{source} has policy version {version!r}; this autocomp reads versions 1 to {POLICY_VERSION}.")
+            raise ConfigError(
+                f"{source} has policy version {version!r}; this autocomp reads versions 1 to {POLICY_VERSION}."
+            )
         unknown = set(data) - {"format", "version", "layers", *_MULTIPLIERS}
         if unknown:
-            raise ConfigError(f"{source} has unknown key(s) {sorted(unknown)}; allowed: {sorted(['layers', *_MULTIPLIERS])}.")
+            raise ConfigError(
+                f"{source} has unknown key(s) {sorted(unknown)}; allowed: {sorted(['layers', *_MULTIPLIERS])}."
+            )
         layers = data.get("layers")
         if not isinstance(layers, Mapping):
-            raise ConfigError(f"{source} has no \"layers\" mapping of layer names to decisions.")
+            raise ConfigError(f'{source} has no "layers" mapping of layer names to decisions.')
         allowed = {f.name for f in fields(LayerDecision)}
         decisions = {}
         for name, entry in layers.items():
             if not isinstance(entry, Mapping):
-                raise ConfigError(f"{source}: layer {name!r} must map to an object such as {{\"keep\": 0.5}}.")
+                raise ConfigError(f'{source}: layer {name!r} must map to an object such as {{"keep": 0.5}}.')
             unknown = set(entry) - allowed
             if unknown:
-                raise ConfigError(f"{source}: layer {name!r} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")
+                raise ConfigError(
+                    f"{source}: layer {name!r} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}."
+                )
             decisions[name] = LayerDecision(**entry)
         options = {key: data[key] for key in _MULTIPLIERS if key in data}
         return cls(decisions, **options)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 PLAIN_WIDTH = 160
 """Columns of output that is not a terminal: a file or pipe has no width of its own, and rich's 80 would cut layer names

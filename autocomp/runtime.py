@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import ContextManager
 
 import torch
 
@@ -36,13 +35,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     if not available:
-        raise ConfigError(f"device {name!r} is not available on this machine (torch.cuda.is_available() is False); "
-                          "allowed here: cpu or auto.")
+        raise ConfigError(
+            f"device {name!r} is not available on this machine (torch.cuda.is_available() is False); "
+            "allowed here: cpu or auto."
+        )
     device = torch.device(name)
     index = 0 if device.index is None else device.index
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
-                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+        raise ConfigError(
+            f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+        )
     return torch.device("cuda", index)
 
 
@@ -90,7 +93,7 @@ class Runtime:
         """``tensor`` on this runtime's device (asynchronous from pinned memory; the same tensor when it is there)."""
         return tensor.to(self.device, non_blocking=self.cuda)
 
-    def autocast(self) -> ContextManager[object]:
+    def autocast(self) -> AbstractContextManager[object]:
         """Mixed precision for forward passes: torch.autocast at this precision, nothing for fp32."""
         dtype = PRECISIONS[self.precision]
         return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
@@ -99,7 +102,7 @@ class Runtime:
         """A loss scaler for fp16 training (bf16 and fp32 need none)."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
-    def fork_rng(self) -> ContextManager[object]:
+    def fork_rng(self) -> AbstractContextManager[object]:
         """The caller's random state (CPU and this runtime's GPU) is restored after the block."""
         return torch.random.fork_rng(devices=[self.device.index or 0] if self.cuda else [])
 

@@ -56,8 +56,13 @@ class Distillation:
     alpha: float = 0.7
 
 
-def descend(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, loss: torch.Tensor,
-            failure: str, scaler: torch.amp.GradScaler | None = None) -> None:
+def descend(
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    loss: torch.Tensor,
+    failure: str,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
     """One optimizer and schedule step on ``loss`` (scaled by ``scaler`` for fp16); FloatingPointError(``failure`` with
     the loss) when it is not finite."""
     if not torch.isfinite(loss):
@@ -81,9 +86,16 @@ def _step_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
-def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: Path | None = None,
-          distill: Distillation | None = None, label: str = "train", runtime: Runtime = CPU,
-          throughput: Throughput | None = None) -> nn.Module:
+def train(
+    model: nn.Module,
+    data: Dataset,
+    settings: TrainSettings,
+    checkpoint: Path | None = None,
+    distill: Distillation | None = None,
+    label: str = "train",
+    runtime: Runtime = CPU,
+    throughput: Throughput | None = None,
+) -> nn.Module:
     """Train ``model`` in place on ``runtime``'s device (it stays there); with ``checkpoint`` an interrupted call
     resumes where it stopped. The distillation teacher must be on that device already. ``throughput`` counts the
     images trained and their seconds.
@@ -95,10 +107,16 @@ def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: 
         raise ConfigError(f"batch_size {settings.batch_size} is larger than the {len(data)} training examples.")
     total_steps = settings.total_steps(steps_per_epoch)
     model.to(runtime.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total_steps,
-                                                   pct_start=0.15, anneal_strategy="cos")
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=settings.momentum > 0,
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.lr, total_steps=total_steps, pct_start=0.15, anneal_strategy="cos"
+    )
     scaler = runtime.grad_scaler()
     step = 0
     if checkpoint is not None and checkpoint.exists():
@@ -114,9 +132,17 @@ def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: 
 
     def save() -> None:
         if checkpoint is not None:
-            save_state({"settings": settings.defining(), "step": step, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                        **({} if scaler is None else {"scaler": scaler.state_dict()})}, checkpoint)
+            save_state(
+                {
+                    "settings": settings.defining(),
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    **({} if scaler is None else {"scaler": scaler.state_dict()}),
+                },
+                checkpoint,
+            )
 
     if distill is not None:
         distill.teacher.eval()
@@ -130,8 +156,9 @@ def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: 
             epoch, skip = divmod(step, steps_per_epoch)
             epoch_rate = Throughput()
             started = time.perf_counter()
-            batches = reader.batches(shuffle=True, seed=settings.seed, epoch=epoch, drop_last=True, start=skip,
-                                     count=total_steps - step)
+            batches = reader.batches(
+                shuffle=True, seed=settings.seed, epoch=epoch, drop_last=True, start=skip, count=total_steps - step
+            )
             for images, labels in batches:
                 images, labels = runtime.to_device(images), runtime.to_device(labels)
                 runtime.seed(_step_seed(settings.seed, step))
@@ -142,20 +169,26 @@ def train(model: nn.Module, data: Dataset, settings: TrainSettings, checkpoint: 
                     else:
                         with torch.no_grad():
                             teacher_logits = distill.teacher(images)
-                        loss = distillation_loss(logits.float(), teacher_logits.float(), labels, distill.temperature,
-                                                 distill.alpha)
+                        loss = distillation_loss(
+                            logits.float(), teacher_logits.float(), labels, distill.temperature, distill.alpha
+                        )
                 descend(optimizer, schedule, loss, f"{label}: loss became {{}} at step {step}.", scaler)
                 step += 1
                 now = time.perf_counter()
                 epoch_rate.add(len(labels), now - started)
                 counted.add(len(labels), now - started)
                 started = now
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f} "
-                                                 f"{epoch_rate.per_second:.0f} img/s")
+                bar.update(
+                    task,
+                    advance=1,
+                    info=f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f} {epoch_rate.per_second:.0f} img/s",
+                )
                 if step % CHECKPOINT_EVERY_STEPS == 0 or step % steps_per_epoch == 0 or step == total_steps:
                     save()
             if not bar.console.is_terminal:  # logs get one line per epoch instead of a live bar
-                console.log(f"{label}: epoch {epoch + 1}/{epochs} done, last loss {loss.item():.3f}, "
-                            f"{epoch_rate.per_second:.0f} img/s on {runtime.describe()}")
+                console.log(
+                    f"{label}: epoch {epoch + 1}/{epochs} done, last loss {loss.item():.3f}, "
+                    f"{epoch_rate.per_second:.0f} img/s on {runtime.describe()}"
+                )
     model.eval()
     return model

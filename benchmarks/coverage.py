@@ -40,16 +40,16 @@ from typing import TypeVar
 
 import torch
 import torchvision
+from make_image_folder import check_request, make_image_folder
+from results import append_section, markdown_table, print_table
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import autocomp
-from autocomp.config import RunConfig, build_config
+from autocomp.app.config import RunConfig, build_config
 from autocomp.graph.heads import HEAD_COUNTS
 from autocomp.io import export_program
-from make_image_folder import check_request, make_image_folder
-from results import append_section, markdown_table, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE_GMACS = 100.0
@@ -60,10 +60,33 @@ VOCAB = 1000
 TOKENS = 128
 FACTORY = "benchmarks.coverage:torchvision_model"
 SEARCH_MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x0_5", "convnext_tiny"]
-HEADER = ["model", "input", "ref GMACs", "GMACs", "error", "prunable", "keep 0.5", "heads", "save/load", "export",
-          "speed-up", "s", "errors"]
-SEARCH_HEADER = ["model", "trials", "failed", "GMACs", "best MACs", "baseline test acc", "best val acc",
-                 "best test acc", "wall s", "error"]
+HEADER = [
+    "model",
+    "input",
+    "ref GMACs",
+    "GMACs",
+    "error",
+    "prunable",
+    "keep 0.5",
+    "heads",
+    "save/load",
+    "export",
+    "speed-up",
+    "s",
+    "errors",
+]
+SEARCH_HEADER = [
+    "model",
+    "trials",
+    "failed",
+    "GMACs",
+    "best MACs",
+    "baseline test acc",
+    "best val acc",
+    "best test acc",
+    "wall s",
+    "error",
+]
 T = TypeVar("T")
 
 
@@ -118,14 +141,33 @@ def transformers_cases() -> list[Case]:
     image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     bert = hf.BertConfig(num_labels=10)
     gpt2 = hf.GPT2Config(use_cache=False)
-    vit = hf.ViTConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
-                       image_size=224, patch_size=16, num_labels=10)
-    small_gpt2 = hf.GPT2Config(vocab_size=VOCAB, n_positions=TOKENS, n_embd=128, n_layer=4, n_head=4, num_labels=10,
-                               use_cache=False, bos_token_id=0, eos_token_id=0, pad_token_id=0)  # pad: for batch 2
-    return [Case("hf_bert_base", lambda: hf.BertForSequenceClassification(bert), tokens, bert_macs(bert, TOKENS), "h"),
-            Case("hf_gpt2", lambda: hf.GPT2LMHeadModel(gpt2), tokens, gpt2_macs(gpt2, TOKENS), "h"),
-            Case("hf_vit_small", lambda: hf.ViTForImageClassification(vit), image, None),
-            Case("hf_gpt2_small_cls", lambda: hf.GPT2ForSequenceClassification(small_gpt2), tokens, None)]
+    vit = hf.ViTConfig(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        image_size=224,
+        patch_size=16,
+        num_labels=10,
+    )
+    small_gpt2 = hf.GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=TOKENS,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        num_labels=10,
+        use_cache=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )  # pad: for batch 2
+    return [
+        Case("hf_bert_base", lambda: hf.BertForSequenceClassification(bert), tokens, bert_macs(bert, TOKENS), "h"),
+        Case("hf_gpt2", lambda: hf.GPT2LMHeadModel(gpt2), tokens, gpt2_macs(gpt2, TOKENS), "h"),
+        Case("hf_vit_small", lambda: hf.ViTForImageClassification(vit), image, None),
+        Case("hf_gpt2_small_cls", lambda: hf.GPT2ForSequenceClassification(small_gpt2), tokens, None),
+    ]
 
 
 def first_line(err: BaseException) -> str:
@@ -248,16 +290,33 @@ def coverage_row(case: Case) -> list[str]:
         speed = attempt(errors, "speed-up", lambda: speedup(model, small, x))
     error = None if reference is None or macs is None else (macs - reference) / reference
     mark = "*" if case.reference_macs is None else case.mark
-    return [case.name, describe_input(x), giga(reference) + mark, giga(macs), number(error, "+.1%"),
-            number(share, ".1%"), number(kept, ".1%"), heads or "-", saved or "-", export or "-", number(speed, ".2f"),
-            f"{time.perf_counter() - started:.0f}", "; ".join(errors)]
+    return [
+        case.name,
+        describe_input(x),
+        giga(reference) + mark,
+        giga(macs),
+        number(error, "+.1%"),
+        number(share, ".1%"),
+        number(kept, ".1%"),
+        heads or "-",
+        saved or "-",
+        export or "-",
+        number(speed, ".2f"),
+        f"{time.perf_counter() - started:.0f}",
+        "; ".join(errors),
+    ]
 
 
 def skipped_row(case: Case) -> list[str]:
     """The row of a model --skip-large leaves out, saying why."""
     gmacs = case.reference_macs / 1e9
-    return [case.name, describe_input(case.example), f"{gmacs:.4g}", *["-"] * 9,
-            f"skipped: over {LARGE_GMACS:.0f} GMACs (--no-skip-large runs it)"]
+    return [
+        case.name,
+        describe_input(case.example),
+        f"{gmacs:.4g}",
+        *["-"] * 9,
+        f"skipped: over {LARGE_GMACS:.0f} GMACs (--no-skip-large runs it)",
+    ]
 
 
 def cases(names: list[str] | None) -> list[Case]:
@@ -284,16 +343,20 @@ def coverage_table(args: argparse.Namespace) -> list[list[str]]:
 
 def search_config(arch: str, folder: Path, args: argparse.Namespace) -> RunConfig:
     """A short search of ``arch`` (this file's factory) on the image folder at ``folder``, at most half the MACs."""
-    return build_config({
-        "model": {"factory": FACTORY, "kwargs": {"arch": arch}},
-        "data": {"name": "image_folder", "dir": str(folder), "val_size": 100},
-        "baseline": {"epochs": 1, "batch_size": 32, "lr": 0.02, "max_steps": args.baseline_steps},
-        "constraints": [{"metric": "macs", "max": 0.5}],
-        "search": {"agent": "tpe", "trials": args.trials},
-        "evaluator": {"fidelity": "bn", "bn_batches": 2, "batch_size": 50, "val_examples": 100},
-        "finetune": {"epochs": 1, "batch_size": 32, "max_steps": args.finetune_steps},
-        "threads": args.threads, "device": "cpu",
-    }, source="coverage.py search")
+    return build_config(
+        {
+            "model": {"factory": FACTORY, "kwargs": {"arch": arch}},
+            "data": {"name": "image_folder", "dir": str(folder), "val_size": 100},
+            "baseline": {"epochs": 1, "batch_size": 32, "lr": 0.02, "max_steps": args.baseline_steps},
+            "constraints": [{"metric": "macs", "max": 0.5}],
+            "search": {"agent": "tpe", "trials": args.trials},
+            "evaluator": {"fidelity": "bn", "bn_batches": 2, "batch_size": 50, "val_examples": 100},
+            "finetune": {"epochs": 1, "batch_size": 32, "max_steps": args.finetune_steps},
+            "threads": args.threads,
+            "device": "cpu",
+        },
+        source="coverage.py search",
+    )
 
 
 def search_row(arch: str, folder: Path, args: argparse.Namespace) -> list[str]:
@@ -307,9 +370,18 @@ def search_row(arch: str, folder: Path, args: argparse.Namespace) -> list[str]:
     except Exception as err:  # a model the search cannot take: reported, and the next one runs
         return [arch, *["-"] * 7, f"{time.perf_counter() - started:.0f}", first_line(err)]
     base, best = report["baseline"], report["best"]
-    return [arch, str(report["trials"]), str(report["failed_trials"]), f"{base['macs'] / 1e9:.4f}",
-            f"{best['macs'] / base['macs']:.1%}", f"{base['test_accuracy']:.1%}", f"{best['val_accuracy']:.1%}",
-            f"{best['test_accuracy']:.1%}", f"{time.perf_counter() - started:.0f}", ""]
+    return [
+        arch,
+        str(report["trials"]),
+        str(report["failed_trials"]),
+        f"{base['macs'] / 1e9:.4f}",
+        f"{best['macs'] / base['macs']:.1%}",
+        f"{base['test_accuracy']:.1%}",
+        f"{best['val_accuracy']:.1%}",
+        f"{best['test_accuracy']:.1%}",
+        f"{time.perf_counter() - started:.0f}",
+        "",
+    ]
 
 
 def search_table(args: argparse.Namespace) -> list[list[str]]:
@@ -333,30 +405,46 @@ def record(args: argparse.Namespace, rows: list[list[str]], searches: list[list[
     """Append the tables to RESULTS.md with what they measure."""
     body = []
     if rows:
-        body += [f"Each model without weights, in eval mode, batch 1 (torchvision at its published weights' input size; "
-                 f"BERT-base and GPT-2 from their default configs, a ViT and a GPT-2 classifier of hidden 128, 4 heads and 4 layers, {TOKENS} tokens). ref GMACs: torchvision's "
-                 "published `_ops` (MACs), * FlopCounterMode / 2; error: `autocomp.measure` against it; prunable: "
-                 "MACs of `prunable_layers` over all; keep 0.5: MACs after `Policy.uniform(layers, keep=0.5)`; "
-                 "heads: attention heads before -> after; "
-                 f"save/load and export: outputs within {TOLERANCE}; speed-up: median latency original / small "
-                 f"({REPEATS} turns, {args.threads} threads); s: the row's seconds.", "",
-                 *markdown_table(HEADER, rows), ""]
+        body += [
+            f"Each model without weights, in eval mode, batch 1 (torchvision at its published weights' input size; "
+            f"BERT-base and GPT-2 from their default configs, a ViT and a GPT-2 classifier of hidden 128, 4 heads and 4 layers, {TOKENS} tokens). ref GMACs: torchvision's "
+            "published `_ops` (MACs), * FlopCounterMode / 2; error: `autocomp.measure` against it; prunable: "
+            "MACs of `prunable_layers` over all; keep 0.5: MACs after `Policy.uniform(layers, keep=0.5)`; "
+            "heads: attention heads before -> after; "
+            f"save/load and export: outputs within {TOLERANCE}; speed-up: median latency original / small "
+            f"({REPEATS} turns, {args.threads} threads); s: the row's seconds.",
+            "",
+            *markdown_table(HEADER, rows),
+            "",
+        ]
     if searches:
-        body += [f"Searches: TPE, {args.trials} trials, BatchNorm-recalibration scores, at most 50% of the MACs, "
-                 f"baseline {args.baseline_steps} steps (lr 0.02) and fine-tune {args.finetune_steps} steps of 32, on "
-                 f"{args.train_images} training and {args.test_images} test images of Fashion-MNIST at "
-                 f"{args.image_size}x{args.image_size} RGB; wall s includes the baseline's training.", "",
-                 *markdown_table(SEARCH_HEADER, searches), ""]
+        body += [
+            f"Searches: TPE, {args.trials} trials, BatchNorm-recalibration scores, at most 50% of the MACs, "
+            f"baseline {args.baseline_steps} steps (lr 0.02) and fine-tune {args.finetune_steps} steps of 32, on "
+            f"{args.train_images} training and {args.test_images} test images of Fashion-MNIST at "
+            f"{args.image_size}x{args.image_size} RGB; wall s includes the baseline's training.",
+            "",
+            *markdown_table(SEARCH_HEADER, searches),
+            "",
+        ]
     append_section("Coverage: torchvision and Hugging Face models", "python " + shlex.join(sys.argv), body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=None,
-                        help="torchvision names and hf_bert_base, hf_gpt2, hf_vit_small, hf_gpt2_small_cls (default: all; "
-                             "none given: no coverage table)")
-    parser.add_argument("--skip-large", action=argparse.BooleanOptionalAction, default=True,
-                        help=f"skip models of more than {LARGE_GMACS:.0f} published GMACs (regnet_y_128gf, vit_h_14)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help="torchvision names and hf_bert_base, hf_gpt2, hf_vit_small, hf_gpt2_small_cls (default: all; "
+        "none given: no coverage table)",
+    )
+    parser.add_argument(
+        "--skip-large",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"skip models of more than {LARGE_GMACS:.0f} published GMACs (regnet_y_128gf, vit_h_14)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--search", action="store_true", help="also run the short searches")
     parser.add_argument("--search-models", nargs="+", default=SEARCH_MODELS)

@@ -31,10 +31,18 @@ from results import append_section, markdown_table, print_table, trained_baselin
 
 import agents
 from autocomp import zoo
-from autocomp.baseline import baseline_key, cache_root
+from autocomp.app.baseline import baseline_key
+from autocomp.cache import cache_root
 from autocomp.cost import measure
 from autocomp.data import load_dataset
-from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, accuracy, kendall_tau
+from autocomp.evaluate import (
+    Evaluator,
+    EvaluatorSettings,
+    Fidelity,
+    ProxyTraining,
+    accuracy,
+    kendall_tau,
+)
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from autocomp.runtime import Runtime
@@ -67,13 +75,20 @@ def random_policies(space: Space, budget: Budget, count: int, seed: int) -> list
     return list(policies.values())
 
 
-def reference(evaluator: Evaluator, data, policy: Policy, settings: TrainSettings, temperature: float,
-              alpha: float) -> Reference:
+def reference(
+    evaluator: Evaluator, data, policy: Policy, settings: TrainSettings, temperature: float, alpha: float
+) -> Reference:
     """Compress, recalibrate BN, fine-tune one epoch with distillation, then score on the test set."""
     start = time.perf_counter()
     small = evaluator.build(policy)
-    train(small, data.train, settings, distill=Distillation(evaluator.teacher, temperature, alpha), label="reference",
-          runtime=evaluator.runtime)
+    train(
+        small,
+        data.train,
+        settings,
+        distill=Distillation(evaluator.teacher, temperature, alpha),
+        label="reference",
+        runtime=evaluator.runtime,
+    )
     seconds = time.perf_counter() - start
     return Reference(accuracy(small, data.test, runtime=evaluator.runtime), seconds)
 
@@ -90,8 +105,12 @@ def candidate_speed(runtime: Runtime, count: int, steps: int = 50, batch_size: i
     space = Space.from_graph(graph, (Axis(PruneRatio(low=0.2), "group"),), 1, frozen=())
     budget = Budget(graph, [Constraint.create("macs", 0.5, True, measure(model, example))])
     policies = random_policies(space, budget, count + 1, seed=0)
-    settings = EvaluatorSettings(fidelity=Fidelity("proxy", steps=steps), proxy=ProxyTraining(batch_size=batch_size),
-                                 bn_batches=10, val_examples=1000)
+    settings = EvaluatorSettings(
+        fidelity=Fidelity("proxy", steps=steps),
+        proxy=ProxyTraining(batch_size=batch_size),
+        bn_batches=10,
+        val_examples=1000,
+    )
     evaluator = Evaluator(model, example, data.train, data.val, settings, runtime)
     evaluator.score(policies[0])
     runtime.synchronize()
@@ -121,8 +140,9 @@ def resident_mb() -> float:
     return pages * 4096 / 2**20
 
 
-def memory_growth(baseline: torch.nn.Module, example: torch.Tensor, data, base: EvaluatorSettings,
-                  policies: list[Policy]) -> str:
+def memory_growth(
+    baseline: torch.nn.Module, example: torch.Tensor, data, base: EvaluatorSettings, policies: list[Policy]
+) -> str:
     """Resident memory over evaluations of distinct policies (cheap fidelity: the evaluator's path, not its speed)."""
     fidelity = Fidelity("proxy", steps=5)
     settings = replace(base, fidelity=fidelity, bn_batches=2, val_examples=500)
@@ -134,11 +154,14 @@ def memory_growth(baseline: torch.nn.Module, example: torch.Tensor, data, base: 
             gc.collect()
             readings.append((index + 1, resident_mb()))
     after_warmup = next((mb for n, mb in readings if n > 20), readings[0][1])
-    return (f"Memory over {len(policies)} evaluations of distinct policies ({fidelity.describe()}, "
-            f"{settings.val_examples} held-out examples): resident {readings[0][1]:.0f} MB after the first, "
-            f"{readings[-1][1]:.0f} MB after the last: growth {readings[-1][1] - readings[0][1]:+.1f} MB "
-            f"({readings[-1][1] - after_warmup:+.1f} MB after evaluation 21); readings every 10: "
-            + ", ".join(f"{mb:.0f}" for _, mb in readings) + " MB.")
+    return (
+        f"Memory over {len(policies)} evaluations of distinct policies ({fidelity.describe()}, "
+        f"{settings.val_examples} held-out examples): resident {readings[0][1]:.0f} MB after the first, "
+        f"{readings[-1][1]:.0f} MB after the last: growth {readings[-1][1] - readings[0][1]:+.1f} MB "
+        f"({readings[-1][1] - after_warmup:+.1f} MB after evaluation 21); readings every 10: "
+        + ", ".join(f"{mb:.0f}" for _, mb in readings)
+        + " MB."
+    )
 
 
 def main() -> None:
@@ -152,8 +175,13 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--speed", type=int, default=0, metavar="N",
-                        help="only time N resnet56 proxy candidates at 32x32 (candidates per second)")
+    parser.add_argument(
+        "--speed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time N resnet56 proxy candidates at 32x32 (candidates per second)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     runtime = Runtime.create(args.device, args.precision)
@@ -162,23 +190,34 @@ def main() -> None:
         rows = [candidate_speed(runtime, args.speed)]
         print_table(header, rows)
         if not args.no_record:
-            append_section("Proxy candidates per second: resnet56 at 32x32", "python " + shlex.join(sys.argv),
-                           markdown_table(header, rows))
+            append_section(
+                "Proxy candidates per second: resnet56 at 32x32",
+                "python " + shlex.join(sys.argv),
+                markdown_table(header, rows),
+            )
         return
 
     config, data, baseline = trained_baseline(args.config)
     example = data.example_input()
     graph = ModelGraph(baseline, example)
     # as recorded: every channel group searched (no frozen layers)
-    space = Space.from_graph(graph, (Axis(PruneRatio(low=config.space.keep.low), "group"),), config.space.channel_multiple,
-                             frozen=())
+    space = Space.from_graph(
+        graph, (Axis(PruneRatio(low=config.space.keep.low), "group"),), config.space.channel_multiple, frozen=()
+    )
     budget = Budget(graph, [Constraint.create("macs", args.macs, True, measure(baseline, example))])
     policies = random_policies(space, budget, args.policies, seed=0)
 
-    base = EvaluatorSettings(bn_batches=config.evaluator.bn_batches, val_examples=None, criterion=config.search.criterion)
+    base = EvaluatorSettings(
+        bn_batches=config.evaluator.bn_batches, val_examples=None, criterion=config.search.criterion
+    )
     bn_only = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=Fidelity("bn")), runtime)
-    finetune = TrainSettings(epochs=1, batch_size=config.finetune.batch_size, lr=config.finetune.lr,
-                             momentum=config.finetune.momentum, weight_decay=config.finetune.weight_decay)
+    finetune = TrainSettings(
+        epochs=1,
+        batch_size=config.finetune.batch_size,
+        lr=config.finetune.lr,
+        momentum=config.finetune.momentum,
+        weight_decay=config.finetune.weight_decay,
+    )
     folder = cache_root() / "fidelity" / f"{baseline_key(config)}-macs{args.macs}"
 
     def reference_of(policy: Policy) -> Reference:
@@ -186,7 +225,7 @@ def main() -> None:
 
     references = []
     for index, policy in enumerate(policies):
-        references.append(cached_reference(folder, policy, lambda: reference_of(policy)))
+        references.append(cached_reference(folder, policy, lambda policy=policy: reference_of(policy)))
         print(f"reference {index + 1}/{len(policies)}: {references[-1].test_accuracy:.2%}", flush=True)
     if args.reference_only:
         return
@@ -201,8 +240,9 @@ def main() -> None:
 
     rows = []
     for label, (fidelity, proxy) in FIDELITIES.items():
-        evaluator = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=fidelity, proxy=proxy),
-                              runtime)
+        evaluator = Evaluator(
+            baseline, example, data.train, data.val, replace(base, fidelity=fidelity, proxy=proxy), runtime
+        )
         results = [evaluator.score(policy) for policy in policies]
         failed = [r for r in results if r.failed]
         if failed:
@@ -211,12 +251,27 @@ def main() -> None:
         overhead = sum(r.timing.overhead for r in results) / sum(r.seconds for r in results)
         tau = kendall_tau([r.accuracy for r in results], truth)
         tau_loss = kendall_tau([-r.loss for r in results], truth)
-        rows.append([label, f"{seconds:.2f}", f"{timed_reference / seconds:.0f}x", f"{overhead:.1%}",
-                     f"{tau:.3f}", f"{tau_loss:.3f}"])
-        print_table(["fidelity", "s/candidate", "cheaper than reference", "overhead", "tau (accuracy)",
-                     "tau (-loss)"], rows)
-    header = ["fidelity", "s / candidate", "cheaper than reference", "overhead", "Kendall tau (val accuracy)",
-              "Kendall tau (-val loss)"]
+        rows.append(
+            [
+                label,
+                f"{seconds:.2f}",
+                f"{timed_reference / seconds:.0f}x",
+                f"{overhead:.1%}",
+                f"{tau:.3f}",
+                f"{tau_loss:.3f}",
+            ]
+        )
+        print_table(
+            ["fidelity", "s/candidate", "cheaper than reference", "overhead", "tau (accuracy)", "tau (-loss)"], rows
+        )
+    header = [
+        "fidelity",
+        "s / candidate",
+        "cheaper than reference",
+        "overhead",
+        "Kendall tau (val accuracy)",
+        "Kendall tau (-val loss)",
+    ]
     rows.append(["reference: 1-epoch KD fine-tune, test accuracy", f"{timed_reference:.1f}", "1x", "", "1", "1"])
 
     print_table(header, rows)
@@ -226,9 +281,11 @@ def main() -> None:
     mean = sum(truth) / len(truth)
     spread_std = (sum((t - mean) ** 2 for t in truth) / (len(truth) - 1)) ** 0.5
     sampling_std = (mean * (1 - mean) / len(data.test)) ** 0.5
-    noise = (f"Reference spread: standard deviation {spread_std:.2%} across the policies, beside a binomial "
-             f"standard error of {sampling_std:.2%} for one test accuracy on {len(data.test)} images: the candidates "
-             "differ by about as much as one measurement's noise, which caps the attainable tau.")
+    noise = (
+        f"Reference spread: standard deviation {spread_std:.2%} across the policies, beside a binomial "
+        f"standard error of {sampling_std:.2%} for one test accuracy on {len(data.test)} images: the candidates "
+        "differ by about as much as one measurement's noise, which caps the attainable tau."
+    )
     print(noise)
 
     if not args.no_record:

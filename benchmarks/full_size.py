@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from autocomp import zoo
 from make_image_folder import check_request, make_image_folder
 from results import append_section, markdown_table, print_table
+
+from autocomp import zoo
 
 CONFIG = "configs/imagefolder_mobilenet_v2.yaml"
 SHORT = {  # flag: (config key, default), each passed to the search as --set KEY=VALUE
@@ -51,8 +51,17 @@ SHORT = {  # flag: (config key, default), each passed to the search as --set KEY
 SAMPLE_SECONDS = 0.2
 PEAK_GOAL_MB = 3 * 1024
 SPREAD_GOAL_MB = 300
-HEADER = ["train images", "peak RSS tree (MB)", "peak RSS main (MB)", "peak PSS tree (MB)", "train img/s",
-          "score img/s", "s per candidate", "wall s", "device"]
+HEADER = [
+    "train images",
+    "peak RSS tree (MB)",
+    "peak RSS main (MB)",
+    "peak PSS tree (MB)",
+    "train img/s",
+    "score img/s",
+    "s per candidate",
+    "wall s",
+    "device",
+]
 
 
 @dataclass
@@ -157,8 +166,17 @@ def overrides(args: argparse.Namespace, folder: Path, checkpoint: Path) -> list[
 
 def search_command(config: str, run: Path, settings: list[str]) -> list[str]:
     """`autocomp search` of ``config`` into ``run`` with ``settings``, by this interpreter (whichever venv it is)."""
-    return [sys.executable, "-m", "autocomp.cli", "search", "--config", config, "--out", str(run),
-            *(part for setting in settings for part in ("--set", setting))]
+    return [
+        sys.executable,
+        "-m",
+        "autocomp.app.cli",
+        "search",
+        "--config",
+        config,
+        "--out",
+        str(run),
+        *(part for setting in settings for part in ("--set", setting)),
+    ]
 
 
 def number(value: object, spec: str) -> str:
@@ -170,22 +188,31 @@ def table_row(size: int, peaks: Peaks, report: dict) -> list[str]:
     """One row of `HEADER` from the peaks and the run's report.json (absent keys: n/a)."""
     runtime, evaluator = report.get("runtime", {}), report.get("evaluator", {})
     device = "/".join(str(runtime[key]) for key in ("device", "precision") if key in runtime) or "n/a"
-    return [str(size), f"{peaks.tree_mb:.0f}", f"{peaks.main_mb:.0f}", f"{peaks.tree_pss_mb:.0f}",
-            number(runtime.get("train_images_per_second"), ".0f"),
-            number(runtime.get("score_images_per_second"), ".0f"),
-            number(evaluator.get("seconds_per_evaluation"), ".2f"),
-            number(report.get("wall_seconds"), ".0f"), device]
+    return [
+        str(size),
+        f"{peaks.tree_mb:.0f}",
+        f"{peaks.main_mb:.0f}",
+        f"{peaks.tree_pss_mb:.0f}",
+        number(runtime.get("train_images_per_second"), ".0f"),
+        number(runtime.get("score_images_per_second"), ".0f"),
+        number(evaluator.get("seconds_per_evaluation"), ".2f"),
+        number(report.get("wall_seconds"), ".0f"),
+        device,
+    ]
 
 
 def goal_lines(tree_peaks: list[float]) -> list[str]:
     """PASS or FAIL for each goal: the tree's peak PSS under 3 GB, and the same within 300 MB across sizes."""
     highest, spread = max(tree_peaks), max(tree_peaks) - min(tree_peaks)
     verdict = {True: "PASS", False: "FAIL"}
-    spread_line = (f"{verdict[spread <= SPREAD_GOAL_MB]} ({spread:.0f} MB)" if len(tree_peaks) > 1
-                   else "n/a (one size only)")
-    return [f"Peak PSS of the process tree under {PEAK_GOAL_MB} MB at every size: "
-            f"{verdict[highest < PEAK_GOAL_MB]} (highest {highest:.0f} MB).",
-            f"Difference in that peak between the sizes within {SPREAD_GOAL_MB} MB: {spread_line}."]
+    spread_line = (
+        f"{verdict[spread <= SPREAD_GOAL_MB]} ({spread:.0f} MB)" if len(tree_peaks) > 1 else "n/a (one size only)"
+    )
+    return [
+        f"Peak PSS of the process tree under {PEAK_GOAL_MB} MB at every size: "
+        f"{verdict[highest < PEAK_GOAL_MB]} (highest {highest:.0f} MB).",
+        f"Difference in that peak between the sizes within {SPREAD_GOAL_MB} MB: {spread_line}.",
+    ]
 
 
 def data_folder(args: argparse.Namespace, size: int) -> Path:
@@ -201,8 +228,11 @@ def make_folders(args: argparse.Namespace) -> None:
     for size in args.train_sizes:
         folder = data_folder(args, size)
         made = make_image_folder(folder, size, args.test, args.size, args.make_workers)
-        print(f"{folder}: {made.counts['train']} train and {made.counts['test']} test images "
-              f"({made.written} written now), {made.total_bytes / 2**20:.1f} MB", flush=True)
+        print(
+            f"{folder}: {made.counts['train']} train and {made.counts['test']} test images "
+            f"({made.written} written now), {made.total_bytes / 2**20:.1f} MB",
+            flush=True,
+        )
 
 
 def measure(args: argparse.Namespace, size: int, checkpoint: Path) -> tuple[list[str], Peaks]:
@@ -230,8 +260,11 @@ def main() -> None:
     parser.add_argument("--make-workers", type=int, default=2, help="processes writing a folder's images")
     parser.add_argument("--data-root", default="benchmarks/data/fmnist224", help="where the folders are made")
     parser.add_argument("--runs-root", default="runs/full_size", help="where the run folders and logs go")
-    parser.add_argument("--keep", action="store_true", help="keep a run folder already there (its run resumes) "
-                                                             "instead of deleting it first")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep a run folder already there (its run resumes) instead of deleting it first",
+    )
     parser.add_argument("--config", default=CONFIG)
     for flag, (key, default) in SHORT.items():
         parser.add_argument(flag, type=type(default), default=default, help=f"--set {key}= (default {default})")
@@ -252,14 +285,23 @@ def main() -> None:
     print("\n".join(goals))
     if args.record:
         settings = ", ".join([*short_settings(args), *args.set])
-        append_section("Full-size images: memory and speed of a short search", "python " + shlex.join(sys.argv), [
-            f"MobileNetV2 (seeded initial weights, no baseline training), `{args.config}` on generated image folders: "
-            f"Fashion-MNIST tinted and resized to {args.size}x{args.size} RGB JPEG, the first N training images and "
-            f"{args.test} test images; {settings}. Peak RSS: VmRSS sampled every {SAMPLE_SECONDS} s, of the search "
-            "process alone and summed over its process tree (DataLoader workers included; pages they share count "
-            "once per process); PSS: the same sum with each shared page split among its processes. Speeds and "
-            "seconds per candidate from the run's report.json.", "",
-            *markdown_table(HEADER, rows), "", *goals, ""])
+        append_section(
+            "Full-size images: memory and speed of a short search",
+            "python " + shlex.join(sys.argv),
+            [
+                f"MobileNetV2 (seeded initial weights, no baseline training), `{args.config}` on generated image folders: "
+                f"Fashion-MNIST tinted and resized to {args.size}x{args.size} RGB JPEG, the first N training images and "
+                f"{args.test} test images; {settings}. Peak RSS: VmRSS sampled every {SAMPLE_SECONDS} s, of the search "
+                "process alone and summed over its process tree (DataLoader workers included; pages they share count "
+                "once per process); PSS: the same sum with each shared page split among its processes. Speeds and "
+                "seconds per candidate from the run's report.json.",
+                "",
+                *markdown_table(HEADER, rows),
+                "",
+                *goals,
+                "",
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ from results import append_section, markdown_table, print_table
 import autocomp
 from autocomp.compress import Compressor
 from autocomp.cost import LatencyTarget, measure_latency_ms
-from autocomp.cost.latency_table import LatencyTable
 from autocomp.graph import ModelGraph
+from autocomp.latency_table import LatencyTable
 from autocomp.policy import LayerDecision, Policy
 
 SETTINGS = {  # CIFAR-style inputs
@@ -64,13 +64,28 @@ class Comparison:
 
     def summary(self) -> list[str]:
         errors = [abs(e) for e in self.errors]
-        return [self.model, f"{self.build_seconds:.1f}", self.build_measurements, f"{1000 * self.predict_seconds:.2f}",
-                f"{min(self.measured):.2f} to {max(self.measured):.2f}", f"{statistics.median(errors):.1%}",
-                f"{max(errors):.1%}", f"{statistics.mean(self.errors):+.1%}"]
+        return [
+            self.model,
+            f"{self.build_seconds:.1f}",
+            self.build_measurements,
+            f"{1000 * self.predict_seconds:.2f}",
+            f"{min(self.measured):.2f} to {max(self.measured):.2f}",
+            f"{statistics.median(errors):.1%}",
+            f"{max(errors):.1%}",
+            f"{statistics.mean(self.errors):+.1%}",
+        ]
 
 
-SUMMARY_HEADER = ["model", "build s", "timings in the build", "ms / prediction", "measured ms",
-                  "median abs. error", "max abs. error", "mean error"]
+SUMMARY_HEADER = [
+    "model",
+    "build s",
+    "timings in the build",
+    "ms / prediction",
+    "measured ms",
+    "median abs. error",
+    "max abs. error",
+    "mean error",
+]
 
 
 def random_policies(graph: ModelGraph, count: int, seed: int, low: float = 0.3) -> list[Policy]:
@@ -79,12 +94,18 @@ def random_policies(graph: ModelGraph, count: int, seed: int, low: float = 0.3) 
     policies = []
     for _ in range(count):
         keeps = [rng.uniform(low, 1.0) for _ in graph.groups]
-        policies.append(Policy({name: LayerDecision(keep=keep) for group, keep in zip(graph.groups, keeps)
-                                for name in group.layers}, channel_multiple=1))
+        policies.append(
+            Policy(
+                {name: LayerDecision(keep=keep) for group, keep in zip(graph.groups, keeps) for name in group.layers},
+                channel_multiple=1,
+            )
+        )
     return policies
 
 
-def measured_ms(models: list[torch.nn.Module], example: torch.Tensor, target: LatencyTarget, rounds: int) -> list[float]:
+def measured_ms(
+    models: list[torch.nn.Module], example: torch.Tensor, target: LatencyTarget, rounds: int
+) -> list[float]:
     """`measure_latency_ms` of each model, the models taking turns for ``rounds`` rounds; each model's fastest round."""
     times: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
@@ -93,8 +114,9 @@ def measured_ms(models: list[torch.nn.Module], example: torch.Tensor, target: La
     return [min(model_times) for model_times in times]
 
 
-def compare_predictions(name: str, target: LatencyTarget, cache_dir: Path | None, count: int, seed: int,
-                        rounds: int) -> Comparison:
+def compare_predictions(
+    name: str, target: LatencyTarget, cache_dir: Path | None, count: int, seed: int, rounds: int
+) -> Comparison:
     """Build ``name``'s table for ``target``, then predict and measure ``count`` random policies."""
     torch.manual_seed(seed)
     model = autocomp.models.create(name, **SETTINGS[name]).eval()
@@ -132,29 +154,58 @@ class ConstrainedSearch:
 
     def row(self) -> list[str]:
         verdict = "yes" if 0.9 <= self.use <= 1.0 else "no"
-        return [f"{self.baseline_ms:.3f}", f"{self.limit_ms:.3f}", f"{self.final_ms:.3f}", f"{self.use:.1%}", verdict,
-                f"{self.feasible_trials} / {self.trials}", f"{100 * self.baseline_accuracy:.2f}% -> {100 * self.test_accuracy:.2f}%",
-                f"{self.wall_seconds:.0f}"]
+        return [
+            f"{self.baseline_ms:.3f}",
+            f"{self.limit_ms:.3f}",
+            f"{self.final_ms:.3f}",
+            f"{self.use:.1%}",
+            verdict,
+            f"{self.feasible_trials} / {self.trials}",
+            f"{100 * self.baseline_accuracy:.2f}% -> {100 * self.test_accuracy:.2f}%",
+            f"{self.wall_seconds:.0f}",
+        ]
 
 
-SEARCH_HEADER = ["baseline ms", "limit ms", "final model ms (measured)", "limit used", "within limit and >= 90%",
-                 "measured-feasible trials", "test accuracy", "search s"]
+SEARCH_HEADER = [
+    "baseline ms",
+    "limit ms",
+    "final model ms (measured)",
+    "limit used",
+    "within limit and >= 90%",
+    "measured-feasible trials",
+    "test accuracy",
+    "search s",
+]
 
 
 def constrained_search(config_path: str, fraction: float, trials: int, out: Path) -> ConstrainedSearch:
     """Search ``config_path``'s model under ``latency_ms <= fraction`` of its baseline; the report's measured figures."""
-    from autocomp.config import load_config
+    from autocomp.app.config import load_config
 
-    config = load_config(config_path, [f"constraints=[{{metric: latency_ms, max: {fraction}}}]", f"search.trials={trials}",
-                                       "evaluator.fidelity=bn", "finetune.epochs=1"])
+    config = load_config(
+        config_path,
+        [
+            f"constraints=[{{metric: latency_ms, max: {fraction}}}]",
+            f"search.trials={trials}",
+            "evaluator.fidelity=bn",
+            "finetune.epochs=1",
+        ],
+    )
     start = time.perf_counter()
     report = autocomp.search(config, out).report
     latency = next(c for c in report["constraints"] if c["metric"] == "latency_ms")
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{out / 'study.db'}")
     feasible = sum(bool(t.user_attrs.get("feasible")) for t in study.trials)
-    return ConstrainedSearch(latency["limit"], latency["baseline"], latency["best"], len(study.trials), feasible,
-                             time.perf_counter() - start, report["best"]["test_accuracy"],
-                             report["baseline"]["test_accuracy"])
+    return ConstrainedSearch(
+        latency["limit"],
+        latency["baseline"],
+        latency["best"],
+        len(study.trials),
+        feasible,
+        time.perf_counter() - start,
+        report["best"]["test_accuracy"],
+        report["baseline"]["test_accuracy"],
+    )
 
 
 def main() -> None:
@@ -164,7 +215,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3, help="turns each policy's model is measured (the fastest counts)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns each policy's model is measured (the fastest counts)"
+    )
     parser.add_argument("--fresh", action="store_true", help="build the tables in an empty folder (time a full build)")
     parser.add_argument("--record", action="store_true", help="append the results to RESULTS.md")
     parser.add_argument("--search-only", action="store_true", help="run the latency-constrained search only")
@@ -188,37 +241,54 @@ def search(args: argparse.Namespace) -> None:
     print(f"\nlatency-constrained search: {args.config}, latency_ms <= {args.fraction} of the baseline")
     print_table(SEARCH_HEADER, [result.row()])
     if args.record:
-        body = [f"`autocomp search --config {args.config}` with `constraints=[{{metric: latency_ms, max: {args.fraction}}}]`, "
-                f"{args.trials} trials, BN-recalibration scores, 1-epoch fine-tune; latency target from the config "
-                "(cpu, batch 1, torch's threads). The limit and the final model's latency are the report's, both measured "
-                "(median of 20 passes after 5 warm-up passes); every trial was measured too, and only measured-feasible "
-                "trials could be chosen.", "", *markdown_table(SEARCH_HEADER, [result.row()])]
-        append_section("Latency-constrained search", shlex.join(["python", "benchmarks/latency.py", *sys.argv[1:]]), body)
+        body = [
+            f"`autocomp search --config {args.config}` with `constraints=[{{metric: latency_ms, max: {args.fraction}}}]`, "
+            f"{args.trials} trials, BN-recalibration scores, 1-epoch fine-tune; latency target from the config "
+            "(cpu, batch 1, torch's threads). The limit and the final model's latency are the report's, both measured "
+            "(median of 20 passes after 5 warm-up passes); every trial was measured too, and only measured-feasible "
+            "trials could be chosen.",
+            "",
+            *markdown_table(SEARCH_HEADER, [result.row()]),
+        ]
+        append_section(
+            "Latency-constrained search", shlex.join(["python", "benchmarks/latency.py", *sys.argv[1:]]), body
+        )
 
 
 def compare(args: argparse.Namespace, target: LatencyTarget) -> None:
     """Table predictions against measurements on the zoo models, printed and (with --record) appended to RESULTS.md."""
     with tempfile.TemporaryDirectory() as fresh:
         cache_dir = Path(fresh) if args.fresh else None
-        comparisons = [compare_predictions(name, target, cache_dir, args.policies, args.seed, args.rounds)
-                       for name in args.models]
+        comparisons = [
+            compare_predictions(name, target, cache_dir, args.policies, args.seed, args.rounds) for name in args.models
+        ]
     for comparison in comparisons:
         print(f"\n{comparison.model}, {'x'.join(map(str, INPUT))}: predicted against measured ms")
-        print_table(["policy", "predicted", "measured", "error"],
-                    [[i, f"{p:.3f}", f"{m:.3f}", f"{e:+.1%}"] for i, (p, m, e) in
-                     enumerate(zip(comparison.predicted, comparison.measured, comparison.errors))])
+        print_table(
+            ["policy", "predicted", "measured", "error"],
+            [
+                [i, f"{p:.3f}", f"{m:.3f}", f"{e:+.1%}"]
+                for i, (p, m, e) in enumerate(zip(comparison.predicted, comparison.measured, comparison.errors))
+            ],
+        )
     rows = [comparison.summary() for comparison in comparisons]
     print(f"\n{target.describe()}")
     print_table(SUMMARY_HEADER, rows)
     if args.record:
-        body = [f"Target: {target.describe()}. Input {'x'.join(map(str, INPUT))}, {args.policies} random policies per "
-                "model (each channel group keeps a uniform random fraction in [0.3, 1.0], channel multiple 1, seed "
-                f"{args.seed}); measured = fastest of {args.rounds} interleaved `measure_latency_ms` runs of the "
-                "compressed model; error = (predicted - measured) / measured. Build s: table build "
-                f"({'from an empty cache' if args.fresh else 'from the existing cache'}).", "",
-                *markdown_table(SUMMARY_HEADER, rows)]
-        append_section("Latency lookup table: prediction against measurement",
-                       shlex.join(["python", "benchmarks/latency.py", *sys.argv[1:]]), body)
+        body = [
+            f"Target: {target.describe()}. Input {'x'.join(map(str, INPUT))}, {args.policies} random policies per "
+            "model (each channel group keeps a uniform random fraction in [0.3, 1.0], channel multiple 1, seed "
+            f"{args.seed}); measured = fastest of {args.rounds} interleaved `measure_latency_ms` runs of the "
+            "compressed model; error = (predicted - measured) / measured. Build s: table build "
+            f"({'from an empty cache' if args.fresh else 'from the existing cache'}).",
+            "",
+            *markdown_table(SUMMARY_HEADER, rows),
+        ]
+        append_section(
+            "Latency lookup table: prediction against measurement",
+            shlex.join(["python", "benchmarks/latency.py", *sys.argv[1:]]),
+            body,
+        )
 
 
 if __name__ == "__main__":

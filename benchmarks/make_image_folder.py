@@ -59,8 +59,12 @@ class Summary:
 
 def check_request(out: Path, train: int, test: int, size: int, workers: int) -> None:
     """Raise ValueError (one sentence) for a request that cannot be met."""
-    for what, value, least in (("training images", train, 1), ("test images", test, 1),
-                               ("the image side (pixels)", size, 8), ("worker processes", workers, 1)):
+    for what, value, least in (
+        ("training images", train, 1),
+        ("test images", test, 1),
+        ("the image side (pixels)", size, 8),
+        ("worker processes", workers, 1),
+    ):
         if value < least:
             raise ValueError(f"{what}: {value} is too few; give at least {least}.")
     existing = next(path for path in (out.absolute(), *out.absolute().parents) if path.exists())
@@ -80,8 +84,10 @@ def idx_file(folder: Path, name: str) -> Path:
 
 def read_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """The N x 28 x 28 images and N labels of one Fashion-MNIST split (``train`` or ``t10k``)."""
-    return (read_idx(idx_file(folder, f"{prefix}-images-idx3-ubyte")),
-            read_idx(idx_file(folder, f"{prefix}-labels-idx1-ubyte")))
+    return (
+        read_idx(idx_file(folder, f"{prefix}-images-idx3-ubyte")),
+        read_idx(idx_file(folder, f"{prefix}-labels-idx1-ubyte")),
+    )
 
 
 def tinted(grey: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
@@ -104,8 +110,9 @@ def write_chunk(chunk: Chunk) -> int:
     return len(chunk.paths)
 
 
-def missing_chunks(out: Path, split: str, count: int, images: np.ndarray, labels: np.ndarray, size: int
-                   ) -> tuple[list[Chunk], int]:
+def missing_chunks(
+    out: Path, split: str, count: int, images: np.ndarray, labels: np.ndarray, size: int
+) -> tuple[list[Chunk], int]:
     """Chunks of the first ``count`` images of ``split`` not yet on disk (sources repeat past the last), and how
     many are there already."""
     number = list(SOURCES).index(split)
@@ -116,9 +123,15 @@ def missing_chunks(out: Path, split: str, count: int, images: np.ndarray, labels
             todo.append((index, path))
     for folder in {path.parent for _, path in todo}:  # only classes with images: the loader refuses empty ones
         folder.mkdir(parents=True, exist_ok=True)
-    chunks = [Chunk([path for _, path in part], images[[index % len(images) for index, _ in part]],
-                    [(number, index) for index, _ in part], size)
-              for part in (todo[start:start + CHUNK] for start in range(0, len(todo), CHUNK))]
+    chunks = [
+        Chunk(
+            [path for _, path in part],
+            images[[index % len(images) for index, _ in part]],
+            [(number, index) for index, _ in part],
+            size,
+        )
+        for part in (todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK))
+    ]
     return chunks, count - len(todo)
 
 
@@ -162,8 +175,9 @@ def make_image_folder(out: Path, train: int = 5000, test: int = 1000, size: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the folder to write (train/ and test/ inside)")
-    parser.add_argument("--train", type=int, default=5000,
-                        help="training images: the first N (past 60000, again in other colours)")
+    parser.add_argument(
+        "--train", type=int, default=5000, help="training images: the first N (past 60000, again in other colours)"
+    )
     parser.add_argument("--test", type=int, default=1000, help="test images: the first M (past 10000, again)")
     parser.add_argument("--size", type=int, default=224, help="side of the square images, in pixels")
     parser.add_argument("--workers", type=int, default=2, help="processes writing images")
@@ -173,9 +187,11 @@ def main() -> None:
     except ValueError as err:
         print(f"make_image_folder.py: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"{args.out}: {summary.counts['train']} train and {summary.counts['test']} test images of "
-          f"{args.size}x{args.size} ({summary.written} written now, {summary.kept} already there), "
-          f"{summary.total_bytes / 2**20:.1f} MB")
+    print(
+        f"{args.out}: {summary.counts['train']} train and {summary.counts['test']} test images of "
+        f"{args.size}x{args.size} ({summary.written} written now, {summary.kept} already there), "
+        f"{summary.total_bytes / 2**20:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import shlex
 import sys
 
 import torch
+from results import append_section, markdown_table, print_table, trained_baseline
 from torch.utils.data import TensorDataset
 
 import autocomp
@@ -24,7 +25,6 @@ from autocomp.cost import compare_latency_ms
 from autocomp.data import as_tensors
 from autocomp.evaluate import accuracy
 from autocomp.train import Distillation, TrainSettings, train
-from results import append_section, markdown_table, print_table, trained_baseline
 
 SETTINGS = {  # label: (weight bits, activation bits); None: floating point
     "fp32": (None, None),
@@ -35,8 +35,9 @@ SETTINGS = {  # label: (weight bits, activation bits); None: floating point
 }
 
 
-def quantize(model: torch.nn.Module, example: torch.Tensor, weight_bits: int | None, act_bits: int | None,
-             calibration: list) -> torch.nn.Module:
+def quantize(
+    model: torch.nn.Module, example: torch.Tensor, weight_bits: int | None, act_bits: int | None, calibration: list
+) -> torch.nn.Module:
     """A quantized copy of ``model`` (first and last layer at 8 bits); a plain copy for fp32."""
     layers = autocomp.model_layers(model, example)
     policy = autocomp.Policy.uniform(layers, weight_bits=weight_bits, act_bits=act_bits)
@@ -71,11 +72,26 @@ def main() -> None:
         after = accuracy(model, data.test)
         cost = autocomp.measure(model, example)
         models[label] = model
-        rows.append([label, f"{before:.2%}", f"{after:.2%}", f"{cost.size_bytes / 1024:,.1f}",
-                     f"{base_cost.size_bits / cost.size_bits:.1f}x", f"{cost.bops / 1e9:,.2f}",
-                     f"{base_cost.bops / cost.bops:.0f}x"])
-    header = ["setting", "test acc. before QAT", f"after {args.steps}-step QAT", "size (KiB)", "smaller",
-              "GBOPs", "fewer BOPs"]
+        rows.append(
+            [
+                label,
+                f"{before:.2%}",
+                f"{after:.2%}",
+                f"{cost.size_bytes / 1024:,.1f}",
+                f"{base_cost.size_bits / cost.size_bits:.1f}x",
+                f"{cost.bops / 1e9:,.2f}",
+                f"{base_cost.bops / cost.bops:.0f}x",
+            ]
+        )
+    header = [
+        "setting",
+        "test acc. before QAT",
+        f"after {args.steps}-step QAT",
+        "size (KiB)",
+        "smaller",
+        "GBOPs",
+        "fewer BOPs",
+    ]
     print_table(header, rows)
 
     simulated = models["W8A8"]
@@ -86,16 +102,29 @@ def main() -> None:
     int8_accuracy = accuracy(int8, data.test)
     latency_rows = []
     for batch in (1, 64):
-        ms = compare_latency_ms({"fp32": baseline, "int8": int8, "W8A8 simulated": simulated}, example,
-                                batch_size=batch, repeats=args.repeats)
-        latency_rows.append([batch, f"{ms['fp32']:.2f}", f"{ms['int8']:.2f}", f"{ms['fp32'] / ms['int8']:.2f}x",
-                             f"{ms['W8A8 simulated']:.2f}"])
+        ms = compare_latency_ms(
+            {"fp32": baseline, "int8": int8, "W8A8 simulated": simulated},
+            example,
+            batch_size=batch,
+            repeats=args.repeats,
+        )
+        latency_rows.append(
+            [
+                batch,
+                f"{ms['fp32']:.2f}",
+                f"{ms['int8']:.2f}",
+                f"{ms['fp32'] / ms['int8']:.2f}x",
+                f"{ms['W8A8 simulated']:.2f}",
+            ]
+        )
     latency_header = ["batch", "fp32 ms", "int8 ms", "int8 speed-up", "simulated W8A8 ms"]
     print_table(latency_header, latency_rows)
-    summary = (f"int8 model (oneDNN int8 kernels): test accuracy {int8_accuracy:.2%} (simulated W8A8 "
-               f"{accuracy(simulated, data.test):.2%}); same top-1 as the simulated model on {agreement:.2%} of the "
-               f"test images, mean |logit difference| {(out - expected).abs().mean().item():.4f} "
-               f"(logit std {expected.std().item():.2f}).")
+    summary = (
+        f"int8 model (oneDNN int8 kernels): test accuracy {int8_accuracy:.2%} (simulated W8A8 "
+        f"{accuracy(simulated, data.test):.2%}); same top-1 as the simulated model on {agreement:.2%} of the "
+        f"test images, mean |logit difference| {(out - expected).abs().mean().item():.4f} "
+        f"(logit std {expected.std().item():.2f})."
+    )
     print(summary)
 
     if not args.no_record:

@@ -12,17 +12,20 @@ import argparse
 import json
 from pathlib import Path
 
-import autocomp
-from autocomp.config import RunConfig
-from autocomp.evaluate import accuracy
 from results import append_section
+
+import autocomp
+from autocomp.app.config import RunConfig
+from autocomp.evaluate import accuracy
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--command", default="make demo", help="the command that produced the run")
-    parser.add_argument("--wall-seconds", type=float, default=None, help="wall time of the whole command, installs included")
+    parser.add_argument(
+        "--wall-seconds", type=float, default=None, help="wall time of the whole command, installs included"
+    )
     args = parser.parse_args()
 
     report = json.loads((args.run_dir / "report.json").read_text())
@@ -39,9 +42,11 @@ def main() -> None:
         ("MACs, baseline -> model.pt re-measured", f"{base['macs']:,} -> {macs:,} ({macs / base['macs']:.1%})"),
         ("budget", "; ".join(f"{c['metric']} <= {c['limit']:,.0f}" for c in report["constraints"])),
         ("params", f"{base['params']:,} -> {report['best']['params']:,}"),
-        (f"CPU latency, batch {report['latency']['batch_size']}",
-         f"{base['latency_ms']:.1f} ms -> {report['best']['latency_ms']:.1f} ms "
-         f"({base['latency_ms'] / report['best']['latency_ms']:.2f}x)"),
+        (
+            f"CPU latency, batch {report['latency']['batch_size']}",
+            f"{base['latency_ms']:.1f} ms -> {report['best']['latency_ms']:.1f} ms "
+            f"({base['latency_ms'] / report['best']['latency_ms']:.2f}x)",
+        ),
         ("trials", f"{report['trials']} ({report['agent']})"),
         ("autocomp search wall time (baseline training included unless cached)", f"{report['wall_seconds']:.0f} s"),
     ]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from autocomp.baseline import prepare_baseline
-from autocomp.config import RunConfig, load_config
+from autocomp.app.baseline import prepare_baseline
+from autocomp.app.config import RunConfig, load_config
 from autocomp.data import DataBundle
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -27,8 +27,10 @@ def trained_baseline(config_path: str) -> tuple[RunConfig, DataBundle, torch.nn.
 def machine() -> str:
     """CPU, cores, torch version and threads (and the GPU, when there is one), for the record."""
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads{gpu}")
+    return (
+        f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads{gpu}"
+    )
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:

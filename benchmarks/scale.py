@@ -32,19 +32,24 @@ import optuna
 import ray
 import torch
 import yaml
-
-from autocomp.baseline import prepare_baseline
-from autocomp.config import RunConfig, build_config
-from autocomp.runners.context import build_evaluator, prepare
-from autocomp.runners.local import run_local
-from autocomp.runners.ray_runner import QUIET, run_ray
-from autocomp.runners.storage import shared_storage
-from autocomp.runners.study import STUDY_NAME, default_storage, finished_trials, open_study
-from autocomp.runners.workers import Worker, plan
 from results import append_section, markdown_table, print_table
 
+from autocomp.app.baseline import prepare_baseline
+from autocomp.app.config import RunConfig, build_config
+from autocomp.app.runners.context import build_evaluator, prepare
+from autocomp.app.runners.local import run_local
+from autocomp.app.runners.ray_runner import QUIET, run_ray
+from autocomp.app.runners.storage import shared_storage
+from autocomp.app.runners.study import (
+    STUDY_NAME,
+    default_storage,
+    finished_trials,
+    open_study,
+)
+from autocomp.app.runners.workers import Worker, plan
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from postgres_server import missing, postgres_server  # noqa: E402  (the tests' server helper)
+from postgres_server import missing, postgres_server
 
 SHORT = {
     "model": {"name": "resnet20"},
@@ -57,8 +62,17 @@ SHORT = {
     "threads": 1,
 }
 """Short candidates: the runner's own costs weigh as much as they ever will."""
-HEAVY = {**SHORT, "evaluator": {"fidelity": "proxy", "steps": 15, "proxy": {"batch_size": 64}, "bn_batches": 2,
-                                "batch_size": 128, "val_examples": 300}}
+HEAVY = {
+    **SHORT,
+    "evaluator": {
+        "fidelity": "proxy",
+        "steps": 15,
+        "proxy": {"batch_size": 64},
+        "bn_batches": 2,
+        "batch_size": 128,
+        "val_examples": 300,
+    },
+}
 """Candidates that take a while to train, for the speed-up of more workers."""
 
 
@@ -96,7 +110,7 @@ def worker_processes(count: int, config: dict, storage: str, folder: Path) -> Me
     """``count`` `autocomp worker` processes sharing the study at ``storage``, timed from their start to the last end."""
     path = folder / f"workers-{count}.yaml"
     path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "autocomp.cli", "worker", "--config", str(path), "--storage", storage]
+    command = [sys.executable, "-m", "autocomp.app.cli", "worker", "--config", str(path), "--storage", storage]
     logs = [folder / f"workers-{count}-{i}.log" for i in range(count)]
     started = time.perf_counter()
     workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w")) for log in logs]
@@ -105,8 +119,11 @@ def worker_processes(count: int, config: dict, storage: str, folder: Path) -> Me
     for code, log in zip(codes, logs):
         if code != 0:
             raise RuntimeError(f"a worker failed: {log.read_text()[-2000:]}")
-    return _measured(f"{count} worker process{'es' if count > 1 else ''} (PostgreSQL)",
-                     optuna.load_study(study_name=STUDY_NAME, storage=storage), wall)
+    return _measured(
+        f"{count} worker process{'es' if count > 1 else ''} (PostgreSQL)",
+        optuna.load_study(study_name=STUDY_NAME, storage=storage),
+        wall,
+    )
 
 
 def _measured(runner: str, study: optuna.Study, wall: float) -> Measured:
@@ -143,47 +160,86 @@ def main() -> None:
         overhead.append(in_process("local", short, None, folder / "local"))
         overhead.append(in_process("postgres", short, fresh(url), folder / "postgres"))
         started = time.perf_counter()
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.ERROR,
-                 num_cpus=2)
+        ray.init(
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            num_cpus=2,
+        )
         ray_start = time.perf_counter() - started
-        overhead.append(in_process("ray", build_config({**SHORT, "search": {"agent": "random", "trials": args.trials},
-                                                        "runner": {"kind": "ray", "concurrent": 1}}), None,
-                                   folder / "ray"))
+        overhead.append(
+            in_process(
+                "ray",
+                build_config(
+                    {
+                        **SHORT,
+                        "search": {"agent": "random", "trials": args.trials},
+                        "runner": {"kind": "ray", "concurrent": 1},
+                    }
+                ),
+                None,
+                folder / "ray",
+            )
+        )
         for concurrent in (1, 2):
             config = build_config({**heavy, "runner": {"kind": "ray", "concurrent": concurrent}})
             measured = in_process("ray", config, None, folder / f"ray-{concurrent}")
-            speedup.append(Measured(f"Ray Tune, {concurrent} trial{'s' if concurrent > 1 else ''} at once",
-                                    measured.trials, measured.wall, measured.evaluating))
+            speedup.append(
+                Measured(
+                    f"Ray Tune, {concurrent} trial{'s' if concurrent > 1 else ''} at once",
+                    measured.trials,
+                    measured.wall,
+                    measured.evaluating,
+                )
+            )
         ray.shutdown()
         for count in (1, 2):
             speedup.append(worker_processes(count, heavy, fresh(url), folder))
 
     local = overhead[0]
-    rows = [[m.runner, m.trials, f"{m.wall:.1f}", f"{m.evaluating:.1f}", f"{m.overhead_ms:.0f}",
-             f"{m.overhead_ms - local.overhead_ms:+.0f}"] for m in overhead]
+    rows = [
+        [
+            m.runner,
+            m.trials,
+            f"{m.wall:.1f}",
+            f"{m.evaluating:.1f}",
+            f"{m.overhead_ms:.0f}",
+            f"{m.overhead_ms - local.overhead_ms:+.0f}",
+        ]
+        for m in overhead
+    ]
     header = ["runner", "trials", "wall s", "evaluating s", "overhead ms/trial", "vs local ms/trial"]
     print_table(header, rows)
     print(f"Ray start (ray.init, 2 CPUs): {ray_start:.1f} s, not in the Ray row")
     speed_rows = []
     for first, second in (speedup[0:2], speedup[2:4]):
         for m in (first, second):
-            speed_rows.append([m.runner, m.trials, f"{m.wall:.1f}", f"{m.trials / m.wall:.2f}",
-                               f"{first.wall / m.wall:.2f}x"])
+            speed_rows.append(
+                [m.runner, m.trials, f"{m.wall:.1f}", f"{m.trials / m.wall:.2f}", f"{first.wall / m.wall:.2f}x"]
+            )
     speed_header = ["runner", "trials", "wall s", "trials/s", "speed-up"]
     print_table(speed_header, speed_rows)
     if not args.no_record:
         command = "python benchmarks/scale.py " + shlex.join(sys.argv[1:])
-        append_section("Runs at scale: runner overhead and 2 workers vs 1", command.strip(), [
-            f"Per-trial overhead, {args.trials} short candidates (ResNet-20 on digits, BatchNorm-recalibration scores, "
-            "1 thread): wall time minus the trials' own evaluation seconds, per trial. PostgreSQL: a server started "
-            "on 127.0.0.1, one worker in this process. Ray: one trial at a time on a local Ray instance "
-            f"(its start, {ray_start:.1f} s, is not included).", "",
-            *markdown_table(header, rows), "",
-            f"2 workers vs 1, {args.trials} candidates of {HEAVY['evaluator']['steps']} proxy fine-tune steps each, "
-            "every process on 1 thread (this machine has 2 cores). Worker processes' wall time includes their start "
-            "(imports, data, baseline from the cache).", "",
-            *markdown_table(speed_header, speed_rows),
-        ])
+        append_section(
+            "Runs at scale: runner overhead and 2 workers vs 1",
+            command.strip(),
+            [
+                f"Per-trial overhead, {args.trials} short candidates (ResNet-20 on digits, BatchNorm-recalibration scores, "
+                "1 thread): wall time minus the trials' own evaluation seconds, per trial. PostgreSQL: a server started "
+                "on 127.0.0.1, one worker in this process. Ray: one trial at a time on a local Ray instance "
+                f"(its start, {ray_start:.1f} s, is not included).",
+                "",
+                *markdown_table(header, rows),
+                "",
+                f"2 workers vs 1, {args.trials} candidates of {HEAVY['evaluator']['steps']} proxy fine-tune steps each, "
+                "every process on 1 thread (this machine has 2 cores). Worker processes' wall time includes their start "
+                "(imports, data, baseline from the cache).",
+                "",
+                *markdown_table(speed_header, speed_rows),
+            ],
+        )
 
 
 if __name__ == "__main__":

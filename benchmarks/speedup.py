@@ -17,11 +17,11 @@ import shlex
 import sys
 
 import torch
+from results import append_section, markdown_table, print_table
 
 import autocomp
 from autocomp.cost import compare_latency_ms
 from autocomp.graph import ModelGraph
-from results import append_section, markdown_table, print_table
 
 SETTINGS = {  # the inputs these models are used with
     "resnet56": ({"num_classes": 10, "in_channels": 3}, (3, 32, 32)),
@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.3], help="MACs fractions of the baseline")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
-    parser.add_argument("--multiples", nargs="+", type=int, default=[8, 1], help="channel counts rounded to these multiples")
+    parser.add_argument(
+        "--multiples", nargs="+", type=int, default=[8, 1], help="channel counts rounded to these multiples"
+    )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
@@ -54,8 +56,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    header = ["model", "input", "MACs target", "multiple", "MACs ratio", "width", "params", "batch", "baseline ms",
-              "pruned ms", "speedup"]
+    header = [
+        "model",
+        "input",
+        "MACs target",
+        "multiple",
+        "MACs ratio",
+        "width",
+        "params",
+        "batch",
+        "baseline ms",
+        "pruned ms",
+        "speedup",
+    ]
     rows = []
     for name in args.models:
         kwargs, shape = SETTINGS[name]
@@ -74,16 +87,32 @@ def main() -> None:
             models = {"baseline": model, **{key: small for key, (_, small, _) in pruned.items()}}
             latency = compare_latency_ms(models, example, batch_size=batch, repeats=repeats)
             for (target, multiple), (policy, _, cost) in pruned.items():
-                rows.append([name, "x".join(map(str, shape)), f"{target:.0%}", multiple, f"{cost.macs / base.macs:.1%}",
-                             f"{policy.width:.3f}", f"{cost.params / base.params:.1%}", batch,
-                             f"{latency['baseline']:.1f}", f"{latency[target, multiple]:.1f}",
-                             f"{latency['baseline'] / latency[target, multiple]:.2f}x"])
+                rows.append(
+                    [
+                        name,
+                        "x".join(map(str, shape)),
+                        f"{target:.0%}",
+                        multiple,
+                        f"{cost.macs / base.macs:.1%}",
+                        f"{policy.width:.3f}",
+                        f"{cost.params / base.params:.1%}",
+                        batch,
+                        f"{latency['baseline']:.1f}",
+                        f"{latency[target, multiple]:.1f}",
+                        f"{latency['baseline'] / latency[target, multiple]:.2f}x",
+                    ]
+                )
     print_table(header, rows)
     if not args.no_record:
-        body = ["Width multiplier found by bisection for each MACs target and channel multiple; latency = median "
-                "forward time, eager fp32, models alternating.", "",
-                *markdown_table(header, rows)]
-        append_section("CPU speed-up of pruned models", shlex.join(["python", "benchmarks/speedup.py", *sys.argv[1:]]), body)
+        body = [
+            "Width multiplier found by bisection for each MACs target and channel multiple; latency = median "
+            "forward time, eager fp32, models alternating.",
+            "",
+            *markdown_table(header, rows),
+        ]
+        append_section(
+            "CPU speed-up of pruned models", shlex.join(["python", "benchmarks/speedup.py", *sys.argv[1:]]), body
+        )
 
 
 if __name__ == "__main__":

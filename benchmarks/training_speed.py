@@ -17,17 +17,19 @@ import time
 
 import torch
 import torch.nn.functional as F
+from results import append_section, markdown_table, print_table
 
-from autocomp.config import load_config
+from autocomp.app.config import load_config
 from autocomp.data import iterate_batches
 from autocomp.memory_format import channels_last
-from results import append_section, markdown_table, print_table
 
 CONFIGS = {"resnet20": "configs/fmnist_resnet20.yaml", "mobilenet_v2": "configs/fmnist_mobilenet_v2.yaml"}
 LAYOUTS = ("contiguous", "channels-last")
 
 
-def images_per_second(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, layout: str) -> float:
+def images_per_second(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, layout: str
+) -> float:
     """Images per second of ``steps`` SGD steps on one batch in ``layout``."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
@@ -62,15 +64,28 @@ def main() -> None:
         for _ in range(args.rounds):
             for layout in LAYOUTS:
                 best[layout] = max(best[layout], images_per_second(model, images, labels, args.steps, layout))
-        rows.append([name, f"{best['contiguous']:.0f}", f"{best['channels-last']:.0f}",
-                     f"{best['channels-last'] / best['contiguous']:.2f}x"])
+        rows.append(
+            [
+                name,
+                f"{best['contiguous']:.0f}",
+                f"{best['channels-last']:.0f}",
+                f"{best['channels-last'] / best['contiguous']:.2f}x",
+            ]
+        )
     header = ["model", "contiguous img/s", "channels-last img/s", "speed-up"]
     print_table(header, rows)
     if not args.no_record:
-        append_section("Training speed by memory layout", shlex.join(["python", *sys.argv]), [
-            f"SGD steps on batches of {config.baseline.batch_size} Fashion-MNIST images (28x28), the layouts taking turns"
-            f" {args.rounds} times, {args.steps} timed steps each; the best round's images per second.", "",
-            *markdown_table(header, rows), ""])
+        append_section(
+            "Training speed by memory layout",
+            shlex.join(["python", *sys.argv]),
+            [
+                f"SGD steps on batches of {config.baseline.batch_size} Fashion-MNIST images (28x28), the layouts taking turns"
+                f" {args.rounds} times, {args.steps} timed steps each; the best round's images per second.",
+                "",
+                *markdown_table(header, rows),
+                "",
+            ],
+        )
 
 
 if __name__ == "__main__":

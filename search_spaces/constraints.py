@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autocomp.cost import Cost
+from autocomp.cost.format import format_number
 from autocomp.errors import ConfigError, InfeasibleError
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
-from autocomp.report import format_number
 from search_spaces.metrics import AFFECTED_BY, METRICS
 from search_spaces.projection import project
 from search_spaces.space import Space
 
 if TYPE_CHECKING:
-    from autocomp.cost.latency_table import LatencyTable
+    from autocomp.latency_table import LatencyTable
 
 _UNITS = {"latency_ms": "ms", "size_bytes": "bytes"}
 
@@ -67,14 +67,18 @@ class Constraint:
 def refuse_latency_with_bits(space: Space) -> None:
     """Latency is measured on the model `compress` returns, whose quantized layers are simulated in floating point."""
     if space.of_kind("weight_bits", "act_bits"):
-        raise ConfigError("a latency_ms constraint cannot be combined with a bit-width axis: simulated quantization's "
-                          "latency is not a deployment latency; constrain bops or size_bytes instead.")
+        raise ConfigError(
+            "a latency_ms constraint cannot be combined with a bit-width axis: simulated quantization's "
+            "latency is not a deployment latency; constrain bops or size_bytes instead."
+        )
 
 
 class Budget:
     """Several constraints on one model, all predicted exactly from its graph (latency: from a lookup table)."""
 
-    def __init__(self, graph: ModelGraph, constraints: Sequence[Constraint], latency: LatencyTable | None = None) -> None:
+    def __init__(
+        self, graph: ModelGraph, constraints: Sequence[Constraint], latency: LatencyTable | None = None
+    ) -> None:
         if not constraints:
             raise ConfigError("a budget needs at least one constraint; allowed metrics: " + ", ".join(METRICS) + ".")
         metrics = [c.metric for c in constraints]
@@ -136,7 +140,9 @@ class Budget:
     def describe(self, policy: Policy) -> str:
         """``macs 1,234 (limit 1,000); params ...``: every constrained metric of ``policy`` beside its limit."""
         values = self.values(policy)
-        return "; ".join(f"{c.metric} {format_number(values[c.metric])} (limit {format_number(c.limit)})" for c in self.constraints)
+        return "; ".join(
+            f"{c.metric} {format_number(values[c.metric])} (limit {format_number(c.limit)})" for c in self.constraints
+        )
 
     def usage(self, policy: Policy) -> float:
         """The largest fraction of a limit ``policy`` uses (above 1: over budget)."""
@@ -163,8 +169,9 @@ class Budget:
             refuse_latency_with_bits(space)
         smallest = space.smallest()
         if not self.feasible(smallest):
-            raise InfeasibleError(f"the budget cannot be met: the smallest model this space reaches has "
-                                  f"{self.describe(smallest)}.")
+            raise InfeasibleError(
+                f"the budget cannot be met: the smallest model this space reaches has {self.describe(smallest)}."
+            )
 
     def project(self, space: Space, policy: Policy, method: str = "auto") -> Policy:
         """The feasible policy nearest ``policy`` (see `search_spaces.projection.project`)."""

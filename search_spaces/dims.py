@@ -86,7 +86,9 @@ class ChoiceDim:
     def __post_init__(self) -> None:
         values = tuple(sorted({float(c) for c in self.choices}))
         if not values or not all(0 < c <= 1 and math.isfinite(c) for c in values):
-            raise ConfigError(f"{self.kind} choices {list(self.choices)!r} are not allowed; need one or more numbers in (0, 1].")
+            raise ConfigError(
+                f"{self.kind} choices {list(self.choices)!r} are not allowed; need one or more numbers in (0, 1]."
+            )
         object.__setattr__(self, "choices", values)
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
@@ -145,14 +147,18 @@ class BitWidth:
     def __post_init__(self) -> None:
         for value in (self.low, self.high):
             if not isinstance(value, int) or isinstance(value, bool) or not MIN_BITS <= value <= MAX_BITS:
-                raise ConfigError(f"bit-width {value!r} is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}.")
+                raise ConfigError(
+                    f"bit-width {value!r} is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}."
+                )
         if self.low > self.high:
             raise ConfigError(f"bit-width range [{self.low}, {self.high}] is empty; need low <= high.")
         if self.target not in ("weights", "activations"):
             raise ConfigError(f"bit-width target {self.target!r} is not known; allowed: weights, activations.")
         if self.frozen is not None and (not isinstance(self.frozen, int) or not MIN_BITS <= self.frozen <= MAX_BITS):
-            raise ConfigError(f"frozen layers' bit-width {self.frozen!r} is not allowed; allowed: None or "
-                              f"a whole number from {MIN_BITS} to {MAX_BITS}.")
+            raise ConfigError(
+                f"frozen layers' bit-width {self.frozen!r} is not allowed; allowed: None or "
+                f"a whole number from {MIN_BITS} to {MAX_BITS}."
+            )
 
     @property
     def kind(self) -> str:
@@ -162,7 +168,7 @@ class BitWidth:
         return optuna.distributions.IntDistribution(self.low, self.high)
 
     def clip(self, value: float) -> int:
-        return min(self.high, max(self.low, int(round(float(value)))))
+        return min(self.high, max(self.low, round(float(value))))
 
     def scaled(self, value: float, factor: float) -> int:
         """``value x factor`` rounded down (so a factor below 1 always lowers or keeps the bits)."""

@@ -62,18 +62,22 @@ def project(budget: Budget, space: Space, policy: Policy, method: str = "auto") 
             others = [o for o in movable if o is not d]
             trial = _projected(budget, space, {**params, d.name: choice}, others, method)
             if budget.feasible(space.to_policy(trial)) and budget.usage(space.to_policy(trial)) > budget.usage(
-                    space.to_policy(params)):
+                space.to_policy(params)
+            ):
                 params = trial
     projected = space.to_policy(params)
     if not budget.feasible(projected):
-        raise InfeasibleError(f"no policy of this space meets the budget any more: its smallest model is predicted at "
-                              f"{budget.describe(space.smallest())} (latency predictions corrected by measurements "
-                              f"x{budget.latency_correction:.3f}).")
+        raise InfeasibleError(
+            f"no policy of this space meets the budget any more: its smallest model is predicted at "
+            f"{budget.describe(space.smallest())} (latency predictions corrected by measurements "
+            f"x{budget.latency_correction:.3f})."
+        )
     return projected
 
 
-def _projected(budget: Budget, space: Space, params: dict[str, float], movable: list[Decision],
-               method: str) -> dict[str, float]:
+def _projected(
+    budget: Budget, space: Space, params: dict[str, float], movable: list[Decision], method: str
+) -> dict[str, float]:
     """``params`` brought down onto the budget by ``method`` with only ``movable`` changing, then filled."""
     if method == "scale":
         params = _scale(budget, space, params, movable)
@@ -101,13 +105,15 @@ def _scale(budget: Budget, space: Space, params: dict[str, float], movable: list
         kinds = set().union(*(AFFECTED_BY[c.metric] for c in broken))
         moving = [d for d in movable if d.kind in kinds and params[d.name] > d.dim.low]
 
-        def holds(policy: Policy) -> bool:
+        def holds(policy: Policy, broken: list[Constraint] = broken) -> bool:
             return all(budget.value(c.metric, policy) <= c.limit for c in broken)
 
         fine = [d for d in moving if not isinstance(d.dim, ChoiceDim)]  # choices jump: scale them only if need be
         scaled = _scaled_to_edge(space, params, fine, holds)
         params = scaled if fine and holds(space.to_policy(scaled)) else _scaled_to_edge(space, params, moving, holds)
-    return params if budget.feasible(space.to_policy(params)) else _scaled_to_edge(space, params, movable, budget.feasible)
+    return (
+        params if budget.feasible(space.to_policy(params)) else _scaled_to_edge(space, params, movable, budget.feasible)
+    )
 
 
 def _violated(budget: Budget, space: Space, params: Mapping[str, float]) -> list[Constraint]:
@@ -119,14 +125,18 @@ def scaled(params: Mapping[str, float], decisions: list[Decision], factor: float
     return {**params, **{d.name: d.dim.scaled(params[d.name], factor) for d in decisions}}
 
 
-def _scaled_to_edge(space: Space, params: dict[str, float], moving: list[Decision],
-                    holds: Callable[[Policy], bool]) -> dict[str, float]:
+def _scaled_to_edge(
+    space: Space, params: dict[str, float], moving: list[Decision], holds: Callable[[Policy], bool]
+) -> dict[str, float]:
     """``moving`` times the largest factor (bisection) for which ``holds``; factor 0 puts them at their lowest."""
     if not moving:
         return params
     ceiling = max(d.dim.high / params[d.name] for d in moving)
-    return scaled(params, moving, largest_where(lambda factor: holds(space.to_policy(scaled(params, moving, factor))),
-                                                0.0, ceiling))
+    return scaled(
+        params,
+        moving,
+        largest_where(lambda factor: holds(space.to_policy(scaled(params, moving, factor))), 0.0, ceiling),
+    )
 
 
 def largest_where(holds: Callable[[float], bool], low: float, high: float, steps: int = _BISECTION_STEPS) -> float:
@@ -171,12 +181,15 @@ def _wall(budget: Budget, space: Space, params: dict[str, float], movable: list[
 
 def largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: Decision, proposal: float) -> float:
     """The largest value of ``d`` up to ``proposal`` with which ``params`` are feasible (its lowest if none is)."""
+
     def holds(value: float) -> bool:
         return _feasible(budget, space, {**params, d.name: value})
 
     if isinstance(d.dim, (BitWidth, ChoiceDim)):
-        return next((value for value in sorted(_discrete_values(d), reverse=True) if value <= proposal and holds(value)),
-                    d.dim.low)
+        return next(
+            (value for value in sorted(_discrete_values(d), reverse=True) if value <= proposal and holds(value)),
+            d.dim.low,
+        )
     return largest_where(holds, d.dim.low, proposal)
 
 

@@ -43,8 +43,13 @@ class Axis:
         if self.grouping not in GROUPINGS:
             raise ConfigError(f"grouping {self.grouping!r} is not known; allowed: {', '.join(GROUPINGS)}.")
         if self.dim.kind in MODEL_KINDS and self.grouping != "global":
-            raise ConfigError(f"{self.dim.kind} is one value for the whole model; its grouping must be global, "
-                              f"not {self.grouping!r}.")
+            raise ConfigError(
+                f"{self.dim.kind} is one value for the whole model; its grouping must be global, not {self.grouping!r}."
+            )
+
+
+DEFAULT_AXES = (Axis(PruneRatio(), "group"),)
+"""What `Space.from_graph` searches unless told: one prune ratio per coupled channel group."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,18 @@ class Decision:
 class Space:
     """Named decisions over a model's layers, plus the fixed decisions of its frozen layers."""
 
-    def __init__(self, decisions: list[Decision], channel_multiple: int = 1,
-                 fixed: Mapping[str, Mapping[str, object]] | None = None,
-                 whole_from: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        decisions: list[Decision],
+        channel_multiple: int = 1,
+        fixed: Mapping[str, Mapping[str, object]] | None = None,
+        whole_from: Mapping[str, float] | None = None,
+    ) -> None:
         names = [d.name for d in decisions]
         if len(set(names)) != len(names):
-            raise ConfigError(f"a space's decision names must be unique, got {sorted(n for n in names if names.count(n) > 1)}.")
+            raise ConfigError(
+                f"a space's decision names must be unique, got {sorted(n for n in names if names.count(n) > 1)}."
+            )
         self.decisions = decisions
         self.channel_multiple = channel_multiple
         self.fixed = {name: dict(values) for name, values in (fixed or {}).items()}
@@ -81,8 +92,13 @@ class Space:
         """Per layer, the rank fraction from which its factorization would cost at least the layer (it stays whole)."""
 
     @classmethod
-    def from_graph(cls, graph: ModelGraph, axes: Sequence[Axis] | PruneRatio = (Axis(PruneRatio(), "group"),),
-                   channel_multiple: int = 1, frozen: Iterable[str] = DEFAULT_FROZEN) -> Space:
+    def from_graph(
+        cls,
+        graph: ModelGraph,
+        axes: Sequence[Axis] | PruneRatio = DEFAULT_AXES,
+        channel_multiple: int = 1,
+        frozen: Iterable[str] = DEFAULT_FROZEN,
+    ) -> Space:
         """The decisions ``axes`` make over ``graph``'s layers, in execution order.
 
         ``frozen``: layer names, or ``first``/``last`` for the first/last conv or linear layer.
@@ -93,13 +109,17 @@ class Space:
         kinds = [axis.dim.kind for axis in axes]
         repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
         if repeated:
-            raise ConfigError(f"a space decides each of keep, bits, rank, width, resolution once; {repeated[0]} is given twice.")
+            raise ConfigError(
+                f"a space decides each of keep, bits, rank, width, resolution once; {repeated[0]} is given twice."
+            )
         if "act_bits" in kinds and "weight_bits" not in kinds:
             raise ConfigError("activation bits need a weight bit-width axis too: a layer is quantized weights first.")
         frozen_layers = resolve_frozen(graph, frozen)
         decisions = [decision for axis in axes for decision in _decisions(graph, axis, frozen_layers)]
         ranks = [d for d in decisions if isinstance(d.dim, LowRank)]
-        whole_from = _break_even_fractions(graph, ranks[0].dim.scheme, [n for d in ranks for n in d.layers]) if ranks else {}
+        whole_from = (
+            _break_even_fractions(graph, ranks[0].dim.scheme, [n for d in ranks for n in d.layers]) if ranks else {}
+        )
         return cls(decisions, channel_multiple, _frozen_decisions(graph, axes, frozen_layers), whole_from)
 
     @property
@@ -128,8 +148,11 @@ class Space:
                     fields.update(rank=None if whole else value, rank_scheme=d.dim.scheme)
                 else:
                     fields[d.kind] = value
-        return Policy({name: LayerDecision(**fields) for name, fields in layers.items()},
-                      channel_multiple=self.channel_multiple, **options)
+        return Policy(
+            {name: LayerDecision(**fields) for name, fields in layers.items()},
+            channel_multiple=self.channel_multiple,
+            **options,
+        )
 
     def to_params(self, policy: Policy) -> dict[str, float]:
         """The decisions' values in ``policy`` (read from each decision's first layer)."""
@@ -157,7 +180,7 @@ class Space:
 
     def fill(self, value: float) -> Policy:
         """Every decision at ``value`` (clipped to its range)."""
-        return self.to_policy({name: value for name in self.names})
+        return self.to_policy(dict.fromkeys(self.names, value))
 
 
 def resolve_frozen(graph: ModelGraph, frozen: Iterable[str]) -> set[str]:
@@ -173,8 +196,10 @@ def resolve_frozen(graph: ModelGraph, frozen: Iterable[str]) -> set[str]:
             resolved.add(entry)
         else:
             shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-            raise ConfigError(f"frozen layer {entry!r} is not a conv/linear layer of this model; allowed: first, last, "
-                              f"or a layer name ({shown}).")
+            raise ConfigError(
+                f"frozen layer {entry!r} is not a conv/linear layer of this model; allowed: first, last, "
+                f"or a layer name ({shown})."
+            )
     return resolved
 
 
@@ -244,9 +269,14 @@ def _frozen_decisions(graph: ModelGraph, axes: Sequence[Axis], frozen: set[str])
     bits = {axis.dim.kind: axis.dim.frozen for axis in axes if isinstance(axis.dim, BitWidth)}
     weight_bits, act_bits = bits.get("weight_bits"), bits.get("act_bits")
     if weight_bits is None and act_bits is not None:
-        raise ConfigError(f"frozen layers cannot keep {act_bits}-bit inputs with floating-point weights; give the weight "
-                          "axis frozen bits too, or the activation axis frozen: null.")
+        raise ConfigError(
+            f"frozen layers cannot keep {act_bits}-bit inputs with floating-point weights; give the weight "
+            "axis frozen bits too, or the activation axis frozen: null."
+        )
     if weight_bits is None:
         return {}
-    return {layer.name: {"weight_bits": weight_bits, "act_bits": act_bits}
-            for layer in graph.layers if layer.name in frozen and layer.quantizable}
+    return {
+        layer.name: {"weight_bits": weight_bits, "act_bits": act_bits}
+        for layer in graph.layers
+        if layer.name in frozen and layer.quantizable
+    }

@@ -23,16 +23,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-            act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
-    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(out_channels)]
+def conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel: int = 1,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
+    layers = [
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
 
 
 # --- 1. MobileNetV3 -------------------------------------------------------------------------------
+
 
 class SqueezeExcitation(nn.Module):
     """avgpool -> 1x1 conv reduce -> ReLU -> 1x1 conv expand -> hard-sigmoid, multiplied into the map."""
@@ -67,8 +76,9 @@ class MobileNetV3(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.stem = conv_bn(3, 16, 3, act=nn.Hardswish)
-        self.blocks = nn.Sequential(MobileNetV3Block(16, 64, 16, 1), MobileNetV3Block(16, 64, 24, 2),
-                                    MobileNetV3Block(24, 96, 24, 1))
+        self.blocks = nn.Sequential(
+            MobileNetV3Block(16, 64, 16, 1), MobileNetV3Block(16, 64, 24, 2), MobileNetV3Block(24, 96, 24, 1)
+        )
         self.last = conv_bn(24, 96, 1, act=nn.Hardswish)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(96, num_classes)
@@ -78,6 +88,7 @@ class MobileNetV3(nn.Module):
 
 
 # --- 2. ShuffleNetV2 ------------------------------------------------------------------------------
+
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     b, c, h, w = x.shape
@@ -95,10 +106,12 @@ class ShuffleUnit(nn.Module):
         half = out_channels // 2
         branch_in = in_channels if stride == 2 else in_channels // 2
         if stride == 2:
-            self.branch1 = nn.Sequential(conv_bn(in_channels, in_channels, 3, 2, groups=in_channels, act=None),
-                                         conv_bn(in_channels, half, 1))
-        self.branch2 = nn.Sequential(conv_bn(branch_in, half, 1), conv_bn(half, half, 3, stride, groups=half, act=None),
-                                     conv_bn(half, half, 1))
+            self.branch1 = nn.Sequential(
+                conv_bn(in_channels, in_channels, 3, 2, groups=in_channels, act=None), conv_bn(in_channels, half, 1)
+            )
+        self.branch2 = nn.Sequential(
+            conv_bn(branch_in, half, 1), conv_bn(half, half, 3, stride, groups=half, act=None), conv_bn(half, half, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 2:
@@ -116,8 +129,9 @@ class ShuffleNetV2(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.stem = conv_bn(3, 24, 3)
-        self.units = nn.Sequential(ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1, use_chunk=True),
-                                   ShuffleUnit(48, 48, 1, use_chunk=False))
+        self.units = nn.Sequential(
+            ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1, use_chunk=True), ShuffleUnit(48, 48, 1, use_chunk=False)
+        )
         self.last = conv_bn(48, 64, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
@@ -127,6 +141,7 @@ class ShuffleNetV2(nn.Module):
 
 
 # --- 3. DenseNet ----------------------------------------------------------------------------------
+
 
 class DenseLayer(nn.Module):
     """BN-ReLU-conv1x1 (bottleneck) -> BN-ReLU-conv3x3 (growth), pre-activation as in DenseNet-BC."""
@@ -181,6 +196,7 @@ class DenseNet(nn.Module):
 
 # --- 4. SqueezeNet --------------------------------------------------------------------------------
 
+
 class Fire(nn.Module):
     def __init__(self, in_channels: int, squeeze: int, expand: int) -> None:
         super().__init__()
@@ -199,10 +215,18 @@ class SqueezeNet(nn.Module):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      Fire(32, 16, 32), Fire(64, 16, 32), nn.MaxPool2d(2), Fire(64, 24, 48))
-        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(96, num_classes, 1), nn.ReLU(),
-                                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            Fire(32, 16, 32),
+            Fire(64, 16, 32),
+            nn.MaxPool2d(2),
+            Fire(64, 24, 48),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Conv2d(96, num_classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -210,38 +234,64 @@ class SqueezeNet(nn.Module):
 
 # --- ResNeXt: grouped convolutions ------------------------------------------------------------
 
+
 class ResNeXtBlock(nn.Module):
     """1x1 reduce -> 3x3 grouped conv (4 groups) -> 1x1 expand, residual add."""
 
     def __init__(self, channels: int, width: int, groups: int = 4) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_bn(channels, width), conv_bn(width, width, 3, groups=groups),
-                                  conv_bn(width, channels, act=None))
+        self.body = nn.Sequential(
+            conv_bn(channels, width), conv_bn(width, width, 3, groups=groups), conv_bn(width, channels, act=None)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.body(x))
 
 
 def resnext(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(conv_bn(3, 32, 3), ResNeXtBlock(32, 32), ResNeXtBlock(32, 32),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+    return nn.Sequential(
+        conv_bn(3, 32, 3),
+        ResNeXtBlock(32, 32),
+        ResNeXtBlock(32, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )
 
 
 # --- 5. MLP ---------------------------------------------------------------------------------------
 
+
 def mlp(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 128), nn.BatchNorm1d(128), nn.ReLU(),
-                         nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, num_classes))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(28 * 28, 128),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
 
 
 def lenet(num_classes: int = 10) -> nn.Module:
     """Convolutions, then Flatten of a 32 x 4 x 4 map into a Linear: each channel owns 16 input features."""
-    return nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
 
 
 # --- 6. Vision transformer ------------------------------------------------------------------------
+
 
 class Attention(nn.Module):
     """Multi-head self-attention written by hand: one qkv Linear, heads by reshape, softmax, proj."""
@@ -275,8 +325,17 @@ class TransformerBlock(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, num_classes: int = 10, image: int = 32, patch: int = 4, dim: int = 32, depth: int = 2,
-                 num_heads: int = 4, hidden: int = 64, pool: str = "cls") -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image: int = 32,
+        patch: int = 4,
+        dim: int = 32,
+        depth: int = 2,
+        num_heads: int = 4,
+        hidden: int = 64,
+        pool: str = "cls",
+    ) -> None:
         super().__init__()
         self.pool = pool
         tokens = (image // patch) ** 2 + (1 if pool == "cls" else 0)
@@ -297,6 +356,7 @@ class VisionTransformer(nn.Module):
 
 
 # --- 7. ConvNeXt: channels-last LayerNorm and Linear between permutes, per-channel layer scale ---------
+
 
 class Permute(nn.Module):
     def __init__(self, dims: list[int]) -> None:
@@ -319,9 +379,15 @@ class ConvNeXtBlock(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
-                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
-                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim, 7, padding=3, groups=dim),
+            Permute([0, 2, 3, 1]),
+            nn.LayerNorm(dim, eps=1e-6),
+            nn.Linear(dim, 4 * dim),
+            nn.GELU(),
+            nn.Linear(4 * dim, dim),
+            Permute([0, 3, 1, 2]),
+        )
         self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -335,14 +401,16 @@ class ConvNeXt(nn.Module):
         self.stage1 = nn.Sequential(ConvNeXtBlock(dims[0]), ConvNeXtBlock(dims[0]))
         self.downsample = nn.Sequential(LayerNorm2d(dims[0]), nn.Conv2d(dims[0], dims[1], 2, 2))
         self.stage2 = ConvNeXtBlock(dims[1])
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), LayerNorm2d(dims[1]), nn.Flatten(1),
-                                  nn.Linear(dims[1], num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), LayerNorm2d(dims[1]), nn.Flatten(1), nn.Linear(dims[1], num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stage2(self.downsample(self.stage1(self.stem(x)))))
 
 
 # --- 8. BERT: separate q, k, v, heads by view(..., -1, head size), output dense in a sibling module -------
+
 
 class BertSelfAttention(nn.Module):
     """Hugging Face's eager BertSelfAttention: the head count follows from the width (view with -1)."""
@@ -390,6 +458,7 @@ class BertOnPatches(nn.Module):
 
 
 # --- 9. torchvision's ViT: nn.MultiheadAttention in each encoder block -----------------------------------
+
 
 class EncoderBlock(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int) -> None:
@@ -447,6 +516,7 @@ def example_input(name: str, batch: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 # --- Models autocomp must refuse ------------------------------------------------------------------
+
 
 class DataDependentBranch(nn.Module):
     """Which layer runs depends on the input's values: one trace cannot describe the model."""

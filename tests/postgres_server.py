@@ -55,8 +55,9 @@ class PostgresServer:
         self.start()
 
     def pg_ctl(self, *args: str, check: bool = True) -> None:
-        subprocess.run([*self.as_user, _binary("pg_ctl"), "-D", str(self.folder / "data"), *args], check=check,
-                       capture_output=True)
+        subprocess.run(
+            [*self.as_user, _binary("pg_ctl"), "-D", str(self.folder / "data"), *args], check=check, capture_output=True
+        )
 
 
 @contextmanager
@@ -71,8 +72,11 @@ def running_postgres() -> Iterator[PostgresServer]:
         as_user = ("runuser", "-u", "postgres", "--")
     server = PostgresServer(f"postgresql://autocomp@127.0.0.1:{port}/postgres", folder, port, as_user)
     try:
-        subprocess.run([*as_user, _binary("initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "autocomp"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, _binary("initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "autocomp"],
+            check=True,
+            capture_output=True,
+        )
         server.start()
         yield server
     finally:

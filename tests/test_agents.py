@@ -168,7 +168,7 @@ def test_tpe_beats_random_search_on_the_analytic_objective(setting):
 
 def test_unknown_agent_names_the_allowed_ones(setting):
     _, space, budget = setting
-    with pytest.raises(autocomp.ConfigError, match="unknown agent 'amc-not-yet'; allowed: .*tpe, uniform"):
+    with pytest.raises(autocomp.ConfigError, match=r"unknown agent 'amc-not-yet'; allowed: .*tpe, uniform"):
         agents.create_agent("amc-not-yet", space, budget)
 
 
@@ -181,11 +181,19 @@ def test_unknown_agent_options_are_refused_with_the_allowed_ones(setting):
 def tiny_setting():
     """Four channel groups (8, 8, 16, 16 channels) at two spatial sizes, 40% of the MACs."""
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 4),
+    )
     graph = ModelGraph(model, torch.zeros(1, 1, 8, 8))
     space = Space.from_graph(graph, PruneRatio(0.25), frozen=())
     return graph, space, Budget(graph, [Constraint("macs", 0.4 * graph.predict_macs(autocomp.Policy()))])
@@ -197,7 +205,9 @@ WEIGHTS = (0.2, 1.0, 0.4, 0.8)
 
 def kept_fraction_score(graph, policy) -> float:
     """prod_g (kept_g / channels_g) ^ w_g: concave in the log, with an optimum a search must find."""
-    return math.prod((kept / group.channels) ** w for kept, group, w in zip(graph.kept_channels(policy), graph.groups, WEIGHTS))
+    return math.prod(
+        (kept / group.channels) ** w for kept, group, w in zip(graph.kept_channels(policy), graph.groups, WEIGHTS)
+    )
 
 
 def brute_force_optimum(graph, space, budget) -> float:
@@ -211,7 +221,12 @@ def brute_force_optimum(graph, space, budget) -> float:
     return best
 
 
-LEARNING_AGENTS = ["amc", "cmaes", "gp", "tpe"]  # nsga2 spreads along the cost axis: 150 evaluations, tests/test_optuna_agents.py
+LEARNING_AGENTS = [
+    "amc",
+    "cmaes",
+    "gp",
+    "tpe",
+]  # nsga2 spreads along the cost axis: 150 evaluations, tests/test_optuna_agents.py
 EVALUATIONS = 40
 
 

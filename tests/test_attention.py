@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+from pattern_models import BertSelfAttention
 from torch import nn
 
 import autocomp
@@ -17,7 +18,6 @@ from autocomp.compress.criteria import get_criterion
 from autocomp.graph import ModelGraph
 from autocomp.graph.attention import HeadAttention
 from autocomp.graph.standard import standard_form
-from pattern_models import BertSelfAttention
 
 DIM, HEADS, TOKENS = 32, 4, 6
 
@@ -31,10 +31,19 @@ def attention_cases() -> list[tuple[str, nn.MultiheadAttention, dict]]:
         ("batch first", nn.MultiheadAttention(DIM, HEADS, batch_first=True), {"need_weights": False}),
         ("sequence first, weights", nn.MultiheadAttention(DIM, HEADS), {}),
         ("weights per head", nn.MultiheadAttention(DIM, HEADS, batch_first=True), {"average_attn_weights": False}),
-        ("causal mask", nn.MultiheadAttention(DIM, HEADS, batch_first=True), {"attn_mask": causal, "need_weights": False}),
-        ("float mask, padding", nn.MultiheadAttention(DIM, HEADS, batch_first=True),
-         {"attn_mask": torch.randn(TOKENS, TOKENS),
-          "key_padding_mask": torch.zeros(padding.shape).masked_fill(padding, float("-inf"))}),
+        (
+            "causal mask",
+            nn.MultiheadAttention(DIM, HEADS, batch_first=True),
+            {"attn_mask": causal, "need_weights": False},
+        ),
+        (
+            "float mask, padding",
+            nn.MultiheadAttention(DIM, HEADS, batch_first=True),
+            {
+                "attn_mask": torch.randn(TOKENS, TOKENS),
+                "key_padding_mask": torch.zeros(padding.shape).masked_fill(padding, float("-inf")),
+            },
+        ),
         ("other key widths", nn.MultiheadAttention(DIM, HEADS, batch_first=True, kdim=12, vdim=20), {}),
         ("no bias", nn.MultiheadAttention(DIM, HEADS, batch_first=True, bias=False), {"need_weights": False}),
         ("one sequence", nn.MultiheadAttention(DIM, HEADS), {}),
@@ -65,16 +74,18 @@ def test_an_unpacked_encoder_layer_computes_the_same_on_its_fast_path_too():
     """torch's encoder layer reads its attention's packed weights to choose a fused path; unpacked, it takes the
     plain one and computes the same (masks included)."""
     torch.manual_seed(0)
-    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(DIM, HEADS, 64, batch_first=True), 2,
-                                    enable_nested_tensor=False).eval()
+    encoder = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(DIM, HEADS, 64, batch_first=True), 2, enable_nested_tensor=False
+    ).eval()
     padding = torch.zeros(2, TOKENS, dtype=torch.bool)
     padding[0, -1] = True
     x = torch.randn(2, TOKENS, DIM)
     unpacked = standard_form(copy.deepcopy(encoder))
     assert isinstance(unpacked.layers[0].self_attn, HeadAttention)
     with torch.no_grad():
-        torch.testing.assert_close(unpacked(x, src_key_padding_mask=padding), encoder(x, src_key_padding_mask=padding),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            unpacked(x, src_key_padding_mask=padding), encoder(x, src_key_padding_mask=padding), rtol=1e-5, atol=1e-5
+        )
 
 
 class Classifier(nn.Module):
@@ -116,12 +127,14 @@ def test_multihead_attention_loses_whole_heads_and_equals_the_original_with_them
     head_dim = DIM // HEADS
     with torch.no_grad():
         for head in set(range(HEADS)) - set(heads):  # nn.MultiheadAttention applies out_proj.weight to each head's part
-            reference.attention.out_proj.weight[:, head * head_dim:(head + 1) * head_dim] = 0
+            reference.attention.out_proj.weight[:, head * head_dim : (head + 1) * head_dim] = 0
         torch.testing.assert_close(small(x), reference(x), rtol=1e-4, atol=1e-5)
     projections = TOKENS * (3 * DIM * DIM // 2 + DIM // 2 * DIM)  # q, k, v to half the heads, and back
     by_hand = 8 * DIM * TOKENS + projections + 2 * TOKENS * TOKENS * DIM // 2 + DIM * 3
     assert autocomp.measure(small, x).macs == by_hand
-    assert graph.predict_macs(autocomp.Policy({n: autocomp.LayerDecision(0.5) for n in graph.groups[1].layers})) == by_hand
+    assert (
+        graph.predict_macs(autocomp.Policy({n: autocomp.LayerDecision(0.5) for n in graph.groups[1].layers})) == by_hand
+    )
 
 
 class FixedHeads(BertSelfAttention):
@@ -165,7 +178,7 @@ def test_heads_split_by_a_named_head_count_are_pruned_and_the_count_lowered():
     head_dim = DIM // HEADS
     with torch.no_grad():
         for head in set(range(HEADS)) - set(heads):
-            reference.attention.dense.weight[:, head * head_dim:(head + 1) * head_dim] = 0
+            reference.attention.dense.weight[:, head * head_dim : (head + 1) * head_dim] = 0
         torch.testing.assert_close(small(x), reference(x), rtol=1e-4, atol=1e-5)
 
 
@@ -175,7 +188,9 @@ def test_heads_whose_count_the_code_fixes_are_kept_whole_and_named():
     assert all(group.head_size == 1 for group in graph.groups)
     assert graph.whole_lines() == [
         f"layer 'attention.attention.{name}' is kept whole: its output channels are attention heads, and the model's "
-        "code computes differently without one of them (it fixes their number)." for name in ("query", "key", "value")]
+        "code computes differently without one of them (it fixes their number)."
+        for name in ("query", "key", "value")
+    ]
 
 
 class Conv1D(nn.Module):
@@ -235,7 +250,7 @@ def test_packed_heads_split_at_a_size_lose_the_same_heads_of_q_k_and_v():
     head_dim = DIM // HEADS
     with torch.no_grad():
         for head in set(range(HEADS)) - set(heads):  # Conv1D's weight is (in, out): a head's inputs are rows
-            reference.attention.c_proj.weight[head * head_dim:(head + 1) * head_dim] = 0
+            reference.attention.c_proj.weight[head * head_dim : (head + 1) * head_dim] = 0
         torch.testing.assert_close(small(x), reference(x), rtol=1e-4, atol=1e-5)
     group = next(g for g in graph.groups if g.head_size > 1)
     assert (group.blocks, group.heads) == (3, HEADS)
@@ -256,11 +271,15 @@ def test_on_a_gpu_unpacked_and_pruned_attention_computes_there(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(program(x.cuda()).cpu(), small(x), rtol=1e-3, atol=1e-4)
         query = torch.randn(2, TOKENS, DIM, device="cuda")
-        torch.testing.assert_close(attention(query, query, query, need_weights=False)[0],
-                                   model.attention.cuda()(query, query, query, need_weights=False)[0], rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(
+            attention(query, query, query, need_weights=False)[0],
+            model.attention.cuda()(query, query, query, need_weights=False)[0],
+            rtol=1e-3,
+            atol=1e-4,
+        )
 
 
-VIT_SOURCE = '''
+VIT_SOURCE = """
 import sys
 sys.path.insert(0, %r)
 from pattern_models import MultiheadViT
@@ -268,7 +287,7 @@ from pattern_models import MultiheadViT
 
 def make_vit(num_classes, in_channels):
     return MultiheadViT(num_classes)
-'''
+"""
 
 
 def test_a_trusted_factory_rebuilds_a_model_whose_heads_were_pruned(user_module, tmp_path):

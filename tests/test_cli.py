@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 import agents
 import autocomp
-from autocomp.cli import app
-from autocomp.config import build_config, load_config
+from autocomp.app.cli import app
+from autocomp.app.config import build_config, load_config
+from autocomp.app.spaces import space_from_config
 from autocomp.graph import ModelGraph
-from search_spaces.from_config import space_from_config
 
 GOOD = {
     "model": {"name": "resnet20"},
@@ -29,8 +29,14 @@ GOOD = {
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autocomp.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autocomp.app.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -65,8 +71,10 @@ def with_change(section: str, key: str, value) -> dict:
         (with_change("model", "name", "resnet21"), "unknown model 'resnet21'"),
         (with_change("search", "agent", "genius"), "unknown agent 'genius'"),
         (with_change("search", "options", {"warmup": 3}), "agent 'random' has no option 'warmup'; allowed: none"),
-        ({**GOOD, "search": {**GOOD["search"], "agent": "amc", "options": {"reward": "loss"}}},
-         "reward 'loss' is not known; allowed: error, error_log_macs, accuracy"),
+        (
+            {**GOOD, "search": {**GOOD["search"], "agent": "amc", "options": {"reward": "loss"}}},
+            "reward 'loss' is not known; allowed: error, error_log_macs, accuracy",
+        ),
         (with_change("evaluator", "pruner", "median"), "pruner median needs intermediate scores"),
         (with_change("evaluator", "fidelity", "fast"), "config key 'evaluator.fidelity' = 'fast' is not allowed"),
         ({**GOOD, "data": {"name": "fashion_mnist", "dir": "/nonexistent/fmnist"}}, "/nonexistent/fmnist"),
@@ -121,7 +129,9 @@ def test_overrides_address_list_entries_and_renamed_keys_say_where_they_went():
         build_config(GOOD, ["constraints.2.max=0.3"])
     with pytest.raises(ConfigError, match=r"unknown config key 'constraint' \(renamed to constraints, a list\)\.$"):
         build_config({"constraint": {"max": 0.5}})
-    with pytest.raises(ConfigError, match=r"^config: metric macs has more than one limit; give each metric one entry\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^config: metric macs has more than one limit; give each metric one entry\.$"
+    ):
         build_config(GOOD, ["constraints=[{metric: macs, max: 0.5}, {metric: macs, max: 0.3}]"])
 
 
@@ -137,7 +147,7 @@ def test_every_shipped_config_loads_with_a_known_model_agent_and_space(path):
 def test_every_command_has_help_with_an_example():
     from typer.testing import CliRunner
 
-    from autocomp.cli import app
+    from autocomp.app.cli import app
 
     runner = CliRunner()
     commands = sorted(command.name or command.callback.__name__ for command in app.registered_commands)

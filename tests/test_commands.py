@@ -10,10 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 import autocomp
-from autocomp.cli import app
-from autocomp.config import build_config
+from autocomp.app.cli import app
+from autocomp.app.config import build_config
+from autocomp.app.inspection import layer_costs, model_cost, preview_search
 from autocomp.graph import ModelGraph
-from autocomp.inspection import layer_costs, model_cost, preview_search
 
 
 @pytest.fixture
@@ -47,8 +47,11 @@ def test_cost_prints_the_table_and_the_totals_of_a_saved_model(saved_resnet20):
 
 
 def test_a_dry_run_describes_the_space_and_budget_and_writes_nothing(tmp_path, monkeypatch):
-    config = {"model": {"name": "resnet20"}, "data": {"name": "digits", "val_size": 300},
-              "constraints": [{"metric": "macs", "max": 0.5}]}
+    config = {
+        "model": {"name": "resnet20"},
+        "data": {"name": "digits", "val_size": 300},
+        "constraints": [{"metric": "macs", "max": 0.5}],
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     preview = preview_search(build_config(config))
@@ -62,7 +65,11 @@ def test_a_dry_run_describes_the_space_and_budget_and_writes_nothing(tmp_path, m
 
 
 def test_a_discrete_space_counts_its_policies():
-    config = build_config({"model": {"name": "resnet20"}, "data": {"name": "digits", "val_size": 300},
-                           "space": {"keep": None, "width": {"choices": [0.5, 0.75, 1.0]},
-                                     "resolution": {"choices": [0.75, 1.0]}}})
+    config = build_config(
+        {
+            "model": {"name": "resnet20"},
+            "data": {"name": "digits", "val_size": 300},
+            "space": {"keep": None, "width": {"choices": [0.5, 0.75, 1.0]}, "resolution": {"choices": [0.75, 1.0]}},
+        }
+    )
     assert preview_search(config).size == "6 policies"  # 3 widths x 2 resolutions

@@ -16,12 +16,7 @@ def uniform_macs_by_hand(model: nn.Module, keep: float) -> float:
     total = 0.0
     layers = ModelGraph(copy.deepcopy(model), X[:1]).layers
     for i, layer in enumerate(layers):
-        if i == 0 or layer.depthwise:
-            factor = keep
-        elif i == len(layers) - 1:
-            factor = keep
-        else:
-            factor = keep * keep
+        factor = keep if i == 0 or layer.depthwise or i == len(layers) - 1 else keep * keep
         total += layer.macs * factor
     return total
 
@@ -90,7 +85,7 @@ def test_coupled_layers_with_different_ratios_are_refused():
 
 def test_unknown_layer_names_are_refused():
     model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
-    with pytest.raises(autocomp.ConfigError, match="'no.such.layer'"):
+    with pytest.raises(autocomp.ConfigError, match=r"'no.such.layer'"):
         autocomp.compress(model, autocomp.Policy({"no.such.layer": autocomp.LayerDecision(0.5)}), X[:1])
 
 

@@ -42,13 +42,19 @@ def thop_macs(model: nn.Module, x: torch.Tensor) -> int:
     from thop import profile
 
     def layer(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        per_output = module.in_features if isinstance(module, nn.Linear) else \
-            module.in_channels // module.groups * math.prod(module.kernel_size)
+        per_output = (
+            module.in_features
+            if isinstance(module, nn.Linear)
+            else module.in_channels // module.groups * math.prod(module.kernel_size)
+        )
         module.total_ops += torch.tensor([float(output.numel() * per_output)], dtype=torch.float64)
 
     probe = copy.deepcopy(model).eval()
-    ops = {type(m): (layer if isinstance(m, (nn.Conv2d, nn.Linear)) else lambda *args: None)
-           for m in probe.modules() if not list(m.children())}
+    ops = {
+        type(m): (layer if isinstance(m, (nn.Conv2d, nn.Linear)) else lambda *args: None)
+        for m in probe.modules()
+        if not list(m.children())
+    }
     total, _ = profile(probe, inputs=(x,), custom_ops=ops, verbose=False)
     return int(total) // x.shape[0]
 
@@ -127,7 +133,9 @@ def test_predicted_macs_equal_the_measured_macs_of_the_compressed_model(name, kw
     graph = ModelGraph(model, x)
     generator = torch.Generator().manual_seed(0)
     keeps = torch.empty(len(graph.groups)).uniform_(0.2, 1.0, generator=generator).tolist()
-    policy = autocomp.Policy({name: autocomp.LayerDecision(k) for g, k in zip(graph.groups, keeps) for name in g.layers})
+    policy = autocomp.Policy(
+        {name: autocomp.LayerDecision(k) for g, k in zip(graph.groups, keeps) for name in g.layers}
+    )
     small = autocomp.compress(model, policy, x)
     assert graph.predict_macs(policy) == autocomp.measure(small, x).macs
 

@@ -13,13 +13,13 @@ import functools
 
 import pytest
 import torch
+from pattern_models import PATTERN_MODELS, UNTRACEABLE_MODELS, example_input
 from torch import nn
 
 import autocomp
 from autocomp.compress.criteria import get_criterion
 from autocomp.graph import ModelGraph
 from autocomp.graph.standard import standard_form
-from pattern_models import PATTERN_MODELS, UNTRACEABLE_MODELS, example_input
 
 ZOO = {"resnet20": {}, "mobilenet_v2": {"width_mult": 0.5}, "vgg_small": {}}
 NAMES = list(PATTERN_MODELS) + list(ZOO)
@@ -54,8 +54,14 @@ def graph_of(name: str) -> ModelGraph:
 
 def policy_for(graph: ModelGraph, keeps: list[float]) -> autocomp.Policy:
     """One decision per group: coupled layers get the same keep ratio."""
-    return autocomp.Policy({name: autocomp.LayerDecision(keep) for group, keep in zip(graph.groups, keeps)
-                            for name in group.layers if keep < 1.0})
+    return autocomp.Policy(
+        {
+            name: autocomp.LayerDecision(keep)
+            for group, keep in zip(graph.groups, keeps)
+            for name in group.layers
+            if keep < 1.0
+        }
+    )
 
 
 def random_keeps(graph: ModelGraph, seed: int = 0) -> list[float]:
@@ -174,6 +180,7 @@ def test_pruned_model_equals_the_original_with_the_removed_channels_zeroed(name)
 
     reference = standard_form(copy.deepcopy(model))  # the form the graph names
     for layer, idxs in removed.items():
+
         def zero_inputs(module, inputs, idxs=idxs):
             inputs = inputs[0].clone()
             if isinstance(module, nn.Linear):
@@ -194,7 +201,9 @@ def test_packed_attention_heads_are_cut_whole_and_the_mlp_is_pruned():
     graph = graph_of("vit_cls")
     by_name = {layer.name: layer for layer in graph.layers}
     qkv = graph.groups[by_name["blocks.0.attn.qkv"].group]  # q, k and v in one layer, split into heads by a reshape
-    assert (qkv.channels, qkv.blocks, qkv.head_size, qkv.heads) == (96, 3, 8, 4) and qkv.consumers == ("blocks.0.attn.proj",)
+    assert (qkv.channels, qkv.blocks, qkv.head_size, qkv.heads) == (96, 3, 8, 4) and qkv.consumers == (
+        "blocks.0.attn.proj",
+    )
     assert by_name["blocks.0.mlp.0"].group is not None
     assert by_name["patch_embed"].group is not None  # the embedding width, with LayerNorms and position embedding
     model, x = case("vit_cls")
@@ -258,8 +267,16 @@ def test_compressed_models_save_and_load_without_their_class_code(name, tmp_path
 
 
 def test_a_depthwise_conv_with_a_channel_multiplier_is_left_whole():
-    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 16, 3, groups=8), nn.ReLU(), nn.Conv2d(16, 8, 1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3),
+        nn.Conv2d(8, 16, 3, groups=8),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
     x = torch.randn(2, 1, 28, 28)
     graph = ModelGraph(copy.deepcopy(model), x[:1])
     assert [group.layers for group in graph.groups] == [("3",)]  # only the 1x1 conv after it is prunable

@@ -44,8 +44,8 @@ def filters(*rows: list[float]) -> torch.Tensor:
 
 def test_l1_and_l2_rank_by_their_own_norm():
     model = Tiny().eval()
-    spread = [0.5] * 18                         # l1 = 9, l2^2 = 4.5
-    peaked = [8.0] + [0.0] * 17                 # l1 = 8, l2^2 = 64
+    spread = [0.5] * 18  # l1 = 9, l2^2 = 4.5
+    peaked = [8.0] + [0.0] * 17  # l1 = 8, l2^2 = 64
     with torch.no_grad():
         model.conv1.weight.copy_(filters(spread, peaked, [1.0] * 18, [2.0] * 18))
     assert conv1_scores(model, "l1").argsort().tolist() == [1, 0, 2, 3]
@@ -112,7 +112,7 @@ def test_data_criteria_refuse_to_score_without_data(name):
 
 
 def test_unknown_criterion_names_the_value_and_the_choices():
-    with pytest.raises(autocomp.ConfigError, match="'magic'.*apoz, bn_scale, fpgm, l1, l2, random, taylor"):
+    with pytest.raises(autocomp.ConfigError, match=r"'magic'.*apoz, bn_scale, fpgm, l1, l2, random, taylor"):
         get_criterion("magic")
 
 
@@ -154,8 +154,13 @@ def test_reconstruction_lowers_the_error_against_the_original():
     errors = {}
     for refit in (False, True):
         small = Compressor(model, X[:1], "l1", data, reconstruct=refit)(policy)
-        errors[refit] = ((small.conv2(torch.relu(small.bn1(small.conv1(held_out))))
-                          - model.conv2(torch.relu(model.bn1(model.conv1(held_out))))) ** 2).mean()
+        errors[refit] = (
+            (
+                small.conv2(torch.relu(small.bn1(small.conv1(held_out))))
+                - model.conv2(torch.relu(model.bn1(model.conv1(held_out))))
+            )
+            ** 2
+        ).mean()
     assert errors[True] < 0.7 * errors[False]
 
 

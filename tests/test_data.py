@@ -10,9 +10,16 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from autocomp.data import (DataBundle, as_tensors, find_fashion_mnist, iterate_batches, load_dataset, num_batches,
-                           read_idx)
-from autocomp.data import fashion_mnist
+from autocomp.data import (
+    DataBundle,
+    as_tensors,
+    fashion_mnist,
+    find_fashion_mnist,
+    iterate_batches,
+    load_dataset,
+    num_batches,
+    read_idx,
+)
 from autocomp.data.split import split_indices
 from autocomp.errors import ConfigError, DataError
 
@@ -50,6 +57,7 @@ def no_system_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # --- IDX files ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["labels-idx1-ubyte", "images-idx3-ubyte.gz", "images-idx3-ubyte"])
 def test_read_idx_round_trips_raw_and_gz(tmp_path, name):
     rng = np.random.default_rng(1)
@@ -78,8 +86,9 @@ def corrupt_files(folder: Path) -> dict[str, Path]:
     return paths
 
 
-@pytest.mark.parametrize("label", ["wrong magic", "truncated", "truncated header", "trailing bytes", "not gzip",
-                                   "truncated gzip"])
+@pytest.mark.parametrize(
+    "label", ["wrong magic", "truncated", "truncated header", "trailing bytes", "not gzip", "truncated gzip"]
+)
 def test_read_idx_refuses_corrupt_files_naming_them(tmp_path, label):
     path = corrupt_files(tmp_path)[label]
     with pytest.raises(DataError) as caught:
@@ -100,6 +109,7 @@ def test_read_idx_explains_what_is_wrong(tmp_path):
 
 
 # --- finding Fashion-MNIST -----------------------------------------------------------------------------
+
 
 def test_a_missing_data_dir_is_the_only_place_looked_and_the_error_says_how_to_get_the_data(tmp_path, monkeypatch):
     env = tmp_path / "env"
@@ -137,6 +147,7 @@ def test_fashion_mnist_is_found_under_autocomp_data_or_its_subfolder(tmp_path, m
 
 # --- loading Fashion-MNIST -----------------------------------------------------------------------------
 
+
 def test_a_small_fake_fashion_mnist_loads_normalised_and_split(tmp_path):
     write_fake_fashion_mnist(tmp_path, n_train=40, n_test=12)
     data = load_dataset("fashion_mnist", data_dir=tmp_path, val_size=8)
@@ -152,11 +163,14 @@ def test_a_small_fake_fashion_mnist_loads_normalised_and_split(tmp_path):
     assert data.example_input(3).shape == (3, 1, 28, 28)
 
 
-@pytest.mark.parametrize("problem, pattern", [
-    ("count", "holds 40 images but .* holds 39 labels"),
-    ("size", r"shape \(12, 27, 28\); Fashion-MNIST images must be N x 28 x 28"),
-    ("label", "holds label 10; Fashion-MNIST labels are 0..9"),
-])
+@pytest.mark.parametrize(
+    "problem, pattern",
+    [
+        ("count", "holds 40 images but .* holds 39 labels"),
+        ("size", r"shape \(12, 27, 28\); Fashion-MNIST images must be N x 28 x 28"),
+        ("label", "holds label 10; Fashion-MNIST labels are 0..9"),
+    ],
+)
 def test_inconsistent_fashion_mnist_files_are_refused(tmp_path, problem, pattern):
     write_fake_fashion_mnist(tmp_path)
     if problem == "count":
@@ -181,10 +195,13 @@ def test_the_real_fashion_mnist_loads(monkeypatch):
     assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
     assert len(data.train) + len(data.val) == 60000
     assert torch.bincount(as_tensors(data.test)[1]).tolist() == [1000] * 10
-    assert abs(as_tensors(data.train)[0].mean().item()) < 0.01 and abs(as_tensors(data.train)[0].std().item() - 1) < 0.01
+    assert (
+        abs(as_tensors(data.train)[0].mean().item()) < 0.01 and abs(as_tensors(data.train)[0].std().item() - 1) < 0.01
+    )
 
 
 # --- held-out split ------------------------------------------------------------------------------------
+
 
 def test_the_split_is_deterministic_by_seed_and_disjoint():
     train, val = split_indices(100, 20, seed=3)
@@ -213,16 +230,16 @@ def test_bad_val_sizes_are_refused(tmp_path, val_size):
 
 
 def test_a_val_size_leaving_less_than_half_for_training_names_the_maximum():
-    with pytest.raises(DataError, match="val_size 5000 .* 1438 training examples of digits.*at most 719"):
+    with pytest.raises(DataError, match=r"val_size 5000 .* 1438 training examples of digits.*at most 719"):
         load_dataset("digits")
 
 
 def test_unknown_data_sets_and_options_are_refused():
     with pytest.raises(DataError, match="unknown data set 'cifar10'; allowed: fashion_mnist, digits, synthetic"):
         load_dataset("cifar10")
-    with pytest.raises(DataError, match="'digits' takes no options; got unknown option.* n_train"):
+    with pytest.raises(DataError, match=r"'digits' takes no options; got unknown option.* n_train"):
         load_dataset("digits", val_size=300, n_train=5)
-    with pytest.raises(DataError, match="'synthetic' takes only .*; got unknown option.* colour"):
+    with pytest.raises(DataError, match=r"'synthetic' takes only .*; got unknown option.* colour"):
         load_dataset("synthetic", val_size=10, colour=True)
     with pytest.raises(DataError, match="num_classes must be an integer of at least 2"):
         load_dataset("synthetic", val_size=10, num_classes=1)
@@ -231,6 +248,7 @@ def test_unknown_data_sets_and_options_are_refused():
 
 
 # --- digits and synthetic ------------------------------------------------------------------------------
+
 
 def test_digits_load_with_a_fixed_test_split():
     data = load_dataset("digits", val_size=300, seed=0)
@@ -255,7 +273,7 @@ def test_digits_read_from_the_bundled_file_are_scikit_learns_own():
 
 
 def test_synthetic_is_deterministic_by_seed_and_shaped_by_its_options():
-    options = dict(n_train=60, n_test=30, num_classes=3, in_channels=2, image_size=[5, 7])
+    options = {"n_train": 60, "n_test": 30, "num_classes": 3, "in_channels": 2, "image_size": [5, 7]}
     first, second = (load_dataset("synthetic", val_size=12, seed=5, **options) for _ in range(2))
     other = load_dataset("synthetic", val_size=12, seed=6, **options)
     for part in ("train", "val", "test"):
@@ -276,6 +294,7 @@ def test_synthetic_is_learnable():
 
 
 # --- batching ------------------------------------------------------------------------------------------
+
 
 def counting_dataset(n: int = 23) -> TensorDataset:
     return TensorDataset(torch.arange(n).float().view(n, 1, 1, 1), torch.arange(n))

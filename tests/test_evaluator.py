@@ -24,8 +24,14 @@ def digits():
 def test_scores_are_accuracies_with_the_predicted_cost(digits, criterion, reconstruct):
     data, model = digits
     x = data.example_input()
-    settings = EvaluatorSettings(fidelity=Fidelity("bn"), bn_batches=2, batch_size=64, val_examples=200, criterion=criterion,
-                                 reconstruct=reconstruct)
+    settings = EvaluatorSettings(
+        fidelity=Fidelity("bn"),
+        bn_batches=2,
+        batch_size=64,
+        val_examples=200,
+        criterion=criterion,
+        reconstruct=reconstruct,
+    )
     evaluator = Evaluator(model, x, data.train, data.val, settings)
     policy = autocomp.Policy.uniform(autocomp.prunable_layers(model, x), 0.5, channel_multiple=4)
     first = evaluator.score(policy)
@@ -38,8 +44,13 @@ def test_scores_are_accuracies_with_the_predicted_cost(digits, criterion, recons
 def test_a_pruned_and_quantized_candidate_is_scored_with_its_bits(digits):
     data, model = digits
     x = data.example_input()
-    settings = EvaluatorSettings(fidelity=Fidelity("proxy", steps=5), proxy=ProxyTraining(batch_size=64), bn_batches=2,
-                                 batch_size=64, val_examples=200)
+    settings = EvaluatorSettings(
+        fidelity=Fidelity("proxy", steps=5),
+        proxy=ProxyTraining(batch_size=64),
+        bn_batches=2,
+        batch_size=64,
+        val_examples=200,
+    )
     policy = autocomp.Policy.uniform(autocomp.model_layers(model, x), 0.5, weight_bits=4, act_bits=4)
     first = Evaluator(model, x, data.train, data.val, settings).score(policy)
     second = Evaluator(model, x, data.train, data.val, settings).score(policy)  # not from the cache

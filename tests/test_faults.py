@@ -51,9 +51,9 @@ import sqlite3
 import optuna
 import sqlalchemy
 
-import autocomp.cli
+import autocomp.app.cli
 import autocomp.evaluate.evaluator as evaluator
-import autocomp.report.plots as plots
+import autocomp.app.report.plots as plots
 
 STAGE, SIGNAL, FULL = (os.environ.get(name, "") for name in ("FAULT_STAGE", "FAULT_SIGNAL", "FAULT_FULL"))
 
@@ -139,7 +139,7 @@ def full_study(study, trial):
 
 builtins.open = full_open
 wrap(optuna.study.Study, "add_trial", before=full_study)
-autocomp.cli.main()
+autocomp.app.cli.main()
 '''
 
 STAGES = ("baseline", "trial", "finetune", "report")
@@ -200,10 +200,24 @@ class Runner:
         self.steps: list[Step] = []
 
     def __call__(self, fault: str, *options: str, **env: str) -> None:
-        command = [sys.executable, str(self.base / "faulty.py"), *options, "search", "--config",
-                   str(self.base / "run.yaml"), "--out", str(self.folder)]
-        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300,
-                                env={**os.environ, "AUTOCOMP_CACHE": str(self.cache), "COLUMNS": "200", **env})
+        command = [
+            sys.executable,
+            str(self.base / "faulty.py"),
+            *options,
+            "search",
+            "--config",
+            str(self.base / "run.yaml"),
+            "--out",
+            str(self.folder),
+        ]
+        result = subprocess.run(
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "AUTOCOMP_CACHE": str(self.cache), "COLUMNS": "200", **env},
+        )
         self.steps.append(Step(fault, result.returncode, result.stderr, files(self.folder)))
 
     def series(self, folder: Path | None = None) -> Series:
@@ -234,8 +248,12 @@ def mounted(disk: Path) -> bool:
     disk.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)],
-                          check=False, capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=False, capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def full_disk(base: Path) -> Series:
@@ -267,8 +285,12 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Futur
     (base / "run.yaml").write_text(yaml.safe_dump(CONFIG))
     (base / "faulty.py").write_text(FAULTY)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        yield {"full": pool.submit(full_disk, base), "SIGINT": pool.submit(killed, base, "SIGINT"),
-               "SIGKILL": pool.submit(killed, base, "SIGKILL"), "none": pool.submit(uninterrupted, base)}
+        yield {
+            "full": pool.submit(full_disk, base),
+            "SIGINT": pool.submit(killed, base, "SIGINT"),
+            "SIGKILL": pool.submit(killed, base, "SIGKILL"),
+            "none": pool.submit(uninterrupted, base),
+        }
 
 
 def check_same_finish(faulted: Series, reference: Series) -> None:
@@ -302,7 +324,10 @@ def test_a_full_disk_at_each_kind_of_write_says_so_in_one_line_and_the_run_resum
     full, reference = series["full"].result(), series["none"].result()
     for step in full.steps[:-1]:
         assert step.returncode == 2, (step.fault, step.stderr)
-        assert re.fullmatch(rf"error: cannot write {WRITTEN[step.fault]}: the disk is full \([^)]+\); free some space "
-                            r"and run the same command again\.\n", step.stderr), (step.fault, step.stderr)
+        assert re.fullmatch(
+            rf"error: cannot write {WRITTEN[step.fault]}: the disk is full \([^)]+\); free some space "
+            r"and run the same command again\.\n",
+            step.stderr,
+        ), (step.fault, step.stderr)
         assert not [name for name in step.files if name.endswith(".tmp")], step.fault  # no partial file takes the space
     check_same_finish(full, reference)

@@ -14,7 +14,13 @@ import autocomp
 from autocomp.data import iterate_batches, load_dataset
 from autocomp.distill import attention_loss, attention_map, attention_points
 from autocomp.errors import ConfigError
-from autocomp.evaluate import Evaluator, EvaluatorSettings, Fidelity, ProxyTraining, kendall_tau
+from autocomp.evaluate import (
+    Evaluator,
+    EvaluatorSettings,
+    Fidelity,
+    ProxyTraining,
+    kendall_tau,
+)
 from autocomp.evaluate import stream as stream_module
 from autocomp.evaluate.stream import TrainingStream
 from autocomp.train import TrainSettings, train
@@ -34,8 +40,15 @@ def digits():
 
 def evaluator(digits, **settings) -> Evaluator:
     data, model = digits
-    defaults = dict(fidelity=PROXY, proxy=ProxyTraining(batch_size=64, lr=0.02), bn_batches=2, batch_size=128,
-                    val_examples=300, report_every=4, report_examples=100)
+    defaults = {
+        "fidelity": PROXY,
+        "proxy": ProxyTraining(batch_size=64, lr=0.02),
+        "bn_batches": 2,
+        "batch_size": 128,
+        "val_examples": 300,
+        "report_every": 4,
+        "report_examples": 100,
+    }
     return Evaluator(model, data.example_input(), data.train, data.val, EvaluatorSettings(**{**defaults, **settings}))
 
 
@@ -49,8 +62,11 @@ def test_attention_transfer_loss_matches_a_hand_computation():
     teacher = torch.tensor([[[[2.0, 0.0], [1.0, 1.0]]]])  # (1, 1, 2, 2): channel counts may differ
 
     def hand_map(features):
-        energy = [sum(features[0][c][i][j] ** 2 for c in range(len(features[0]))) / len(features[0])
-                  for i in range(2) for j in range(2)]
+        energy = [
+            sum(features[0][c][i][j] ** 2 for c in range(len(features[0]))) / len(features[0])
+            for i in range(2)
+            for j in range(2)
+        ]
         norm = math.sqrt(sum(e * e for e in energy))
         return [e / norm for e in energy]
 
@@ -88,8 +104,11 @@ def test_the_stream_is_seeded_epochs_with_the_teachers_logits(digits, monkeypatc
     monkeypatch.setattr(stream_module, "MEMO_EXAMPLES", 3 * 64)  # three batches kept, the rest recomputed
     stream = TrainingStream(data.train, 64, seed=5, teacher=model)
     steps = stream.steps_per_epoch + 4  # across an epoch boundary
-    expected = [labels for epoch in (0, 1) for _, labels in
-                iterate_batches(data.train, 64, shuffle=True, seed=5, epoch=epoch, drop_last=True)][:steps]
+    expected = [
+        labels
+        for epoch in (0, 1)
+        for _, labels in iterate_batches(data.train, 64, shuffle=True, seed=5, epoch=epoch, drop_last=True)
+    ][:steps]
     first = list(stream.batches(steps))
     again = list(stream.batches(steps))  # the first three from the kept batches, the rest rebuilt
     assert [torch.equal(b.labels, e) for b, e in zip(first, expected, strict=True)] == [True] * steps
@@ -160,8 +179,15 @@ def test_a_nan_candidate_fails_with_its_reason_and_the_next_one_is_scored(digits
     data, _ = digits
     model = Fragile().eval()
     x = data.example_input()
-    scorer = Evaluator(model, x, data.train, data.val, EvaluatorSettings(
-        fidelity=fidelity, proxy=ProxyTraining(batch_size=64), bn_batches=2, batch_size=128, val_examples=100))
+    scorer = Evaluator(
+        model,
+        x,
+        data.train,
+        data.val,
+        EvaluatorSettings(
+            fidelity=fidelity, proxy=ProxyTraining(batch_size=64), bn_batches=2, batch_size=128, val_examples=100
+        ),
+    )
     layers = autocomp.prunable_layers(model, x)
     broken = scorer.score(autocomp.Policy.uniform(layers, 0.5))
     assert broken.failed and math.isnan(broken.accuracy) and broken.cost is None
@@ -172,10 +198,12 @@ def test_a_nan_candidate_fails_with_its_reason_and_the_next_one_is_scored(digits
 
 
 def test_a_policy_that_cannot_be_built_is_a_failed_result(digits):
-    data, model = digits
+    _data, _model = digits
     policy = autocomp.Policy({"no.such.layer": autocomp.LayerDecision(0.5)})
     result = evaluator(digits).score(policy)
-    assert result.failed and result.error.startswith("ConfigError while compressing: ") and "no.such.layer" in result.error
+    assert (
+        result.failed and result.error.startswith("ConfigError while compressing: ") and "no.such.layer" in result.error
+    )
 
 
 def test_a_diverging_fine_tune_is_a_failed_result(digits):
@@ -199,8 +227,14 @@ def test_an_optuna_median_pruner_stops_a_candidate_below_the_median(digits):
     distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
     for value in (0.999, 1.0):
-        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=distributions, value=value,
-                                                  intermediate_values={4: value, 8: value, 12: value}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": 0.5},
+                distributions=distributions,
+                value=value,
+                intermediate_values={4: value, 8: value, 12: value},
+            )
+        )
     trial = study.ask(distributions)
 
     def report(step: int, score: float) -> bool:
@@ -225,14 +259,17 @@ def test_a_lower_resolution_student_distils_attention_from_the_full_size_teacher
     assert not result.failed, result.error
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: Fidelity("fast"), "fidelity level 'fast' is not allowed; allowed: bn, proxy, epochs."),
-    (lambda: Fidelity("proxy", steps=0), "fidelity steps must be a positive integer, not 0."),
-    (lambda: ProxyTraining(alpha=1.5), "proxy alpha must be in [0, 1], not 1.5."),
-    (lambda: ProxyTraining(lr=0.0), "proxy lr must be > 0, not 0.0."),
-    (lambda: EvaluatorSettings(report_every=0), "evaluator report_every must be a positive integer, not 0."),
-    (lambda: kendall_tau([1.0], [2.0]), "kendall_tau needs two lists of equal length >= 2, got lengths 1 and 1."),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Fidelity("fast"), "fidelity level 'fast' is not allowed; allowed: bn, proxy, epochs."),
+        (lambda: Fidelity("proxy", steps=0), "fidelity steps must be a positive integer, not 0."),
+        (lambda: ProxyTraining(alpha=1.5), "proxy alpha must be in [0, 1], not 1.5."),
+        (lambda: ProxyTraining(lr=0.0), "proxy lr must be > 0, not 0.0."),
+        (lambda: EvaluatorSettings(report_every=0), "evaluator report_every must be a positive integer, not 0."),
+        (lambda: kendall_tau([1.0], [2.0]), "kendall_tau needs two lists of equal length >= 2, got lengths 1 and 1."),
+    ],
+)
 def test_bad_settings_are_refused_in_one_sentence(make, message):
     with pytest.raises(ConfigError) as error:
         make()

@@ -14,14 +14,21 @@ import functools
 import numpy as np
 import pytest
 import torch
+from pattern_models import PATTERN_MODELS, example_input
 from torch import nn
 
 import autocomp
 from autocomp.compress import Compressor
 from autocomp.cost import Cost, count_params, storage_bits
 from autocomp.graph import ModelGraph
-from autocomp.policy import FIXED_BITS, MAX_BITS, MIN_BITS, WEIGHT_SCHEMES, LayerDecision, Policy
-from pattern_models import PATTERN_MODELS, example_input
+from autocomp.policy import (
+    FIXED_BITS,
+    MAX_BITS,
+    MIN_BITS,
+    WEIGHT_SCHEMES,
+    LayerDecision,
+    Policy,
+)
 
 
 class Norms(nn.Module):
@@ -102,13 +109,21 @@ def random_policy(name: str, seed: int) -> Policy:
         if keep < 1.0 or options:
             layers[layer.name] = LayerDecision(keep, **options)
     width = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0))
-    return Policy(layers, width=width, resolution=float(rng.choice(resolutions(name))),
-                  channel_multiple=int(rng.choice([1, 1, 2, 4, 8])))
+    return Policy(
+        layers,
+        width=width,
+        resolution=float(rng.choice(resolutions(name))),
+        channel_multiple=int(rng.choice([1, 1, 2, 4, 8])),
+    )
 
 
 def predicted(graph: ModelGraph, policy: Policy) -> Cost:
-    return Cost(macs=graph.predict_macs(policy), params=graph.predict_params(policy),
-                size_bits=graph.predict_size_bits(policy), bops=graph.predict_bops(policy))
+    return Cost(
+        macs=graph.predict_macs(policy),
+        params=graph.predict_params(policy),
+        size_bits=graph.predict_size_bits(policy),
+        bops=graph.predict_bops(policy),
+    )
 
 
 CASES = [(name, seed) for name in NAMES for seed in range(POLICIES.get(name, DEFAULT_POLICIES))]
@@ -174,8 +189,12 @@ def test_an_untouched_model_predicts_its_own_size():
 def test_float64_parameters_count_64_bits():
     model, x = copy.deepcopy(case("lenet")[0]).double(), case("lenet")[1].double()
     graph = ModelGraph(copy.deepcopy(model), x)
-    policy = Policy({"0": LayerDecision(0.5, weight_bits=4), "3": LayerDecision(0.75, rank=0.5, weight_bits=2,
-                                                                                 weight_scheme="ternary", act_bits=6)})
+    policy = Policy(
+        {
+            "0": LayerDecision(0.5, weight_bits=4),
+            "3": LayerDecision(0.75, rank=0.5, weight_bits=2, weight_scheme="ternary", act_bits=6),
+        }
+    )
     small = autocomp.compress(model, policy, x)
     assert (graph.predict_params(policy), graph.predict_size_bits(policy)) == (count_params(small), storage_bits(small))
 

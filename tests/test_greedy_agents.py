@@ -25,8 +25,11 @@ def run(agent, graph, fails=(), iterations=None):
     while agent.iteration != iterations and (proposal := agent.ask()) is not None:
         agent.probe_flags.append(agent.is_probe(proposal))
         policy = agent.project(proposal)
-        result = None if len(proposals) in fails else EvalResult(
-            kept_fraction_score(graph, policy), Cost(graph.predict_macs(policy), 0, 0, 0), 0.0)
+        result = (
+            None
+            if len(proposals) in fails
+            else EvalResult(kept_fraction_score(graph, policy), Cost(graph.predict_macs(policy), 0, 0, 0), 0.0)
+        )
         agent.tell(proposal, result)
         proposals.append(proposal)
         results.append(result)
@@ -83,7 +86,10 @@ def test_the_number_of_evaluations_has_a_closed_form(setting, name, iterations):
         agent.tell(proposal, EvalResult(kept_fraction_score(graph, proposal), Cost(0, 0, 0, 0), 0.0))
     starts = iteration_starts(name, iterations, len(space.decisions))
     assert [i for i in range(len(at)) if i == 0 or at[i] != at[i - 1]] == starts
-    expected = {"sensitivity": iterations * (len(space.decisions) + 2) + 1, "autoslim": iterations * (len(space.decisions) + 1) + 2}
+    expected = {
+        "sensitivity": iterations * (len(space.decisions) + 2) + 1,
+        "autoslim": iterations * (len(space.decisions) + 1) + 2,
+    }
     assert len(at) == expected[name] == wanted
 
 
@@ -96,10 +102,14 @@ def test_autoslim_takes_the_single_group_cut_that_keeps_the_most_accuracy(settin
     full = [g.channels for g in graph.groups]
 
     def cut(group, kept):
-        return space.to_policy({d.name: (kept if i == group else c) / c for i, (d, c) in enumerate(zip(space.decisions, full))})
+        return space.to_policy(
+            {d.name: (kept if i == group else c) / c for i, (d, c) in enumerate(zip(space.decisions, full))}
+        )
 
-    best = max(((g, max(k for k in range(1, full[g] + 1) if budget.usage(cut(g, k)) <= target)) for g in range(4)),
-               key=lambda gk: kept_fraction_score(graph, cut(*gk)))
+    best = max(
+        ((g, max(k for k in range(1, full[g] + 1) if budget.usage(cut(g, k)) <= target)) for g in range(4)),
+        key=lambda gk: kept_fraction_score(graph, cut(*gk)),
+    )
     assert graph.kept_channels(space.to_policy(agent.point)) == graph.kept_channels(cut(*best))
 
 
@@ -140,17 +150,20 @@ def test_a_resumed_agent_asks_what_the_uninterrupted_one_would_at_every_point(se
             resumed.tell(space.to_policy(space.to_params(proposal)), result)  # as the study gives them back
         assert resumed.ask() == proposals[cut], f"cut at {cut}"
         resumed.tell(proposals[cut], results[cut])
-        assert run(resumed, graph, {f - cut - 1 for f in fails})[0] == proposals[cut + 1:]
+        assert run(resumed, graph, {f - cut - 1 for f in fails})[0] == proposals[cut + 1 :]
 
 
-@pytest.mark.parametrize(("name", "options", "message"), [
-    ("sensitivity", {"iterations": 0}, "iterations 0 is not allowed; need a whole number >= 1"),
-    ("autoslim", {"iterations": 2.5}, "iterations 2.5 is not allowed"),
-    ("autoslim", {"iterations": True}, "iterations True is not allowed"),
-    ("sensitivity", {"fraction": 0}, r"fraction 0 is not allowed; need a number in \(0, 1\]"),
-    ("sensitivity", {"probe_step": 1.0}, r"probe_step 1.0 is not allowed; need a number in \(0, 1\)"),
-    ("autoslim", {"fraction": 0.5}, "agent 'autoslim' has no option 'fraction'; allowed: iterations"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("sensitivity", {"iterations": 0}, "iterations 0 is not allowed; need a whole number >= 1"),
+        ("autoslim", {"iterations": 2.5}, "iterations 2.5 is not allowed"),
+        ("autoslim", {"iterations": True}, "iterations True is not allowed"),
+        ("sensitivity", {"fraction": 0}, r"fraction 0 is not allowed; need a number in \(0, 1\]"),
+        ("sensitivity", {"probe_step": 1.0}, r"probe_step 1.0 is not allowed; need a number in \(0, 1\)"),
+        ("autoslim", {"fraction": 0.5}, "agent 'autoslim' has no option 'fraction'; allowed: iterations"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_value(setting, name, options, message):
     _, space, budget = setting
     with pytest.raises(autocomp.ConfigError, match=message):

@@ -15,8 +15,9 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, name):
     torch.manual_seed(1)
     model = autocomp.zoo.create(name, num_classes=10, in_channels=1)
     groups = ModelGraph(copy.deepcopy(model), X[:1]).groups  # coupled layers share one ratio
-    policy = autocomp.Policy({layer: autocomp.LayerDecision(0.5 if group.index % 2 else 0.75)
-                              for group in groups for layer in group.layers})
+    policy = autocomp.Policy(
+        {layer: autocomp.LayerDecision(0.5 if group.index % 2 else 0.75) for group in groups for layer in group.layers}
+    )
     small = autocomp.compress(model, policy, X[:1]).eval()
     path = tmp_path / "small.pt"
     autocomp.save(small, path, X[:1])
@@ -37,17 +38,19 @@ def test_loading_refuses_a_pickled_object(tmp_path):
     path = tmp_path / "evil.pt"
     with path.open("wb") as f:
         pickle.dump(autocomp.Policy(), f, protocol=2)
-    with pytest.raises(autocomp.ConfigError, match="evil.pt"):
+    with pytest.raises(autocomp.ConfigError, match=r"evil.pt"):
         autocomp.load(path)
 
 
 def test_loading_a_missing_file_names_it(tmp_path):
-    with pytest.raises(autocomp.ConfigError, match="nothing.pt"):
+    with pytest.raises(autocomp.ConfigError, match=r"nothing.pt"):
         autocomp.load(tmp_path / "nothing.pt")
 
 
 def _program_file(tmp_path):
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 3)
+    )
     model.train()
     path = tmp_path / "net.pt"
     autocomp.save(model, path, X[:1])
@@ -79,8 +82,11 @@ def _add_opaque_object(entries):
 
 def _pickle_the_weights(entries):
     name = next(n for n in entries if n.endswith("data/weights/model_weights_config.json"))
-    entries[name] = entries[name].replace(b'"use_pickle": false', b'"use_pickle": true').replace(
-        b'"use_pickle":false', b'"use_pickle":true')
+    entries[name] = (
+        entries[name]
+        .replace(b'"use_pickle": false', b'"use_pickle": true')
+        .replace(b'"use_pickle":false', b'"use_pickle":true')
+    )
 
 
 @pytest.mark.parametrize("edit, what", [(_add_opaque_object, "opaque_obj_0"), (_pickle_the_weights, "pickled weights")])

@@ -11,8 +11,8 @@ import autocomp
 from autocomp import ConfigError
 from autocomp.compress import Compressor
 from autocomp.cost import LatencyTarget, measure_latency_ms
-from autocomp.cost.latency_table import ENTRY_ROUNDS, LatencyTable
 from autocomp.graph import ModelGraph
+from autocomp.latency_table import ENTRY_ROUNDS, LatencyTable
 from autocomp.policy import LayerDecision, Policy
 
 QUICK = LatencyTarget(threads=1, warmup=1, repeats=3)
@@ -22,16 +22,32 @@ QUICK = LatencyTarget(threads=1, warmup=1, repeats=3)
 def tiny(width: int = 16) -> tuple[nn.Module, torch.Tensor]:
     """Conv, depthwise conv, 1x1 conv, pooling, linear: every kind of layer the table knows, in milliseconds."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, groups=width, padding=1),
-                          nn.ReLU(), nn.Conv2d(width, 8, 1), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * 2 * 2, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, groups=width, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, 8, 1),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 2 * 2, 4),
+    )
     return model.eval(), torch.randn(1, 3, 8, 8)
 
 
-@pytest.mark.parametrize("options, named", [
-    ({"device": "tpu"}, "'tpu'"), ({"device": "cuda:0"}, "'cuda:0'"), ({"threads": 0}, "threads=0"),
-    ({"threads": 1.5}, "threads=1.5"), ({"batch_size": 0}, "batch_size=0"), ({"batch_size": True}, "batch_size=True"),
-    ({"warmup": -1}, "warmup=-1"), ({"repeats": 0}, "repeats=0"),
-])
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"device": "tpu"}, "'tpu'"),
+        ({"device": "cuda:0"}, "'cuda:0'"),
+        ({"threads": 0}, "threads=0"),
+        ({"threads": 1.5}, "threads=1.5"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"batch_size": True}, "batch_size=True"),
+        ({"warmup": -1}, "warmup=-1"),
+        ({"repeats": 0}, "repeats=0"),
+    ],
+)
 def test_bad_targets_are_refused_naming_the_value(options, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
         LatencyTarget(**options)
@@ -98,7 +114,9 @@ def test_grid_points_are_their_entries_and_read_nothing_else(tmp_path):
     entries = set(json.loads(table.path.read_text())["entries"].values())
     assert set(full.values()) <= entries
 
-    half = Policy.uniform(graph.prunable, 0.5)  # grid points of steps=4: 16 -> 8 of (1, 4, 8, 12, 16), 8 -> 4 of (1, 2, 4, 6, 8)
+    half = Policy.uniform(
+        graph.prunable, 0.5
+    )  # grid points of steps=4: 16 -> 8 of (1, 4, 8, 12, 16), 8 -> 4 of (1, 2, 4, 6, 8)
     assert graph.kept_channels(half) == [8, 4]
     table.measurements = 0
     halved = table.layer_ms(half)
@@ -120,7 +138,7 @@ def test_between_grid_points_the_prediction_lies_between_their_entries(tmp_path)
 def test_policies_with_bits_are_refused(tmp_path):
     model, x = tiny()
     table = LatencyTable(ModelGraph(model, x), QUICK, tmp_path)
-    with pytest.raises(ConfigError, match="'0' 8-bit weights.*floating-point models only"):
+    with pytest.raises(ConfigError, match=r"'0' 8-bit weights.*floating-point models only"):
         table.predict_ms(Policy({"0": LayerDecision(weight_bits=8)}))
     assert table.measurements == 0
 
@@ -134,9 +152,15 @@ def test_after_build_predictions_are_arithmetic_and_cover_resolution_and_low_ran
     assert built > 0
     policies = [
         Policy.uniform(graph.prunable, 0.3),
-        Policy({"0": LayerDecision(keep=0.6, rank=0.5), "2": LayerDecision(keep=0.6),
+        Policy(
+            {
+                "0": LayerDecision(keep=0.6, rank=0.5),
+                "2": LayerDecision(keep=0.6),
                 "4": LayerDecision(keep=0.4, rank=0.3, rank_scheme="separable"),
-                "7": LayerDecision(rank=0.5)}, resolution=0.5),
+                "7": LayerDecision(rank=0.5),
+            },
+            resolution=0.5,
+        ),
     ]
     for policy in policies:
         assert table.predict_ms(policy) > 0

@@ -1,5 +1,6 @@
 """AMC and HAQ: the layer-by-layer environment, its states and actions, the wall, rewards, replay and resume."""
 
+import itertools
 import math
 
 import numpy as np
@@ -9,7 +10,15 @@ from stable_baselines3.common.env_checker import check_env
 
 import agents
 import autocomp
-from agents.layer_env import KINDS, CompressionEnv, Episode, reward_of, static_features, to_action, to_value
+from agents.layer_env import (
+    KINDS,
+    CompressionEnv,
+    Episode,
+    reward_of,
+    static_features,
+    to_action,
+    to_value,
+)
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult
 from search_spaces import Axis, BitWidth, Budget, Constraint, PruneRatio, Space
@@ -43,7 +52,7 @@ def test_an_episode_ends_with_the_projected_policy_scored_and_rewarded():
     env.reset(seed=0)
     steps = 0
     while True:
-        observation, reward, terminated, truncated, info = env.step(np.array([1.0], dtype=np.float32))
+        observation, reward, terminated, _truncated, info = env.step(np.array([1.0], dtype=np.float32))
         steps += 1
         assert env.observation_space.contains(observation)
         if terminated:
@@ -55,7 +64,7 @@ def test_an_episode_ends_with_the_projected_policy_scored_and_rewarded():
 
 
 def test_behind_the_wall_every_prefix_leaves_the_later_decisions_room():
-    graph, space, budget = tiny_setting()
+    _graph, space, budget = tiny_setting()
     episode = Episode(space, budget, static_features(space, budget), wall=True)
     while not episode.done:
         episode.act(1.0)  # always ask for everything: the wall must say no in time
@@ -68,7 +77,7 @@ def test_behind_the_wall_every_prefix_leaves_the_later_decisions_room():
 
 
 def test_without_the_wall_actions_are_taken_as_they_are():
-    graph, space, budget = tiny_setting()
+    _graph, space, budget = tiny_setting()
     episode = Episode(space, budget, static_features(space, budget), wall=False)
     while not episode.done:
         episode.act(1.0)
@@ -76,7 +85,7 @@ def test_without_the_wall_actions_are_taken_as_they_are():
 
 
 def test_states_embed_the_decision_and_the_budget_spent_so_far():
-    graph, space, budget = tiny_setting()
+    _graph, space, budget = tiny_setting()
     features = static_features(space, budget)
     assert features.shape == (len(space.decisions), 1 + len(KINDS) + 8)
     assert features.min() >= 0 and features.max() <= 1
@@ -89,8 +98,8 @@ def test_states_embed_the_decision_and_the_budget_spent_so_far():
         saved.append(observation[-4])
         rest.append(observation[-3])
         episode.act(-1.0)  # every decision at its lowest
-    assert saved[0] == 0 and all(b > a for a, b in zip(saved, saved[1:]))  # budget use saved grows
-    assert all(b < a for a, b in zip(rest, rest[1:]))  # what the later decisions can add shrinks
+    assert saved[0] == 0 and all(b > a for a, b in itertools.pairwise(saved))  # budget use saved grows
+    assert all(b < a for a, b in itertools.pairwise(rest))  # what the later decisions can add shrinks
 
 
 @pytest.mark.parametrize("dim", [PruneRatio(0.25), BitWidth(2, 8)])
@@ -135,7 +144,9 @@ def test_a_resumed_agent_rebuilds_the_replay_buffer_and_the_networks(name):
     size = first.model.replay_buffer.size()
     assert size == 5 * len(space.decisions) == resumed.model.replay_buffer.size()
     for field in ("observations", "actions", "rewards", "next_observations", "dones"):
-        assert np.array_equal(getattr(first.model.replay_buffer, field)[:size], getattr(resumed.model.replay_buffer, field)[:size])
+        assert np.array_equal(
+            getattr(first.model.replay_buffer, field)[:size], getattr(resumed.model.replay_buffer, field)[:size]
+        )
     for a, b in zip(first.model.policy.parameters(), resumed.model.policy.parameters()):
         assert torch.equal(a, b)
 
@@ -164,7 +175,9 @@ def test_haq_decides_whole_bits_and_lowers_them_onto_a_size_limit(with_keep):
         bits = [v for d, v in space.to_params(policy).items() if d.startswith("weight_bits")]
         assert bits and all(float(b).is_integer() and 2 <= b <= 8 for b in bits)
         assert budget.feasible(policy)
-        measured = autocomp.measure(autocomp.compress(graph.model, policy, torch.zeros(1, 1, 8, 8)), torch.zeros(1, 1, 8, 8))
+        measured = autocomp.measure(
+            autocomp.compress(graph.model, policy, torch.zeros(1, 1, 8, 8)), torch.zeros(1, 1, 8, 8)
+        )
         assert measured.size_bytes <= budget.constraints[0].limit
         agent.tell(proposal, score(graph, policy))
     kinds = {d.kind for d in space.decisions}
@@ -177,14 +190,18 @@ def test_amc_decides_behind_the_wall_only():
         agents.create_agent("amc", space, budget, projection="scale")
 
 
-@pytest.mark.parametrize("options, message", [({"reward": "loss"}, "reward 'loss' is not known"),
-                                              ({"algorithm": "sac"}, "algorithm 'sac' is not known"),
-                                              ({"noise_decay": 1.5}, r"noise_decay must be a number in \(0, 1\], got 1.5"),
-                                              ({"tau": "fast"}, "tau must be a number in"),
-                                              ({"hidden": [64, 0]}, "hidden must be one or more layer sizes"),
-                                              ({"warmup": -1}, "warmup must be a whole number")])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"reward": "loss"}, "reward 'loss' is not known"),
+        ({"algorithm": "sac"}, "algorithm 'sac' is not known"),
+        ({"noise_decay": 1.5}, r"noise_decay must be a number in \(0, 1\], got 1.5"),
+        ({"tau": "fast"}, "tau must be a number in"),
+        ({"hidden": [64, 0]}, "hidden must be one or more layer sizes"),
+        ({"warmup": -1}, "warmup must be a whole number"),
+    ],
+)
 def test_bad_options_are_refused(options, message):
     _, space, budget = tiny_setting()
     with pytest.raises(autocomp.ConfigError, match=message):
         agents.create_agent("amc", space, budget, options=options)
-

@@ -10,15 +10,15 @@ from torch import nn
 
 from autocomp import ConfigError
 from autocomp.compress.lowrank import (
-    SCHEMES,
     LowRank,
     factorize,
     factorized_shell,
     full_rank,
-    lowrank_macs,
     rank_from_fraction,
 )
 from autocomp.cost import count_macs, count_params
+from autocomp.geometry import lowrank_macs
+from autocomp.policy import RANK_SCHEMES
 
 CASES = {
     "linear": (lambda: nn.Linear(20, 12), (4, 20)),
@@ -37,16 +37,39 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 
 
 def schemes(layer: nn.Module) -> tuple[str, ...]:
-    return ("pair",) if getattr(layer, "padding_mode", "zeros") != "zeros" else SCHEMES
+    return ("pair",) if getattr(layer, "padding_mode", "zeros") != "zeros" else RANK_SCHEMES
 
 
 def expected_macs(layer: nn.Module, x: torch.Tensor, rank: int, scheme: str, with_output: bool = True) -> int:
     if isinstance(layer, nn.Linear):
-        return lowrank_macs("linear", layer.in_features, layer.out_features, (1, 1), None, None, (1, 1), (0, 0),
-                            (1, 1), rank, scheme, rows=x[0].numel() // layer.in_features)
+        return lowrank_macs(
+            "linear",
+            layer.in_features,
+            layer.out_features,
+            (1, 1),
+            None,
+            None,
+            (1, 1),
+            (0, 0),
+            (1, 1),
+            rank,
+            scheme,
+            rows=x[0].numel() // layer.in_features,
+        )
     output_hw = tuple(layer(x).shape[2:]) if with_output else None
-    return lowrank_macs("conv", layer.in_channels, layer.out_channels, layer.kernel_size, tuple(x.shape[2:]),
-                        output_hw, layer.stride, layer.padding, layer.dilation, rank, scheme)
+    return lowrank_macs(
+        "conv",
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        tuple(x.shape[2:]),
+        output_hw,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        rank,
+        scheme,
+    )
 
 
 @pytest.mark.parametrize("name", IDS)
@@ -62,9 +85,11 @@ def test_full_rank_reproduces_the_layer(name):
 
 def test_dtype_is_kept_and_full_rank_is_exact_in_float64():
     torch.manual_seed(0)
-    for layer, x in [(nn.Linear(7, 9).double(), torch.randn(3, 7, dtype=torch.float64)),
-                     (nn.Conv2d(3, 4, 3, padding=1).double(), torch.randn(2, 3, 6, 6, dtype=torch.float64))]:
-        for scheme in SCHEMES:
+    for layer, x in [
+        (nn.Linear(7, 9).double(), torch.randn(3, 7, dtype=torch.float64)),
+        (nn.Conv2d(3, 4, 3, padding=1).double(), torch.randn(2, 3, 6, 6, dtype=torch.float64)),
+    ]:
+        for scheme in RANK_SCHEMES:
             pair = factorize(layer, full_rank(layer, scheme), scheme)
             assert all(p.dtype == torch.float64 for p in pair.parameters())
             assert (pair(x) - layer(x)).abs().max() < 1e-10
@@ -83,7 +108,11 @@ def test_macs_and_params_follow_the_formula(name):
             macs = count_macs(pair, x)
             assert macs == expected_macs(layer, x, rank, scheme)
             assert macs == expected_macs(layer, x, rank, scheme, with_output=False)  # output size derived
-            first, second = (in_channels * kh, out_channels * kw) if scheme == "separable" else (in_channels * kh * kw, out_channels)
+            first, second = (
+                (in_channels * kh, out_channels * kw)
+                if scheme == "separable"
+                else (in_channels * kh * kw, out_channels)
+            )
             bias = 0 if layer.bias is None else out_channels
             assert count_params(pair) == rank * (first + second) + bias
 
@@ -92,8 +121,8 @@ def _reconstruction(pair: LowRank, scheme: str) -> torch.Tensor:
     """The reshaped weight matrix that ``pair`` stands for (as in the module docstring)."""
     first, second = pair.first.weight.detach().double(), pair.second.weight.detach().double()
     if scheme == "separable" and first.dim() == 4:
-        rows = first[:, :, :, 0].reshape(pair.rank, -1)                        # (r, in kh)
-        columns = second[:, :, 0, :].permute(1, 0, 2).reshape(pair.rank, -1)   # (r, out kw)
+        rows = first[:, :, :, 0].reshape(pair.rank, -1)  # (r, in kh)
+        columns = second[:, :, 0, :].permute(1, 0, 2).reshape(pair.rank, -1)  # (r, out kw)
         return rows.T @ columns
     return second.flatten(1) @ first.flatten(1)
 
@@ -133,7 +162,11 @@ def test_shell_takes_the_factorized_weights(name):
         shell.load_state_dict(pair.state_dict(), strict=True)
         assert torch.equal(shell(x), pair(x))
         assert (shell.rank, shell.in_channels, shell.out_channels, shell.scheme) == (
-            rank, layer.weight.shape[1], layer.weight.shape[0], scheme)
+            rank,
+            layer.weight.shape[1],
+            layer.weight.shape[0],
+            scheme,
+        )
 
 
 def test_rank_from_fraction_rounds_and_keeps_at_least_one():
@@ -151,16 +184,23 @@ def test_bad_fractions_are_refused_with_the_value(fraction):
 
 @pytest.mark.parametrize(
     "layer, rank, scheme, message",
-    [(nn.Conv2d(4, 4, 3, groups=4), 1, "pair", "groups=4"),
-     (nn.Conv2d(4, 8, 3, groups=2), 1, "separable", "groups=2"),
-     (nn.Conv1d(4, 4, 3), 1, "pair", "not Conv1d"),
-     (nn.Conv3d(4, 4, 3), 1, "pair", "not Conv3d"),
-     (nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"), 1, "separable", "padding_mode='zeros', not 'circular'"),
-     (nn.Linear(8, 4), 0, "pair", r"rank 0 .*\[1, 4\]"),
-     (nn.Linear(8, 4), 5, "pair", r"rank 5 .*\[1, 4\]"),
-     (nn.Conv2d(2, 3, 3), 7, "separable", r"rank 7 .*\[1, 6\]"),
-     (nn.Linear(8, 4), 2.0, "pair", r"rank 2.0 .*whole number"),
-     (nn.Linear(8, 4), 2, "tucker", "scheme 'tucker'")],
+    [
+        (nn.Conv2d(4, 4, 3, groups=4), 1, "pair", "groups=4"),
+        (nn.Conv2d(4, 8, 3, groups=2), 1, "separable", "groups=2"),
+        (nn.Conv1d(4, 4, 3), 1, "pair", "not Conv1d"),
+        (nn.Conv3d(4, 4, 3), 1, "pair", "not Conv3d"),
+        (
+            nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"),
+            1,
+            "separable",
+            "padding_mode='zeros', not 'circular'",
+        ),
+        (nn.Linear(8, 4), 0, "pair", r"rank 0 .*\[1, 4\]"),
+        (nn.Linear(8, 4), 5, "pair", r"rank 5 .*\[1, 4\]"),
+        (nn.Conv2d(2, 3, 3), 7, "separable", r"rank 7 .*\[1, 6\]"),
+        (nn.Linear(8, 4), 2.0, "pair", r"rank 2.0 .*whole number"),
+        (nn.Linear(8, 4), 2, "tucker", "scheme 'tucker'"),
+    ],
 )
 def test_unsupported_requests_are_refused_with_the_value(layer, rank, scheme, message):
     with pytest.raises(ConfigError, match=message):

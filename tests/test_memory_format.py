@@ -17,7 +17,11 @@ def test_a_model_leaves_the_block_contiguous_with_the_same_parameters_and_output
     x, before = torch.randn(4, 1, 28, 28), list(model.parameters())
     expected = model(x)
     with channels_last(model) as layout:
-        weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1 and m.kernel_size != (1, 1)]
+        weights = [
+            m.weight
+            for m in model.modules()
+            if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1 and m.kernel_size != (1, 1)
+        ]
         assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
         assert layout(x).is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(model(layout(x)), expected, rtol=1e-4, atol=1e-5)
@@ -35,7 +39,10 @@ def test_a_training_step_in_channels_last_makes_the_contiguous_update(monkeypatc
     monkeypatch.setattr("autocomp.train.channels_last", lambda model: nullcontext(lambda images: images))
     train(reference, data, settings)
     assert all(p.is_contiguous() for p in model.parameters())
-    moved = max((reference.state_dict()[name] - value).abs().max().item() for name, value in start.items()
-                if value.is_floating_point())
+    moved = max(
+        (reference.state_dict()[name] - value).abs().max().item()
+        for name, value in start.items()
+        if value.is_floating_point()
+    )
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, reference.state_dict()[name], rtol=0, atol=1e-3 * moved, msg=name)

@@ -13,7 +13,17 @@ import autocomp
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult
 from autocomp.graph import ModelGraph
-from search_spaces import Axis, BitWidth, Budget, Constraint, PruneRatio, Resolution, Space, WidthMultiplier, stages
+from search_spaces import (
+    Axis,
+    BitWidth,
+    Budget,
+    Constraint,
+    PruneRatio,
+    Resolution,
+    Space,
+    WidthMultiplier,
+    stages,
+)
 
 X = torch.zeros(1, 1, 16, 16)
 STAGE_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -28,8 +38,14 @@ def setting():
     """resnet20 on 16 x 16 inputs: keep per channel group in three stages, width and resolution choices, 50% MACs."""
     model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
     graph = ModelGraph(copy.deepcopy(model), X)
-    space = Space.from_graph(graph, [Axis(PruneRatio(0.2), "group"), Axis(WidthMultiplier(WIDTHS), "global"),
-                                     Axis(Resolution(RESOLUTIONS), "global")])
+    space = Space.from_graph(
+        graph,
+        [
+            Axis(PruneRatio(0.2), "group"),
+            Axis(WidthMultiplier(WIDTHS), "global"),
+            Axis(Resolution(RESOLUTIONS), "global"),
+        ],
+    )
     budget = Budget(graph, [Constraint.create("macs", 0.5, relative=True, baseline=autocomp.measure(model, X))])
     return graph, space, budget
 
@@ -41,7 +57,11 @@ def table_entry(graph, space, policy) -> dict[str, float]:
     for d in space.of_kind("keep"):
         entry.setdefault(f"stage{stage_of[d.layers[0]]}", set()).add(params[d.name])
     assert all(len(values) == 1 for values in entry.values()), f"a stage with several widths: {entry}"
-    return {**{stage: values.pop() for stage, values in entry.items()}, "width": policy.width, "resolution": policy.resolution}
+    return {
+        **{stage: values.pop() for stage, values in entry.items()},
+        "width": policy.width,
+        "resolution": policy.resolution,
+    }
 
 
 def score(entry: dict[str, float]) -> float:
@@ -69,7 +89,10 @@ def drive(agent, n, value=analytic):
     for _ in range(n):
         proposal = agent.ask()
         evaluated = agent.project(proposal)
-        agent.tell(proposal, EvalResult(value(graph, agent.space, evaluated), Cost(graph.predict_macs(evaluated), 0, 0, 0), 0.0))
+        agent.tell(
+            proposal,
+            EvalResult(value(graph, agent.space, evaluated), Cost(graph.predict_macs(evaluated), 0, 0, 0), 0.0),
+        )
         history.append((proposal, evaluated))
     return history
 
@@ -134,8 +157,9 @@ def test_a_resumed_agent_replays_the_run_study_including_fallbacks(setting):
 
 def test_without_a_feasible_table_entry_the_fallback_is_the_projection_of_a_draw_and_replays(setting):
     graph, space, _ = setting
-    smallest_entry = space.to_policy({**{d.name: STAGE_WIDTHS[0] for d in space.of_kind("keep")},
-                                      "width": WIDTHS[0], "resolution": RESOLUTIONS[0]})
+    smallest_entry = space.to_policy(
+        {**{d.name: STAGE_WIDTHS[0] for d in space.of_kind("keep")}, "width": WIDTHS[0], "resolution": RESOLUTIONS[0]}
+    )
     low, high = graph.predict_macs(space.smallest()), graph.predict_macs(smallest_entry)
     assert low < high
     budget = Budget(graph, [Constraint("macs", (low + high) / 2)])  # below every entry, above the space's smallest
@@ -167,8 +191,11 @@ def test_choices_and_architecture_are_inverse_on_the_table(setting):
     for *widths, width, resolution in itertools.product(STAGE_WIDTHS, STAGE_WIDTHS, STAGE_WIDTHS, WIDTHS, RESOLUTIONS):
         choices = {**{f"keep/stage{s}": w for s, w in enumerate(widths)}, "width": width, "resolution": resolution}
         policy = agent.architecture(choices)
-        assert table_entry(graph, space, policy) == {**{f"stage{s}": w for s, w in enumerate(widths)},
-                                                     "width": width, "resolution": resolution}
+        assert table_entry(graph, space, policy) == {
+            **{f"stage{s}": w for s, w in enumerate(widths)},
+            "width": width,
+            "resolution": resolution,
+        }
         assert agent.choices(policy) == choices
 
 
@@ -193,14 +220,17 @@ def test_a_keep_decision_spanning_stages_takes_the_width_of_its_first_layers_sta
         assert space.to_params(proposal)[decision.name] in STAGE_WIDTHS
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"stage_widths": []}, r"stage_widths \[\] is not allowed; need one or more numbers in \(0, 1\]"),
-    ({"stage_widths": [0.5, 1.5]}, r"stage_widths \[0.5, 1.5\] is not allowed"),
-    ({"stage_widths": [0, 0.5]}, r"stage_widths \[0, 0.5\] is not allowed"),
-    ({"stage_widths": 0.5}, r"stage_widths 0.5 is not allowed"),
-    ({"min_usage": 1.2}, r"min_usage 1.2 is not allowed; need a number in \[0, 1\]"),
-    ({"max_draws": 0}, r"max_draws 0 is not allowed; need a whole number >= 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"stage_widths": []}, r"stage_widths \[\] is not allowed; need one or more numbers in \(0, 1\]"),
+        ({"stage_widths": [0.5, 1.5]}, r"stage_widths \[0.5, 1.5\] is not allowed"),
+        ({"stage_widths": [0, 0.5]}, r"stage_widths \[0, 0.5\] is not allowed"),
+        ({"stage_widths": 0.5}, r"stage_widths 0.5 is not allowed"),
+        ({"min_usage": 1.2}, r"min_usage 1.2 is not allowed; need a number in \[0, 1\]"),
+        ({"max_draws": 0}, r"max_draws 0 is not allowed; need a whole number >= 1"),
+    ],
+)
 def test_bad_options_are_refused_with_a_config_error(setting, options, message):
     _, space, budget = setting
     with pytest.raises(autocomp.ConfigError, match=f"agent 'nas': {message}"):

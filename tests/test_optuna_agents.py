@@ -9,7 +9,15 @@ import agents
 import autocomp
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult
-from search_spaces import Axis, BitWidth, Budget, Constraint, PruneRatio, Space, WidthMultiplier
+from search_spaces import (
+    Axis,
+    BitWidth,
+    Budget,
+    Constraint,
+    PruneRatio,
+    Space,
+    WidthMultiplier,
+)
 from tests.test_agents import WEIGHTS, brute_force_optimum, tiny_setting
 
 
@@ -23,14 +31,18 @@ def feasible_policies(tiny):
     """Every combination of kept channel counts the tiny space allows within its budget (as in `brute_force_optimum`)."""
     graph, space, budget = tiny
     counts = [range(max(1, round(0.25 * group.channels)), group.channels + 1) for group in graph.groups]
-    policies = (space.to_policy({d.name: c / g.channels for d, c, g in zip(space.decisions, combo, graph.groups)})
-                for combo in itertools.product(*counts))
+    policies = (
+        space.to_policy({d.name: c / g.channels for d, c, g in zip(space.decisions, combo, graph.groups)})
+        for combo in itertools.product(*counts)
+    )
     return [policy for policy in policies if budget.feasible(policy)]
 
 
 def score(graph, policy, weights=WEIGHTS) -> float:
     """`kept_fraction_score` with other importances of the channel groups."""
-    return math.prod((kept / group.channels) ** w for kept, group, w in zip(graph.kept_channels(policy), graph.groups, weights))
+    return math.prod(
+        (kept / group.channels) ** w for kept, group, w in zip(graph.kept_channels(policy), graph.groups, weights)
+    )
 
 
 def drive(agent, graph, n, weights=WEIGHTS):
@@ -48,7 +60,9 @@ def drive(agent, graph, n, weights=WEIGHTS):
 def best_fraction(agent, tiny, feasible_policies, n, weights=WEIGHTS) -> float:
     """The best feasible score within ``n`` evaluations, as a fraction of the brute-force optimum."""
     graph, _, budget = tiny
-    best = max(result.accuracy for _, projected, result in drive(agent, graph, n, weights) if budget.feasible(projected))
+    best = max(
+        result.accuracy for _, projected, result in drive(agent, graph, n, weights) if budget.feasible(projected)
+    )
     return best / max(score(graph, policy, weights) for policy in feasible_policies)
 
 
@@ -66,7 +80,10 @@ def test_nsga2_pareto_front_is_every_non_dominated_result(tiny):
     graph, space, budget = tiny
     agent = agents.create_agent("nsga2", space, budget, seed=1)
     history = drive(agent, graph, 24)
-    told = [(result.accuracy, graph.predict_macs(projected) / budget.constraints[0].limit) for _, projected, result in history]
+    told = [
+        (result.accuracy, graph.predict_macs(projected) / budget.constraints[0].limit)
+        for _, projected, result in history
+    ]
     expected = sorted(point for point in told if not dominated(point, told))
 
     front = agent.pareto_front()
@@ -77,7 +94,7 @@ def test_nsga2_pareto_front_is_every_non_dominated_result(tiny):
 
 
 def test_nsga2_evaluates_a_proposal_within_the_budget_as_it_is(tiny):
-    graph, space, budget = tiny
+    _graph, space, budget = tiny
     agent = agents.create_agent("nsga2", space, budget)
     within = space.fill(0.3)
     assert budget.feasible(within) and budget.usage(within) < 0.9
@@ -98,8 +115,10 @@ def test_cmaes_reaches_95_percent_for_other_layer_importances(tiny, feasible_pol
     _, space, budget = tiny
 
     def fractions(name):
-        return [best_fraction(agents.create_agent(name, space, budget, seed=seed), tiny, feasible_policies, 30, weights)
-                for seed in range(5)]
+        return [
+            best_fraction(agents.create_agent(name, space, budget, seed=seed), tiny, feasible_policies, 30, weights)
+            for seed in range(5)
+        ]
 
     assert min(fractions("cmaes")) >= 0.95
     randoms = fractions("random")
@@ -111,12 +130,17 @@ def test_cmaes_draws_bounds_often_with_a_margin_and_never_without(tiny):
 
     def share_on_bounds(margin):
         agent = agents.create_agent("cmaes", space, budget, options={"margin": margin})
-        values = [(d, value) for proposal, _, _ in drive(agent, graph, 10)
-                  for d, value in zip(space.decisions, space.to_params(proposal).values())]
+        values = [
+            (d, value)
+            for proposal, _, _ in drive(agent, graph, 10)
+            for d, value in zip(space.decisions, space.to_params(proposal).values())
+        ]
         return sum(value in (d.dim.low, d.dim.high) for d, value in values) / len(values)
 
     assert share_on_bounds(0.0) == 0.0
-    assert 0.4 <= share_on_bounds(1.0) <= 0.9  # a uniform draw from three ranges lands outside the middle one 2/3 of the time
+    assert (
+        0.4 <= share_on_bounds(1.0) <= 0.9
+    )  # a uniform draw from three ranges lands outside the middle one 2/3 of the time
 
 
 @pytest.mark.parametrize("name", ["cmaes", "nsga2"])
@@ -144,8 +168,11 @@ def test_a_replay_with_a_foreign_trial_past_a_generation_proposes_what_the_unint
 def test_bits_and_width_choices_are_drawn_as_numbers_and_replayed(tiny, name):
     """Every decision is a number to these samplers: bits and choices round to allowed values, and a replay still matches."""
     graph = tiny[0]
-    space = Space.from_graph(graph, [Axis(PruneRatio(0.25), "group"), Axis(BitWidth(), "layer"), Axis(WidthMultiplier(), "global")],
-                             frozen=())
+    space = Space.from_graph(
+        graph,
+        [Axis(PruneRatio(0.25), "group"), Axis(BitWidth(), "layer"), Axis(WidthMultiplier(), "global")],
+        frozen=(),
+    )
     budget = Budget(graph, [Constraint("bops", 0.3 * graph.predict_bops(space.largest()))])
     budget.check_reachable(space)
     first = agents.create_agent(name, space, budget, seed=2)
@@ -165,19 +192,22 @@ def test_bits_and_width_choices_are_drawn_as_numbers_and_replayed(tiny, name):
 def test_budget_measured_usage_is_the_binding_constraints_share_of_a_built_model(tiny):
     graph, space, budget = tiny
     example = graph.example_inputs
-    policy = space.to_policy({name: value for name, value in zip(space.names, (0.5, 1.0, 0.25, 0.75))})
+    policy = space.to_policy(dict(zip(space.names, (0.5, 1.0, 0.25, 0.75))))
     two = Budget(graph, [Constraint("macs", budget.constraints[0].limit), Constraint("params", 600)])
     cost = autocomp.measure(autocomp.compress(graph.model, policy, example), example)
     assert two.measured_usage(cost) == pytest.approx(two.usage(policy))
     assert two.measured_usage(cost) == pytest.approx(max(cost.macs / two.constraints[0].limit, cost.params / 600))
 
 
-@pytest.mark.parametrize("name, options, message", [
-    ("cmaes", {"startup": 5}, "startup 5 is not allowed; need a whole number >= 10"),
-    ("cmaes", {"margin": -0.5}, "margin -0.5 is not allowed; need a finite number >= 0"),
-    ("cmaes", {"population": 1}, "population 1 is not allowed; need None or a whole number >= 2"),
-    ("nsga2", {"population": True}, "population True is not allowed; need a whole number >= 2"),
-])
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("cmaes", {"startup": 5}, "startup 5 is not allowed; need a whole number >= 10"),
+        ("cmaes", {"margin": -0.5}, "margin -0.5 is not allowed; need a finite number >= 0"),
+        ("cmaes", {"population": 1}, "population 1 is not allowed; need None or a whole number >= 2"),
+        ("nsga2", {"population": True}, "population True is not allowed; need a whole number >= 2"),
+    ],
+)
 def test_bad_options_are_refused_with_what_is_allowed(tiny, name, options, message):
     _, space, budget = tiny
     with pytest.raises(autocomp.ConfigError, match=f"agent '{name}': {message}"):

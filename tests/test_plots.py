@@ -7,7 +7,13 @@ import struct
 import numpy as np
 import pytest
 
-from autocomp.report.plots import DPI, WIDTH_INCHES, best_so_far_chart, layer_chart, pareto_chart
+from autocomp.app.report.plots import (
+    DPI,
+    WIDTH_INCHES,
+    best_so_far_chart,
+    layer_chart,
+    pareto_chart,
+)
 
 LAYERS = [f"layer{i}.conv" for i in range(6)]
 
@@ -38,8 +44,12 @@ def has_colour(path, rgb) -> bool:
 
 def test_a_layer_chart_has_one_panel_per_quantity(tmp_path):
     one = layer_chart(tmp_path / "one.png", LAYERS, {"kept": {"uniform": [0.5] * 6}}, "one")
-    two = layer_chart(tmp_path / "two.png", LAYERS, {"kept": {"uniform": [0.5] * 6, "amc": [0.2, 0.4, 0.6, 0.8, 1, 1]},
-                                                     "weight bits": {"haq": [8, 6, 4, 4, 6, 8]}}, "two")
+    two = layer_chart(
+        tmp_path / "two.png",
+        LAYERS,
+        {"kept": {"uniform": [0.5] * 6, "amc": [0.2, 0.4, 0.6, 0.8, 1, 1]}, "weight bits": {"haq": [8, 6, 4, 4, 6, 8]}},
+        "two",
+    )
     (w1, h1), (w2, h2) = png_size(one), png_size(two)
     assert w1 == w2 == round(WIDTH_INCHES * DPI) and h2 > h1 > 200
     assert 0.02 < drawn_fraction(one) < 0.8 and 0.02 < drawn_fraction(two) < 0.8  # not blank, not filled
@@ -55,9 +65,16 @@ def test_a_layer_chart_refuses_series_of_another_length(tmp_path):
 
 def test_the_pareto_and_best_so_far_charts_are_drawn(tmp_path):
     points = [(0.4, 0.80), (0.5, 0.85), (0.45, 0.70), (0.3, 0.75)]
-    pareto = pareto_chart(tmp_path / "pareto.png", points, [(0.3, 0.75), (0.4, 0.80), (0.5, 0.85)],
-                          {"best": (0.5, 0.85)}, "MACs (fraction of the baseline)", "front", limit=0.5,
-                          reference=("baseline", 0.9))
+    pareto = pareto_chart(
+        tmp_path / "pareto.png",
+        points,
+        [(0.3, 0.75), (0.4, 0.80), (0.5, 0.85)],
+        {"best": (0.5, 0.85)},
+        "MACs (fraction of the baseline)",
+        "front",
+        limit=0.5,
+        reference=("baseline", 0.9),
+    )
     curve = best_so_far_chart(tmp_path / "curve.png", [0.5, None, 0.7, 0.6, 0.8], "best so far")
     for path in (pareto, curve):
         width, height = png_size(path)

@@ -6,9 +6,17 @@ from autocomp import ConfigError, LayerDecision, Policy
 
 
 def test_json_round_trip_keeps_every_decision(tmp_path):
-    policy = Policy({"conv1": LayerDecision(0.5), "layer1.0.conv1": LayerDecision(0.25, rank=0.5, rank_scheme="separable"),
-                     "layer1.0.conv2": LayerDecision(0.5, weight_bits=2, weight_scheme="ternary", act_bits=3),
-                     "fc0": LayerDecision(1.0, weight_bits=8)}, width=0.75, resolution=0.5, channel_multiple=8)
+    policy = Policy(
+        {
+            "conv1": LayerDecision(0.5),
+            "layer1.0.conv1": LayerDecision(0.25, rank=0.5, rank_scheme="separable"),
+            "layer1.0.conv2": LayerDecision(0.5, weight_bits=2, weight_scheme="ternary", act_bits=3),
+            "fc0": LayerDecision(1.0, weight_bits=8),
+        },
+        width=0.75,
+        resolution=0.5,
+        channel_multiple=8,
+    )
     path = tmp_path / "policy.json"
     policy.save(path)
     again = Policy.load(path)
@@ -32,13 +40,18 @@ def test_one_weight_bit_means_binary_weights():
 
 @pytest.mark.parametrize(
     "fields, message",
-    [({"weight_bits": 9}, "weight bit-width 9"), ({"weight_bits": 0}, "weight bit-width 0"),
-     ({"weight_bits": 4.0}, "weight bit-width 4.0"), ({"weight_bits": True}, "bit-width True"),
-     ({"weight_bits": 4, "weight_scheme": "ternary"}, "ternary weights use 2 bits, not 4"),
-     ({"weight_bits": 2, "weight_scheme": "binary"}, "binary weights use 1 bit, not 2"),
-     ({"weight_bits": 4, "weight_scheme": "fp4"}, "weight quantizer 'fp4' is not known"),
-     ({"weight_bits": 4, "act_bits": 1}, "activation bit-width 1"),
-     ({"act_bits": 4}, "act_bits 4 needs weight_bits"), ({"weight_scheme": "dorefa"}, "needs weight_bits")],
+    [
+        ({"weight_bits": 9}, "weight bit-width 9"),
+        ({"weight_bits": 0}, "weight bit-width 0"),
+        ({"weight_bits": 4.0}, "weight bit-width 4.0"),
+        ({"weight_bits": True}, "bit-width True"),
+        ({"weight_bits": 4, "weight_scheme": "ternary"}, "ternary weights use 2 bits, not 4"),
+        ({"weight_bits": 2, "weight_scheme": "binary"}, "binary weights use 1 bit, not 2"),
+        ({"weight_bits": 4, "weight_scheme": "fp4"}, "weight quantizer 'fp4' is not known"),
+        ({"weight_bits": 4, "act_bits": 1}, "activation bit-width 1"),
+        ({"act_bits": 4}, "act_bits 4 needs weight_bits"),
+        ({"weight_scheme": "dorefa"}, "needs weight_bits"),
+    ],
 )
 def test_bad_bit_decisions_are_refused(fields, message):
     with pytest.raises(ConfigError, match=message):
@@ -65,16 +78,27 @@ def test_multipliers_take_part_in_equality_and_key():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"width": 0.0}, "width multiplier"), ({"width": 1.5}, "width multiplier"), ({"resolution": -1}, "resolution"),
-     ({"channel_multiple": 0}, "channel multiple"), ({"channel_multiple": 2.5}, "channel multiple")],
+    [
+        ({"width": 0.0}, "width multiplier"),
+        ({"width": 1.5}, "width multiplier"),
+        ({"resolution": -1}, "resolution"),
+        ({"channel_multiple": 0}, "channel multiple"),
+        ({"channel_multiple": 2.5}, "channel multiple"),
+    ],
 )
 def test_bad_multipliers_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         Policy(**options)
 
 
-@pytest.mark.parametrize("fields, message", [({"rank": 0.0}, "rank fraction"), ({"rank": 1.2}, "rank fraction"),
-                                             ({"rank": 0.5, "rank_scheme": "tucker"}, "rank scheme 'tucker'")])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"rank": 0.0}, "rank fraction"),
+        ({"rank": 1.2}, "rank fraction"),
+        ({"rank": 0.5, "rank_scheme": "tucker"}, "rank scheme 'tucker'"),
+    ],
+)
 def test_bad_low_rank_decisions_are_refused(fields, message):
     with pytest.raises(ConfigError, match=message):
         LayerDecision(**fields)
@@ -119,7 +143,7 @@ def test_bad_policy_files_are_refused_with_a_reason(tmp_path, data, message):
 def test_invalid_json_names_the_file(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text("{not json")
-    with pytest.raises(ConfigError, match="broken.json"):
+    with pytest.raises(ConfigError, match=r"broken.json"):
         Policy.load(path)
 
 

@@ -1,5 +1,7 @@
 """Quantizers: the number of distinct values, straight-through gradients, error falling with bits."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -53,7 +55,7 @@ def test_straight_through_gradients_are_not_zero(scheme, bits):
 
 def test_quantization_error_shrinks_as_bits_grow():
     errors = [(quantize_weights(W, "uniform", bits) - W).pow(2).mean().item() for bits in range(2, 9)]
-    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    assert all(later < earlier for earlier, later in itertools.pairwise(errors))
     assert (quantize_weights(W, "binary") - W).pow(2).mean() > errors[2]  # one bit loses more than 4
 
 
@@ -74,7 +76,7 @@ def test_bit_widths_outside_2_to_8_are_refused(bits):
 
 
 def test_unknown_weight_quantizer_is_refused():
-    with pytest.raises(ConfigError, match="'fp4'.*uniform, dorefa, binary, ternary"):
+    with pytest.raises(ConfigError, match=r"'fp4'.*uniform, dorefa, binary, ternary"):
         quantize_weights(W, "fp4", 4)
 
 
@@ -92,8 +94,10 @@ def test_lsq_keeps_inputs_on_its_grid_and_learns_its_step():
     assert LSQ(bits=4, signed=False)(torch.randn(100)).min() == 0
 
 
-@pytest.mark.parametrize("layer, x", [(torch.nn.Conv2d(4, 6, 3, padding=1), torch.randn(2, 4, 5, 5)),
-                                      (torch.nn.Linear(12, 5), torch.randn(3, 12))])
+@pytest.mark.parametrize(
+    "layer, x",
+    [(torch.nn.Conv2d(4, 6, 3, padding=1), torch.randn(2, 4, 5, 5)), (torch.nn.Linear(12, 5), torch.randn(3, 12))],
+)
 def test_a_quantized_layer_runs_on_the_quantized_weights(layer, x):
     for bits, scheme, values in [(1, "uniform", 2), (2, "ternary", 3), (4, "uniform", 16), (8, "dorefa", 256)]:
         quantized = quantized_layer(layer, bits, scheme, act_bits=8)

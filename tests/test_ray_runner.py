@@ -16,15 +16,15 @@ from ray.cluster_utils import Cluster
 
 import agents
 import autocomp
-from autocomp.baseline import prepare_baseline
-from autocomp.config import build_config
+from autocomp.app.baseline import prepare_baseline
+from autocomp.app.config import build_config
+from autocomp.app.runners.context import build_evaluator, prepare
+from autocomp.app.runners.ray_runner import AgentSearcher, encode_result
+from autocomp.app.runners.reachable import check_address
+from autocomp.app.runners.study import open_study
+from autocomp.app.tuning import load_tune_config, tune
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
-from autocomp.runners.context import build_evaluator, prepare
-from autocomp.runners.ray_runner import AgentSearcher, encode_result
-from autocomp.runners.reachable import check_address
-from autocomp.runners.study import open_study
-from autocomp.tuning import load_tune_config, tune
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -54,8 +54,10 @@ def cluster(tmp_path_factory):
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
         patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback addresses stay loopback (nodes' processes)
         patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # ... and in this process
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                              "node_ip_address": "127.0.0.1"})
+        nodes = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"},
+        )
         try:
             nodes.add_node(num_cpus=1, node_ip_address="127.0.0.1")
             ray.init(address=nodes.address, _node_ip_address="127.0.0.1", log_to_driver=False)
@@ -65,7 +67,7 @@ def cluster(tmp_path_factory):
             nodes.shutdown()
 
 
-def _config(agent: str, trials: int, **sections) -> autocomp.config.RunConfig:
+def _config(agent: str, trials: int, **sections) -> autocomp.app.config.RunConfig:
     return build_config({**TINY, "search": {"agent": agent, "trials": trials}, **sections})
 
 
@@ -149,15 +151,22 @@ def _kill_first_trial_worker(killed: list[int], stop: threading.Event) -> None:
 @pytest.mark.slow
 def test_a_tuning_whose_searches_run_on_the_ray_cluster(cluster, tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({**TINY, "search": {"agent": "random", "trials": 2}}))
-    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({"config": "run.yaml", "trials": 2, "params": {
-        "finetune.lr": {"low": 0.01, "high": 0.1, "log": True}}}))
+    (tmp_path / "tune.yaml").write_text(
+        yaml.safe_dump(
+            {"config": "run.yaml", "trials": 2, "params": {"finetune.lr": {"low": 0.01, "high": 0.1, "log": True}}}
+        )
+    )
     summary = tune(load_tune_config(tmp_path / "tune.yaml"), tmp_path / "out").summary
     assert summary["complete"] == 2
     for row in summary["all"]:
         searched = _study(tmp_path / "out" / row["folder"]).trials
         assert len(searched) == 2 and all("ray_node" in t.user_attrs for t in searched)  # evaluated on Ray workers
-        assert row["value"] == json.loads((tmp_path / "out" / row["folder"] / "report.json").read_text())[
-            "best"]["finetuned_val_accuracy"]
+        assert (
+            row["value"]
+            == json.loads((tmp_path / "out" / row["folder"] / "report.json").read_text())["best"][
+                "finetuned_val_accuracy"
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -180,8 +189,12 @@ def test_a_worker_killed_during_a_trial_is_retried_and_the_study_completes(clust
 
 @pytest.mark.slow
 def test_asha_stops_trials_whose_intermediate_scores_trail(cluster, tmp_path):
-    config = _config("tpe", 8, runner={"kind": "ray", "scheduler": "asha"},
-                     evaluator={**TINY["evaluator"], "steps": 20, "report_every": 5, "report_examples": 100})
+    config = _config(
+        "tpe",
+        8,
+        runner={"kind": "ray", "scheduler": "asha"},
+        evaluator={**TINY["evaluator"], "steps": 20, "report_every": 5, "report_examples": 100},
+    )
     result = autocomp.search(config, tmp_path)
     trials = _study(tmp_path).trials
     pruned = [t for t in trials if t.state == PRUNED]
@@ -191,12 +204,16 @@ def test_asha_stops_trials_whose_intermediate_scores_trail(cluster, tmp_path):
         if trial.state == PRUNED:
             stopped_at = trial.user_attrs["stopped_at"]
             assert stopped_at in (5, 10) and steps == list(range(5, stopped_at + 1, 5))
-            assert trial.user_attrs["accuracy"] == trial.intermediate_values[stopped_at] and trial.user_attrs["macs"] > 0
+            assert (
+                trial.user_attrs["accuracy"] == trial.intermediate_values[stopped_at] and trial.user_attrs["macs"] > 0
+            )
             others = [t.intermediate_values[stopped_at] for t in trials if stopped_at in t.intermediate_values]
             assert trial.intermediate_values[stopped_at] < max(others)  # ASHA stops trailing candidates only
         else:
             assert trial.state == COMPLETE and steps == [5, 10, 15, 20]
-    assert len({t.user_attrs["score_key"] for t in trials}) == 8 and max(t.user_attrs["ray_beside"] for t in trials) == 1
+    assert (
+        len({t.user_attrs["score_key"] for t in trials}) == 8 and max(t.user_attrs["ray_beside"] for t in trials) == 1
+    )
 
 
 def test_the_searcher_records_failures_stops_and_repeats_and_never_runs_a_policy_twice_at_once(tmp_path):

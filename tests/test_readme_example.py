@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-import autocomp
 from typer.testing import CliRunner
 
-from autocomp.cli import app
+import autocomp
+from autocomp.app.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "own_model"
@@ -27,7 +26,7 @@ MARKER = "<!-- own-model-example"
 def readme_blocks() -> tuple[list[str], str]:
     """The example's shell commands (comments dropped) and the YAML block that follows them in the README."""
     text = (ROOT / "README.md").read_text()
-    after = text[text.index(MARKER):]
+    after = text[text.index(MARKER) :]
     commands = re.search(r"```bash\n(.*?)```", after, re.S).group(1)
     config = re.search(r"```yaml\n(.*?)```", after, re.S).group(1)
     lines = [line.split("#", 1)[0].strip() for line in commands.splitlines()]

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Subset, TensorDataset
 
 import autocomp
-from autocomp.config import build_config
+from autocomp.app.config import build_config
 from autocomp.data import BatchReader, as_tensors, load_dataset, load_image_folder
 from autocomp.data.image_folder import ImageFolderData
 from autocomp.errors import ConfigError
@@ -123,10 +123,12 @@ def counted(user_module, tmp_path):
 
 
 def counted_config(checkpoint, kind="map", **changes):
-    config = {**TINY, "model": {"name": "resnet20", "checkpoint": str(checkpoint)},
-              "data": {"name": "factory", "factory": "counted_digits:digits", "val_size": 300,
-                       "options": {"kind": kind}},
-              "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.05, "max_steps": 5}}
+    config = {
+        **TINY,
+        "model": {"name": "resnet20", "checkpoint": str(checkpoint)},
+        "data": {"name": "factory", "factory": "counted_digits:digits", "val_size": 300, "options": {"kind": kind}},
+        "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.05, "max_steps": 5},
+    }
     for key, value in changes.items():
         section, _, field = key.partition(".")
         config[section] = {**config[section], field: value} if field else value
@@ -162,8 +164,10 @@ def test_a_search_reads_only_the_batches_it_uses_and_the_bound_decides_what_is_r
 
     reads.clear()
     unbounded_trials = 2
-    autocomp.search(counted_config(counted[1], **{"search.trials": unbounded_trials, "evaluator.cache_mb": 0}),
-                    tmp_path / "nothing-kept")
+    autocomp.search(
+        counted_config(counted[1], **{"search.trials": unbounded_trials, "evaluator.cache_mb": 0}),
+        tmp_path / "nothing-kept",
+    )
     again = sum(count for (name, index), count in reads.items() if name == "train" and index not in held_out)
     # nothing kept: every candidate (and the finish's rebuild of the chosen one) reads its batches again
     assert again > fixed * unbounded_trials
@@ -283,15 +287,21 @@ def test_bf16_autocast_runs_on_the_cpu_in_training_and_scoring():
     assert torch.bfloat16 in seen and all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a cast
     assert accuracy(model, data.val, runtime=bf16) == pytest.approx(accuracy(model, data.val), abs=0.03)
     assert accuracy(model, data.val, runtime=bf16) > 0.5
-    settings = EvaluatorSettings(fidelity=Fidelity("proxy", steps=5), proxy=ProxyTraining(batch_size=64), bn_batches=2,
-                                 batch_size=128, val_examples=300)
+    settings = EvaluatorSettings(
+        fidelity=Fidelity("proxy", steps=5),
+        proxy=ProxyTraining(batch_size=64),
+        bn_batches=2,
+        batch_size=128,
+        val_examples=300,
+    )
     evaluator = Evaluator(model, data.example_input(), data.train, data.val, settings, bf16)
     layers = autocomp.prunable_layers(model, data.example_input())
     result = evaluator.score(autocomp.Policy.uniform(layers, keep=0.5))
     assert not result.failed and result.accuracy > 0.3
     fp16 = Evaluator(model, data.example_input(), data.train, data.val, settings, Runtime(precision="fp16"))
     assert fp16.score_key(autocomp.Policy.uniform(layers, keep=0.5)) != evaluator.score_key(
-        autocomp.Policy.uniform(layers, keep=0.5))  # a score at another precision is another score
+        autocomp.Policy.uniform(layers, keep=0.5)
+    )  # a score at another precision is another score
     assert not fp16.score(autocomp.Policy.uniform(layers, keep=0.5)).failed  # with its gradient scaler
 
 
@@ -299,37 +309,43 @@ def test_bf16_autocast_runs_on_the_cpu_in_training_and_scoring():
 def test_a_gpu_on_a_machine_without_cuda_exits_2_with_one_line_and_writes_nothing(tmp_path):
     from typer.testing import CliRunner
 
-    from autocomp.cli import app
+    from autocomp.app.cli import app
 
     config = tmp_path / "c.yaml"
     config.write_text("data: {name: synthetic}\n")
-    result = CliRunner().invoke(app, ["search", "--config", str(config), "--out", str(tmp_path / "run"),
-                                      "--device", "cuda:0"])
+    result = CliRunner().invoke(
+        app, ["search", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cuda:0"]
+    )
     assert result.exit_code == 2 and not (tmp_path / "run").exists()
     assert result.output.strip().splitlines() == [
         "error: device 'cuda:0' is not available on this machine (torch.cuda.is_available() is False); allowed here: "
-        "cpu or auto."]
-    worker = CliRunner().invoke(app, ["worker", "--config", str(config), "--storage", str(tmp_path / "j.log"),
-                                      "--device", "cuda"])
+        "cpu or auto."
+    ]
+    worker = CliRunner().invoke(
+        app, ["worker", "--config", str(config), "--storage", str(tmp_path / "j.log"), "--device", "cuda"]
+    )
     assert worker.exit_code == 2 and "device 'cuda' is not available" in worker.output
     assert resolve_device("auto") == torch.device("cpu")
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"device": "gpu"}, r"config key 'device' = 'gpu' is not allowed: use auto, cpu, cuda or cuda:N"),
-    ({"precision": "fp8"}, r"config key 'precision' = 'fp8' is not allowed"),
-    ({"runner": {"kind": "ray"}, "device": "cuda:1"}, r"names one GPU, but Ray assigns each trial its GPU share"),
-    ({"runner": {"kind": "ray"}, "device": "cuda"}, r"device cuda on Ray needs runner.gpus_per_trial > 0"),
-    ({"data": {"workers": -1}}, r"config key 'data.workers' = -1 is not allowed"),
-    ({"evaluator": {"cache_mb": -5}}, r"config key 'evaluator.cache_mb' = -5 is not allowed"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"device": "gpu"}, r"config key 'device' = 'gpu' is not allowed: use auto, cpu, cuda or cuda:N"),
+        ({"precision": "fp8"}, r"config key 'precision' = 'fp8' is not allowed"),
+        ({"runner": {"kind": "ray"}, "device": "cuda:1"}, r"names one GPU, but Ray assigns each trial its GPU share"),
+        ({"runner": {"kind": "ray"}, "device": "cuda"}, r"device cuda on Ray needs runner.gpus_per_trial > 0"),
+        ({"data": {"workers": -1}}, r"config key 'data.workers' = -1 is not allowed"),
+        ({"evaluator": {"cache_mb": -5}}, r"config key 'evaluator.cache_mb' = -5 is not allowed"),
+    ],
+)
 def test_device_precision_and_loader_settings_are_checked_in_one_sentence(settings, message):
     with pytest.raises(ConfigError, match=message):
         build_config(settings)
 
 
 def test_a_run_folder_resumes_on_another_device_but_not_at_another_precision(tmp_path):
-    from autocomp.run_folder import check_run_folder, claim_run_folder
+    from autocomp.app.run_folder import check_run_folder, claim_run_folder
 
     claim_run_folder(tmp_path / "run", build_config({"device": "cpu"}))
     check_run_folder(tmp_path / "run", build_config({"device": "auto", "data": {"workers": 3}}))
@@ -347,12 +363,22 @@ def test_on_a_gpu_the_teacher_the_candidates_and_the_batches_live_there(tmp_path
     data = load_dataset("digits", val_size=300)
     model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
     cuda = Runtime.create("cuda")
-    evaluator = Evaluator(model, data.example_input(), data.train, data.val,
-                          EvaluatorSettings(fidelity=Fidelity("proxy", steps=3), proxy=ProxyTraining(batch_size=64),
-                                            bn_batches=2, batch_size=128), cuda)
+    evaluator = Evaluator(
+        model,
+        data.example_input(),
+        data.train,
+        data.val,
+        EvaluatorSettings(
+            fidelity=Fidelity("proxy", steps=3), proxy=ProxyTraining(batch_size=64), bn_batches=2, batch_size=128
+        ),
+        cuda,
+    )
     assert next(evaluator.teacher.parameters()).is_cuda and not next(evaluator.baseline.parameters()).is_cuda
-    assert next(evaluator.build(autocomp.Policy.uniform(autocomp.prunable_layers(model, data.example_input()),
-                                                        keep=0.5)).parameters()).is_cuda
+    assert next(
+        evaluator.build(
+            autocomp.Policy.uniform(autocomp.prunable_layers(model, data.example_input()), keep=0.5)
+        ).parameters()
+    ).is_cuda
     reader = BatchReader(TensorDataset(torch.zeros(8, 1, 2, 2), torch.zeros(8, dtype=torch.long)), 4, 0, True)
     assert cuda.to_device(next(reader.batches())[0]).is_cuda
 
@@ -364,8 +390,14 @@ def test_ray_trials_compute_on_the_gpu_share_ray_assigns_them(tmp_path):
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        config = build_config({**TINY, "device": "auto", "search": {"agent": "random", "trials": 4},
-                               "runner": {"kind": "ray", "gpus_per_trial": 0.5, "cpus_per_trial": 1}})
+        config = build_config(
+            {
+                **TINY,
+                "device": "auto",
+                "search": {"agent": "random", "trials": 4},
+                "runner": {"kind": "ray", "gpus_per_trial": 0.5, "cpus_per_trial": 1},
+            }
+        )
         autocomp.search(config, tmp_path / "ray")
     finally:
         ray.shutdown()

@@ -10,13 +10,13 @@ import torch
 
 import agents
 import autocomp
-from autocomp import search_loop
+from autocomp.app import search_loop
+from autocomp.app.config import build_config
+from autocomp.app.runners.context import prepare
+from autocomp.app.runners.study import pruning_reporter, top_trials
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
-from autocomp.config import build_config
 from autocomp.evaluate import Evaluator, accuracy
-from autocomp.runners.context import prepare
-from autocomp.runners.study import pruning_reporter, top_trials
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -61,7 +61,7 @@ def test_the_report_links_its_figures_which_are_real_pngs(finished_run):
 def test_export_writes_a_program_that_computes_what_the_model_computes_and_never_overwrites(finished_run, tmp_path):
     from typer.testing import CliRunner
 
-    from autocomp.cli import app
+    from autocomp.app.cli import app
 
     out, _ = finished_run
     result = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "deploy")])
@@ -80,7 +80,7 @@ def test_export_writes_a_program_that_computes_what_the_model_computes_and_never
 def test_report_writes_the_markdown_and_figures_again_from_report_json(finished_run, tmp_path):
     from typer.testing import CliRunner
 
-    from autocomp.cli import app
+    from autocomp.app.cli import app
 
     out, _ = finished_run
     copy = tmp_path / "run"
@@ -96,7 +96,7 @@ def test_report_writes_the_markdown_and_figures_again_from_report_json(finished_
 def test_evaluate_scores_one_policy_as_the_search_scored_it(finished_run, tmp_path):
     from typer.testing import CliRunner
 
-    from autocomp.cli import app
+    from autocomp.app.cli import app
 
     out, result = finished_run
     args = ["evaluate", "--config", str(out / "config.yaml"), "--policy", str(out / "policy.json")]
@@ -150,7 +150,9 @@ def test_the_report_holds_the_pareto_front_of_the_candidates(finished_run):
         repeat = any(p == (value, usage) and n < number for n, p in points.items())  # listed once, at its first trial
         assert (number in front) == (not dominated and not repeat)
     assert result.report["best"]["trial"] in front  # the most accurate candidate is always on it
-    assert [p["usage"] for p in result.report["pareto_front"]] == sorted(p["usage"] for p in result.report["pareto_front"])
+    assert [p["usage"] for p in result.report["pareto_front"]] == sorted(
+        p["usage"] for p in result.report["pareto_front"]
+    )
     assert "## Accuracy against budget use" in (out / "report.md").read_text()
 
 
@@ -188,11 +190,15 @@ def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_ke
     with pytest.raises(KeyboardInterrupt):
         autocomp.search(config, copy)
     assert len(list((copy / "finalists").glob("*.pt"))) == 1  # the first finalist's fine-tune is kept
-    monkeypatch.setattr(search_loop, "fine_tune", lambda *args: fine_tuned.append(args[3].key()) or real_fine_tune(*args))
+    monkeypatch.setattr(
+        search_loop, "fine_tune", lambda *args: fine_tuned.append(args[3].key()) or real_fine_tune(*args)
+    )
     monkeypatch.setattr(Evaluator, "_evaluate", lambda *args: pytest.fail("the finish evaluated a candidate again"))
     report = autocomp.search(config, copy).report
 
-    assert len(fine_tuned) == len(set(fine_tuned)) == 3  # each finalist once, the first not again after the interruption
+    assert (
+        len(fine_tuned) == len(set(fine_tuned)) == 3
+    )  # each finalist once, the first not again after the interruption
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{copy / 'study.db'}")
     by_policy = {}
     for trial in sorted(study.trials, key=lambda t: (-t.value, t.user_attrs["macs"], t.number)):
@@ -205,7 +211,11 @@ def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_ke
     assert report["best"]["trial"] == winner["trial"]
     saved = autocomp.load(copy / "model.pt")
     held_out = accuracy(saved, prepare(config).data.val)
-    assert report["best"]["finetuned_val_accuracy"] == pytest.approx(held_out, abs=1e-6) == winner["finetuned_val_accuracy"]
+    assert (
+        report["best"]["finetuned_val_accuracy"]
+        == pytest.approx(held_out, abs=1e-6)
+        == winner["finetuned_val_accuracy"]
+    )
     assert json.loads((copy / "policy.json").read_text()) == study.trials[winner["trial"]].user_attrs["policy"]
     assert not (copy / "finalists").exists()
     markdown = (copy / "report.md").read_text()
@@ -241,8 +251,11 @@ def test_the_score_cache_survives_a_resumed_run(tmp_path, monkeypatch):
 
 
 def test_a_median_pruner_sees_every_candidates_intermediate_scores(tmp_path):
-    config = dict(TINY, search=dict(TINY["search"], agent="random", trials=8),
-                  evaluator=dict(TINY["evaluator"], pruner="median", report_every=5, report_examples=100))
+    config = dict(
+        TINY,
+        search=dict(TINY["search"], agent="random", trials=8),
+        evaluator=dict(TINY["evaluator"], pruner="median", report_every=5, report_examples=100),
+    )
     result = autocomp.search(build_config(config), tmp_path)
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
     states = [t.state for t in study.trials]
@@ -261,8 +274,14 @@ def test_the_pruning_reporter_asks_the_pruner_against_the_studys_curves():
     space_params = {"keep/a": optuna.distributions.FloatDistribution(0.2, 1.0)}
     study = optuna.create_study(direction="maximize")
     for value in (0.8, 0.9, 0.85, 0.95, 0.9):
-        study.add_trial(optuna.trial.create_trial(params={"keep/a": 0.5}, distributions=space_params, value=value,
-                                                  intermediate_values={5: value, 10: value}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"keep/a": 0.5},
+                distributions=space_params,
+                value=value,
+                intermediate_values={5: value, 10: value},
+            )
+        )
 
     class OneDecision:
         def to_params(self, policy):
@@ -278,27 +297,38 @@ def test_the_pruning_reporter_asks_the_pruner_against_the_studys_curves():
 
 
 def test_a_search_under_several_constraints_meets_each_one_on_the_saved_model(tmp_path):
-    config = dict(TINY, constraints=[{"metric": "params", "max": 0.5}, {"metric": "size_bytes", "max": 0.2}],
-                  space={"keep": {"low": 0.3}, "weight_bits": {"low": 2, "high": 8, "grouping": "stage"}},
-                  search=dict(TINY["search"], agent="random", trials=3), evaluator={"fidelity": "bn", "bn_batches": 2},
-                  finetune=dict(TINY["finetune"], epochs=1))
+    config = dict(
+        TINY,
+        constraints=[{"metric": "params", "max": 0.5}, {"metric": "size_bytes", "max": 0.2}],
+        space={"keep": {"low": 0.3}, "weight_bits": {"low": 2, "high": 8, "grouping": "stage"}},
+        search=dict(TINY["search"], agent="random", trials=3),
+        evaluator={"fidelity": "bn", "bn_batches": 2},
+        finetune=dict(TINY["finetune"], epochs=1),
+    )
     result = autocomp.search(build_config(config), tmp_path)
     cost = autocomp.measure(autocomp.load(tmp_path / "model.pt"), torch.zeros(1, 1, 8, 8))
     limits = {c["metric"]: c["limit"] for c in result.report["constraints"]}
-    assert limits == {"params": 0.5 * result.report["baseline"]["params"],
-                      "size_bytes": 0.2 * result.report["baseline"]["size_bytes"]}
+    assert limits == {
+        "params": 0.5 * result.report["baseline"]["params"],
+        "size_bytes": 0.2 * result.report["baseline"]["size_bytes"],
+    }
     assert cost.params <= limits["params"] and cost.size_bytes <= limits["size_bytes"]
     assert max(cost.params / limits["params"], cost.size_bytes / limits["size_bytes"]) >= 0.97  # the budget is used
-    assert {c["metric"]: c["best"] for c in result.report["constraints"]} == {"params": cost.params,
-                                                                              "size_bytes": cost.size_bytes}
+    assert {c["metric"]: c["best"] for c in result.report["constraints"]} == {
+        "params": cost.params,
+        "size_bytes": cost.size_bytes,
+    }
     assert "- size_bytes <= " in (tmp_path / "report.md").read_text()
 
 
 def test_a_best_model_at_a_lower_resolution_with_factorized_layers_is_reported(tmp_path):
-    config = dict(TINY, space={"keep": {"low": 0.3, "high": 0.6}, "rank": {"low": 0.3, "high": 0.6},
-                               "resolution": {"choices": [0.75]}},
-                  search=dict(TINY["search"], agent="random", trials=2), evaluator={"fidelity": "bn", "bn_batches": 2},
-                  finetune=dict(TINY["finetune"], epochs=1))
+    config = dict(
+        TINY,
+        space={"keep": {"low": 0.3, "high": 0.6}, "rank": {"low": 0.3, "high": 0.6}, "resolution": {"choices": [0.75]}},
+        search=dict(TINY["search"], agent="random", trials=2),
+        evaluator={"fidelity": "bn", "bn_batches": 2},
+        finetune=dict(TINY["finetune"], epochs=1),
+    )
     result = autocomp.search(build_config(config), tmp_path)
     small = autocomp.load(tmp_path / "model.pt")
     assert isinstance(small, InputResize) and small.size == (6, 6)
@@ -316,10 +346,15 @@ def test_a_latency_constrained_search_measures_every_candidate_on_the_target(tmp
     # A batch of 64 and layers down to 5% of their channels put the smallest model near a quarter of the baseline's
     # latency, so the limit stays reachable when a loaded machine measures the candidates much slower than the table
     # (with 10%, a third measured alone, one loaded run found the smallest model predicted at 0.79 of the baseline).
-    config = dict(TINY, constraints=[{"metric": "latency_ms", "max": 0.9}], space={"keep": {"low": 0.05}},
-                  latency={"threads": 1, "repeats": 5, "batch_size": 64},
-                  search=dict(TINY["search"], agent="random", trials=6), evaluator={"fidelity": "bn", "bn_batches": 2},
-                  finetune=dict(TINY["finetune"], epochs=1))
+    config = dict(
+        TINY,
+        constraints=[{"metric": "latency_ms", "max": 0.9}],
+        space={"keep": {"low": 0.05}},
+        latency={"threads": 1, "repeats": 5, "batch_size": 64},
+        search=dict(TINY["search"], agent="random", trials=6),
+        evaluator={"fidelity": "bn", "bn_batches": 2},
+        finetune=dict(TINY["finetune"], epochs=1),
+    )
     result = autocomp.search(build_config(config), tmp_path)
     latency = result.report["constraints"][0]
     assert latency["metric"] == "latency_ms" and latency["limit"] == pytest.approx(0.9 * latency["baseline"])
@@ -329,13 +364,16 @@ def test_a_latency_constrained_search_measures_every_candidate_on_the_target(tmp
         assert trial.user_attrs["feasible"] == (trial.user_attrs["latency_ms"] <= latency["limit"])
     best = study.trials[result.report["best"]["trial"]]
     assert best.user_attrs["latency_ms"] <= latency["limit"]  # only a measured-feasible candidate can win
-    assert list((autocomp.baseline.cache_root() / "latency").glob("*.json"))  # the table is cached for the target
+    assert list((autocomp.app.baseline.cache_root() / "latency").glob("*.json"))  # the table is cached for the target
 
 
 AGENT_RUNS = {  # agent: (constraint, space, options): each kind of agent through the whole loop
     "amc": ({"metric": "macs", "max": 0.5}, {}, {"warmup": 2, "gradient_steps": 5, "hidden": [16, 16]}),
-    "haq": ({"metric": "size_bytes", "max": 0.15}, {"keep": None, "weight_bits": {"low": 2, "high": 8, "grouping": "stage"}},
-            {"warmup": 2, "gradient_steps": 5}),
+    "haq": (
+        {"metric": "size_bytes", "max": 0.15},
+        {"keep": None, "weight_bits": {"low": 2, "high": 8, "grouping": "stage"}},
+        {"warmup": 2, "gradient_steps": 5},
+    ),
     "sensitivity": ({"metric": "macs", "max": 0.5}, {"keep": {"low": 0.3, "grouping": "stage"}}, {"iterations": 1}),
     "nas": ({"metric": "macs", "max": 0.5}, {"width": {"choices": [0.5, 0.75, 1.0]}}, {}),
     "nsga2": ({"metric": "macs", "max": 0.5}, {}, {"population": 4}),
@@ -345,8 +383,14 @@ AGENT_RUNS = {  # agent: (constraint, space, options): each kind of agent throug
 @pytest.mark.parametrize("agent", sorted(AGENT_RUNS))
 def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path, agent):
     constraint, space, options = AGENT_RUNS[agent]
-    config = dict(TINY, constraints=[constraint], space=space, search={"agent": agent, "trials": 7, "options": options},
-                  evaluator={"fidelity": "bn", "bn_batches": 2}, finetune=dict(TINY["finetune"], epochs=1))
+    config = dict(
+        TINY,
+        constraints=[constraint],
+        space=space,
+        search={"agent": agent, "trials": 7, "options": options},
+        evaluator={"fidelity": "bn", "bn_batches": 2},
+        finetune=dict(TINY["finetune"], epochs=1),
+    )
     result = autocomp.search(build_config(config), tmp_path)
     metric, limit = constraint["metric"], result.report["constraints"][0]["limit"]
     assert getattr(autocomp.measure(autocomp.load(tmp_path / "model.pt"), torch.zeros(1, 1, 8, 8)), metric) <= limit
@@ -367,16 +411,23 @@ def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path
 
 @pytest.mark.parametrize(("trials", "warned"), [(5, True), (6, False)])
 def test_a_greedy_agent_given_fewer_trials_than_its_walk_needs_is_warned_about(capsys, trials, warned):
-    config = dict(TINY, space={"keep": {"low": 0.3, "grouping": "stage"}},
-                  search={"agent": "sensitivity", "trials": trials, "options": {"iterations": 1}})
+    config = dict(
+        TINY,
+        space={"keep": {"low": 0.3, "grouping": "stage"}},
+        search={"agent": "sensitivity", "trials": trials, "options": {"iterations": 1}},
+    )
     prepare(build_config(config))  # 1 iteration x (3 stages + 2) + 1 = 6 evaluations
     err = " ".join(capsys.readouterr().err.split())
     assert ("sensitivity needs about 6 trials" in err) == warned, err
 
 
 def test_output_that_is_not_a_terminal_gets_a_line_per_finished_trial(tmp_path, capsys):
-    config = dict(TINY, search={"agent": "random", "trials": 3}, evaluator={"fidelity": "bn", "bn_batches": 2},
-                  finetune=dict(TINY["finetune"], epochs=1))
+    config = dict(
+        TINY,
+        search={"agent": "random", "trials": 3},
+        evaluator={"fidelity": "bn", "bn_batches": 2},
+        finetune=dict(TINY["finetune"], epochs=1),
+    )
     autocomp.search(build_config(config), tmp_path)
     err = " ".join(capsys.readouterr().err.split())  # rich may wrap a long line
     assert re.findall(r"search \(random, cpu\): (\d/\d) trials", err) == ["1/3", "2/3", "3/3"], err

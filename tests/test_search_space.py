@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 import autocomp
 from autocomp.graph import ModelGraph
 from search_spaces import (
-    FILL_TARGET, Axis, BitWidth, Budget, Constraint, LowRank, PruneRatio, Resolution, Space, WidthMultiplier, stages,
+    FILL_TARGET,
+    Axis,
+    BitWidth,
+    Budget,
+    Constraint,
+    LowRank,
+    PruneRatio,
+    Resolution,
+    Space,
+    WidthMultiplier,
+    stages,
 )
 
 X = torch.zeros(1, 1, 16, 16)
@@ -59,7 +69,9 @@ def test_stages_follow_the_spatial_size(resnet):
 
 def test_bit_axes_decide_per_layer_and_frozen_layers_keep_their_bits(resnet):
     _, graph, _ = resnet
-    space = Space.from_graph(graph, (Axis(BitWidth(2, 8), "layer"), Axis(BitWidth(4, 8, "activations", frozen=8), "global")))
+    space = Space.from_graph(
+        graph, (Axis(BitWidth(2, 8), "layer"), Axis(BitWidth(4, 8, "activations", frozen=8), "global"))
+    )
     assert len(space.of_kind("weight_bits")) == len(graph.layers) - 2
     assert space.of_kind("act_bits")[0].name == "act_bits"
     policy = space.to_policy({d.name: d.dim.low for d in space.decisions})
@@ -72,8 +84,16 @@ def test_bit_axes_decide_per_layer_and_frozen_layers_keep_their_bits(resnet):
 
 def test_params_round_trip_through_a_policy(resnet):
     _, graph, _ = resnet
-    space = Space.from_graph(graph, (Axis(PruneRatio(0.3), "group"), Axis(BitWidth(3, 8)), Axis(LowRank(0.5), "stage"),
-                                     Axis(WidthMultiplier((0.5, 1.0)), "global"), Axis(Resolution((0.75, 1.0)), "global")))
+    space = Space.from_graph(
+        graph,
+        (
+            Axis(PruneRatio(0.3), "group"),
+            Axis(BitWidth(3, 8)),
+            Axis(LowRank(0.5), "stage"),
+            Axis(WidthMultiplier((0.5, 1.0)), "global"),
+            Axis(Resolution((0.75, 1.0)), "global"),
+        ),
+    )
     for seed in range(5):
         policy = space.sample(np.random.default_rng(seed))
         params = space.to_params(policy)
@@ -82,17 +102,28 @@ def test_params_round_trip_through_a_policy(resnet):
             distribution._contains(distribution.to_internal_repr(params[name]))
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda g: Space.from_graph(g, frozen=("conv9",)), "frozen layer 'conv9' is not a conv/linear layer of this model"),
-    (lambda g: Space.from_graph(g, (Axis(WidthMultiplier(), "stage"),)), "width is one value for the whole model"),
-    (lambda g: Space.from_graph(g, (Axis(BitWidth(target="activations")),)), "activation bits need a weight bit-width"),
-    (lambda g: Space.from_graph(g, (Axis(PruneRatio()), Axis(PruneRatio(0.5)))), "keep is given twice"),
-    (lambda g: Axis(PruneRatio(), "block"), "grouping 'block' is not known; allowed: layer, group, stage, global."),
-    (lambda g: Space.from_graph(g, (Axis(BitWidth(frozen=None)), Axis(BitWidth(target="activations")))),
-     "frozen layers cannot keep 8-bit inputs with floating-point weights"),
-    (lambda g: BitWidth(1, 8), "bit-width 1 is not allowed"),
-    (lambda g: WidthMultiplier((0.5, 1.5)), "width choices [0.5, 1.5] are not allowed"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda g: Space.from_graph(g, frozen=("conv9",)),
+            "frozen layer 'conv9' is not a conv/linear layer of this model",
+        ),
+        (lambda g: Space.from_graph(g, (Axis(WidthMultiplier(), "stage"),)), "width is one value for the whole model"),
+        (
+            lambda g: Space.from_graph(g, (Axis(BitWidth(target="activations")),)),
+            "activation bits need a weight bit-width",
+        ),
+        (lambda g: Space.from_graph(g, (Axis(PruneRatio()), Axis(PruneRatio(0.5)))), "keep is given twice"),
+        (lambda g: Axis(PruneRatio(), "block"), "grouping 'block' is not known; allowed: layer, group, stage, global."),
+        (
+            lambda g: Space.from_graph(g, (Axis(BitWidth(frozen=None)), Axis(BitWidth(target="activations")))),
+            "frozen layers cannot keep 8-bit inputs with floating-point weights",
+        ),
+        (lambda g: BitWidth(1, 8), "bit-width 1 is not allowed"),
+        (lambda g: WidthMultiplier((0.5, 1.5)), "width choices [0.5, 1.5] are not allowed"),
+    ],
+)
 def test_a_bad_space_is_refused_in_one_sentence(resnet, build, message):
     _, graph, _ = resnet
     with pytest.raises(autocomp.ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -106,18 +137,26 @@ SPACES = {
     "keep+bits": lambda: (Axis(PruneRatio(0.2), "group"), Axis(BitWidth(2, 8)), Axis(BitWidth(4, 8, "activations"))),
     "bits by stage": lambda: (Axis(BitWidth(2, 8), "stage"),),
     "keep+rank": lambda: (Axis(PruneRatio(0.3), "stage"), Axis(LowRank(0.25), "layer")),
-    "multipliers": lambda: (Axis(PruneRatio(0.4), "global"), Axis(WidthMultiplier((0.5, 0.75, 1.0)), "global"),  # in order
-                            Axis(Resolution((0.75, 1.0)), "global")),
+    "multipliers": lambda: (
+        Axis(PruneRatio(0.4), "global"),
+        Axis(WidthMultiplier((0.5, 0.75, 1.0)), "global"),  # in order
+        Axis(Resolution((0.75, 1.0)), "global"),
+    ),
 }
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(space_name=st.sampled_from(sorted(SPACES)), seed=st.integers(0, 10_000),
-       metrics=st.lists(st.sampled_from(MEASURED), min_size=1, max_size=3, unique=True),
-       fractions=st.lists(st.floats(0.15, 0.9), min_size=3, max_size=3),
-       method=st.sampled_from(["auto", "scale", "wall", "bits"]), frozen=st.sampled_from([(), ("first", "last")]))
-def test_any_projected_policy_meets_every_constraint_when_remeasured(resnet, space_name, seed, metrics, fractions,
-                                                                      method, frozen):
+@given(
+    space_name=st.sampled_from(sorted(SPACES)),
+    seed=st.integers(0, 10_000),
+    metrics=st.lists(st.sampled_from(MEASURED), min_size=1, max_size=3, unique=True),
+    fractions=st.lists(st.floats(0.15, 0.9), min_size=3, max_size=3),
+    method=st.sampled_from(["auto", "scale", "wall", "bits"]),
+    frozen=st.sampled_from([(), ("first", "last")]),
+)
+def test_any_projected_policy_meets_every_constraint_when_remeasured(
+    resnet, space_name, seed, metrics, fractions, method, frozen
+):
     model, graph, base = resnet
     space = Space.from_graph(graph, SPACES[space_name](), frozen=frozen)
     budget = Budget(graph, [Constraint.create(m, f, True, base) for m, f in zip(metrics, fractions)])
@@ -135,11 +174,16 @@ def test_any_projected_policy_meets_every_constraint_when_remeasured(resnet, spa
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(space_name=st.sampled_from(["keep", "keep+bits", "bits by stage"]), seed=st.integers(0, 10_000),
-       metrics=st.lists(st.sampled_from(MEASURED), min_size=1, max_size=2, unique=True),
-       fractions=st.lists(st.floats(0.3, 0.9), min_size=2, max_size=2), method=st.sampled_from(["auto", "scale", "wall"]))
-def test_projection_uses_at_least_97_percent_of_a_budget_the_space_can_fill(resnet, space_name, seed, metrics,
-                                                                            fractions, method):
+@given(
+    space_name=st.sampled_from(["keep", "keep+bits", "bits by stage"]),
+    seed=st.integers(0, 10_000),
+    metrics=st.lists(st.sampled_from(MEASURED), min_size=1, max_size=2, unique=True),
+    fractions=st.lists(st.floats(0.3, 0.9), min_size=2, max_size=2),
+    method=st.sampled_from(["auto", "scale", "wall"]),
+)
+def test_projection_uses_at_least_97_percent_of_a_budget_the_space_can_fill(
+    resnet, space_name, seed, metrics, fractions, method
+):
     """Fine-grained spaces (one channel or one bit per step) on a budget between the smallest and the largest model."""
     _, graph, base = resnet
     space = Space.from_graph(graph, SPACES[space_name](), frozen=())
@@ -169,7 +213,7 @@ def test_a_budget_above_the_largest_model_gives_the_largest_model(resnet):
 
 
 def test_bit_lowering_starts_with_the_most_bits(resnet):
-    _, graph, base = resnet
+    _, graph, _base = resnet
     space = Space.from_graph(graph, (Axis(BitWidth(2, 8)),), frozen=())
     proposal = space.to_policy({name: 8 if i == 5 else 4 for i, name in enumerate(space.names)})
     budget = Budget(graph, [Constraint("bops", 0.995 * graph.predict_bops(proposal))])
@@ -204,8 +248,10 @@ def test_ranks_past_the_break_even_leave_a_layer_whole_so_the_smallest_model_is_
     graph = ModelGraph(copy.deepcopy(model), x)
     space = Space.from_graph(graph, (Axis(LowRank(0.25, 1.0), "layer"),), frozen=())
     grid = [0.25, 0.5, 0.75, 0.9, 1.0]
-    costs = [autocomp.measure(autocomp.compress(model, space.to_policy(dict(zip(space.names, combo))), x), x)
-             for combo in itertools.product(grid, repeat=len(space.names))]
+    costs = [
+        autocomp.measure(autocomp.compress(model, space.to_policy(dict(zip(space.names, combo))), x), x)
+        for combo in itertools.product(grid, repeat=len(space.names))
+    ]
     for metric in ("macs", "params"):
         minimum = min(getattr(cost, metric) for cost in costs)
         assert Budget(graph, [Constraint(metric, 1e9)]).value(metric, space.smallest()) == minimum
@@ -242,9 +288,16 @@ def test_the_wall_clips_each_decision_to_what_the_later_ones_leave(resnet):
 
 def tiny_net():
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )
 
 
 def test_an_infeasible_budget_names_the_brute_force_minimum_of_every_metric():
@@ -252,8 +305,10 @@ def test_an_infeasible_budget_names_the_brute_force_minimum_of_every_metric():
     graph = ModelGraph(copy.deepcopy(model), x)
     space = Space.from_graph(graph, (Axis(PruneRatio(0.5), "group"), Axis(BitWidth(7, 8), "layer")), frozen=())
     grid = {d.name: ([0.5, 0.75, 1.0] if d.kind == "keep" else [7, 8]) for d in space.decisions}
-    costs = [autocomp.measure(autocomp.compress(model, space.to_policy(dict(zip(grid, combo))), x), x)
-             for combo in itertools.product(*grid.values())]
+    costs = [
+        autocomp.measure(autocomp.compress(model, space.to_policy(dict(zip(grid, combo))), x), x)
+        for combo in itertools.product(*grid.values())
+    ]
     minimum = {metric: min(getattr(cost, metric) for cost in costs) for metric in MEASURED}
     for metric in MEASURED:
         Budget(graph, [Constraint(metric, minimum[metric])]).check_reachable(space)
@@ -273,16 +328,24 @@ def test_relative_limits_scale_the_baseline(resnet):
     assert Constraint.create("params", 1000, False, base).limit == 1000
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda g, b: Constraint.create("joules", 0.5, True, b),
-     r"^constraint metric 'joules' is not known; allowed: macs, flops, params, size_bytes, bops, latency_ms\.$"),
-    (lambda g, b: Constraint("macs", -1), r"^macs limit -1 is not allowed; need a positive, finite number\.$"),
-    (lambda g, b: Constraint("macs", math.inf), r"^macs limit inf is not allowed"),
-    (lambda g, b: Constraint.create("latency_ms", 0.5, True, b), r"needs the baseline's latency_ms, which was not measured"),
-    (lambda g, b: Budget(g, []), r"^a budget needs at least one constraint"),
-    (lambda g, b: Budget(g, [Constraint("macs", 5), Constraint("macs", 6)]), r"^metric macs is constrained twice"),
-    (lambda g, b: Budget(g, [Constraint("latency_ms", 5)]), r"^a latency_ms constraint needs a latency target"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda g, b: Constraint.create("joules", 0.5, True, b),
+            r"^constraint metric 'joules' is not known; allowed: macs, flops, params, size_bytes, bops, latency_ms\.$",
+        ),
+        (lambda g, b: Constraint("macs", -1), r"^macs limit -1 is not allowed; need a positive, finite number\.$"),
+        (lambda g, b: Constraint("macs", math.inf), r"^macs limit inf is not allowed"),
+        (
+            lambda g, b: Constraint.create("latency_ms", 0.5, True, b),
+            r"needs the baseline's latency_ms, which was not measured",
+        ),
+        (lambda g, b: Budget(g, []), r"^a budget needs at least one constraint"),
+        (lambda g, b: Budget(g, [Constraint("macs", 5), Constraint("macs", 6)]), r"^metric macs is constrained twice"),
+        (lambda g, b: Budget(g, [Constraint("latency_ms", 5)]), r"^a latency_ms constraint needs a latency target"),
+    ],
+)
 def test_a_bad_budget_is_refused_in_one_sentence(resnet, build, message):
     _, graph, base = resnet
     with pytest.raises(autocomp.ConfigError, match=message):
@@ -292,7 +355,9 @@ def test_a_bad_budget_is_refused_in_one_sentence(resnet, build, message):
 def test_an_unknown_projection_is_refused(resnet):
     _, graph, base = resnet
     space = Space.from_graph(graph)
-    with pytest.raises(autocomp.ConfigError, match=r"^projection 'nearest' is not known; allowed: auto, scale, bits, wall\.$"):
+    with pytest.raises(
+        autocomp.ConfigError, match=r"^projection 'nearest' is not known; allowed: auto, scale, bits, wall\.$"
+    ):
         Budget(graph, [Constraint.create("macs", 0.5, True, base)]).project(space, space.largest(), "nearest")
 
 
@@ -312,11 +377,15 @@ def test_measured_latencies_correct_later_latency_predictions(resnet):
     budget = Budget(graph, [Constraint("latency_ms", 0.5 * base.macs / 1e6)], latency=MacsClock(graph))
     before = budget.project(space, space.largest())
     assert budget.usage(before) == pytest.approx(1.0, abs=0.03)
-    measured = dataclasses.replace(base, latency_ms=2 * MacsClock(graph).predict_ms(before))  # twice as slow as predicted
+    measured = dataclasses.replace(
+        base, latency_ms=2 * MacsClock(graph).predict_ms(before)
+    )  # twice as slow as predicted
     budget.observe(before, measured)
     assert budget.latency_correction == pytest.approx(2.0)
     after = budget.project(space, space.largest())
-    assert 0.97 * 0.25 * base.macs <= graph.predict_macs(after) <= 0.25 * base.macs  # twice the time per MAC: half the MACs
+    assert (
+        0.97 * 0.25 * base.macs <= graph.predict_macs(after) <= 0.25 * base.macs
+    )  # twice the time per MAC: half the MACs
     for ratio in (1.0, 1.5, 3.0):
         budget.observe(before, dataclasses.replace(base, latency_ms=ratio * MacsClock(graph).predict_ms(before)))
     assert budget.latency_correction == pytest.approx(2.25)  # the upper quartile of 1, 1.5, 2, 3

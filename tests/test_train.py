@@ -38,8 +38,15 @@ def tiny_problem():
 
 def tiny_model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Dropout(0.3), nn.Linear(4, 2))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(4, 2),
+    )
 
 
 def test_training_draws_its_dropout_masks_from_its_seed_not_from_what_ran_before():
@@ -86,8 +93,9 @@ def test_distillation_pulls_the_student_towards_the_teacher():
     data = tiny_problem()
     teacher = train(tiny_model(), data, TrainSettings(epochs=4, batch_size=16, lr=0.05))
     torch.manual_seed(1)
-    student = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                            nn.Linear(2, 2)).eval()
+    student = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)
+    ).eval()
     x = as_tensors(data)[0]
     with torch.no_grad():
         gap_before = (student(x).softmax(1) - teacher(x).softmax(1)).abs().mean()

@@ -12,17 +12,17 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from typer.testing import CliRunner
 from postgres_server import missing, postgres_server
+from typer.testing import CliRunner
 
-import autocomp.tuning
+import autocomp.app.tuning
 from autocomp import io
-from autocomp.cli import app
-from autocomp.config import load_config
+from autocomp.app.cli import app
+from autocomp.app.config import load_config
+from autocomp.app.tuning import TUNE_STUDY, load_tune_config, tune
 from autocomp.data import load_dataset
 from autocomp.errors import ConfigError
 from autocomp.evaluate import accuracy
-from autocomp.tuning import TUNE_STUDY, load_tune_config, tune
 
 RUN = {
     "model": {"name": "resnet20"},
@@ -30,8 +30,14 @@ RUN = {
     "baseline": {"epochs": 1, "batch_size": 64},
     "constraints": [{"metric": "macs", "max": 0.5}],
     "search": {"agent": "random", "trials": 2},
-    "evaluator": {"fidelity": "proxy", "steps": 3, "proxy": {"batch_size": 32}, "bn_batches": 2, "batch_size": 128,
-                  "val_examples": 100},
+    "evaluator": {
+        "fidelity": "proxy",
+        "steps": 3,
+        "proxy": {"batch_size": 32},
+        "bn_batches": 2,
+        "batch_size": 128,
+        "val_examples": 100,
+    },
     "finetune": {"epochs": 1, "batch_size": 64},
     "threads": 1,
 }
@@ -60,7 +66,7 @@ def searched(tmp_path_factory):
 
 
 def test_each_trial_is_a_search_scored_by_its_fine_tuned_models_held_out_accuracy(searched):
-    folder, out, result = searched
+    _folder, out, result = searched
     trials = study_of(out).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert len({t.params["finetune.lr"] for t in trials}) == 3
@@ -82,20 +88,29 @@ def test_each_trial_is_a_search_scored_by_its_fine_tuned_models_held_out_accurac
 def test_a_finetune_target_fine_tunes_one_policy_and_reads_repeated_values_back(searched, tmp_path):
     _, out, _ = searched
     run = next((out / "trials").iterdir())
-    path = write_tune(tmp_path, params={"finetune.lr": {"choices": [0.002, 0.05]}}, target="finetune",
-                      policy=str(run), sampler="random", trials=4)
+    path = write_tune(
+        tmp_path,
+        params={"finetune.lr": {"choices": [0.002, 0.05]}},
+        target="finetune",
+        policy=str(run),
+        sampler="random",
+        trials=4,
+    )
     result = tune(load_tune_config(path), tmp_path / "out")
     trials = study_of(tmp_path / "out").trials
     assert result.summary["complete"] == 4
     folders = {t.params["finetune.lr"]: t.user_attrs["folder"] for t in trials}
     assert len(set(folders.values())) == len(folders) == len(list((tmp_path / "out" / "trials").iterdir()))
     for trial in trials:  # one value, one fine-tune: a repeated draw reads the first one's result
-        assert trial.value == json.loads((tmp_path / "out" / trial.user_attrs["folder"] / "result.json").read_text())["val_accuracy"]
+        assert (
+            trial.value
+            == json.loads((tmp_path / "out" / trial.user_attrs["folder"] / "result.json").read_text())["val_accuracy"]
+        )
     assert len({t.value for t in trials}) == len(folders) == 2  # the learning rate changes the fine-tuned model
 
 
 def test_an_interrupted_tuning_resumes_with_the_same_trials(tmp_path, monkeypatch):
-    search = autocomp.tuning._search
+    search = autocomp.app.tuning._search
     calls = []
 
     def interrupted(config, folder):
@@ -104,7 +119,7 @@ def test_an_interrupted_tuning_resumes_with_the_same_trials(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return search(config, folder)
 
-    monkeypatch.setattr(autocomp.tuning, "_search", interrupted)
+    monkeypatch.setattr(autocomp.app.tuning, "_search", interrupted)
     path = write_tune(tmp_path, params=LR)
     with pytest.raises(KeyboardInterrupt):
         tune(load_tune_config(path), tmp_path / "out")
@@ -120,7 +135,7 @@ def test_a_trial_left_running_by_a_dead_process_is_retried_with_its_values(tmp_p
     def dies(config, folder):
         raise SystemExit("killed")  # neither a failure nor an interruption: as if the process vanished
 
-    monkeypatch.setattr(autocomp.tuning, "_search", dies)
+    monkeypatch.setattr(autocomp.app.tuning, "_search", dies)
     path = write_tune(tmp_path, params=LR, trials=2)
     with pytest.raises(SystemExit):
         tune(load_tune_config(path), tmp_path / "out")
@@ -144,9 +159,13 @@ def postgres():
 def test_two_processes_share_one_tuning_on_postgresql_with_exactly_its_trials(tmp_path, postgres):
     path = write_tune(tmp_path, params=LR, trials=3)
     storage = postgres
-    command = [sys.executable, "-m", "autocomp.cli", "tune", str(path), "--storage", storage]
-    processes = [subprocess.Popen([*command, "--out", str(tmp_path / f"out{i}")], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    command = [sys.executable, "-m", "autocomp.app.cli", "tune", str(path), "--storage", storage]
+    processes = [
+        subprocess.Popen(
+            [*command, "--out", str(tmp_path / f"out{i}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for i in range(2)
+    ]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     trials = optuna.load_study(study_name=TUNE_STUDY, storage=storage).trials
@@ -154,19 +173,27 @@ def test_two_processes_share_one_tuning_on_postgresql_with_exactly_its_trials(tm
     assert len({t.params["finetune.lr"] for t in trials}) == 3
 
 
-@pytest.mark.parametrize(("keys", "message"), [
-    ({"params": {"finetune.learning_rate": {"low": 0.1, "high": 1}}}, "tuned key 'finetune.learning_rate'"),
-    ({"params": {"finetune.lr": {"low": 0.1, "high": 0.1}}}, "low 0.1 must be below high 0.1"),
-    ({"params": {"finetune.lr": {"low": 0, "high": 1, "log": True}}}, "log needs low > 0"),
-    ({"params": {"evaluator.steps": {"choices": [5]}}, "target": "finetune", "policy": "p.json"},
-     "target finetune tunes finetune.* keys only, not 'evaluator.steps'"),
-    ({"params": {"finetune.alpha": {"low": 0.5, "high": 1.5}}}, "tuned key 'finetune.alpha' at 1.5"),
-    ({"params": {"search.agent": {"choices": ["tpe", "tpee"]}}}, "tuned key 'search.agent' at 'tpee': unknown agent 'tpee'"),
-    ({"params": {"search.agent": {"choices": ["tpe"], "log": True}}}, "not choices with log"),
-    ({"params": LR, "set": ["runner.storage=sqlite:///shared.db"]}, "names runner.storage"),
-    ({"params": {}}, "'params'"),
-    ({"params": LR, "trials": 0}, "'trials' = 0"),
-])
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"params": {"finetune.learning_rate": {"low": 0.1, "high": 1}}}, "tuned key 'finetune.learning_rate'"),
+        ({"params": {"finetune.lr": {"low": 0.1, "high": 0.1}}}, "low 0.1 must be below high 0.1"),
+        ({"params": {"finetune.lr": {"low": 0, "high": 1, "log": True}}}, "log needs low > 0"),
+        (
+            {"params": {"evaluator.steps": {"choices": [5]}}, "target": "finetune", "policy": "p.json"},
+            "target finetune tunes finetune.* keys only, not 'evaluator.steps'",
+        ),
+        ({"params": {"finetune.alpha": {"low": 0.5, "high": 1.5}}}, "tuned key 'finetune.alpha' at 1.5"),
+        (
+            {"params": {"search.agent": {"choices": ["tpe", "tpee"]}}},
+            "tuned key 'search.agent' at 'tpee': unknown agent 'tpee'",
+        ),
+        ({"params": {"search.agent": {"choices": ["tpe"], "log": True}}}, "not choices with log"),
+        ({"params": LR, "set": ["runner.storage=sqlite:///shared.db"]}, "names runner.storage"),
+        ({"params": {}}, "'params'"),
+        ({"params": LR, "trials": 0}, "'trials' = 0"),
+    ],
+)
 def test_bad_tune_files_are_refused_in_one_sentence_and_nothing_is_written(tmp_path, keys, message):
     path = write_tune(tmp_path, **keys)
     result = CliRunner().invoke(app, ["tune", str(path), "--out", str(tmp_path / "out")], terminal_width=400)
@@ -185,7 +212,7 @@ def test_a_folder_of_another_tuning_is_refused_and_kept(searched, tmp_path):
 
 
 def test_a_tuning_is_known_by_its_files_contents_not_their_paths(searched, tmp_path):
-    folder, out, _ = searched
+    _folder, out, _ = searched
     moved = tmp_path / "moved"
     moved.mkdir()
     path = write_tune(moved, params=LR)  # the same files elsewhere: the same tuning, resumed (nothing left to run)
@@ -197,7 +224,7 @@ def test_a_tuning_is_known_by_its_files_contents_not_their_paths(searched, tmp_p
 
 def test_the_example_tune_file_is_accepted():
     example = load_tune_config(Path(__file__).parent.parent / "configs" / "tune" / "fmnist_resnet20.yaml")
-    autocomp.tuning.check_tune_config(example)
+    autocomp.app.tuning.check_tune_config(example)
     assert example.target == "search" and "search.agent" in example.params
 
 

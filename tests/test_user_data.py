@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autocomp.config import build_config
+from autocomp.app.config import build_config
 from autocomp.data import as_tensors, load_data_factory, load_dataset, load_image_folder
 from autocomp.errors import ConfigError, DataError
 
@@ -49,16 +49,32 @@ def test_an_rgb_image_makes_the_folder_rgb_unless_channels_says_grey_and_image_s
     assert as_tensors(load_image_folder(root, image_size=7).test)[0].shape == (6, 3, 7, 7)
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    (lambda root: (root / "train" / "cat" / "0.png").write_bytes(b"not a png"), r"^image .*cat/0.png cannot be read"),
-    (lambda root: Image.new("L", (3, 3)).save(root / "train" / "cat" / "9.png"),
-     r"^image .*cat/9.png is 3x3 pixels, unlike the first image \(12x10\); set data.options.image_size"),
-    (lambda root: (root / "test" / "dog").mkdir() or Image.new("L", (12, 10)).save(root / "test" / "dog" / "0.png"),
-     r"^test class folder .*dog has no training folder; allowed classes: ant, bee, cat\.$"),
-    (lambda root: (root / "train" / "empty").mkdir(), r"^class folder .*empty holds no images"),
-    (lambda root: Image.fromarray(np.full((10, 12), 4000, dtype=np.uint16)).save(root / "test" / "ant" / "deep.png"),
-     r"^image .*ant/deep.png has 'I;16' pixels \(more than 8 bits\); autocomp reads 8-bit images"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda root: (root / "train" / "cat" / "0.png").write_bytes(b"not a png"),
+            r"^image .*cat/0.png cannot be read",
+        ),
+        (
+            lambda root: Image.new("L", (3, 3)).save(root / "train" / "cat" / "9.png"),
+            r"^image .*cat/9.png is 3x3 pixels, unlike the first image \(12x10\); set data.options.image_size",
+        ),
+        (
+            lambda root: (
+                (root / "test" / "dog").mkdir() or Image.new("L", (12, 10)).save(root / "test" / "dog" / "0.png")
+            ),
+            r"^test class folder .*dog has no training folder; allowed classes: ant, bee, cat\.$",
+        ),
+        (lambda root: (root / "train" / "empty").mkdir(), r"^class folder .*empty holds no images"),
+        (
+            lambda root: Image.fromarray(np.full((10, 12), 4000, dtype=np.uint16)).save(
+                root / "test" / "ant" / "deep.png"
+            ),
+            r"^image .*ant/deep.png has 'I;16' pixels \(more than 8 bits\); autocomp reads 8-bit images",
+        ),
+    ],
+)
 def test_a_damaged_image_folder_is_refused_naming_the_file(tmp_path, damage, message):
     root = write_folder(tmp_path)
     damage(root)
@@ -80,8 +96,11 @@ def test_an_image_folder_config_holds_out_validation_images_and_refuses_unknown_
     write_folder(tmp_path, per_class=(10, 2))
     data = build_config({"data": {"name": "image_folder", "dir": str(tmp_path), "val_size": 6}}).data.load()
     assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 6) and data.image_size == (10, 12)
-    with pytest.raises(DataError, match=r"^data set 'image_folder' takes only image_size, channels, augment, crop, in_memory; got unknown option\(s\) "
-                                        r"size\.$"):
+    with pytest.raises(
+        DataError,
+        match=r"^data set 'image_folder' takes only image_size, channels, augment, crop, in_memory; got unknown option\(s\) "
+        r"size\.$",
+    ):
         load_dataset("image_folder", data_dir=tmp_path, val_size=6, size=3)
     with pytest.raises(DataError, match=r"^data set 'image_folder' needs data.dir"):
         load_dataset("image_folder")
@@ -95,7 +114,7 @@ def test_the_image_folder_fingerprint_changes_with_its_files(tmp_path):
     assert config.fingerprint() != before and before != ""
 
 
-FACTORY_SOURCE = textwrap.dedent('''
+FACTORY_SOURCE = textwrap.dedent("""
     import torch
     from torch.utils.data import Dataset, TensorDataset
 
@@ -126,7 +145,7 @@ FACTORY_SOURCE = textwrap.dedent('''
 
     def one_thing():
         return [1, 2]
-''')
+""")
 
 
 @pytest.fixture()
@@ -142,28 +161,54 @@ def test_a_data_factory_returns_tensor_or_item_data_sets_kept_as_they_come(data_
     items = load_data_factory("userdata:pairs")
     assert items.num_classes == 5 and as_tensors(items.test)[0][2, 1, 3, 3] == 102.0
     assert as_tensors(items.train)[1].tolist() == [i % 3 for i in range(12)]
-    data = build_config({"data": {"name": "factory", "factory": "userdata:tensors", "val_size": 4,
-                                  "options": {"n_train": 16}}}).data.load()
+    data = build_config(
+        {"data": {"name": "factory", "factory": "userdata:tensors", "val_size": 4, "options": {"n_train": 16}}}
+    ).data.load()
     assert (len(data.train), len(data.val), data.in_channels, data.image_size) == (12, 4, 2, (4, 4))
 
 
-@pytest.mark.parametrize(("path", "error", "message"), [
-    ("userdata:bad_labels", DataError, r"^data.factory 'userdata:bad_labels' returned label 7; labels must lie in \[0, 3\)\.$"),
-    ("userdata:one_thing", DataError, r"^data.factory 'userdata:one_thing' returned list; it must return \(train, test\)"),
-    ("userdata:absent", ConfigError, r"^data.factory 'userdata:absent' names nothing: userdata has no attribute 'absent'\.$"),
-    ("nosuch_data_module:load", ConfigError, r"^data.factory 'nosuch_data_module:load' cannot be imported"),
-    ("userdata.tensors", ConfigError, r"^data.factory 'userdata.tensors' is not of the form module.path:attribute\.$"),
-])
+@pytest.mark.parametrize(
+    ("path", "error", "message"),
+    [
+        (
+            "userdata:bad_labels",
+            DataError,
+            r"^data.factory 'userdata:bad_labels' returned label 7; labels must lie in \[0, 3\)\.$",
+        ),
+        (
+            "userdata:one_thing",
+            DataError,
+            r"^data.factory 'userdata:one_thing' returned list; it must return \(train, test\)",
+        ),
+        (
+            "userdata:absent",
+            ConfigError,
+            r"^data.factory 'userdata:absent' names nothing: userdata has no attribute 'absent'\.$",
+        ),
+        ("nosuch_data_module:load", ConfigError, r"^data.factory 'nosuch_data_module:load' cannot be imported"),
+        (
+            "userdata.tensors",
+            ConfigError,
+            r"^data.factory 'userdata.tensors' is not of the form module.path:attribute\.$",
+        ),
+    ],
+)
 def test_a_data_factory_that_gives_no_usable_data_is_refused_in_one_sentence(data_module, path, error, message):
     with pytest.raises(error, match=message):
         load_data_factory(path)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"name": "factory"}, r"data.factory \(package.module:function\) goes with data.name factory, and only with it"),
-    ({"name": "digits", "factory": "a:b"}, r"goes with data.name factory, and only with it"),
-    ({"name": "factory", "factory": "a-b:c"}, r"must be an import path of the form package.module:function"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"name": "factory"},
+            r"data.factory \(package.module:function\) goes with data.name factory, and only with it",
+        ),
+        ({"name": "digits", "factory": "a:b"}, r"goes with data.name factory, and only with it"),
+        ({"name": "factory", "factory": "a-b:c"}, r"must be an import path of the form package.module:function"),
+    ],
+)
 def test_the_data_section_pairs_the_factory_with_its_name(data, message):
     with pytest.raises(ConfigError, match=message):
         build_config({"data": data})

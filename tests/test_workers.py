@@ -17,18 +17,18 @@ import pytest
 import sqlalchemy
 import yaml
 from optuna.trial import FrozenTrial, TrialState
+from postgres_server import free_port, missing, running_postgres
 from typer.testing import CliRunner
 
-import autocomp.runners.storage
-from autocomp.cli import app
-from autocomp.config import build_config
+import autocomp.app.runners.storage
+from autocomp.app.cli import app
+from autocomp.app.config import build_config
+from autocomp.app.runners.context import prepare
+from autocomp.app.runners.shared import retry_running, take_waiting
+from autocomp.app.runners.storage import shared_storage
+from autocomp.app.runners.study import open_study
+from autocomp.app.runners.workers import _record, work
 from autocomp.errors import ConfigError
-from autocomp.runners.context import prepare
-from autocomp.runners.shared import retry_running, take_waiting
-from autocomp.runners.storage import shared_storage
-from autocomp.runners.study import open_study
-from autocomp.runners.workers import _record, work
-from postgres_server import free_port, missing, running_postgres
 
 CONFIG = {
     "model": {"name": "resnet20"},
@@ -36,8 +36,14 @@ CONFIG = {
     "baseline": {"epochs": 1, "batch_size": 64},
     "constraints": [{"metric": "macs", "max": 0.5}],
     "search": {"agent": "tpe", "trials": 9},
-    "evaluator": {"fidelity": "proxy", "steps": 4, "proxy": {"batch_size": 32}, "bn_batches": 2, "batch_size": 128,
-                  "val_examples": 100},
+    "evaluator": {
+        "fidelity": "proxy",
+        "steps": 4,
+        "proxy": {"batch_size": 32},
+        "bn_batches": 2,
+        "batch_size": 128,
+        "val_examples": 100,
+    },
     "finetune": {"epochs": 1, "batch_size": 64},
     "threads": 1,
 }
@@ -53,7 +59,7 @@ def write_config(folder: Path, **changes: dict) -> Path:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "autocomp.cli", *args]
+    return [sys.executable, "-m", "autocomp.app.cli", *args]
 
 
 def load(storage: str) -> optuna.Study:
@@ -68,8 +74,10 @@ def test_a_postgresql_restart_under_three_workers_and_the_search_loses_no_trial_
     with running_postgres() as server:
         search = cli("search", "--config", str(config), "--storage", server.url, "--out", str(tmp_path / "run"))
         worker = cli("worker", "--config", str(config), "--storage", server.url)
-        processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for command in (search, worker, worker, worker)]
+        processes = [
+            subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for command in (search, worker, worker, worker)
+        ]
         in_flight = being_evaluated(server.url, len(processes))
         server.restart(down_seconds=5)
         outputs = [process.communicate(timeout=300) for process in processes]
@@ -101,14 +109,16 @@ def being_evaluated(url: str, processes: int, timeout: float = 300) -> list[Froz
         except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
             continue  # the processes are still creating the study
         done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING and done
-                   and t.params.keys() == done[0].params.keys()]
+        running = [
+            t for t in trials if t.state == TrialState.RUNNING and done and t.params.keys() == done[0].params.keys()
+        ]
         if running and len({t.user_attrs.get("worker") for t in trials} - {None}) == processes:
             storage.engine.dispose()
             return running
         if trials and len(done) == len(trials):
-            raise AssertionError(f"the study's {len(trials)} trials finished before each of {processes} processes "
-                                 "took one")
+            raise AssertionError(
+                f"the study's {len(trials)} trials finished before each of {processes} processes took one"
+            )
     raise AssertionError(f"no trial was being evaluated by one of {processes} processes within {timeout:.0f} s")
 
 
@@ -119,9 +129,12 @@ def test_a_storage_away_longer_than_the_patience_is_refused_in_one_line(monkeypa
     with running_postgres() as server:
         study = open_study(shared_storage(server.url, heartbeat=10, max_failures=2))
         server.pg_ctl("-m", "fast", "-w", "stop")
-        monkeypatch.setattr(autocomp.runners.storage, "STORAGE_PATIENCE_SECONDS", 1.0)
-        with pytest.raises(ConfigError, match=r"^the study storage 'postgresql://autocomp@127\.0\.0\.1:\d+/postgres' "
-                                              r"did not answer for 1 s: [^\n]*Connection refused$"):
+        monkeypatch.setattr(autocomp.app.runners.storage, "STORAGE_PATIENCE_SECONDS", 1.0)
+        with pytest.raises(
+            ConfigError,
+            match=r"^the study storage 'postgresql://autocomp@127\.0\.0\.1:\d+/postgres' "
+            r"did not answer for 1 s: [^\n]*Connection refused$",
+        ):
             study.get_trials()
 
 
@@ -137,8 +150,9 @@ REFUSED = {  # a storage the worker cannot use -> the start of its one line
 
 
 @pytest.mark.parametrize("storage", REFUSED)
-def test_a_worker_without_the_storages_driver_or_server_is_refused_in_one_line_before_anything(storage, tmp_path,
-                                                                                              monkeypatch):
+def test_a_worker_without_the_storages_driver_or_server_is_refused_in_one_line_before_anything(
+    storage, tmp_path, monkeypatch
+):
     driver = re.search(r"needs the Python module '(\w+)'", REFUSED[storage])
     if driver is not None and importlib.util.find_spec(driver.group(1)) is not None:
         pytest.skip(f"{driver.group(1)} is installed here")
@@ -146,8 +160,9 @@ def test_a_worker_without_the_storages_driver_or_server_is_refused_in_one_line_b
     monkeypatch.setenv("AUTOCOMP_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path)
-    result = CliRunner().invoke(app, ["--quiet", "worker", "--config", str(config), "--storage",
-                                      storage.format(port=port)], terminal_width=400)
+    result = CliRunner().invoke(
+        app, ["--quiet", "worker", "--config", str(config), "--storage", storage.format(port=port)], terminal_width=400
+    )
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: " + REFUSED[storage].format(port=port)), result.output
@@ -158,8 +173,9 @@ def test_a_worker_without_the_storages_driver_or_server_is_refused_in_one_line_b
 def test_a_result_whose_trial_was_failed_meanwhile_finishes_its_waiting_retry_or_is_dropped(tmp_path):
     study = open_study(shared_storage(f"sqlite:///{tmp_path / 'shared.db'}", heartbeat=10, max_failures=2))
     storage, distribution = study._storage, optuna.distributions.FloatDistribution(0, 1)
-    record = optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": distribution}, value=0.9,
-                                       user_attrs={"accuracy": 0.9})
+    record = optuna.trial.create_trial(
+        params={"x": 0.5}, distributions={"x": distribution}, value=0.9, user_attrs={"accuracy": 0.9}
+    )
     for _ in range(2):
         study.enqueue_trial({}, skip_if_exists=False)
     first = take_waiting(study)
@@ -168,7 +184,10 @@ def test_a_result_whose_trial_was_failed_meanwhile_finishes_its_waiting_retry_or
     written = _record(study, first, record)
     assert written is not None and written.number == 2  # the retry, finished with the result: not evaluated again
     assert [(t.state, t.value) for t in study.get_trials()] == [
-        (TrialState.FAIL, None), (TrialState.WAITING, None), (TrialState.COMPLETE, 0.9)]
+        (TrialState.FAIL, None),
+        (TrialState.WAITING, None),
+        (TrialState.COMPLETE, 0.9),
+    ]
 
     second = take_waiting(study)
     retry_running(study)
@@ -181,11 +200,24 @@ def test_a_result_whose_trial_was_failed_meanwhile_finishes_its_waiting_retry_or
 def test_a_worker_with_another_config_or_a_sequential_agent_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     first = write_config(tmp_path, search={"trials": 1})
-    assert subprocess.run(cli("worker", "--config", str(first), "--storage", storage), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300).returncode == 0
+    assert (
+        subprocess.run(
+            cli("worker", "--config", str(first), "--storage", storage),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).returncode
+        == 0
+    )
     other = write_config(tmp_path, search={"trials": 1, "seed": 5})
-    result = subprocess.run(cli("worker", "--config", str(other), "--storage", storage), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        cli("worker", "--config", str(other), "--storage", storage),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "another config (first difference: search.seed)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -197,8 +229,12 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     config = write_config(tmp_path, search={"trials": 4}, evaluator={"steps": 100}, runner={"heartbeat": 1})
     decisions = len(prepare(build_config(yaml.safe_load(config.read_text()))).space.decisions)
-    victim = subprocess.Popen(cli("worker", "--config", str(config), "--storage", storage), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        cli("worker", "--config", str(config), "--storage", storage),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -212,8 +248,13 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
     killed = load(storage).get_trials(states=(TrialState.RUNNING,))
     assert len(killed) == 1
 
-    result = subprocess.run(cli("worker", "--config", str(config), "--storage", storage), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        cli("worker", "--config", str(config), "--storage", storage),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     trials = load(storage).get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -226,13 +267,22 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
 
 def test_a_trial_whose_worker_died_while_writing_its_candidate_gets_a_whole_new_one(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    config = build_config({**CONFIG, "search": {"agent": "tpe", "trials": 2}, "evaluator": {"fidelity": "bn"},
-                           "runner": {"storage": storage}})
+    config = build_config(
+        {
+            **CONFIG,
+            "search": {"agent": "tpe", "trials": 2},
+            "evaluator": {"fidelity": "bn"},
+            "runner": {"storage": storage},
+        }
+    )
     space = prepare(config).space
     study = optuna.create_study(study_name="autocomp", storage=storage, direction="maximize")
     name, distribution = next(iter(space.distributions().items()))
-    study.add_trial(optuna.trial.create_trial(  # a retry copying the one param written before the kill, as Optuna's does
-        state=TrialState.WAITING, params={name: distribution.low}, distributions={name: distribution}))
+    study.add_trial(
+        optuna.trial.create_trial(  # a retry copying the one param written before the kill, as Optuna's does
+            state=TrialState.WAITING, params={name: distribution.low}, distributions={name: distribution}
+        )
+    )
     study.set_user_attr("planned", 1)
     assert work(build_config({**config.to_dict(), "search": {"agent": "tpe", "trials": 1}})) == 1
     (trial,) = load(storage).get_trials()
@@ -248,8 +298,12 @@ def test_the_dashboard_serves_a_runs_study_on_loopback(tmp_path):
     study = optuna.create_study(study_name="autocomp", storage=f"sqlite:///{run / 'study.db'}")
     study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
     port = free_port()
-    server = subprocess.Popen(cli("dashboard", str(run), "--port", str(port)), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        cli("dashboard", str(run), "--port", str(port)),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, studies = time.monotonic() + 60, None
         while studies is None and time.monotonic() < deadline:

@@ -130,6 +130,8 @@ def test_resnet_stage1_residual_stream_is_one_torch_pruning_group():
     model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 1, 28, 28), verbose=False)
     stream = {model.conv1, model.layer1[0].conv2, model.layer1[1].conv2, model.layer1[2].conv2}
-    groups = [{dep.target.module for dep, _ in group}
-              for group in graph.get_all_groups(ignored_layers=[model.fc], root_module_types=[nn.Conv2d, nn.Linear])]
+    groups = [
+        {dep.target.module for dep, _ in group}
+        for group in graph.get_all_groups(ignored_layers=[model.fc], root_module_types=[nn.Conv2d, nn.Linear])
+    ]
     assert any(stream <= members for members in groups)

@@ -74,8 +74,12 @@ def _out_deps(group, types: tuple[type, ...]) -> list[tuple[nn.Module, list[int]
     """(module, its channel indices, the matching root channel indices) of the group's output-side layers of ``types``."""
     from torch_pruning import function
 
-    out_fns = (function.prune_conv_out_channels, function.prune_depthwise_conv_out_channels,
-               function.prune_linear_out_channels, function.prune_batchnorm_out_channels)
+    out_fns = (
+        function.prune_conv_out_channels,
+        function.prune_depthwise_conv_out_channels,
+        function.prune_linear_out_channels,
+        function.prune_batchnorm_out_channels,
+    )
     found = []
     for item in group:
         module = item.dep.target.module
@@ -137,7 +141,9 @@ class GeometricMedian(Criterion):
             filters = module.weight[idxs].flatten(1).double()
             per_layer.append((torch.cdist(filters, filters).sum(dim=1), root_idxs))
         if not per_layer:
-            raise ConfigError("criterion 'fpgm' cannot score a group without conv/linear layers producing its channels.")
+            raise ConfigError(
+                "criterion 'fpgm' cannot score a group without conv/linear layers producing its channels."
+            )
         return _mean_over_layers(per_layer, _channels(group))
 
 
@@ -154,8 +160,11 @@ class BatchNormScale(Criterion):
 
     @torch.no_grad()
     def __call__(self, group) -> torch.Tensor:
-        per_layer = [(module.weight[idxs].abs(), root_idxs)
-                     for module, idxs, root_idxs in _out_deps(group, _NORMS) if module.weight is not None]
+        per_layer = [
+            (module.weight[idxs].abs(), root_idxs)
+            for module, idxs, root_idxs in _out_deps(group, _NORMS)
+            if module.weight is not None
+        ]
         if not per_layer:
             return self._fallback(group)
         return _mean_over_layers(per_layer, _channels(group))
@@ -171,7 +180,9 @@ class _DataCriterion(Criterion):
 
     def _require_prepared(self, prepared: bool) -> None:
         if not prepared:
-            raise ConfigError(f"criterion {self.name!r} needs data: pass a few (inputs, labels) training batches as data.")
+            raise ConfigError(
+                f"criterion {self.name!r} needs data: pass a few (inputs, labels) training batches as data."
+            )
 
 
 class Taylor(_DataCriterion):
@@ -199,7 +210,9 @@ class Taylor(_DataCriterion):
             product = (module.weight * module.weight.grad)[idxs]
             per_layer.append((product.flatten(1).sum(dim=1).abs() if product.dim() > 1 else product.abs(), root_idxs))
         if not per_layer:
-            raise ConfigError("criterion 'taylor' found no gradients for a group; did the model's forward use its layers?")
+            raise ConfigError(
+                "criterion 'taylor' found no gradients for a group; did the model's forward use its layers?"
+            )
         return _mean_over_layers(per_layer, _channels(group))
 
 
@@ -241,8 +254,9 @@ class ActivationsPositive(_DataCriterion):
     @torch.no_grad()
     def __call__(self, group) -> torch.Tensor:
         self._require_prepared(bool(self._positive))
-        deps = [d for d in _out_deps(group, _NORMS) if d[0] in self._positive] or \
-            [d for d in _out_deps(group, _PRODUCERS) if d[0] in self._positive]
+        deps = [d for d in _out_deps(group, _NORMS) if d[0] in self._positive] or [
+            d for d in _out_deps(group, _PRODUCERS) if d[0] in self._positive
+        ]
         if not deps:
             raise ConfigError("criterion 'apoz' saw no activations of a group; did the model's forward use its layers?")
         per_layer = [(self._positive[module][idxs] + 1e-6, root_idxs) for module, idxs, root_idxs in deps]

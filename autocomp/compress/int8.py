@@ -86,8 +86,22 @@ class Int8Conv2d(_Int8Layer):
         return torch.ops.onednn.qconv_prepack(integers, self.w_scales, self.x_scale, 0, *self.geometry, None)
 
     def _kernel(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return torch.ops.onednn.qconv2d_pointwise(x, self.x_scale, 0, self.packed, self.w_scales, self.w_zero_points, bias,
-                                                  *self.geometry, 1.0, 0, torch.float32, "none", [], "")
+        return torch.ops.onednn.qconv2d_pointwise(
+            x,
+            self.x_scale,
+            0,
+            self.packed,
+            self.w_scales,
+            self.w_zero_points,
+            bias,
+            *self.geometry,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
 
 
 class Int8Linear(_Int8Layer):
@@ -97,8 +111,21 @@ class Int8Linear(_Int8Layer):
         return torch.ops.onednn.qlinear_prepack(integers, None)
 
     def _kernel(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return torch.ops.onednn.qlinear_pointwise(x, self.x_scale, 0, self.packed, self.w_scales, self.w_zero_points, bias,
-                                                  1.0, 0, torch.float32, "none", [], "")
+        return torch.ops.onednn.qlinear_pointwise(
+            x,
+            self.x_scale,
+            0,
+            self.packed,
+            self.w_scales,
+            self.w_zero_points,
+            bias,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
 
 
 def convertible(layer: nn.Module) -> bool:
@@ -107,7 +134,9 @@ def convertible(layer: nn.Module) -> bool:
         return False
     if not layer.inputs.initialized:
         return False
-    return not isinstance(layer, QuantizedConv2d) or (layer.padding_mode == "zeros" and not isinstance(layer.padding, str))
+    return not isinstance(layer, QuantizedConv2d) or (
+        layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    )
 
 
 @torch.no_grad()

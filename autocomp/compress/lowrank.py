@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from autocomp.errors import ConfigError
+from autocomp.geometry import full_rank_of, rank_of
 from autocomp.policy import RANK_SCHEMES
-
-SCHEMES = RANK_SCHEMES
 
 
 class LowRank(nn.Sequential):
@@ -56,8 +55,8 @@ class LowRank(nn.Sequential):
 
 def _check(module: nn.Module, scheme: str) -> None:
     """Refuse schemes, layer types and paddings the factorization cannot reproduce exactly."""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"rank scheme {scheme!r} is not known; allowed: {', '.join(SCHEMES)}.")
+    if scheme not in RANK_SCHEMES:
+        raise ConfigError(f"rank scheme {scheme!r} is not known; allowed: {', '.join(RANK_SCHEMES)}.")
     if isinstance(module, nn.Linear):
         return
     if not isinstance(module, nn.Conv2d) or module.groups != 1:
@@ -70,27 +69,23 @@ def _check(module: nn.Module, scheme: str) -> None:
         )
 
 
-def full_rank_of(in_channels: int, out_channels: int, kernel_size: tuple[int, int], scheme: str = "pair") -> int:
-    """Full rank of a layer's reshaped weight, from its geometry (a linear layer has kernel (1, 1))."""
-    kh, kw = kernel_size
-    if scheme == "separable":
-        return min(in_channels * kh, out_channels * kw)
-    return min(out_channels, in_channels * kh * kw)
+def _geometry(module: nn.Linear | nn.Conv2d, scheme: str) -> tuple[int, int, tuple[int, int]]:
+    """In and out channels and kernel (1 x 1 for a linear layer) of a layer the scheme applies to."""
+    _check(module, scheme)
+    out_channels, in_channels = module.weight.shape[:2]
+    return in_channels, out_channels, (1, 1) if isinstance(module, nn.Linear) else module.kernel_size
 
 
 def full_rank(module: nn.Linear | nn.Conv2d, scheme: str = "pair") -> int:
     """The rank at which the factorization reproduces ``module`` exactly."""
-    _check(module, scheme)
-    out_channels, in_channels = module.weight.shape[:2]
-    kernel = (1, 1) if isinstance(module, nn.Linear) else module.kernel_size
-    return full_rank_of(in_channels, out_channels, kernel, scheme)
+    return full_rank_of(*_geometry(module, scheme), scheme)
 
 
 def rank_from_fraction(module: nn.Linear | nn.Conv2d, fraction: float, scheme: str = "pair") -> int:
-    """The rank a ``fraction`` in (0, 1] of ``module``'s full rank means: ``max(1, round(fraction * full))``."""
+    """The rank a ``fraction`` in (0, 1] of ``module``'s full rank means (`geometry.rank_of`)."""
     if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0.0 < fraction <= 1.0:
         raise ConfigError(f"rank fraction {fraction!r} is not allowed; allowed: a number in (0, 1].")
-    return max(1, round(fraction * full_rank(module, scheme)))
+    return rank_of(fraction, *_geometry(module, scheme), scheme)
 
 
 def _checked_rank(module: nn.Linear | nn.Conv2d, rank: int, scheme: str) -> int:
@@ -110,8 +105,17 @@ def factorized_shell(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pa
         first = nn.Linear(in_channels, rank, bias=False, **options)
         return LowRank(first, nn.Linear(rank, out_channels, bias=bias, **options), scheme)
     if scheme == "pair":
-        first = nn.Conv2d(in_channels, rank, module.kernel_size, module.stride, module.padding, module.dilation,
-                          bias=False, padding_mode=module.padding_mode, **options)
+        first = nn.Conv2d(
+            in_channels,
+            rank,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            bias=False,
+            padding_mode=module.padding_mode,
+            **options,
+        )
         return LowRank(first, nn.Conv2d(rank, out_channels, 1, bias=bias, **options), scheme)
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
     if isinstance(module.padding, str):  # 'same' / 'valid' split per axis exactly as in the original
@@ -146,56 +150,9 @@ def factorize(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") ->
         matrix = weight.permute(1, 2, 0, 3).reshape(in_channels * kh, out_channels * kw)  # M[(c, i), (n, j)]
         left, right = _split_weights(matrix, rank)  # (in kh, r), (r, out kw)
         pair.first.weight.copy_(left.T.reshape(rank, in_channels, kh, 1))
-        pair.second.weight.copy_(right.reshape(rank, out_channels, kw).permute(1, 0, 2).reshape(out_channels, rank, 1, kw))
+        pair.second.weight.copy_(
+            right.reshape(rank, out_channels, kw).permute(1, 0, 2).reshape(out_channels, rank, 1, kw)
+        )
     if module.bias is not None:
         pair.second.bias.copy_(module.bias)
     return pair
-
-
-def factor_shapes(kind: str, in_channels: int, out_channels: int, kernel_size: tuple[int, int], rank: int,
-                  scheme: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Weight shapes of ``first`` and ``second`` in a rank-``rank`` factorization (`factorized_shell`'s layers).
-
-    ``kind`` is "linear" or "conv"; ``second`` also carries the layer's bias, when it has one.
-    """
-    if kind == "linear":
-        return (rank, in_channels), (out_channels, rank)
-    kh, kw = kernel_size
-    if scheme == "pair":
-        return (rank, in_channels, kh, kw), (out_channels, rank, 1, 1)
-    return (rank, in_channels, kh, 1), (out_channels, rank, 1, kw)
-
-
-def _conv_length(size: int, kernel: int, stride: int, padding: int | str, dilation: int) -> int:
-    """Output length of a convolution along one axis (PyTorch's arithmetic; 'same' needs stride 1)."""
-    if padding == "same":
-        return size
-    padding = 0 if padding == "valid" else padding
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def lowrank_macs(kind: str, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
-                 input_hw: tuple[int, int] | None, output_hw: tuple[int, int] | None, stride: tuple[int, int],
-                 padding: tuple[int, int] | str, dilation: tuple[int, int], rank: int, scheme: str,
-                 rows: int = 1) -> int:
-    """MACs per example of a rank-``rank`` factorization of a layer with this geometry.
-
-    ``kind`` is "linear" (``rows``: how many rows, e.g. tokens, it is applied to per example) or
-    "conv". For a conv, ``output_hw`` may be None and is then derived from ``input_hw``;
-    "separable" needs ``input_hw``: its kh x 1 conv keeps the input width.
-    """
-    if kind == "linear":
-        return rows * rank * (in_channels + out_channels)
-    if kind != "conv":
-        raise ConfigError(f"layer kind {kind!r} is not known; allowed: linear, conv.")
-    if scheme not in SCHEMES:
-        raise ConfigError(f"rank scheme {scheme!r} is not known; allowed: {', '.join(SCHEMES)}.")
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    ph, pw = (padding, padding) if isinstance(padding, str) else padding
-    if output_hw is None:
-        output_hw = (_conv_length(input_hw[0], kh, sh, ph, dh), _conv_length(input_hw[1], kw, sw, pw, dw))
-    oh, ow = output_hw
-    if scheme == "pair":
-        return oh * ow * rank * (in_channels * kh * kw + out_channels)
-    first_width = input_hw[1]  # the kh x 1 conv has horizontal stride 1 and no horizontal padding
-    return oh * first_width * rank * in_channels * kh + oh * ow * out_channels * rank * kw

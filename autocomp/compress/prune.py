@@ -9,8 +9,12 @@ import torch
 from torch import nn
 
 from autocomp.compress.criteria import get_criterion
-from autocomp.compress.resize import InputResize, resized_size
+from autocomp.compress.lowrank import factorize, rank_from_fraction
+from autocomp.compress.quantize import calibrate, quantize_layers
+from autocomp.compress.reconstruct import reconstruct
+from autocomp.compress.resize import InputResize
 from autocomp.errors import ConfigError
+from autocomp.geometry import resized_size
 from autocomp.graph import LayerInfo, ModelGraph
 from autocomp.graph.standard import needs_standard_form, standard_form
 from autocomp.policy import Policy
@@ -37,8 +41,14 @@ class Compressor:
     also sets the activation quantizers' ranges (without data, the first batch run does).
     """
 
-    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, criterion: str = "l1",
-                 data: Sequence[Batch] = (), reconstruct: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: torch.Tensor,
+        criterion: str = "l1",
+        data: Sequence[Batch] = (),
+        reconstruct: bool = False,
+    ) -> None:
         self.model = standard_form(copy.deepcopy(model)) if needs_standard_form(model) else model
         """The model in the form its graph names (see graph.standard)."""
         self.example_inputs = example_inputs
@@ -63,8 +73,6 @@ class Compressor:
         graph = ModelGraph(small, self.example_inputs)
         kept_outputs = graph.prune(kept_channels, self._scores)
         if self.reconstruct:
-            from autocomp.compress.reconstruct import reconstruct
-
             reconstruct(self.model, small, kept_outputs, [inputs for inputs, _ in self.data])
         _factorize(small, self.graph.layers, policy)
         model = InputResize(small, size) if size is not None else small
@@ -75,8 +83,6 @@ class Compressor:
 
     def _quantize(self, small: nn.Module, model: nn.Module, decisions: dict) -> None:
         """Quantize ``small`` (inside ``model``) in place; probes tell signed inputs, data sets ranges."""
-        from autocomp.compress.quantize import calibrate, quantize_layers
-
         example = self.example_inputs
         noise = torch.randn(example.shape, generator=torch.Generator().manual_seed(0)).to(example)
         probes = [example, noise] + [inputs for inputs, _ in self.data[:1]]
@@ -90,16 +96,20 @@ def _factorize(model: nn.Module, layers: list[LayerInfo], policy: Policy) -> Non
     chosen = [(layer, policy.decision(layer.name)) for layer in layers if policy.decision(layer.name).rank is not None]
     if not chosen:
         return
-    from autocomp.compress.lowrank import factorize, rank_from_fraction
-
     for layer, decision in chosen:
         module = model.get_submodule(layer.name)  # already pruned: the rank is a fraction of what is left
         rank = rank_from_fraction(module, decision.rank, decision.rank_scheme)
         model.set_submodule(layer.name, factorize(module, rank, decision.rank_scheme))
 
 
-def compress(model: nn.Module, policy: Policy, example_inputs: torch.Tensor, criterion: str = "l1",
-             data: Sequence[Batch] = (), reconstruct: bool = False) -> nn.Module:
+def compress(
+    model: nn.Module,
+    policy: Policy,
+    example_inputs: torch.Tensor,
+    criterion: str = "l1",
+    data: Sequence[Batch] = (),
+    reconstruct: bool = False,
+) -> nn.Module:
     """Return a compressed copy of ``model``; ``model`` is untouched.
 
     Each layer keeps ``policy.keep(name)`` (times ``policy.width``) of its output channels,

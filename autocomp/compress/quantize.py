@@ -23,9 +23,16 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from autocomp.compress.lowrank import LowRank
 from autocomp.errors import ConfigError
 from autocomp.modes import evaluating
-from autocomp.policy import WEIGHT_SCHEMES, LayerDecision, check_bits, check_weight_precision, weight_scheme_for
+from autocomp.policy import (
+    WEIGHT_SCHEMES,
+    LayerDecision,
+    check_bits,
+    check_weight_precision,
+    weight_scheme_for,
+)
 
 
 def _straight_through(w: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
@@ -172,8 +179,12 @@ class _Quantized:
 
     def quantization_spec(self) -> dict:
         """Plain data enough to rebuild this layer's quantizers (bits, scheme, signedness)."""
-        return {"weight_bits": self.weight_bits, "weight_scheme": self.weight_scheme, "act_bits": self.act_bits,
-                "signed_inputs": True if self.inputs is None else self.inputs.signed}
+        return {
+            "weight_bits": self.weight_bits,
+            "weight_scheme": self.weight_scheme,
+            "act_bits": self.act_bits,
+            "signed_inputs": True if self.inputs is None else self.inputs.signed,
+        }
 
     def _precision_repr(self) -> str:
         return f"weights={self.weight_scheme}:{self.weight_bits}, inputs={self.act_bits or 'float'}"
@@ -206,8 +217,13 @@ class QuantizedLinear(_Quantized, nn.Linear):
 QUANTIZED_TYPES = (QuantizedConv2d, QuantizedLinear)
 
 
-def quantized_layer(layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_scheme: str = "uniform",
-                    act_bits: int | None = None, signed_inputs: bool = True) -> QuantizedConv2d | QuantizedLinear:
+def quantized_layer(
+    layer: nn.Conv2d | nn.Linear,
+    weight_bits: int,
+    weight_scheme: str = "uniform",
+    act_bits: int | None = None,
+    signed_inputs: bool = True,
+) -> QuantizedConv2d | QuantizedLinear:
     """A quantized copy of a conv or linear ``layer`` sharing its parameters.
 
     ``weight_bits``: 1 (binary), 2 with ``weight_scheme="ternary"``, or 2..8 uniform or dorefa.
@@ -216,8 +232,18 @@ def quantized_layer(layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_schem
     """
     bias = layer.bias is not None
     if type(layer) is nn.Conv2d:
-        quantized = QuantizedConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                                    layer.dilation, layer.groups, bias, layer.padding_mode, device="meta")
+        quantized = QuantizedConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            bias,
+            layer.padding_mode,
+            device="meta",
+        )
     elif type(layer) is nn.Linear:
         quantized = QuantizedLinear(layer.in_features, layer.out_features, bias, device="meta")
     else:
@@ -230,16 +256,15 @@ def quantized_layer(layer: nn.Conv2d | nn.Linear, weight_bits: int, weight_schem
     return quantized
 
 
-def quantize_layers(model: nn.Module, decisions: Mapping[str, LayerDecision], probe: nn.Module,
-                    probe_inputs: Sequence[torch.Tensor]) -> None:
+def quantize_layers(
+    model: nn.Module, decisions: Mapping[str, LayerDecision], probe: nn.Module, probe_inputs: Sequence[torch.Tensor]
+) -> None:
     """Replace each layer of ``model`` named in ``decisions`` by its quantized twin, in place.
 
     A factorized layer (`LowRank`) has both of its factors quantized. Inputs count as unsigned
     when they were never negative on any of ``probe_inputs`` run through ``probe`` (``model``
     or a wrapper around it): a layer after a ReLU then spends no level on negative values.
     """
-    from autocomp.compress.lowrank import LowRank
-
     targets: dict[str, LayerDecision] = {}
     for name, decision in decisions.items():
         module = model.get_submodule(name)
@@ -247,19 +272,27 @@ def quantize_layers(model: nn.Module, decisions: Mapping[str, LayerDecision], pr
         targets.update((part, decision) for part in parts)
     signed = _signed_inputs(model, list(targets), probe, probe_inputs)
     for name, decision in targets.items():
-        layer = quantized_layer(model.get_submodule(name), decision.weight_bits, decision.weight_scheme,
-                                decision.act_bits, signed_inputs=signed[name])
+        layer = quantized_layer(
+            model.get_submodule(name),
+            decision.weight_bits,
+            decision.weight_scheme,
+            decision.act_bits,
+            signed_inputs=signed[name],
+        )
         model.set_submodule(name, layer)
 
 
 @torch.no_grad()
-def _signed_inputs(model: nn.Module, names: list[str], probe: nn.Module, probe_inputs: Sequence[torch.Tensor]) -> dict[str, bool]:
+def _signed_inputs(
+    model: nn.Module, names: list[str], probe: nn.Module, probe_inputs: Sequence[torch.Tensor]
+) -> dict[str, bool]:
     """Whether each named layer saw a negative input on any probe."""
     signed = dict.fromkeys(names, False)
 
     def record(name: str):
         def hook(module: nn.Module, args: tuple) -> None:
             signed[name] = signed[name] or bool((args[0] < 0).any())
+
         return hook
 
     handles = [model.get_submodule(name).register_forward_pre_hook(record(name)) for name in names]

@@ -34,8 +34,11 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     """The names of ``model``'s Conv2d and Linear layers, in the order its forward first calls them."""
     names = {module: name for name, module in model.named_modules()}
     order: dict[str, None] = {}
-    handles = [m.register_forward_hook(lambda m, i, o: order.setdefault(names[m]))
-               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(lambda m, i, o: order.setdefault(names[m]))
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     try:
         model(example)
     finally:
@@ -62,8 +65,13 @@ def _layer_io(model: nn.Module, name: str, inputs: torch.Tensor, want_output: bo
     return captured[0]
 
 
-def _rows(module: nn.Module, layer_input: torch.Tensor, output: torch.Tensor, samples_per_image: int,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _rows(
+    module: nn.Module,
+    layer_input: torch.Tensor,
+    output: torch.Tensor,
+    samples_per_image: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input rows, output rows) of a layer: for a conv, im2col patches and output pixels at
     ``samples_per_image`` distinct random positions per image; for a linear layer, every row (tokens flattened)."""
     if isinstance(module, nn.Linear):
@@ -92,9 +100,15 @@ def _solve(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[str, torch.Tensor],
-                batches: Sequence[torch.Tensor], layers: Sequence[str] | None = None, samples_per_image: int = 16,
-                seed: int = 0) -> list[str]:
+def reconstruct(
+    original: nn.Module,
+    pruned: nn.Module,
+    kept_outputs: Mapping[str, torch.Tensor],
+    batches: Sequence[torch.Tensor],
+    layers: Sequence[str] | None = None,
+    samples_per_image: int = 16,
+    seed: int = 0,
+) -> list[str]:
     """Refit in place the weights of ``pruned``'s layers whose input channels were reduced; returns their names.
 
     ``kept_outputs[name]``: the original output channels that layer ``name`` of ``pruned`` kept.
@@ -111,8 +125,11 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[st
         refitted = []
         for name in order:
             module, reference = pruned.get_submodule(name), original.get_submodule(name)
-            if (layers is not None and name not in layers) or getattr(module, "groups", 1) != 1 \
-                    or module.weight.shape[1] == reference.weight.shape[1]:
+            if (
+                (layers is not None and name not in layers)
+                or getattr(module, "groups", 1) != 1
+                or module.weight.shape[1] == reference.weight.shape[1]
+            ):
                 continue
             conv = isinstance(module, nn.Conv2d)
             xs, ys = [], []
@@ -121,8 +138,9 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept_outputs: Mapping[st
                 if reference.bias is not None:
                     target = target - (reference.bias.view(-1, 1, 1) if conv else reference.bias)
                 target = target.index_select(1 if conv else -1, kept_outputs[name].to(target.device))
-                x, y = _rows(module, _layer_io(pruned, name, inputs, want_output=False), target,
-                             samples_per_image, generator)
+                x, y = _rows(
+                    module, _layer_io(pruned, name, inputs, want_output=False), target, samples_per_image, generator
+                )
                 xs.append(x)
                 ys.append(y)
             x, y = torch.cat(xs), torch.cat(ys)

@@ -5,6 +5,14 @@ from autocomp.cost.macs import count_bops, count_macs, module_macs
 from autocomp.cost.measure import Cost, count_params, measure, storage_bits
 
 __all__ = [
-    "Cost", "LatencyTarget", "compare_latency_ms", "count_bops", "count_macs", "count_params", "measure",
-    "measure_latency_ms", "module_macs", "storage_bits",
+    "Cost",
+    "LatencyTarget",
+    "compare_latency_ms",
+    "count_bops",
+    "count_macs",
+    "count_params",
+    "measure",
+    "measure_latency_ms",
+    "module_macs",
+    "storage_bits",
 ]

@@ -46,8 +46,10 @@ class LatencyTarget:
         if self.device not in DEVICES:
             raise ConfigError(f"latency target device {self.device!r} is not known; allowed: {', '.join(DEVICES)}.")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("latency target device 'cuda' is not available on this machine "
-                              "(torch.cuda.is_available() is False); allowed here: 'cpu'.")
+            raise ConfigError(
+                "latency target device 'cuda' is not available on this machine "
+                "(torch.cuda.is_available() is False); allowed here: 'cpu'."
+            )
         if self.threads is not None:
             _check_count(self.threads, "threads", 1)
         _check_count(self.batch_size, "batch_size", 1)
@@ -72,8 +74,10 @@ class LatencyTarget:
 
     def describe(self) -> str:
         """One line for reports: device, processor, threads, batch size, torch version."""
-        return (f"{self.device} ({self.processor()}), {self.used_threads} threads, batch {self.batch_size}, "
-                f"torch {torch.__version__}")
+        return (
+            f"{self.device} ({self.processor()}), {self.used_threads} threads, batch {self.batch_size}, "
+            f"torch {torch.__version__}"
+        )
 
     def key(self) -> str:
         """A file-name-safe string that identifies the target (not how many passes are timed)."""
@@ -120,14 +124,21 @@ def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> f
     return 1000 * statistics.median(times)
 
 
-def measure_latency_ms(model: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget = LatencyTarget()) -> float:
+def measure_latency_ms(
+    model: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget = LatencyTarget()
+) -> float:
     """Median milliseconds of a forward pass of a random ``target.batch_size`` batch shaped like ``example_inputs``."""
     return median_ms(model, random_batch(example_inputs, target.batch_size), target)
 
 
 @torch.no_grad()
-def compare_latency_ms(models: Mapping[str, nn.Module], example_inputs: torch.Tensor, batch_size: int = 1,
-                       warmup: int = 3, repeats: int = 15) -> dict[str, float]:
+def compare_latency_ms(
+    models: Mapping[str, nn.Module],
+    example_inputs: torch.Tensor,
+    batch_size: int = 1,
+    warmup: int = 3,
+    repeats: int = 15,
+) -> dict[str, float]:
     """Median milliseconds per forward pass of a ``batch_size`` batch, for each model.
 
     The models take turns, pass by pass, so a noisy shared machine slows them alike and their

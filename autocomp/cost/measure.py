@@ -38,15 +38,25 @@ class Cost:
         return math.ceil(self.size_bits / 8)
 
     def to_dict(self) -> dict[str, float]:
-        data = {"macs": self.macs, "params": self.params, "size_bytes": self.size_bytes, "size_bits": self.size_bits,
-                "bops": self.bops}
+        data = {
+            "macs": self.macs,
+            "params": self.params,
+            "size_bytes": self.size_bytes,
+            "size_bits": self.size_bits,
+            "bops": self.bops,
+        }
         return data if self.latency_ms is None else {**data, "latency_ms": self.latency_ms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, float]) -> Cost:
         """The cost `to_dict` wrote (an older record without bits counts 8 per byte and 32 x 32 per MAC)."""
-        return cls(macs=data["macs"], params=data["params"], size_bits=data.get("size_bits", 8 * data["size_bytes"]),
-                   bops=data.get("bops", 32 * 32 * data["macs"]), latency_ms=data.get("latency_ms"))
+        return cls(
+            macs=data["macs"],
+            params=data["params"],
+            size_bits=data.get("size_bits", 8 * data["size_bytes"]),
+            bops=data.get("bops", 32 * 32 * data["macs"]),
+            latency_ms=data.get("latency_ms"),
+        )
 
 
 def count_params(model: nn.Module) -> int:

@@ -14,5 +14,16 @@ from autocomp.data.image_folder import load_image_folder
 from autocomp.data.load import DATASETS, load_dataset
 from autocomp.data.user_factory import load_data_factory
 
-__all__ = ["DATASETS", "BatchReader", "DataBundle", "as_tensors", "find_fashion_mnist", "iterate_batches", "load_data_factory", "load_dataset",
-           "load_image_folder", "num_batches", "read_idx"]
+__all__ = [
+    "DATASETS",
+    "BatchReader",
+    "DataBundle",
+    "as_tensors",
+    "find_fashion_mnist",
+    "iterate_batches",
+    "load_data_factory",
+    "load_dataset",
+    "load_image_folder",
+    "num_batches",
+    "read_idx",
+]

@@ -15,7 +15,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    Subset,
+    TensorDataset,
+)
 
 from autocomp.errors import ConfigError, DataError
 
@@ -30,8 +37,10 @@ def dataset_length(dataset: Dataset) -> int:
     try:
         return len(dataset)  # type: ignore[arg-type]
     except TypeError:
-        raise DataError(f"data set {type(dataset).__name__} has no length; an iterable data set must define __len__ "
-                        "(its examples per epoch) so that epochs and schedules can be planned.") from None
+        raise DataError(
+            f"data set {type(dataset).__name__} has no length; an iterable data set must define __len__ "
+            "(its examples per epoch) so that epochs and schedules can be planned."
+        ) from None
 
 
 def num_batches(dataset: Dataset, batch_size: int, drop_last: bool = False) -> int:
@@ -113,8 +122,9 @@ class BatchReader:
     one data set share their workers, kept alive between passes, others start theirs for each pass.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False,
-                 persistent: bool = True) -> None:
+    def __init__(
+        self, dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False, persistent: bool = True
+    ) -> None:
         self.dataset, self.batch_size = dataset, batch_size
         self._base, self._index = unwrap(dataset)
         self._length = dataset_length(dataset)
@@ -127,8 +137,15 @@ class BatchReader:
         elif self._tensors is None and persistent:
             self._pool = _shared_pool(self._base, workers, pin_memory)
 
-    def batches(self, shuffle: bool = False, seed: int = 0, epoch: int = 0, drop_last: bool = False, start: int = 0,
-                count: int | None = None) -> Iterator[Batch]:
+    def batches(
+        self,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+        start: int = 0,
+        count: int | None = None,
+    ) -> Iterator[Batch]:
         """Batches ``start`` to ``start + count`` (None: to the end) of one epoch; with ``shuffle`` in the order
         `epoch_order` gives. Only these batches are read. Without shuffling, in-memory batches are views."""
         total = num_batches(self.dataset, self.batch_size, drop_last)
@@ -136,8 +153,10 @@ class BatchReader:
         if self._stream is not None:
             return _slice(_typed(iter(self._stream)), start, stop)
         order = epoch_order(self._length, seed, epoch) if shuffle else None
-        spans = [(first, min(first + self.batch_size, self._length))
-                 for first in range(start * self.batch_size, stop * self.batch_size, self.batch_size)]
+        spans = [
+            (first, min(first + self.batch_size, self._length))
+            for first in range(start * self.batch_size, stop * self.batch_size, self.batch_size)
+        ]
         if self._tensors is not None:
             return self._tensor_batches(spans, order)
         keys = [self._keys(order, first, end, seed, epoch) for first, end in spans]
@@ -148,9 +167,17 @@ class BatchReader:
         idle = next((entry for entry in self._pool if not entry[1].busy), None)
         if idle is None:
             plan = _Plan()
-            idle = DataLoader(self._base, batch_sampler=plan, num_workers=self._workers, pin_memory=self._pin_memory,
-                              persistent_workers=self._persistent and self._workers > 0,
-                              multiprocessing_context=WORKER_START if self._workers else None), plan
+            idle = (
+                DataLoader(
+                    self._base,
+                    batch_sampler=plan,
+                    num_workers=self._workers,
+                    pin_memory=self._pin_memory,
+                    persistent_workers=self._persistent and self._workers > 0,
+                    multiprocessing_context=WORKER_START if self._workers else None,
+                ),
+                plan,
+            )
             self._pool.append(idle)
         loader, plan = idle
         plan.batches, plan.busy = keys, True
@@ -199,8 +226,15 @@ def _slice(batches: Iterator[Batch], start: int, stop: int) -> Iterator[Batch]:
             yield batch
 
 
-def iterate_batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                    drop_last: bool = False, start: int = 0) -> Iterator[Batch]:
+def iterate_batches(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+    start: int = 0,
+) -> Iterator[Batch]:
     """One epoch of (images, labels) batches from batch ``start`` on, read in this process (see `BatchReader`).
 
     Since the order depends only on (seed, epoch), an interrupted epoch resumes at the batch it stopped at.

@@ -32,8 +32,11 @@ def load_digits() -> TrainTest:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(TEST_SEED))
     test_index, train_index = order[:n_test], order[n_test:]
     train_images, test_images = standardise(images[train_index], images[test_index])
-    return TrainTest(train=TensorDataset(train_images, labels[train_index]),
-                     test=TensorDataset(test_images, labels[test_index]), num_classes=NUM_CLASSES)
+    return TrainTest(
+        train=TensorDataset(train_images, labels[train_index]),
+        test=TensorDataset(test_images, labels[test_index]),
+        num_classes=NUM_CLASSES,
+    )
 
 
 def _read_bundled_file() -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +44,9 @@ def _read_bundled_file() -> tuple[torch.Tensor, torch.Tensor]:
     spec = importlib.util.find_spec("sklearn")
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if path is None or not path.is_file():
-        raise DataError("data set 'digits' needs scikit-learn, which is not installed; install it with "
-                        "`pip install scikit-learn` or use fashion_mnist or synthetic.")
+        raise DataError(
+            "data set 'digits' needs scikit-learn, which is not installed; install it with "
+            "`pip install scikit-learn` or use fashion_mnist or synthetic."
+        )
     rows = torch.from_numpy(np.loadtxt(path, delimiter=",", dtype=np.float32))
     return rows[:, :-1].div(16).reshape(-1, 1, 8, 8), rows[:, -1].long()

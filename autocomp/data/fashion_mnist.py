@@ -52,9 +52,11 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
         if not missing:
             return folder
         looked.append(f"{folder} (lacks {', '.join(missing)})")
-    raise DataError(f"Fashion-MNIST not found, looked in: {'; '.join(looked)}; install it with "
-                    f"`apt-get install dataset-fashion-mnist`, or put the four IDX files ({', '.join(FILES)}, "
-                    f"raw or .gz) in a folder and set {ENV_VAR} to it or data.dir in the config (--set data.dir=FOLDER).")
+    raise DataError(
+        f"Fashion-MNIST not found, looked in: {'; '.join(looked)}; install it with "
+        f"`apt-get install dataset-fashion-mnist`, or put the four IDX files ({', '.join(FILES)}, "
+        f"raw or .gz) in a folder and set {ENV_VAR} to it or data.dir in the config (--set data.dir=FOLDER)."
+    )
 
 
 def _load_part(folder: Path, prefix: str) -> TensorDataset:
@@ -63,13 +65,17 @@ def _load_part(folder: Path, prefix: str) -> TensorDataset:
     labels_path = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.shape[1:] != IMAGE_SIZE:
-        raise DataError(f"{images_path} holds an array of shape {images.shape}; Fashion-MNIST images must be "
-                        f"N x {IMAGE_SIZE[0]} x {IMAGE_SIZE[1]}.")
+        raise DataError(
+            f"{images_path} holds an array of shape {images.shape}; Fashion-MNIST images must be "
+            f"N x {IMAGE_SIZE[0]} x {IMAGE_SIZE[1]}."
+        )
     if labels.ndim != 1:
         raise DataError(f"{labels_path} holds an array of shape {labels.shape}; Fashion-MNIST labels must be 1-D.")
     if len(images) != len(labels):
-        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
-                        f"both files must come from the same download.")
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+            f"both files must come from the same download."
+        )
     if len(labels) and labels.max() >= NUM_CLASSES:
         raise DataError(f"{labels_path} holds label {labels.max()}; Fashion-MNIST labels are 0..{NUM_CLASSES - 1}.")
     pixels = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)

@@ -43,16 +43,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path} is truncated: it has {len(raw)} bytes, fewer than the 4 of an IDX magic number.")
     ndim = raw[3]
     if raw[0] != 0 or raw[1] != 0 or raw[2] != UNSIGNED_BYTE or ndim == 0:
-        raise DataError(f"bad magic number 0x{int.from_bytes(raw[:4], 'big'):08x} in {path}: expected an IDX file of "
-                        f"unsigned bytes (0x000008NN with NN > 0 dimensions, such as 0x00000801 or 0x00000803).")
+        raise DataError(
+            f"bad magic number 0x{int.from_bytes(raw[:4], 'big'):08x} in {path}: expected an IDX file of "
+            f"unsigned bytes (0x000008NN with NN > 0 dimensions, such as 0x00000801 or 0x00000803)."
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path} is truncated: its {ndim}-dimensional IDX header needs {header} bytes "
-                        f"but the file has {len(raw)}.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        raise DataError(
+            f"{path} is truncated: its {ndim}-dimensional IDX header needs {header} bytes but the file has {len(raw)}."
+        )
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected, found = math.prod(shape), len(raw) - header
     if found != expected:
         problem = "truncated" if found < expected else f"{found - expected} bytes too long"
-        raise DataError(f"{path} is {problem}: its header declares shape {'x'.join(map(str, shape))} "
-                        f"({expected} data bytes) but the file holds {found}; download it again.")
+        raise DataError(
+            f"{path} is {problem}: its header declares shape {'x'.join(map(str, shape))} "
+            f"({expected} data bytes) but the file holds {found}; download it again."
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)

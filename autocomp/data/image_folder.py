@@ -42,9 +42,14 @@ CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 Sample = tuple[Path, int]
 
 
-def load_image_folder(root: str | os.PathLike, image_size: int | list[int] | tuple[int, int] | None = None,
-                      channels: int | None = None, augment: bool = False, crop: float = 1.0,
-                      in_memory: bool | None = None) -> TrainTest:
+def load_image_folder(
+    root: str | os.PathLike,
+    image_size: int | list[int] | tuple[int, int] | None = None,
+    channels: int | None = None,
+    augment: bool = False,
+    crop: float = 1.0,
+    in_memory: bool | None = None,
+) -> TrainTest:
     """The images under ``root/train`` and ``root/test`` (see the module docstring).
 
     ``image_size``: (height, width) or one side for square images, to resize every image to;
@@ -63,10 +68,14 @@ def load_image_folder(root: str | os.PathLike, image_size: int | list[int] | tup
     if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1:
         raise DataError(f"data option crop={crop!r} is not allowed; give the centre fraction kept, in (0, 1].")
     if augment and in_memory:
-        raise DataError("data options augment and in_memory exclude each other: augmentation draws new crops every "
-                        "epoch; set in_memory false (or leave it unset).")
+        raise DataError(
+            "data options augment and in_memory exclude each other: augmentation draws new crops every "
+            "epoch; set in_memory false (or leave it unset)."
+        )
     if (augment or crop < 1) and size is None:
-        raise DataError("data options augment and crop need data.options.image_size, the size the crops are resized to.")
+        raise DataError(
+            "data options augment and crop need data.options.image_size, the size the crops are resized to."
+        )
     classes, train_samples = _class_files(root, "train", None)
     _, test_samples = _class_files(root, "test", classes)
     mode = {1: "L", 3: "RGB", None: None}[channels] or _common_mode(train_samples)
@@ -76,8 +85,11 @@ def load_image_folder(root: str | os.PathLike, image_size: int | list[int] | tup
     mean, std = _statistics(plain)
     train = ImageFolderData(train_samples, mode, size, crop, mean, std, augment)
     test = ImageFolderData(test_samples, mode, size, crop, mean, std)
-    keep = in_memory if in_memory is not None else (not augment and len(train_samples) * math.prod(
-        train.image_shape) * 4 <= IN_MEMORY_BYTES)
+    keep = (
+        in_memory
+        if in_memory is not None
+        else (not augment and len(train_samples) * math.prod(train.image_shape) * 4 <= IN_MEMORY_BYTES)
+    )
     if keep:
         return TrainTest(train=_decoded(train), test=_decoded(test), num_classes=len(classes))
     held_out_view = ImageFolderData(train_samples, mode, size, crop, mean, std) if augment else None
@@ -90,8 +102,16 @@ class ImageFolderData(Dataset):
     Keys are an index, or (index, seed) for a training view that augments (the seed draws its crop and flip).
     Without ``mean``/``std`` pixels are in [0, 1]."""
 
-    def __init__(self, samples: list[Sample], mode: str, size: tuple[int, int], crop: float = 1.0, mean: float = 0.0,
-                 std: float = 1.0, augment: bool = False) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        mode: str,
+        size: tuple[int, int],
+        crop: float = 1.0,
+        mean: float = 0.0,
+        std: float = 1.0,
+        augment: bool = False,
+    ) -> None:
         self.samples, self.mode, self.size, self.crop = samples, mode, size, crop
         self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         self.augment = augment
@@ -117,14 +137,15 @@ class ImageFolderData(Dataset):
         path, label = self.samples[index]
         image = _open(path)
         if image.mode in WIDE_MODES:
-            raise DataError(f"image {path} has {image.mode!r} pixels (more than 8 bits); autocomp reads 8-bit images: "
-                            "convert them, or give them through data.factory.")
+            raise DataError(
+                f"image {path} has {image.mode!r} pixels (more than 8 bits); autocomp reads 8-bit images: "
+                "convert them, or give them through data.factory."
+            )
         image = (image.convert("RGBA") if "transparency" in image.info else image).convert(self.mode)
         image = _augmented(image, self.size, seed) if self.augment else _evaluated(image, self.size, self.crop, path)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).reshape(image.size[1], image.size[0], -1))
         pixels = pixels.permute(2, 0, 1).contiguous().div_(255)
         return (pixels - self.mean) / self.std, label
-
 
 
 def _evaluated(image, size: tuple[int, int], crop: float, path: Path):  # PIL.Image.Image -> PIL.Image.Image
@@ -137,8 +158,9 @@ def _evaluated(image, size: tuple[int, int], crop: float, path: Path):  # PIL.Im
             return image
         return image.resize((width, height), Image.Resampling.BILINEAR)
     scale = max(height / crop / image.size[1], width / crop / image.size[0])
-    scaled = image.resize((max(width, round(image.size[0] * scale)), max(height, round(image.size[1] * scale))),
-                          Image.Resampling.BILINEAR)
+    scaled = image.resize(
+        (max(width, round(image.size[0] * scale)), max(height, round(image.size[1] * scale))), Image.Resampling.BILINEAR
+    )
     left, top = (scaled.size[0] - width) // 2, (scaled.size[1] - height) // 2
     return scaled.crop((left, top, left + width, top + height))
 
@@ -171,8 +193,11 @@ def _augmented(image, size: tuple[int, int], seed: int):  # PIL.Image.Image -> P
 def _statistics(plain: ImageFolderData) -> tuple[float, float]:
     """Pixel mean and standard deviation (float64 sums) of a seeded sample of `STATS_IMAGES` training images."""
     count = len(plain)
-    picked = range(count) if count <= STATS_IMAGES else sorted(
-        torch.randperm(count, generator=torch.Generator().manual_seed(STATS_SEED))[:STATS_IMAGES].tolist())
+    picked = (
+        range(count)
+        if count <= STATS_IMAGES
+        else sorted(torch.randperm(count, generator=torch.Generator().manual_seed(STATS_SEED))[:STATS_IMAGES].tolist())
+    )
     total = squares = 0.0
     pixels = 0
     for index in picked:
@@ -195,10 +220,15 @@ def _size(image_size: int | list[int] | tuple[int, int] | None) -> tuple[int, in
     if image_size is None:
         return None
     sides = [image_size] if isinstance(image_size, int) else image_size
-    if (not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sides)):
-        raise DataError(f"data option image_size={image_size!r} is not allowed; give [height, width] or one side, "
-                        "positive integers.")
+    if (
+        not isinstance(sides, (list, tuple))
+        or len(sides) not in (1, 2)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sides)
+    ):
+        raise DataError(
+            f"data option image_size={image_size!r} is not allowed; give [height, width] or one side, "
+            "positive integers."
+        )
     return (sides[0], sides[-1])
 
 
@@ -206,24 +236,32 @@ def _class_files(root: Path, split: str, classes: list[str] | None) -> tuple[lis
     """The class names of ``root/split`` (``classes`` when given) and its image files with their labels, sorted."""
     folder = root / split
     if not folder.is_dir():
-        raise DataError(f"image folder {folder} does not exist; data.dir must hold train/ and test/, each with one "
-                        "folder of images per class.")
+        raise DataError(
+            f"image folder {folder} does not exist; data.dir must hold train/ and test/, each with one "
+            "folder of images per class."
+        )
     found = {}
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():
             found[entry.name] = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found[entry.name]:
-                raise DataError(f"class folder {entry} holds no images (allowed suffixes: {', '.join(IMAGE_SUFFIXES)}).")
+                raise DataError(
+                    f"class folder {entry} holds no images (allowed suffixes: {', '.join(IMAGE_SUFFIXES)})."
+                )
     if classes is None:
         classes = sorted(found)
         if len(classes) < 2:
-            raise DataError(f"image folder {folder} holds {len(classes)} class folder(s); a classifier needs at "
-                            "least 2 (one folder of images per class).")
+            raise DataError(
+                f"image folder {folder} holds {len(classes)} class folder(s); a classifier needs at "
+                "least 2 (one folder of images per class)."
+            )
     else:
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise DataError(f"test class folder {folder / unknown[0]} has no training folder; allowed classes: "
-                            f"{', '.join(classes)}.")
+            raise DataError(
+                f"test class folder {folder / unknown[0]} has no training folder; allowed classes: "
+                f"{', '.join(classes)}."
+            )
         if not found:
             raise DataError(f"image folder {folder} holds no class folders.")
     return classes, [(path, classes.index(name)) for name, paths in found.items() for path in paths]
@@ -255,8 +293,10 @@ def _common_size(samples: list[Sample]) -> tuple[int, int]:
     for path, _ in samples[1:]:
         size = _open(path, header_only=True).size
         if size != first:
-            raise DataError(f"image {path} is {size[0]}x{size[1]} pixels, unlike the first image ({first[0]}x{first[1]});"
-                            " set data.options.image_size to resize them.")
+            raise DataError(
+                f"image {path} is {size[0]}x{size[1]} pixels, unlike the first image ({first[0]}x{first[1]});"
+                " set data.options.image_size to resize them."
+            )
     return first[1], first[0]
 
 

@@ -21,18 +21,21 @@ from autocomp.errors import DataError
 DATASETS = ("fashion_mnist", "digits", "synthetic", "image_folder", "factory")
 
 
-SYNTHETIC_OPTIONS = tuple(p.name for p in inspect.signature(make_synthetic).parameters.values()
-                          if p.kind is inspect.Parameter.KEYWORD_ONLY)
+SYNTHETIC_OPTIONS = tuple(
+    p.name for p in inspect.signature(make_synthetic).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
 OPTIONS = {"synthetic": SYNTHETIC_OPTIONS, "image_folder": IMAGE_FOLDER_OPTIONS}
 """The options each built-in data set takes (a factory takes its function's own)."""
 
 
-def _train_test(name: str, data_dir: str | os.PathLike | None, seed: int, options: dict, factory: str | None
-                ) -> TrainTest:
+def _train_test(
+    name: str, data_dir: str | os.PathLike | None, seed: int, options: dict, factory: str | None
+) -> TrainTest:
     if name == "factory":
         if factory is None:
-            raise DataError("data set 'factory' needs data.factory, the import path of your function "
-                            "(package.module:function).")
+            raise DataError(
+                "data set 'factory' needs data.factory, the import path of your function (package.module:function)."
+            )
         return load_data_factory(factory, **options)
     allowed = OPTIONS.get(name, ())
     unknown = sorted(set(options) - set(allowed))
@@ -50,8 +53,14 @@ def _train_test(name: str, data_dir: str | os.PathLike | None, seed: int, option
     return make_synthetic(seed, **options)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, val_size: int | float = 5000, seed: int = 0,
-                 factory: str | None = None, **options: object) -> DataBundle:
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    val_size: int | float = 5000,
+    seed: int = 0,
+    factory: str | None = None,
+    **options: object,
+) -> DataBundle:
     """The data set ``name`` (one of `DATASETS`), ``val_size`` training examples held out by ``seed``.
 
     ``val_size`` is a count (int) or a fraction in (0, 1) (float) of the training set, and may hold
@@ -62,14 +71,22 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, val_size:
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -2**63 <= seed < 2**64:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -(2**63) <= seed < 2**64:
         raise DataError(f"data seed must be an integer in [-2**63, 2**64), not {seed!r}.")
     parts = _train_test(name, data_dir, int(seed), options, factory)
-    train, val = hold_out(parts.train, val_count(val_size, dataset_length(parts.train), name), int(seed),
-                          parts.held_out_view)
+    train, val = hold_out(
+        parts.train, val_count(val_size, dataset_length(parts.train), name), int(seed), parts.held_out_view
+    )
     channels, height, width = image_shape(parts.train)
-    return DataBundle(name=name, train=train, val=val, test=parts.test, num_classes=parts.num_classes,
-                      in_channels=channels, image_size=(height, width))
+    return DataBundle(
+        name=name,
+        train=train,
+        val=val,
+        test=parts.test,
+        num_classes=parts.num_classes,
+        in_channels=channels,
+        image_size=(height, width),
+    )
 
 
 def image_shape(data: Dataset) -> tuple[int, int, int]:

@@ -23,20 +23,27 @@ def val_count(val_size: int | float, n: int, name: str) -> int:
     if isinstance(val_size, numbers.Integral):
         count = int(val_size)
         if count < 1:
-            raise DataError(f"val_size {count} holds out no example; use a count of at least 1 "
-                            f"or a fraction in (0, 1).")
+            raise DataError(
+                f"val_size {count} holds out no example; use a count of at least 1 or a fraction in (0, 1)."
+            )
     else:
         if not 0 < val_size < 1:
-            raise DataError(f"val_size {val_size!r} is a float outside (0, 1); pass a fraction such as 0.1 "
-                            f"or an int count of examples.")
+            raise DataError(
+                f"val_size {val_size!r} is a float outside (0, 1); pass a fraction such as 0.1 "
+                f"or an int count of examples."
+            )
         count = round(float(val_size) * n)
         if count < 1:
-            raise DataError(f"val_size {val_size!r} holds out none of the {n} training examples of {name}; "
-                            f"use a fraction of at least {0.5 / n:.2g} or an int count.")
+            raise DataError(
+                f"val_size {val_size!r} holds out none of the {n} training examples of {name}; "
+                f"use a fraction of at least {0.5 / n:.2g} or an int count."
+            )
     maximum = n // 2
     if count > maximum:
-        raise DataError(f"val_size {val_size!r} would hold out {count} of the {n} training examples of {name}, "
-                        f"leaving fewer than half for training; use at most {maximum}.")
+        raise DataError(
+            f"val_size {val_size!r} would hold out {count} of the {n} training examples of {name}, "
+            f"leaving fewer than half for training; use at most {maximum}."
+        )
     return count
 
 
@@ -67,4 +74,6 @@ def hold_out(data: Dataset, count: int, seed: int, held_out_view: Dataset | None
     if isinstance(data, IterableDataset):
         return StreamPart(data, count, len(data)), StreamPart(data, 0, count)
     train_index, val_index = split_indices(len(data), count, seed)
-    return Subset(data, train_index.tolist()), Subset(data if held_out_view is None else held_out_view, val_index.tolist())
+    return Subset(data, train_index.tolist()), Subset(
+        data if held_out_view is None else held_out_view, val_index.tolist()
+    )

@@ -33,8 +33,16 @@ def _image_size(value: int | Sequence[int]) -> tuple[int, int]:
     return side, side
 
 
-def make_synthetic(seed: int = 0, *, n_train: int = 512, n_test: int = 256, num_classes: int = 10,
-                   in_channels: int = 3, image_size: int | Sequence[int] = 16, noise: float = 1.0) -> TrainTest:
+def make_synthetic(
+    seed: int = 0,
+    *,
+    n_train: int = 512,
+    n_test: int = 256,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | Sequence[int] = 16,
+    noise: float = 1.0,
+) -> TrainTest:
     """The synthetic data set of ``seed``: the same seed gives the same tensors, another seed other ones."""
     n_train, n_test = _positive_int("n_train", n_train), _positive_int("n_test", n_test)
     num_classes = _positive_int("num_classes", num_classes, minimum=2)
@@ -50,5 +58,8 @@ def make_synthetic(seed: int = 0, *, n_train: int = 512, n_test: int = 256, num_
 
     (train_images, train_labels), (test_images, test_labels) = sample(n_train), sample(n_test)
     train_images, test_images = standardise(train_images, test_images)
-    return TrainTest(train=TensorDataset(train_images, train_labels), test=TensorDataset(test_images, test_labels),
-                     num_classes=num_classes)
+    return TrainTest(
+        train=TensorDataset(train_images, train_labels),
+        test=TensorDataset(test_images, test_labels),
+        num_classes=num_classes,
+    )

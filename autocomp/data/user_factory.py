@@ -27,21 +27,30 @@ def load_data_factory(path: str, **options: Any) -> TrainTest:
         raise DataError(f"data.factory {path!r} names {type(function).__name__} object, not a function.")
     returned = function(**options)
     if not isinstance(returned, tuple) or len(returned) not in (2, 3):
-        raise DataError(f"data.factory {path!r} returned {type(returned).__name__}; it must return (train, test) or "
-                        "(train, test, num_classes).")
+        raise DataError(
+            f"data.factory {path!r} returned {type(returned).__name__}; it must return (train, test) or "
+            "(train, test, num_classes)."
+        )
     train = _dataset(returned[0], path, "training set")
     test = _dataset(returned[1], path, "test set")
-    train_shape, test_shape = _first_image(train, path, "training set").shape, _first_image(test, path, "test set").shape
+    train_shape, test_shape = (
+        _first_image(train, path, "training set").shape,
+        _first_image(test, path, "test set").shape,
+    )
     if train_shape != test_shape:
-        raise DataError(f"data.factory {path!r} returned training images of shape {list(train_shape)} and test "
-                        f"images of shape {list(test_shape)}; they must match.")
+        raise DataError(
+            f"data.factory {path!r} returned training images of shape {list(train_shape)} and test "
+            f"images of shape {list(test_shape)}; they must match."
+        )
     num_classes = returned[2] if len(returned) == 3 else None
     labels = [_labels(part, read=num_classes is None) for part in (train, test)]
     known = [part for part in labels if part is not None]
     if num_classes is None:
         if len(known) < 2:
-            raise DataError(f"data.factory {path!r} returned an iterable data set without the class count; return "
-                            "(train, test, num_classes).")
+            raise DataError(
+                f"data.factory {path!r} returned an iterable data set without the class count; return "
+                "(train, test, num_classes)."
+            )
         num_classes = int(torch.cat(known).max()) + 1
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise DataError(f"data.factory {path!r} gives {num_classes!r} classes; a classifier needs an integer >= 2.")
@@ -60,20 +69,26 @@ def _dataset(data: object, path: str, what: str) -> Dataset:
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         images, labels = data.tensors
         if images.dim() != 4 or len(images) == 0:
-            raise DataError(f"data.factory {path!r} returned {what} images of shape {list(images.shape[1:])}; each must "
-                            "be C x H x W.")
+            raise DataError(
+                f"data.factory {path!r} returned {what} images of shape {list(images.shape[1:])}; each must "
+                "be C x H x W."
+            )
         return TensorDataset(images.float(), labels.long().reshape(-1))
     if isinstance(data, IterableDataset) or (isinstance(data, Dataset) and hasattr(data, "__len__")):
         try:
             length = len(data)  # type: ignore[arg-type]
         except TypeError:
-            raise DataError(f"data.factory {path!r} returned an iterable {what} without a length; define __len__ "
-                            "(its examples per epoch).") from None
+            raise DataError(
+                f"data.factory {path!r} returned an iterable {what} without a length; define __len__ "
+                "(its examples per epoch)."
+            ) from None
         if length == 0:
             raise DataError(f"data.factory {path!r} returned an empty {what}.")
         return data
-    raise DataError(f"data.factory {path!r} returned a {what} of type {type(data).__name__}; it must be a torch.utils.data "
-                    "Dataset (or DataLoader) of (image, label) pairs.")
+    raise DataError(
+        f"data.factory {path!r} returned a {what} of type {type(data).__name__}; it must be a torch.utils.data "
+        "Dataset (or DataLoader) of (image, label) pairs."
+    )
 
 
 def _first_image(data: Dataset, path: str, what: str) -> torch.Tensor:
@@ -82,8 +97,9 @@ def _first_image(data: Dataset, path: str, what: str) -> torch.Tensor:
     if not (isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor)):
         raise DataError(f"data.factory {path!r} returned a {what} whose items are not (image tensor, label) pairs.")
     if first[0].dim() != 3:
-        raise DataError(f"data.factory {path!r} returned {what} images of shape {list(first[0].shape)}; each must be "
-                        "C x H x W.")
+        raise DataError(
+            f"data.factory {path!r} returned {what} images of shape {list(first[0].shape)}; each must be C x H x W."
+        )
     return first[0]
 
 

@@ -53,8 +53,8 @@ class EvaluatorSettings:
     the first ``report_examples`` of them comes every ``report_every`` fine-tune steps.
     """
 
-    fidelity: Fidelity = Fidelity()
-    proxy: ProxyTraining = ProxyTraining()
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    proxy: ProxyTraining = field(default_factory=ProxyTraining)
     bn_batches: int = 20
     batch_size: int = 256
     val_examples: int | None = 2500
@@ -74,17 +74,27 @@ class EvaluatorSettings:
             check_positive_int(getattr(self, name), f"evaluator {name}")
         if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, (int, float)) or not self.cache_mb >= 0:
             raise ConfigError(f"evaluator cache_mb must be a number of megabytes >= 0, not {self.cache_mb!r}.")
-        if self.val_examples is not None and (isinstance(self.val_examples, bool) or not isinstance(self.val_examples, int)
-                                              or self.val_examples < 1):
-            raise ConfigError(f"evaluator val_examples must be a positive integer or None (all), not {self.val_examples!r}.")
+        if self.val_examples is not None and (
+            isinstance(self.val_examples, bool) or not isinstance(self.val_examples, int) or self.val_examples < 1
+        ):
+            raise ConfigError(
+                f"evaluator val_examples must be a positive integer or None (all), not {self.val_examples!r}."
+            )
 
     def defining(self) -> dict[str, object]:
         """The settings a finished score depends on (not how intermediate scores are reported)."""
         trains = self.fidelity.level != "bn"
-        return {"fidelity": self.fidelity.to_dict(), "proxy": self.proxy.to_dict() if trains else None,
-                "bn_batches": self.bn_batches, "bn_batch_size": self.batch_size, "val_examples": self.val_examples,
-                "criterion": self.criterion, "reconstruct": self.reconstruct, "seed": self.seed,
-                **({} if self.latency is None else {"latency": self.latency.describe()})}
+        return {
+            "fidelity": self.fidelity.to_dict(),
+            "proxy": self.proxy.to_dict() if trains else None,
+            "bn_batches": self.bn_batches,
+            "bn_batch_size": self.batch_size,
+            "val_examples": self.val_examples,
+            "criterion": self.criterion,
+            "reconstruct": self.reconstruct,
+            "seed": self.seed,
+            **({} if self.latency is None else {"latency": self.latency.describe()}),
+        }
 
 
 @dataclass(frozen=True)
@@ -119,8 +129,15 @@ class Evaluator:
     Candidates are compressed from ``baseline`` on the CPU and then moved to the device, where a copy of the baseline
     (the baseline itself on the CPU) is the teacher of their fine-tunes."""
 
-    def __init__(self, baseline: nn.Module, example_inputs: torch.Tensor, train: Dataset, val: Dataset,
-                 settings: EvaluatorSettings = EvaluatorSettings(), runtime: Runtime = CPU) -> None:
+    def __init__(
+        self,
+        baseline: nn.Module,
+        example_inputs: torch.Tensor,
+        train: Dataset,
+        val: Dataset,
+        settings: EvaluatorSettings = EvaluatorSettings(),
+        runtime: Runtime = CPU,
+    ) -> None:
         self.baseline = baseline.eval()
         self.teacher = (copy.deepcopy(baseline) if runtime.cuda else baseline).to(runtime.device).eval()
         self.example_inputs = example_inputs
@@ -136,25 +153,36 @@ class Evaluator:
         self._stream: TrainingStream | None = None
         self._training_steps = 0
         if settings.fidelity.level != "bn":
-            self._stream = TrainingStream(train, settings.proxy.batch_size, settings.seed, self.teacher,
-                                          self._attention_points, runtime, bound)
+            self._stream = TrainingStream(
+                train, settings.proxy.batch_size, settings.seed, self.teacher, self._attention_points, runtime, bound
+            )
             self._training_steps = settings.fidelity.training_steps(self._stream.steps_per_epoch)
             self._stream.prefill(self._training_steps)  # the teacher runs once, before any candidate
         needs_data = get_criterion(settings.criterion).needs_data or settings.reconstruct
         self._calibration = _Calibration(train, settings, runtime, bound, _CRITERION_BATCHES if needs_data else 1)
-        self._compressor = Compressor(self.baseline, example_inputs, settings.criterion, data=self._calibration.head,
-                                      reconstruct=settings.reconstruct)
-        self._val_reader = BatchReader(_first(val, settings.val_examples), settings.batch_size, runtime.workers,
-                                       runtime.pin_memory)
-        self._report_reader = BatchReader(_first(val, settings.report_examples), settings.batch_size, runtime.workers,
-                                          runtime.pin_memory)
+        self._compressor = Compressor(
+            self.baseline,
+            example_inputs,
+            settings.criterion,
+            data=self._calibration.head,
+            reconstruct=settings.reconstruct,
+        )
+        self._val_reader = BatchReader(
+            _first(val, settings.val_examples), settings.batch_size, runtime.workers, runtime.pin_memory
+        )
+        self._report_reader = BatchReader(
+            _first(val, settings.report_examples), settings.batch_size, runtime.workers, runtime.pin_memory
+        )
         defining = settings.defining() | ({} if runtime.precision == "fp32" else {"precision": runtime.precision})
         self._key_prefix = json.dumps(defining, sort_keys=True)
 
     def speed(self) -> str:
         """Images per second of the candidates' fine-tunes and held-out scores so far, for progress lines."""
-        rates = [f"{rate.per_second:.0f} img/s {what}" for rate, what in ((self.training, "fine-tuning"),
-                                                                        (self.scoring, "scoring")) if rate.images]
+        rates = [
+            f"{rate.per_second:.0f} img/s {what}"
+            for rate, what in ((self.training, "fine-tuning"), (self.scoring, "scoring"))
+            if rate.images
+        ]
         return f"{', '.join(rates)} on {self.runtime.device}" if rates else ""
 
     def drop_kept_batches(self) -> None:
@@ -204,25 +232,33 @@ class Evaluator:
                 stage = "scoring"
                 if stopped_at is None:
                     with watch.computing():
-                        acc, loss = held_out_score(small, self._val_reader, runtime=self.runtime,
-                                                   throughput=self.scoring)
+                        acc, loss = held_out_score(
+                            small, self._val_reader, runtime=self.runtime, throughput=self.scoring
+                        )
                 else:
                     acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
                 cost = measure(small.cpu(), self.example_inputs, self.settings.latency)
-        except Exception as err:  # noqa: BLE001 - any breakage of one candidate is its result, the search goes on
+        except Exception as err:
             message = str(err).splitlines()[0] if str(err) else "no message"
             out_of_memory = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message
             if out_of_memory and self.runtime.cuda:
                 torch.cuda.empty_cache()
             timing = watch.timing()
-            return EvalResult(math.nan, None, timing.total, error=f"{type(err).__name__} while {stage}: {message}",
-                              retry=out_of_memory, timing=timing)
+            return EvalResult(
+                math.nan,
+                None,
+                timing.total,
+                error=f"{type(err).__name__} while {stage}: {message}",
+                retry=out_of_memory,
+                timing=timing,
+            )
         timing = watch.timing()
         return EvalResult(acc, cost, timing.total, loss=loss, curve=tuple(curve), stopped_at=stopped_at, timing=timing)
 
-    def _fine_tune(self, small: nn.Module, report: Reporter | None,
-                   watch: Stopwatch) -> tuple[list[tuple[int, float]], int | None]:
+    def _fine_tune(
+        self, small: nn.Module, report: Reporter | None, watch: Stopwatch
+    ) -> tuple[list[tuple[int, float]], int | None]:
         """Proxy/epochs fine-tune with intermediate scores; returns the curve and the step a reporter stopped at."""
         curve: list[tuple[int, float]] = []
         if self._stream is None:
@@ -248,8 +284,9 @@ class Evaluator:
         if isinstance(small, InputResize):
             points = [f"model.{name}" for name in points]
         before = watch.compute
-        proxy_finetune(small, self._stream, self._training_steps, self.settings.proxy, points, after_step, watch,
-                       self.runtime)
+        proxy_finetune(
+            small, self._stream, self._training_steps, self.settings.proxy, points, after_step, watch, self.runtime
+        )
         self.training.add(done * self.settings.proxy.batch_size, watch.compute - before)
         return curve, stopped[0] if stopped else None
 
@@ -264,8 +301,9 @@ class _Calibration:
     as far as the memory bound allows and read again for each candidate beyond that. ``head``: the first ``head_count``
     (images, labels) batches on the CPU, for the data-driven criteria and the quantizers."""
 
-    def __init__(self, train: Dataset, settings: EvaluatorSettings, runtime: Runtime, bound: MemoryBound,
-                 head_count: int) -> None:
+    def __init__(
+        self, train: Dataset, settings: EvaluatorSettings, runtime: Runtime, bound: MemoryBound, head_count: int
+    ) -> None:
         self._reader = BatchReader(train, settings.batch_size, runtime.workers, runtime.pin_memory)
         self._count, self._seed, self._runtime = settings.bn_batches, settings.seed, runtime
         self._kept: list[torch.Tensor] = []

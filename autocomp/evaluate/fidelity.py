@@ -41,13 +41,19 @@ class Fidelity:
         return {"bn": 0, "proxy": self.steps, "epochs": self.epochs * steps_per_epoch}[self.level]
 
     def describe(self) -> str:
-        return {"bn": "BN recalibration", "proxy": f"{self.steps}-step proxy fine-tune",
-                "epochs": f"{self.epochs}-epoch fine-tune"}[self.level]
+        return {
+            "bn": "BN recalibration",
+            "proxy": f"{self.steps}-step proxy fine-tune",
+            "epochs": f"{self.epochs}-epoch fine-tune",
+        }[self.level]
 
     def to_dict(self) -> dict[str, object]:
         """The fields that change a score at this level (so unused ones do not split the cache)."""
-        return {"level": self.level, **({"steps": self.steps} if self.level == "proxy" else {}),
-                **({"epochs": self.epochs} if self.level == "epochs" else {})}
+        return {
+            "level": self.level,
+            **({"steps": self.steps} if self.level == "proxy" else {}),
+            **({"epochs": self.epochs} if self.level == "epochs" else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,11 @@ class ProxyTraining:
             raise ConfigError(f"proxy lr must be > 0, not {self.lr!r}.")
         if not self.momentum < 1:
             raise ConfigError(f"proxy momentum must be in [0, 1), not {self.momentum!r}.")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not self.temperature > 0
+        ):
             raise ConfigError(f"proxy temperature must be a number > 0, not {self.temperature!r}.")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
             raise ConfigError(f"proxy alpha must be in [0, 1], not {self.alpha!r}.")

@@ -21,8 +21,13 @@ def accuracy(model: nn.Module, data: Dataset | BatchReader, batch_size: int = 25
 
 
 @torch.no_grad()
-def held_out_score(model: nn.Module, data: Dataset | BatchReader, batch_size: int = 256, runtime: Runtime = CPU,
-                   throughput: Throughput | None = None) -> tuple[float, float]:
+def held_out_score(
+    model: nn.Module,
+    data: Dataset | BatchReader,
+    batch_size: int = 256,
+    runtime: Runtime = CPU,
+    throughput: Throughput | None = None,
+) -> tuple[float, float]:
     """(top-1 accuracy in [0, 1], mean cross-entropy) of ``model`` in eval mode on ``data`` (a data set, read once by
     workers of this pass, or a reader of one whose batch size is used); ``throughput`` counts the images scored and
     their seconds.
@@ -30,8 +35,11 @@ def held_out_score(model: nn.Module, data: Dataset | BatchReader, batch_size: in
     Raises FloatingPointError when the model's outputs are not finite, so a broken candidate
     is never scored as if it were merely bad.
     """
-    reader = data if isinstance(data, BatchReader) else BatchReader(data, batch_size, runtime.workers, runtime.pin_memory,
-                                                                    persistent=False)
+    reader = (
+        data
+        if isinstance(data, BatchReader)
+        else BatchReader(data, batch_size, runtime.workers, runtime.pin_memory, persistent=False)
+    )
     model.eval()
     correct, loss, count = 0, 0.0, 0
     started = time.perf_counter()

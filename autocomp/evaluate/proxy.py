@@ -21,24 +21,39 @@ StepCallback = Callable[[int], bool]
 """Called after each step with the number of steps done; returning False stops the fine-tune."""
 
 
-def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, settings: ProxyTraining,
-                   attention_points: Sequence[str] = (), after_step: StepCallback | None = None,
-                   stopwatch: Stopwatch | None = None, runtime: Runtime = CPU) -> None:
+def proxy_finetune(
+    student: nn.Module,
+    stream: TrainingStream,
+    steps: int,
+    settings: ProxyTraining,
+    attention_points: Sequence[str] = (),
+    after_step: StepCallback | None = None,
+    stopwatch: Stopwatch | None = None,
+    runtime: Runtime = CPU,
+) -> None:
     """Fine-tune ``student`` (on ``runtime``'s device) in place on the stream's first ``steps`` batches (fewer if
     ``after_step`` stops it).
 
     SGD (Nesterov momentum) with the learning rate decaying from ``settings.lr`` to 0 on a
     cosine, at ``runtime``'s precision. Raises FloatingPointError when the loss stops being finite.
     """
-    optimizer = torch.optim.SGD(student.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
+    optimizer = torch.optim.SGD(
+        student.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=settings.momentum > 0,
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     scaler = runtime.grad_scaler()
     watch = stopwatch or Stopwatch()
     attention = settings.attention > 0 and bool(attention_points)
     student.train()
     done = 0
-    with FeatureTaps(student, attention_points) if attention else nullcontext() as taps, channels_last(student) as layout:
+    with (
+        FeatureTaps(student, attention_points) if attention else nullcontext() as taps,
+        channels_last(student) as layout,
+    ):
         for batch in stream.batches(steps, watch):
             with watch.computing():
                 with runtime.autocast():
@@ -47,7 +62,9 @@ def proxy_finetune(student: nn.Module, stream: TrainingStream, steps: int, setti
                     if attention:
                         student_maps = [features.float() for features in taps.take()]
                         loss = loss + settings.attention / 2 * attention_loss(student_maps, batch.maps)
-                descend(optimizer, schedule, loss, f"the proxy fine-tune's loss became {{}} at step {done + 1}.", scaler)
+                descend(
+                    optimizer, schedule, loss, f"the proxy fine-tune's loss became {{}} at step {done + 1}.", scaler
+                )
             done += 1
             if after_step is not None and not after_step(done):
                 break

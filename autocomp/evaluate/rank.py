@@ -11,7 +11,9 @@ from autocomp.errors import ConfigError
 def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float:
     """Kendall's tau-b (ties counted as in scipy's ``kendalltau``): 1 same order, -1 reversed, 0 unrelated."""
     if len(first) != len(second) or len(first) < 2:
-        raise ConfigError(f"kendall_tau needs two lists of equal length >= 2, got lengths {len(first)} and {len(second)}.")
+        raise ConfigError(
+            f"kendall_tau needs two lists of equal length >= 2, got lengths {len(first)} and {len(second)}."
+        )
     concordant = discordant = tied_first = tied_second = 0
     for i in range(len(first)):
         for j in range(i + 1, len(first)):

@@ -59,8 +59,16 @@ class TrainingStream:
     teacher included, for every candidate.
     """
 
-    def __init__(self, data: Dataset, batch_size: int, seed: int, teacher: nn.Module,
-                 attention_points: Sequence[str] = (), runtime: Runtime = CPU, bound: MemoryBound | None = None) -> None:
+    def __init__(
+        self,
+        data: Dataset,
+        batch_size: int,
+        seed: int,
+        teacher: nn.Module,
+        attention_points: Sequence[str] = (),
+        runtime: Runtime = CPU,
+        bound: MemoryBound | None = None,
+    ) -> None:
         self.steps_per_epoch = num_batches(data, batch_size, drop_last=True)
         if self.steps_per_epoch == 0:
             raise ConfigError(f"proxy batch_size {batch_size} is larger than the {len(data)} training examples.")
@@ -90,8 +98,9 @@ class TrainingStream:
         step = len(self._memo)
         while step < steps:
             epoch, first = divmod(step, self.steps_per_epoch)
-            for images, labels in self._reader.batches(shuffle=True, seed=self._seed, epoch=epoch, drop_last=True,
-                                                       start=first, count=steps - step):
+            for images, labels in self._reader.batches(
+                shuffle=True, seed=self._seed, epoch=epoch, drop_last=True, start=first, count=steps - step
+            ):
                 with watch.computing():
                     batch = self._with_teacher(self._runtime.to_device(images), self._runtime.to_device(labels))
                 if step == len(self._memo) and step < self._memo_steps and self._bound.take(*batch.tensors()):

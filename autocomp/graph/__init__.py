@@ -21,9 +21,10 @@ from torch import nn
 
 from autocomp.cost.macs import COUNTED_TYPES, FLOAT_BITS, SCALE_BITS, float_bits
 from autocomp.errors import ConfigError
+from autocomp.geometry import factor_shapes, lowrank_macs, rank_of, resize_input
 from autocomp.graph.dependency import Verdict, dependency_graph, group_verdict
-from autocomp.graph.standard import standard_form
 from autocomp.graph.heads import HeadGroup, probe_heads, set_head_count
+from autocomp.graph.standard import standard_form
 from autocomp.graph.trace import Trace, trace_layers
 from autocomp.policy import LayerDecision, Policy
 
@@ -49,6 +50,11 @@ class LayerInfo:
     @property
     def depthwise(self) -> bool:
         return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        """The kernel size, (1, 1) for a linear layer: the geometry a factorization sees."""
+        return tuple(self.kernel_size) if self.kind == "conv" else (1, 1)
 
     @property
     def factorizable(self) -> bool:
@@ -135,15 +141,19 @@ class ModelGraph:
         for first, group in self._dg.followed_groups(COUNTED_TYPES):
             if isinstance(group, Exception):
                 if names.get(first) in traced:
-                    self.whole[names[first]] = f"cannot be followed through the model by Torch-Pruning " \
-                                               f"({type(group).__name__}: {_first_line(group)})"
+                    self.whole[names[first]] = (
+                        f"cannot be followed through the model by Torch-Pruning "
+                        f"({type(group).__name__}: {_first_line(group)})"
+                    )
                 continue
             producers, consumers, carriers = {}, {}, {}
             for dep, idxs in group:
                 name = names.get(dep.target.module)
                 if name not in traced:
                     if _has_parameters(dep.target.module):  # a norm, a PReLU, a free parameter: pruned with the group
-                        carriers.setdefault(dep.target.module, (dep, set()))[1].update(int(getattr(i, "idx", i)) for i in idxs)
+                        carriers.setdefault(dep.target.module, (dep, set()))[1].update(
+                            int(getattr(i, "idx", i)) for i in idxs
+                        )
                     continue
                 if self._dg.is_out_channel_pruning_fn(dep.handler):
                     producers[name] = len(idxs)
@@ -161,9 +171,13 @@ class ModelGraph:
             heads = None
             if verdict.head_size > 1:
                 blocks = verdict.blocks
-                heads = HeadGroup(tuple(sorted(producers, key=order.get)), tuple(sorted(consumers, key=order.get)),
-                                  self._dg.get_out_channels(root.target.module) // (blocks * verdict.head_size),
-                                  verdict.head_size, blocks)
+                heads = HeadGroup(
+                    tuple(sorted(producers, key=order.get)),
+                    tuple(sorted(consumers, key=order.get)),
+                    self._dg.get_out_channels(root.target.module) // (blocks * verdict.head_size),
+                    verdict.head_size,
+                    blocks,
+                )
             else:
                 blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
             raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers, heads))
@@ -198,8 +212,9 @@ class ModelGraph:
                 self._in_shares[name].append(_Share(index, count))
             self._carriers += [(dep, _Share(index, len(idxs))) for dep, idxs in carriers.values()]
         index_of = {heads: index for index, heads in self._head_groups.items()}
-        self._head_macs = {name: {index_of[heads]: macs for heads, macs in per_head.items()}
-                           for name, per_head in head_macs.items()}
+        self._head_macs = {
+            name: {index_of[heads]: macs for heads, macs in per_head.items()} for name, per_head in head_macs.items()
+        }
         """Module -> {head group index: MACs one of its heads computes there outside layers}."""
 
         self.layers: list[LayerInfo] = []
@@ -207,7 +222,10 @@ class ModelGraph:
         """Bits of every layer's weight and bias (None: no bias) in floating point."""
         for name, record in traced.items():
             module = modules[name]
-            self._float_bits[name] = (float_bits(module.weight), None if module.bias is None else float_bits(module.bias))
+            self._float_bits[name] = (
+                float_bits(module.weight),
+                None if module.bias is None else float_bits(module.bias),
+            )
             is_conv = not isinstance(module, nn.Linear)
             self.layers.append(
                 LayerInfo(
@@ -242,8 +260,10 @@ class ModelGraph:
     def whole_lines(self) -> list[str]:
         """One line per layer kept whole though other layers read it, saying why."""
         order = {layer.name: i for i, layer in enumerate(self.layers)}
-        return [f"layer {name!r} is kept whole: its output channels {self.whole[name]}."
-                for name in sorted(self.whole, key=order.get)]
+        return [
+            f"layer {name!r} is kept whole: its output channels {self.whole[name]}."
+            for name in sorted(self.whole, key=order.get)
+        ]
 
     @property
     def prunable(self) -> list[LayerInfo]:
@@ -280,7 +300,9 @@ class ModelGraph:
             if layer is None:
                 known = sorted(by_name)
                 allowed = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
-                raise ConfigError(f"policy names layer {name!r}, which is not a conv/linear layer of this model (layers: {allowed}).")
+                raise ConfigError(
+                    f"policy names layer {name!r}, which is not a conv/linear layer of this model (layers: {allowed})."
+                )
             if decision.keep < 1.0 and layer.group is None:
                 raise ConfigError(
                     f"policy prunes layer {name!r} to keep {decision.keep}, but its output channels cannot be pruned "
@@ -315,8 +337,10 @@ class ModelGraph:
         """(in, out) channels of every layer once each group keeps ``kept[i]`` channels."""
 
         return {
-            layer.name: (self._remaining(layer.in_channels, self._in_shares[layer.name], kept),
-                         self._remaining(layer.out_channels, self._out_shares[layer.name], kept))
+            layer.name: (
+                self._remaining(layer.in_channels, self._in_shares[layer.name], kept),
+                self._remaining(layer.out_channels, self._out_shares[layer.name], kept),
+            )
             for layer in self.layers
         }
 
@@ -324,7 +348,8 @@ class ModelGraph:
         """What is left of ``total`` channels (or elements) once each group keeps ``kept[i]`` of its channels."""
         groups = self.groups
         return total - sum(
-            s.elements * (s.count * (groups[s.group].channels - kept[s.group]) // groups[s.group].channels) for s in shares
+            s.elements * (s.count * (groups[s.group].channels - kept[s.group]) // groups[s.group].channels)
+            for s in shares
         )
 
     def predict_macs(self, policy: Policy) -> int:
@@ -338,8 +363,10 @@ class ModelGraph:
         kept = self.kept_channels(policy) if self._head_macs else []
         total = 0
         for name, macs in self._trace_at(policy.resolution).other_macs.items():
-            lost = sum(per_head * (self.groups[g].channels - kept[g]) // self.groups[g].unit
-                       for g, per_head in self._head_macs.get(name, {}).items())
+            lost = sum(
+                per_head * (self.groups[g].channels - kept[g]) // self.groups[g].unit
+                for g, per_head in self._head_macs.get(name, {}).items()
+            )
             total += macs - macs * lost // full[name]  # a head's share scales with the resolution as the whole
         return total
 
@@ -374,8 +401,9 @@ class ModelGraph:
             sizes.append((elements, elements * parameter.bits))
         return sizes
 
-    def _layer_sizes(self, layer: LayerInfo, new_in: int, new_out: int,
-                     decision: LayerDecision) -> list[tuple[int, int]]:
+    def _layer_sizes(
+        self, layer: LayerInfo, new_in: int, new_out: int, decision: LayerDecision
+    ) -> list[tuple[int, int]]:
         """(elements, storage bits) of the parameters ``layer`` becomes under ``decision``, once it has
         ``new_in``/``new_out`` channels: weight (or both factors' weights), bias, input quantizers' steps."""
         weight_bits, bias_bits = self._float_bits[layer.name]
@@ -383,9 +411,7 @@ class ModelGraph:
             in_per_group = 1 if layer.depthwise else new_in // layer.groups
             weights = [(new_out, new_out * in_per_group * math.prod(layer.kernel_size))]
         else:
-            from autocomp.compress.lowrank import factor_shapes
-
-            rank = _rank_from_fraction(layer, new_in, new_out, decision.rank, decision.rank_scheme)
+            rank = rank_of(decision.rank, new_in, new_out, layer.kernel, decision.rank_scheme)
             shapes = factor_shapes(layer.kind, new_in, new_out, layer.kernel_size, rank, decision.rank_scheme)
             weights = [(shape[0], math.prod(shape)) for shape in shapes]
             bias_bits = None if bias_bits is None else weight_bits  # both factors take the weight's dtype
@@ -417,8 +443,11 @@ class ModelGraph:
                 if elements:
                     lost.setdefault(key, []).append(_Share(share.group, share.count, elements))
         owned = {id(p) for layer in self.layers for p in self.model.get_submodule(layer.name).parameters(recurse=False)}
-        return [_Carried(p.numel(), float_bits(p), tuple(lost.get(id(p), ())))
-                for p in self.model.parameters() if id(p) not in owned]
+        return [
+            _Carried(p.numel(), float_bits(p), tuple(lost.get(id(p), ())))
+            for p in self.model.parameters()
+            if id(p) not in owned
+        ]
 
     def layer_macs(self, policy: Policy) -> dict[str, int]:
         """MACs of every layer (both factors of a factorized one together) once ``policy`` is applied."""
@@ -439,31 +468,59 @@ class ModelGraph:
                 result[layer.name] = self._lowrank_macs(layer, new_in, new_out, input_shape, output_shape, decision)
         return result
 
-    def _lowrank_macs(self, layer: LayerInfo, new_in: int, new_out: int, input_shape: tuple[int, ...],
-                      output_shape: tuple[int, ...], decision) -> int:
+    def _lowrank_macs(
+        self,
+        layer: LayerInfo,
+        new_in: int,
+        new_out: int,
+        input_shape: tuple[int, ...],
+        output_shape: tuple[int, ...],
+        decision,
+    ) -> int:
         """MACs of ``layer`` factorized as ``decision`` says, once it has ``new_in``/``new_out`` channels."""
-        from autocomp.compress.lowrank import lowrank_macs
-
-        rank = _rank_from_fraction(layer, new_in, new_out, decision.rank, decision.rank_scheme)
+        rank = rank_of(decision.rank, new_in, new_out, layer.kernel, decision.rank_scheme)
         if layer.kind == "linear":
-            return lowrank_macs(layer.kind, new_in, new_out, (1, 1), None, None, (1, 1), (0, 0), (1, 1), rank,
-                                decision.rank_scheme, rows=math.prod(input_shape[:-1]))
+            return lowrank_macs(
+                layer.kind,
+                new_in,
+                new_out,
+                (1, 1),
+                None,
+                None,
+                (1, 1),
+                (0, 0),
+                (1, 1),
+                rank,
+                decision.rank_scheme,
+                rows=math.prod(input_shape[:-1]),
+            )
         module = self.model.get_submodule(layer.name)
-        return lowrank_macs(layer.kind, new_in, new_out, layer.kernel_size, input_shape[1:], output_shape[1:],
-                            layer.stride, module.padding, module.dilation, rank, decision.rank_scheme)
+        return lowrank_macs(
+            layer.kind,
+            new_in,
+            new_out,
+            layer.kernel_size,
+            input_shape[1:],
+            output_shape[1:],
+            layer.stride,
+            module.padding,
+            module.dilation,
+            rank,
+            decision.rank_scheme,
+        )
 
     def shapes_at(self, resolution: float) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]:
         """Per layer (MACs, input shape, output shape) of the unpruned model at an input resolution multiplier."""
         if resolution not in self._shapes:
-            self._shapes[resolution] = {name: (record["macs"], record["input_shape"], record["output_shape"])
-                                        for name, record in self._trace_at(resolution).layers.items()}
+            self._shapes[resolution] = {
+                name: (record["macs"], record["input_shape"], record["output_shape"])
+                for name, record in self._trace_at(resolution).layers.items()
+            }
         return self._shapes[resolution]
 
     def _trace_at(self, resolution: float) -> Trace:
         """The unpruned model's trace at an input resolution multiplier."""
         if resolution not in self._traces:
-            from autocomp.compress.resize import resize_input
-
             example = resize_input(self.example_inputs, resolution)
             try:
                 self._traces[resolution] = trace_layers(self.model, example)
@@ -482,8 +539,10 @@ class ModelGraph:
             score = torch.as_tensor(criterion(full)).detach().float().cpu().flatten()
             if score.numel() != group.channels:
                 name = getattr(criterion, "name", type(criterion).__name__)
-                raise ConfigError(f"criterion {name!r} gave {score.numel()} scores for a group of {group.channels} channels; "
-                                  "it must give one per channel.")
+                raise ConfigError(
+                    f"criterion {name!r} gave {score.numel()} scores for a group of {group.channels} channels; "
+                    "it must give one per channel."
+                )
             scores.append(score)
         return scores
 
@@ -519,7 +578,9 @@ def _first_line(error: Exception) -> str:
 
 def _depthwise_multiplier(module: nn.Module) -> bool:
     """A depthwise convolution producing several channels per input channel."""
-    return isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.in_channels != module.out_channels
+    return (
+        isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.in_channels != module.out_channels
+    )
 
 
 def _conv_groups(module: nn.Module) -> int:
@@ -559,8 +620,12 @@ def _lowest(scores: torch.Tensor, count: int, blocks: int, head_size: int = 1) -
         per_head = scores.view(blocks, -1, head_size).sum(dim=(0, 2))
         heads = torch.argsort(per_head, stable=True)[: count // (blocks * head_size)].tolist()
         width = per_head.numel() * head_size
-        return sorted(block * width + head * head_size + position
-                      for block in range(blocks) for head in heads for position in range(head_size))
+        return sorted(
+            block * width + head * head_size + position
+            for block in range(blocks)
+            for head in heads
+            for position in range(head_size)
+        )
     if blocks == 1:
         return torch.argsort(scores, stable=True)[:count].tolist()
     size = scores.numel() // blocks
@@ -574,11 +639,3 @@ def rounded_channels(keep: float, channels: int, multiple: int = 1) -> int:
         return channels
     count = int(keep * channels / multiple + 0.5) * multiple  # half up, as MobileNet's make_divisible
     return min(channels, max(count, min(multiple, channels), 1))
-
-
-def _rank_from_fraction(layer: LayerInfo, in_channels: int, out_channels: int, fraction: float, scheme: str) -> int:
-    """`compress.lowrank.rank_from_fraction` for ``layer`` once it has ``in_channels``/``out_channels``."""
-    from autocomp.compress.lowrank import full_rank_of
-
-    kernel = layer.kernel_size if layer.kind == "conv" else (1, 1)
-    return max(1, round(fraction * full_rank_of(in_channels, out_channels, kernel, scheme)))

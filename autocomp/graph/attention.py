@@ -51,23 +51,32 @@ class HeadAttention(nn.Module):
                 self.out_proj.bias.copy_(source.out_proj.bias)
         self.to(source.out_proj.weight).train(source.training)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
-                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         unbatched, batch_dim = query.dim() == 2, 0 if self.batch_first else 1
         if unbatched:  # one sequence
             query, key, value = (t.unsqueeze(batch_dim) for t in (query, key, value))
             key_padding_mask = None if key_padding_mask is None else key_padding_mask[None]
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        q, k, v = (layer(t).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
-                   for layer, t in ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value)))
+        q, k, v = (
+            layer(t).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+            for layer, t in ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value))
+        )
         mask = _additive_mask(attn_mask, key_padding_mask, q)
         dropout = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
-            scores = q @ k.transpose(-2, -1) * self.head_dim ** -0.5
+            scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5
             probabilities = F.dropout((scores if mask is None else scores + mask).softmax(dim=-1), dropout)
             out = probabilities @ v
             weights = probabilities.mean(dim=1) if average_attn_weights else probabilities
@@ -81,8 +90,9 @@ class HeadAttention(nn.Module):
         return out, weights
 
 
-def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
-                   q: torch.Tensor) -> torch.Tensor | None:
+def _additive_mask(
+    attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, q: torch.Tensor
+) -> torch.Tensor | None:
     """nn.MultiheadAttention's masks (True or -inf: not attended) as one float mask for (batch, heads, L, S) scores."""
     masks = []
     if attn_mask is not None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
+import itertools
 import math
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,8 +48,9 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
     graph = _graph_class()()
     try:
         with torch.enable_grad(), _concatenations_left_unmapped_when_unknown(graph):
-            return graph.build_dependency(model, example_inputs=example_inputs, output_transform=_output_tensors,
-                                          verbose=False)
+            return graph.build_dependency(
+                model, example_inputs=example_inputs, output_transform=_output_tensors, verbose=False
+            )
     except ConfigError:
         raise
     except Exception as err:
@@ -86,8 +88,11 @@ def _output_tensors(output: object) -> list[torch.Tensor]:
     """The tensors a model's output holds with a gradient to trace (Hugging Face outputs, caches of keys and values)."""
     leaves = tree_leaves(output)
     caches = [leaf for leaf in leaves if not isinstance(leaf, torch.Tensor) and hasattr(leaf, "__iter__")]
-    tensors = [leaf for leaf in leaves + [t for cache in caches for t in tree_leaves(list(cache))]
-               if isinstance(leaf, torch.Tensor)]
+    tensors = [
+        leaf
+        for leaf in leaves + [t for cache in caches for t in tree_leaves(list(cache))]
+        if isinstance(leaf, torch.Tensor)
+    ]
     return [tensor for tensor in tensors if tensor.grad_fn is not None]
 
 
@@ -101,8 +106,9 @@ def _graph_class():
         def _trace(self, *args, **kwargs):
             module2node = super()._trace(*args, **kwargs)
             tokens = not self._2d_4d  # Torch-Pruning saw a Linear on (B, N, C) tokens: channels last
-            (self.unsafe_nodes, self.flatten_nodes, self.head_nodes, self.regroup_nodes,
-             self.product_nodes) = _scrambling_nodes(module2node, tokens)
+            (self.unsafe_nodes, self.flatten_nodes, self.head_nodes, self.regroup_nodes, self.product_nodes) = (
+                _scrambling_nodes(module2node, tokens)
+            )
             return module2node
 
         def _build_dependency(self, module2node: Mapping) -> None:
@@ -120,8 +126,9 @@ def _graph_class():
                 if pruner is None or pruner.get_out_channels(module) is None or module in visited:
                     continue
                 try:
-                    group = self.get_pruning_group(module, pruner.prune_out_channels,
-                                                   list(range(pruner.get_out_channels(module))))
+                    group = self.get_pruning_group(
+                        module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
+                    )
                 except (IndexError, ValueError, RuntimeError) as err:
                     visited.add(module)
                     yield module, err
@@ -132,8 +139,15 @@ def _graph_class():
     return DependencyGraph
 
 
-_PRODUCTS = frozenset({"BmmBackward0", "BaddbmmBackward0", "ScaledDotProductFlashAttentionForCpuBackward0",
-                       "ScaledDotProductEfficientAttentionBackward0", "ScaledDotProductFlashAttentionBackward0"})
+_PRODUCTS = frozenset(
+    {
+        "BmmBackward0",
+        "BaddbmmBackward0",
+        "ScaledDotProductFlashAttentionForCpuBackward0",
+        "ScaledDotProductEfficientAttentionBackward0",
+        "ScaledDotProductFlashAttentionBackward0",
+    }
+)
 """Autograd nodes of a product of two activations (attention's scores and their product with v)."""
 
 
@@ -156,9 +170,9 @@ def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dic
                     heads[node] = kind
                 elif kind == "regroup":
                     regroups[node] = int(node.grad_fn._input_metadata[0].shape[-1])
-        elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND):
-            unsafe.add(node)
-        elif node.type == ops.OPTYPE.SLICE and _slices_channels(node.grad_fn):
+        elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND) or (
+            node.type == ops.OPTYPE.SLICE and _slices_channels(node.grad_fn)
+        ):
             unsafe.add(node)
         elif node.grad_fn is not None and node.grad_fn.name() in _PRODUCTS:
             products.add(node)
@@ -188,11 +202,11 @@ def _map_last_dimension_split(node) -> None:
     for i, out in enumerate(node.outputs):
         for dep in node.dependencies:
             if dep.target == out:
-                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i:i + 2], reverse=False)
+                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i : i + 2], reverse=False)
                 break
         for dep in out.dependencies:
             if dep.target == node:
-                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i:i + 2], reverse=True)
+                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i : i + 2], reverse=True)
                 break
 
 
@@ -267,13 +281,17 @@ def group_verdict(dg, group, channels: int) -> Verdict:
     for dep, idxs in group:
         node = dep.target
         if isinstance(node.module, nn.MultiheadAttention):
-            return Verdict(reason="pass through an nn.MultiheadAttention, whose packed projections autocomp "
-                                  "does not prune yet")
-        followed = (head_size > 1 and (node in dg.head_nodes or node in dg.regroup_nodes or _parts(node) == blocks)
-                    or dg.regroup_nodes.get(node) == channels)  # channels last, rows regrouped
+            return Verdict(
+                reason="pass through an nn.MultiheadAttention, whose packed projections autocomp does not prune yet"
+            )
+        followed = (
+            head_size > 1 and (node in dg.head_nodes or node in dg.regroup_nodes or _parts(node) == blocks)
+        ) or dg.regroup_nodes.get(node) == channels  # channels last, rows regrouped
         if node in dg.unsafe_nodes and not followed:
-            return Verdict(reason=f"pass through {_op_name(node)}, which splits, slices or reshapes channels "
-                                  "in a way autocomp cannot follow")
+            return Verdict(
+                reason=f"pass through {_op_name(node)}, which splits, slices or reshapes channels "
+                "in a way autocomp cannot follow"
+            )
         if node in dg.flatten_nodes and not any(isinstance(m, _FlattenIndexMapping) for m in dep.index_mapping):
             return Verdict(reason="are flattened in a way autocomp cannot follow")
         if dg.is_out_channel_pruning_fn(dep.handler):
@@ -287,8 +305,7 @@ def group_verdict(dg, group, channels: int) -> Verdict:
         except AttributeError:  # an op without channels of its own
             limit = None
         if limit is not None and idxs and max(int(i) for i in idxs) >= limit:
-            return Verdict(reason=f"reach {_op_name(node)} at indices beyond its channels (a reduction over "
-                                  "channels)")
+            return Verdict(reason=f"reach {_op_name(node)} at indices beyond its channels (a reduction over channels)")
     return Verdict(head_size=head_size, blocks=blocks)
 
 
@@ -312,7 +329,7 @@ def _parts(node) -> int | None:
     offsets = getattr(node.module, "offsets", None) if type(node.module).__name__ in ("_SplitOp", "_UnbindOp") else None
     if not offsets or len(offsets) < 3:
         return None
-    sizes = {b - a for a, b in zip(offsets, offsets[1:])}
+    sizes = {b - a for a, b in itertools.pairwise(offsets)}
     return len(offsets) - 1 if len(sizes) == 1 else None
 
 

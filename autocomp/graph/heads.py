@@ -56,8 +56,10 @@ def set_head_count(model: nn.Module, group: HeadGroup, heads: int) -> dict[tuple
     for module in model.get_submodule(group.owner).modules():
         if isinstance(module, COUNTED_TYPES):
             continue
-        for names, before, after in ((HEAD_COUNTS, group.heads, heads),
-                                     (HEAD_WIDTHS, group.heads * group.head_size, heads * group.head_size)):
+        for names, before, after in (
+            (HEAD_COUNTS, group.heads, heads),
+            (HEAD_WIDTHS, group.heads * group.head_size, heads * group.head_size),
+        ):
             for name in names:
                 value = getattr(module, name, None)
                 if type(value) is int and value == before:
@@ -66,8 +68,9 @@ def set_head_count(model: nn.Module, group: HeadGroup, heads: int) -> dict[tuple
     return old
 
 
-def probe_heads(model: nn.Module, example_inputs: torch.Tensor, groups: list[HeadGroup],
-                other_macs: dict[str, int]) -> tuple[list[str | None], dict[str, dict[HeadGroup, int]]]:
+def probe_heads(
+    model: nn.Module, example_inputs: torch.Tensor, groups: list[HeadGroup], other_macs: dict[str, int]
+) -> tuple[list[str | None], dict[str, dict[HeadGroup, int]]]:
     """For each group, None when its last head can be removed from the model's code exactly, else why not; and per
     module with MACs outside layers, the MACs one head of each group computes there (module -> group -> MACs)."""
     probe = copy.deepcopy(model).eval()
@@ -81,13 +84,18 @@ def probe_heads(model: nn.Module, example_inputs: torch.Tensor, groups: list[Hea
         try:
             with _cut(probe, group, last), MacCounter(probe) as counter:
                 got = _run(probe, example_inputs)
-        except Exception as err:  # noqa: BLE001 - any failure of the model's code means: not prunable
-            reasons.append(f"are attention heads, and the model's code fails without one of them ({type(err).__name__})")
+        except Exception as err:
+            reasons.append(
+                f"are attention heads, and the model's code fails without one of them ({type(err).__name__})"
+            )
             continue
         if len(got) != len(expected) or not all(
-                a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(got, expected)):
-            reasons.append("are attention heads, and the model's code computes differently without one of them (it "
-                           "fixes their number)")
+            a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(got, expected)
+        ):
+            reasons.append(
+                "are attention heads, and the model's code computes differently without one of them (it "
+                "fixes their number)"
+            )
             continue
         reasons.append(None)
         names = {module: name for name, module in probe.named_modules()}
@@ -125,8 +133,9 @@ def _cut(model: nn.Module, group: HeadGroup, channels: range) -> Iterator[None]:
     width = group.heads * group.head_size
     keep = [c for c in range(width) if c not in channels]
     saved = {}
-    for name, dim, kept in [(n, 0, [b * width + c for b in range(group.blocks) for c in keep]) for n in group.producers] \
-            + [(n, 1, keep) for n in group.consumers]:
+    for name, dim, kept in [
+        (n, 0, [b * width + c for b in range(group.blocks) for c in keep]) for n in group.producers
+    ] + [(n, 1, keep) for n in group.consumers]:
         layer, kept = model.get_submodule(name), torch.tensor(kept)
         saved[name] = {key: getattr(layer, key) for key in ("weight", "bias", _width_attr(layer, dim))}
         layer.weight = nn.Parameter(layer.weight.detach().index_select(dim, kept))

@@ -52,5 +52,10 @@ def _shown(module: nn.Module) -> nn.Module | None:
 def _is_transposed_linear(module: nn.Module) -> bool:
     """Hugging Face's ``Conv1D`` (recognised without importing transformers): ``nf`` outputs, weight (in, nf)."""
     weight = getattr(module, "weight", None)
-    return (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2
-            and getattr(module, "nf", None) == weight.shape[1] and not list(module.children()))
+    return (
+        type(module).__name__ == "Conv1D"
+        and isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+        and getattr(module, "nf", None) == weight.shape[1]
+        and not list(module.children())
+    )

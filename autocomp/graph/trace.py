@@ -52,13 +52,20 @@ def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> Trace:
         if stack and stack[-1] is module:
             stack.pop()
         if isinstance(module, COUNTED_TYPES):
-            records[names[module]] = {"input_shape": tuple(inputs[0].shape[1:]), "output_shape": tuple(output.shape[1:])}
+            records[names[module]] = {
+                "input_shape": tuple(inputs[0].shape[1:]),
+                "output_shape": tuple(output.shape[1:]),
+            }
 
     handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
     handles += [m.register_forward_hook(leave) for m in model.modules()]
     try:
-        with evaluating(model), torch.no_grad(), MacCounter(model) as counter, \
-                _ValueReadGuard(example_inputs, lambda: stack[-1] if stack else model, names):
+        with (
+            evaluating(model),
+            torch.no_grad(),
+            MacCounter(model) as counter,
+            _ValueReadGuard(example_inputs, lambda: stack[-1] if stack else model, names),
+        ):
             model(example_inputs)
     finally:
         for handle in handles:
@@ -66,8 +73,11 @@ def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> Trace:
     modules = dict(model.named_modules())
     for name, record in records.items():
         record["macs"] = counter.own[modules[name]] // batch
-    other = {names[module]: macs // batch for module, macs in counter.own.items()
-             if macs and not isinstance(module, COUNTED_TYPES)}
+    other = {
+        names[module]: macs // batch
+        for module, macs in counter.own.items()
+        if macs and not isinstance(module, COUNTED_TYPES)
+    }
     return Trace(records, other)
 
 
@@ -78,15 +88,32 @@ def _has_own_state(module: nn.Module) -> bool:
 
 
 # Tensor -> Python conversions: what an `if` on a tensor, `.item()` or `int(tensor)` calls.
-_VALUE_READS = frozenset({"__bool__", "item", "__int__", "__float__", "__index__", "__complex__", "__contains__",
-                          "tolist", "numpy", "equal", "allclose", "is_nonzero"})
+_VALUE_READS = frozenset(
+    {
+        "__bool__",
+        "item",
+        "__int__",
+        "__float__",
+        "__index__",
+        "__complex__",
+        "__contains__",
+        "tolist",
+        "numpy",
+        "equal",
+        "allclose",
+        "is_nonzero",
+    }
+)
 
 
 def _token_ids(args: tuple) -> bool:
     """Whether a value read is of integer values (token ids, indices): language models check them (for padding)
     without steering which layers run."""
-    return bool(args) and isinstance(args[0], torch.Tensor) and not (args[0].is_floating_point() or
-                                                                      args[0].dtype == torch.bool)
+    return (
+        bool(args)
+        and isinstance(args[0], torch.Tensor)
+        and not (args[0].is_floating_point() or args[0].dtype == torch.bool)
+    )
 
 
 class _ValueReadGuard(torch.overrides.TorchFunctionMode):

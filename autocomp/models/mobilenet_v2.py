@@ -23,8 +23,11 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int, groups: int = 1) -> nn.Sequential:
     """Conv (padded to keep the size at stride 1, no bias) -> BatchNorm -> ReLU6."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU6(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU6(inplace=True),
+    )
 
 
 class InvertedResidual(nn.Module):
@@ -35,8 +38,11 @@ class InvertedResidual(nn.Module):
         hidden = in_channels * expansion
         self.use_residual = stride == 1 and in_channels == out_channels
         layers = [] if expansion == 1 else [conv_bn_relu(in_channels, hidden, 1, 1)]
-        layers += [conv_bn_relu(hidden, hidden, 3, stride, groups=hidden),
-                   nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)]
+        layers += [
+            conv_bn_relu(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +80,8 @@ class MobileNetV2(nn.Module):
 
 
 @register("mobilenet_v2")
-def mobilenet_v2(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0,
-                 small_input: bool = True) -> MobileNetV2:
+def mobilenet_v2(
+    num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0, small_input: bool = True
+) -> MobileNetV2:
     """MobileNetV2; ``small_input`` keeps 28x28/32x32 inputs from shrinking too fast (see the module doc)."""
     return MobileNetV2(num_classes, in_channels, width_mult, small_input)

@@ -44,13 +44,18 @@ def build_user_model(factory: str, num_classes: int, in_channels: int, **kwargs:
         try:
             signature.bind(**arguments)
         except TypeError as err:
-            raise ConfigError(f"model.factory {factory!r} cannot be called with {sorted(arguments) or 'no arguments'} "
-                              f"({err}); set model.kwargs to its arguments.") from None
+            raise ConfigError(
+                f"model.factory {factory!r} cannot be called with {sorted(arguments) or 'no arguments'} "
+                f"({err}); set model.kwargs to its arguments."
+            ) from None
     model = function(**arguments)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module.")
-    setattr(model, RECORD_ATTRIBUTE, {"import": factory, "num_classes": num_classes, "in_channels": in_channels,
-                                      "kwargs": dict(kwargs)})
+    setattr(
+        model,
+        RECORD_ATTRIBUTE,
+        {"import": factory, "num_classes": num_classes, "in_channels": in_channels, "kwargs": dict(kwargs)},
+    )
     return model
 
 
@@ -72,8 +77,9 @@ def read_weights(path: Path, what: str, remedy: str) -> Any:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))  # PyTorch's paragraph tells how to run it
         if found is None:
             raise ConfigError(f"{what} cannot be read as weights (not a file torch.save wrote); {remedy}.") from None
-        raise ConfigError(f"{what} holds pickled Python objects ({found.group(1)}), which autocomp does not load; "
-                          f"{remedy}.") from None
+        raise ConfigError(
+            f"{what} holds pickled Python objects ({found.group(1)}), which autocomp does not load; {remedy}."
+        ) from None
     except Exception as err:  # a corrupt or foreign file: torch raises many kinds
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{what} cannot be read as weights ({first}); {remedy}.") from None
@@ -95,22 +101,31 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     missing, unexpected = _mismatch(model, state)
     if missing or unexpected:
         detail = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
-        raise ConfigError(f"model.checkpoint {str(path)!r} does not fit the model ({len(missing)} missing and "
-                          f"{len(unexpected)} unexpected keys, first {detail}); check model.factory and model.kwargs.")
+        raise ConfigError(
+            f"model.checkpoint {str(path)!r} does not fit the model ({len(missing)} missing and "
+            f"{len(unexpected)} unexpected keys, first {detail}); check model.factory and model.kwargs."
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
-        raise ConfigError(f"model.checkpoint {str(path)!r} does not fit the model ({first.rstrip('.')}); check "
-                          "model.kwargs.") from None
+        first = next(
+            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0]
+        )
+        raise ConfigError(
+            f"model.checkpoint {str(path)!r} does not fit the model ({first.rstrip('.')}); check model.kwargs."
+        ) from None
 
 
 def _state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(content, dict) and not all(isinstance(value, torch.Tensor) for value in content.values()):
         content = next((content[key] for key in CHECKPOINT_KEYS if isinstance(content.get(key), dict)), content)
-    if not isinstance(content, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
-        raise ConfigError(f"model.checkpoint {str(path)!r} holds no state dict (names to tensors, also looked under "
-                          f"{', '.join(CHECKPOINT_KEYS)}); save model.state_dict() with torch.save.")
+    if not isinstance(content, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()
+    ):
+        raise ConfigError(
+            f"model.checkpoint {str(path)!r} holds no state dict (names to tensors, also looked under "
+            f"{', '.join(CHECKPOINT_KEYS)}); save model.state_dict() with torch.save."
+        )
     return content
 
 

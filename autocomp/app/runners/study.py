@@ -11,11 +11,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autocomp.config import RunConfig
+from autocomp.app.config import RunConfig
+from autocomp.app.runners.storage import shared_storage
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult, Evaluator, Reporter
 from autocomp.policy import Policy
-from autocomp.runners.storage import shared_storage
 from search_spaces import Budget, Space
 
 STUDY_NAME = "autocomp"
@@ -55,10 +55,16 @@ def result_of(trial: FrozenTrial) -> EvalResult:
     error = attrs.get("error")
     if trial.state == TrialState.FAIL and error is None:
         error = "its worker stopped before it finished"
-    return EvalResult(attrs.get("accuracy", trial.value if trial.value is not None else math.nan), cost,
-                      attrs.get("seconds", 0.0), loss=attrs.get("loss", math.nan), error=error,
-                      retry=attrs.get("retry", False), curve=tuple(sorted(trial.intermediate_values.items())),
-                      stopped_at=attrs.get("stopped_at"))
+    return EvalResult(
+        attrs.get("accuracy", trial.value if trial.value is not None else math.nan),
+        cost,
+        attrs.get("seconds", 0.0),
+        loss=attrs.get("loss", math.nan),
+        error=error,
+        retry=attrs.get("retry", False),
+        curve=tuple(sorted(trial.intermediate_values.items())),
+        stopped_at=attrs.get("stopped_at"),
+    )
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -69,7 +75,9 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 def top_trials(study: optuna.Study, count: int) -> list[FrozenTrial]:
     """The ``count`` best measured-feasible complete trials of distinct policies, best first (ties: the fewer MACs, then
     the earlier trial); a policy scored twice (a cache hit) counts once."""
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")]
+    feasible = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")
+    ]
     ranked = sorted(feasible, key=lambda t: (-t.value, t.user_attrs["macs"], t.number))
     distinct: dict[str, FrozenTrial] = {}
     for trial in ranked:
@@ -89,8 +97,9 @@ def best_so_far(study: optuna.Study) -> str:
     if best is None:
         return ""
     usage = best.user_attrs.get("usage")
-    return (f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs"
-            + ("" if usage is None else f" ({usage:.0%} of the budget)"))
+    return f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs" + (
+        "" if usage is None else f" ({usage:.0%} of the budget)"
+    )
 
 
 def progress_note(study: optuna.Study, evaluator: Evaluator) -> str:
@@ -98,31 +107,48 @@ def progress_note(study: optuna.Study, evaluator: Evaluator) -> str:
     return "; ".join(filter(None, (best_so_far(study), evaluator.speed())))
 
 
-def finished_trial(space: Space, proposal: Policy, policy: Policy, budget: Budget, score_key: str, result: EvalResult,
-                   probe: bool) -> FrozenTrial:
+def finished_trial(
+    space: Space, proposal: Policy, policy: Policy, budget: Budget, score_key: str, result: EvalResult, probe: bool
+) -> FrozenTrial:
     """The trial that records ``result``: params = ``proposal``'s decisions, value = accuracy, user attrs = the evaluated
     ``policy``, its cost and how it was scored; FAIL for a failed evaluation, PRUNED for one stopped early."""
-    attrs: dict[str, Any] = {"policy": policy.to_dict(), "score_key": score_key, "seconds": result.seconds,
-                             "cached": result.cached, "probe": probe}
+    attrs: dict[str, Any] = {
+        "policy": policy.to_dict(),
+        "score_key": score_key,
+        "seconds": result.seconds,
+        "cached": result.cached,
+        "probe": probe,
+    }
     value = None
     if result.failed:
         attrs.update(error=result.error, retry=result.retry)
         state = TrialState.FAIL
     else:
-        attrs.update(result.cost.to_dict(), accuracy=result.accuracy, loss=result.loss,
-                     feasible=not probe and budget.feasible_cost(result.cost), usage=budget.measured_usage(result.cost))
+        attrs.update(
+            result.cost.to_dict(),
+            accuracy=result.accuracy,
+            loss=result.loss,
+            feasible=not probe and budget.feasible_cost(result.cost),
+            usage=budget.measured_usage(result.cost),
+        )
         if result.stopped_at is None:
             state, value = TrialState.COMPLETE, result.accuracy
         else:
             state = TrialState.PRUNED
             attrs["stopped_at"] = result.stopped_at
-    return optuna.trial.create_trial(params=space.to_params(proposal), distributions=space.distributions(), value=value,
-                                     state=state, user_attrs=attrs,
-                                     intermediate_values={} if result.cached else dict(result.curve))
+    return optuna.trial.create_trial(
+        params=space.to_params(proposal),
+        distributions=space.distributions(),
+        value=value,
+        state=state,
+        user_attrs=attrs,
+        intermediate_values={} if result.cached else dict(result.curve),
+    )
 
 
-def pruning_reporter(study: optuna.Study, pruner: optuna.pruners.BasePruner | None, space: Space,
-                     proposal: Policy) -> Reporter | None:
+def pruning_reporter(
+    study: optuna.Study, pruner: optuna.pruners.BasePruner | None, space: Space, proposal: Policy
+) -> Reporter | None:
     """Feeds a candidate's intermediate scores to an Optuna pruner, which compares them with the study's trials."""
     if pruner is None:
         return None
@@ -130,8 +156,12 @@ def pruning_reporter(study: optuna.Study, pruner: optuna.pruners.BasePruner | No
 
     def report(step: int, score: float) -> bool:
         values[step] = score
-        running = optuna.trial.create_trial(state=TrialState.RUNNING, params=space.to_params(proposal),
-                                            distributions=space.distributions(), intermediate_values=values)
+        running = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=space.to_params(proposal),
+            distributions=space.distributions(),
+            intermediate_values=values,
+        )
         return not pruner.prune(study, running)
 
     return report

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import torch
 from torch import nn
 
 from autocomp import io
-from autocomp.config import RunConfig
+from autocomp.app.config import RunConfig
+from autocomp.cache import cache_root
 from autocomp.data import DataBundle
 from autocomp.evaluate import accuracy
 from autocomp.evaluate.memory import release_free_memory
@@ -35,18 +35,17 @@ class Baseline:
     folder: Path
 
 
-def cache_root() -> Path:
-    """``$AUTOCOMP_CACHE``, else ``~/.cache/autocomp``."""
-    return Path(os.environ.get("AUTOCOMP_CACHE") or Path.home() / ".cache" / "autocomp")
-
-
 def baseline_key(config: RunConfig) -> str:
     """Hash of what defines the baseline: model (a user's: also its source file and checkpoint's bytes), data set and
     split, training settings and a reduced precision (not the data folder's path, the device or the data workers: a
     baseline is trained once whichever GPU or worker gets there first)."""
     data = config.data.model_dump(mode="json", exclude={"dir", "workers"}, exclude_none=True)  # added unset: old keys
-    defining = {"version": BASELINE_FORMAT_VERSION, "model": config.model.model_dump(mode="json", exclude_none=True),
-                "data": data, "train": config.baseline.model_dump(mode="json", exclude_none=True)}
+    defining = {
+        "version": BASELINE_FORMAT_VERSION,
+        "model": config.model.model_dump(mode="json", exclude_none=True),
+        "data": data,
+        "train": config.baseline.model_dump(mode="json", exclude_none=True),
+    }
     if config.precision != "fp32":
         defining["precision"] = config.precision
     if config.model.factory is not None:
@@ -75,8 +74,9 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
     if model_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         console.log(f"baseline: cached at {folder}")
-        return Baseline(io.load(model_path, trust_factory=config.model.factory), meta["val_accuracy"],
-                        meta["test_accuracy"], folder)
+        return Baseline(
+            io.load(model_path, trust_factory=config.model.factory), meta["val_accuracy"], meta["test_accuracy"], folder
+        )
 
     settings = TrainSettings(**config.baseline.model_dump())
     torch.manual_seed(settings.seed)

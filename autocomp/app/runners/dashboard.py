@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from autocomp.app.run_folder import CONFIG_NAME
 from autocomp.errors import ConfigError
-from autocomp.run_folder import CONFIG_NAME
 
 HOST = "127.0.0.1"
 
@@ -24,16 +24,18 @@ def run_storage(run: Path, storage: str | None = None) -> str:
     for name in ("study.db", "tune.db"):  # a search's run folder, a tuning's folder
         if (run / name).is_file():
             return f"sqlite:///{run / name}"
-    raise ConfigError(f"{run} holds no study (no study.db, tune.db or runner.storage in its {CONFIG_NAME}); give a "
-                      "folder of `autocomp search` or `autocomp tune`, or --storage URL.")
+    raise ConfigError(
+        f"{run} holds no study (no study.db, tune.db or runner.storage in its {CONFIG_NAME}); give a "
+        "folder of `autocomp search` or `autocomp tune`, or --storage URL."
+    )
 
 
 def serve(run: Path, port: int, storage: str | None = None) -> None:
     """Serve the dashboard for ``run`` on 127.0.0.1:``port`` until interrupted."""
     import optuna_dashboard
 
+    from autocomp.app.runners.storage import shared_storage
     from autocomp.progress import console
-    from autocomp.runners.storage import shared_storage
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"port {port} is not allowed; need 1..65535.")

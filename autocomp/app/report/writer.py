@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autocomp.cost.format import format_number
 from autocomp.files import write_text
 
 REPORT_VERSION = 3
@@ -15,25 +16,26 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def format_number(value: float) -> str:
-    """A cost for people: whole numbers with thousands separators from 100 up (MACs, bytes), else 3 digits (ms)."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
 def _constraint_line(constraint: dict[str, Any]) -> str:
     """``- macs <= 15,510,976 (50.00% of the baseline): 15,400,000 (99.29% used)``."""
     relative = f" ({_pct(constraint['max'])} of the baseline)" if constraint["relative"] else ""
-    return (f"- {constraint['metric']} <= {format_number(constraint['limit'])}{relative}: {format_number(constraint['best'])} "
-            f"({_pct(constraint['best'] / constraint['limit'])} used)")
+    return (
+        f"- {constraint['metric']} <= {format_number(constraint['limit'])}{relative}: {format_number(constraint['best'])} "
+        f"({_pct(constraint['best'] / constraint['limit'])} used)"
+    )
 
 
 def _finalists_lines(finalists: list[dict[str, Any]]) -> list[str]:
     """The sentence on the finalists, when there were several: each one's search score and held-out accuracy after."""
     if len(finalists) < 2:
         return []
-    each = "; ".join(f"trial {f['trial']}: {_pct(f['val_accuracy'])} -> {_pct(f['finetuned_val_accuracy'])}" for f in finalists)
-    return [f"The {len(finalists)} best candidates were each fine-tuned and the most accurate on the held-out data "
-            f"afterwards was kept (search score -> after the fine-tune): {each}."]
+    each = "; ".join(
+        f"trial {f['trial']}: {_pct(f['val_accuracy'])} -> {_pct(f['finetuned_val_accuracy'])}" for f in finalists
+    )
+    return [
+        f"The {len(finalists)} best candidates were each fine-tuned and the most accurate on the held-out data "
+        f"afterwards was kept (search score -> after the fine-tune): {each}."
+    ]
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
@@ -42,14 +44,30 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     base, best, latency = report["baseline"], report["best"], report["latency"]
     rows = [
         ("test accuracy", _pct(base["test_accuracy"]), _pct(best["test_accuracy"])),
-        (f"held-out accuracy (search score: {report['evaluator']['describe']})", _pct(base["val_accuracy"]), _pct(best["val_accuracy"])),
-        *([("held-out accuracy after the fine-tune", _pct(base["val_accuracy"]), _pct(best["finetuned_val_accuracy"]))]
-          if "finetuned_val_accuracy" in best else []),
+        (
+            f"held-out accuracy (search score: {report['evaluator']['describe']})",
+            _pct(base["val_accuracy"]),
+            _pct(best["val_accuracy"]),
+        ),
+        *(
+            [
+                (
+                    "held-out accuracy after the fine-tune",
+                    _pct(base["val_accuracy"]),
+                    _pct(best["finetuned_val_accuracy"]),
+                )
+            ]
+            if "finetuned_val_accuracy" in best
+            else []
+        ),
         ("MACs", f"{base['macs']:,}", f"{best['macs']:,} ({_pct(best['macs'] / base['macs'])})"),
         ("parameters", f"{base['params']:,}", f"{best['params']:,} ({_pct(best['params'] / base['params'])})"),
         ("size (bytes)", f"{base['size_bytes']:,}", f"{best['size_bytes']:,}"),
-        (f"CPU latency, batch {latency['batch_size']}, {latency['threads']} threads (ms)",
-         f"{base['latency_ms']:.1f}", f"{best['latency_ms']:.1f} ({base['latency_ms'] / best['latency_ms']:.2f}x faster)"),
+        (
+            f"CPU latency, batch {latency['batch_size']}, {latency['threads']} threads (ms)",
+            f"{base['latency_ms']:.1f}",
+            f"{best['latency_ms']:.1f} ({base['latency_ms'] / best['latency_ms']:.2f}x faster)",
+        ),
     ]
     lines = [
         f"# autocomp report: {report['model']} on {report['data']}",
@@ -78,7 +96,10 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         "",
         "| trial | held-out accuracy | budget use |",
         "|---:|---:|---:|",
-        *[f"| {point['trial']} | {_pct(point['val_accuracy'])} | {_pct(point['usage'])} |" for point in report.get("pareto_front", [])],
+        *[
+            f"| {point['trial']} | {_pct(point['val_accuracy'])} | {_pct(point['usage'])} |"
+            for point in report.get("pareto_front", [])
+        ],
         "",
         "## Channels kept per layer",
         "",
@@ -94,7 +115,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
 def write_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
     """The report's PNG files in ``run_dir``: accuracy against budget use with the front, per-layer decisions, best so
     far (what a report without a candidate history lacks is left out); their names and titles."""
-    from autocomp.report import plots
+    from autocomp.app.report import plots
 
     figures: dict[str, str] = {}
     best, history = report["best"], report.get("history", [])
@@ -103,22 +124,36 @@ def write_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
         usage = max(c["best"] / c["limit"] for c in report["constraints"])
         points = [(h["usage"], h["val_accuracy"]) for h in history]
         front = [(p["usage"], p["val_accuracy"]) for p in report.get("pareto_front", [])]
-        plots.pareto_chart(run_dir / "pareto.png", points, front,
-                           {f"chosen (trial {best['trial']})": (usage, best["val_accuracy"])},
-                           "budget use (largest fraction of a limit, measured)", f"Candidates: {name}", limit=1.0,
-                           reference=("baseline", report["baseline"]["val_accuracy"]))
+        plots.pareto_chart(
+            run_dir / "pareto.png",
+            points,
+            front,
+            {f"chosen (trial {best['trial']})": (usage, best["val_accuracy"])},
+            "budget use (largest fraction of a limit, measured)",
+            f"Candidates: {name}",
+            limit=1.0,
+            reference=("baseline", report["baseline"]["val_accuracy"]),
+        )
         figures["pareto.png"] = "Held-out accuracy against budget use, with the Pareto front"
         scores = {h["trial"]: h["val_accuracy"] if h["feasible"] else None for h in history}
-        plots.best_so_far_chart(run_dir / "progress.png", [scores.get(n) for n in range(max(scores) + 1)],
-                                f"Best feasible candidate so far: {name}")
+        plots.best_so_far_chart(
+            run_dir / "progress.png",
+            [scores.get(n) for n in range(max(scores) + 1)],
+            f"Best feasible candidate so far: {name}",
+        )
         figures["progress.png"] = "Held-out accuracy of each trial and the best so far"
     channels, bits = best["channels"], best.get("bits", {})
     layers = list(dict.fromkeys([*channels, *bits]))
-    panels = {"kept channels (fraction)": {"chosen": [channels[layer][0] / channels[layer][1] if layer in channels else 1.0
-                                                      for layer in layers]}}
+    panels = {
+        "kept channels (fraction)": {
+            "chosen": [channels[layer][0] / channels[layer][1] if layer in channels else 1.0 for layer in layers]
+        }
+    }
     if bits:
-        panels["bits (0: floating point)"] = {kind: [(bits.get(layer) or [None, None])[index] or 0 for layer in layers]
-                                              for index, kind in enumerate(("weights", "activations"))}
+        panels["bits (0: floating point)"] = {
+            kind: [(bits.get(layer) or [None, None])[index] or 0 for layer in layers]
+            for index, kind in enumerate(("weights", "activations"))
+        }
     plots.layer_chart(run_dir / "layers.png", layers, panels, f"Per-layer decisions of the chosen model: {name}")
     figures["layers.png"] = "Per-layer kept channels" + (" and bits" if bits else "")
     return figures

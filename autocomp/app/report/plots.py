@@ -34,8 +34,9 @@ def _figure(path: Path, height: float, rows: int = 1) -> Iterator[Any]:
         plt.close(figure)
 
 
-def layer_chart(path: str | Path, layers: Sequence[str], panels: Mapping[str, Mapping[str, Sequence[float]]],
-                title: str) -> Path:
+def layer_chart(
+    path: str | Path, layers: Sequence[str], panels: Mapping[str, Mapping[str, Sequence[float]]], title: str
+) -> Path:
     """Grouped bars per layer, one panel per quantity (e.g. "kept channels (fraction)", "weight bits"), one bar colour
     per policy: ``panels[ylabel][policy name]`` holds one value per layer, in the order of ``layers``."""
     path = Path(path)
@@ -51,7 +52,9 @@ def layer_chart(path: str | Path, layers: Sequence[str], panels: Mapping[str, Ma
                 offsets = [position + (index - (len(series) - 1) / 2) * width for position in range(len(layers))]
                 axis.bar(offsets, values, width=width, label=name)
             axis.set_ylabel(ylabel)
-            axis.set_ylim(0, 1.2 * max((max(values, default=0) for values in series.values()), default=1) or 1)  # legend room
+            axis.set_ylim(
+                0, 1.2 * max((max(values, default=0) for values in series.values()), default=1) or 1
+            )  # legend room
             axis.set_xticks(range(len(layers)))
             axis.set_xticklabels(layers if axis is axes[-1] else [], rotation=60, ha="right", fontsize=7)
             axis.grid(axis="y", alpha=0.3)
@@ -60,9 +63,16 @@ def layer_chart(path: str | Path, layers: Sequence[str], panels: Mapping[str, Ma
     return path
 
 
-def pareto_chart(path: str | Path, points: Sequence[tuple[float, float]], front: Sequence[tuple[float, float]],
-                 marked: Mapping[str, tuple[float, float]], xlabel: str, title: str, limit: float | None = None,
-                 reference: tuple[str, float] | None = None) -> Path:
+def pareto_chart(
+    path: str | Path,
+    points: Sequence[tuple[float, float]],
+    front: Sequence[tuple[float, float]],
+    marked: Mapping[str, tuple[float, float]],
+    xlabel: str,
+    title: str,
+    limit: float | None = None,
+    reference: tuple[str, float] | None = None,
+) -> Path:
     """Accuracy (y) against cost (x) of every candidate, the Pareto front as a line, ``marked`` points (the chosen
     model, other agents' results) labelled, the budget's ``limit`` as a dashed vertical line and a ``reference``
     accuracy (the baseline's, whose cost would stretch the axis far beyond the candidates) as a dotted horizontal one."""

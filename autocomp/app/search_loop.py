@@ -13,10 +13,22 @@ import optuna
 import torch
 
 from autocomp import io
-from autocomp.baseline import Baseline, prepare_baseline
+from autocomp.app.baseline import Baseline, prepare_baseline
+from autocomp.app.config import RunConfig
+from autocomp.app.report import REPORT_VERSION, write_report
+from autocomp.app.run_folder import check_run_folder, claim_run_folder
+from autocomp.app.runners.context import Setup, build_evaluator, prepare
+from autocomp.app.runners.local import run_local
+from autocomp.app.runners.study import (
+    finished_trials,
+    open_study,
+    study_storage,
+    top_trials,
+)
+from autocomp.app.runners.workers import Worker, plan
+from autocomp.app.spaces import latency_target
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
-from autocomp.config import RunConfig
 from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.errors import InfeasibleError, SearchError, disk_full
 from autocomp.evaluate import Evaluator, Fidelity, accuracy
@@ -25,16 +37,9 @@ from autocomp.files import save_state
 from autocomp.graph import LayerInfo
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.report import REPORT_VERSION, write_report
 from autocomp.runtime import Runtime, Throughput
-from autocomp.run_folder import check_run_folder, claim_run_folder
-from autocomp.runners.context import Setup, build_evaluator, prepare
-from autocomp.runners.local import run_local
-from autocomp.runners.study import finished_trials, open_study, study_storage, top_trials
-from autocomp.runners.workers import Worker, plan
 from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Budget
-from search_spaces.from_config import latency_target
 
 LATENCY_BATCH, LATENCY_PIXELS = 64, 64 * 28 * 28
 """The report times baseline and best on a batch of 64 images, or of fewer when they are larger than 28x28: about
@@ -53,8 +58,14 @@ class SearchResult:
     report: dict[str, Any]
 
 
-def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, policy: Policy, folder: Path,
-              throughput: Throughput | None = None) -> torch.nn.Module:
+def fine_tune(
+    config: RunConfig,
+    setup: Setup,
+    evaluator: Evaluator,
+    policy: Policy,
+    folder: Path,
+    throughput: Throughput | None = None,
+) -> torch.nn.Module:
     """``policy``'s model fine-tuned as ``config.finetune`` says, distilled from the baseline, on the run's device
     (resumable: its checkpoint lives in ``folder`` until the fine-tune ends)."""
     small = evaluator.build(policy)
@@ -62,8 +73,16 @@ def fine_tune(config: RunConfig, setup: Setup, evaluator: Evaluator, policy: Pol
     settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha", "finalists"}))
     distill = Distillation(evaluator.teacher, temperature=finetune.temperature, alpha=finetune.alpha)
     checkpoint = folder / f"finetune-{policy.key()}.ckpt"  # a new best policy never resumes another's weights
-    train(small, setup.data.train, settings, checkpoint=checkpoint, distill=distill, label="fine-tune",
-          runtime=setup.runtime, throughput=throughput)
+    train(
+        small,
+        setup.data.train,
+        settings,
+        checkpoint=checkpoint,
+        distill=distill,
+        label="fine-tune",
+        runtime=setup.runtime,
+        throughput=throughput,
+    )
     release_free_memory()  # the training's freed activations back to the system before the scoring passes
     checkpoint.unlink(missing_ok=True)
     return small
@@ -80,9 +99,14 @@ class Finalist:
     """Held-out accuracy after the fine-tune: what chooses among the finalists."""
 
 
-def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, finalists: list[optuna.trial.FrozenTrial],
-                        run_dir: Path, throughput: Throughput | None = None,
-                        ) -> tuple[optuna.trial.FrozenTrial, torch.nn.Module, list[Finalist]]:
+def fine_tune_finalists(
+    config: RunConfig,
+    setup: Setup,
+    evaluator: Evaluator,
+    finalists: list[optuna.trial.FrozenTrial],
+    run_dir: Path,
+    throughput: Throughput | None = None,
+) -> tuple[optuna.trial.FrozenTrial, torch.nn.Module, list[Finalist]]:
     """Each of ``finalists`` fine-tuned (`fine_tune`) and scored on the held-out data; the most accurate wins (ties: the
     search's order). Each finished fine-tune is kept in ``run_dir/finalists/`` until the choice is made, so an
     interrupted finish resumes with the next finalist."""
@@ -100,8 +124,10 @@ def fine_tune_finalists(config: RunConfig, setup: Setup, evaluator: Evaluator, f
             save_state({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, saved)
         scored.append(Finalist(trial.number, trial.value, held_out))
         if len(finalists) > 1:
-            console.log(f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
-                        f"{100 * held_out:.2f}% held-out after the fine-tune")
+            console.log(
+                f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
+                f"{100 * held_out:.2f}% held-out after the fine-tune"
+            )
     winner = max(range(len(finalists)), key=lambda index: (scored[index].finetuned_val_accuracy, -index))
     small = evaluator.build(policies[winner])
     small.load_state_dict(torch.load(files[winner], map_location=setup.runtime.device, weights_only=True)["model"])
@@ -115,14 +141,26 @@ def _finished_report(run_dir: Path, finalists: list[optuna.trial.FrozenTrial], t
         return None
     report = json.loads(path.read_text())
     reported = [f["trial"] for f in report.get("finalists", [report.get("best", {})])]
-    same = (report.get("version") == REPORT_VERSION and report.get("trials") == trials
-            and reported == [t.number for t in finalists])
+    same = (
+        report.get("version") == REPORT_VERSION
+        and report.get("trials") == trials
+        and reported == [t.number for t in finalists]
+    )
     return report if same else None
 
 
-def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.Study, best: optuna.trial.FrozenTrial,
-            small: torch.nn.Module, test_accuracy: float, finalists: list[Finalist], runtime: dict[str, Any],
-            wall_seconds: float) -> dict[str, Any]:
+def _report(
+    config: RunConfig,
+    setup: Setup,
+    baseline: Baseline,
+    study: optuna.Study,
+    best: optuna.trial.FrozenTrial,
+    small: torch.nn.Module,
+    test_accuracy: float,
+    finalists: list[Finalist],
+    runtime: dict[str, Any],
+    wall_seconds: float,
+) -> dict[str, Any]:
     """Everything report.json records: baseline and best model (on the CPU), constraint, trials, the runtime and its
     images per second, wall time, config."""
     trials = finished_trials(study)
@@ -131,42 +169,74 @@ def _report(config: RunConfig, setup: Setup, baseline: Baseline, study: optuna.S
     best_cost = measure(small, setup.example, latency_target(config))
     for constraint in setup.budget.constraints:
         if constraint.value_of(best_cost) > constraint.limit:  # only a timing can move: the trial measured it within
-            console.log(f"[yellow]warning:[/] the final model measures {constraint.describe(constraint.value_of(best_cost))}"
-                        " on this run, over the limit its trial measured within: timing noise on this machine")
+            console.log(
+                f"[yellow]warning:[/] the final model measures {constraint.describe(constraint.value_of(best_cost))}"
+                " on this run, over the limit its trial measured within: timing noise on this machine"
+            )
     return {
         "version": REPORT_VERSION,
         "model": config.model.label,
         "data": config.data.label,
         "agent": config.search.agent,
-        "constraints": [{"metric": c.metric, "limit": c.limit, "max": given.max, "relative": given.relative,
-                         "best": best_cost.to_dict()[c.metric], "baseline": setup.baseline_cost.to_dict()[c.metric]}
-                        for c, given in zip(setup.budget.constraints, config.constraints)],
-        "space": {"decisions": len(setup.space.decisions), "projection": config.space.projection,
-                  "axes": sorted({d.kind for d in setup.space.decisions})},
+        "constraints": [
+            {
+                "metric": c.metric,
+                "limit": c.limit,
+                "max": given.max,
+                "relative": given.relative,
+                "best": best_cost.to_dict()[c.metric],
+                "baseline": setup.baseline_cost.to_dict()[c.metric],
+            }
+            for c, given in zip(setup.budget.constraints, config.constraints)
+        ],
+        "space": {
+            "decisions": len(setup.space.decisions),
+            "projection": config.space.projection,
+            "axes": sorted({d.kind for d in setup.space.decisions}),
+        },
         "trials": len(trials),
         "probe_trials": sum(bool(t.user_attrs.get("probe")) for t in trials),
         "pareto_front": pareto_front(trials, setup.budget),
         "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
         "pruned_trials": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         "cached_trials": sum(bool(t.user_attrs.get("cached")) for t in trials),
-        "evaluator": {"fidelity": config.evaluator.fidelity, "describe": Fidelity(
-            config.evaluator.fidelity, steps=config.evaluator.steps, epochs=config.evaluator.epochs).describe(),
-            "seconds_per_evaluation": _seconds_per_evaluation(trials)},
+        "evaluator": {
+            "fidelity": config.evaluator.fidelity,
+            "describe": Fidelity(
+                config.evaluator.fidelity, steps=config.evaluator.steps, epochs=config.evaluator.epochs
+            ).describe(),
+            "seconds_per_evaluation": _seconds_per_evaluation(trials),
+        },
         "wall_seconds": wall_seconds,
         "runtime": runtime,
         "latency": {"batch_size": batch, "threads": torch.get_num_threads(), "device": "cpu"},
-        "baseline": {"val_accuracy": baseline.val_accuracy, "test_accuracy": baseline.test_accuracy,
-                     **setup.baseline_cost.to_dict(), "latency_ms": latency["baseline"]},
-        "history": [{"trial": t.number, "val_accuracy": t.value, "feasible": bool(t.user_attrs.get("feasible")),
-                     "usage": setup.budget.measured_usage(Cost.from_dict(t.user_attrs))}
-                    for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
-        "best": {"trial": best.number, "val_accuracy": best.value,
-                 # what `autocomp tune` compares
-                 "finetuned_val_accuracy": next(f.finetuned_val_accuracy for f in finalists if f.trial == best.number),
-                 "test_accuracy": test_accuracy,
-                 **best_cost.to_dict(), "latency_ms": latency["best"],
-                 "channels": _measured_channels(small, setup.graph.prunable),
-                 "bits": _bits(Policy.from_dict(best.user_attrs["policy"]))},
+        "baseline": {
+            "val_accuracy": baseline.val_accuracy,
+            "test_accuracy": baseline.test_accuracy,
+            **setup.baseline_cost.to_dict(),
+            "latency_ms": latency["baseline"],
+        },
+        "history": [
+            {
+                "trial": t.number,
+                "val_accuracy": t.value,
+                "feasible": bool(t.user_attrs.get("feasible")),
+                "usage": setup.budget.measured_usage(Cost.from_dict(t.user_attrs)),
+            }
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+        ],
+        "best": {
+            "trial": best.number,
+            "val_accuracy": best.value,
+            # what `autocomp tune` compares
+            "finetuned_val_accuracy": next(f.finetuned_val_accuracy for f in finalists if f.trial == best.number),
+            "test_accuracy": test_accuracy,
+            **best_cost.to_dict(),
+            "latency_ms": latency["best"],
+            "channels": _measured_channels(small, setup.graph.prunable),
+            "bits": _bits(Policy.from_dict(best.user_attrs["policy"])),
+        },
         "finalists": [asdict(finalist) for finalist in finalists],
         "config": config.to_dict(),
     }
@@ -190,14 +260,23 @@ def _bits(policy: Policy) -> dict[str, list[int | None]]:
 
 def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:
     """The measured-feasible candidates no other beats on both held-out accuracy and measured budget use, cheapest first."""
-    points = [(t.number, t.value, budget.measured_usage(Cost.from_dict(t.user_attrs))) for t in trials
-              if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("feasible")]
+    points = [
+        (t.number, t.value, budget.measured_usage(Cost.from_dict(t.user_attrs)))
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("feasible")
+    ]
     first = {}  # a repeated candidate (a cache hit) is one point: its earliest trial
     for number, value, usage in points:
         first.setdefault((value, usage), number)
-    front = [(number, value, usage) for (value, usage), number in first.items()
-             if not any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in first)]
-    return [{"trial": number, "val_accuracy": value, "usage": usage} for number, value, usage in sorted(front, key=lambda p: p[2])]
+    front = [
+        (number, value, usage)
+        for (value, usage), number in first.items()
+        if not any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in first)
+    ]
+    return [
+        {"trial": number, "val_accuracy": value, "usage": usage}
+        for number, value, usage in sorted(front, key=lambda p: p[2])
+    ]
 
 
 def _runtime_report(runtime: Runtime, finetuning: Throughput, evaluator: Evaluator) -> dict[str, Any]:
@@ -207,26 +286,34 @@ def _runtime_report(runtime: Runtime, finetuning: Throughput, evaluator: Evaluat
     def rate(throughput: Throughput) -> float | None:
         return throughput.per_second if throughput.images else None
 
-    return {"device": str(runtime.device), "describe": runtime.describe(), "precision": runtime.precision,
-            "train_images_per_second": rate(finetuning), "proxy_images_per_second": rate(evaluator.training),
-            "score_images_per_second": rate(evaluator.scoring)}
+    return {
+        "device": str(runtime.device),
+        "describe": runtime.describe(),
+        "precision": runtime.precision,
+        "train_images_per_second": rate(finetuning),
+        "proxy_images_per_second": rate(evaluator.training),
+        "score_images_per_second": rate(evaluator.scoring),
+    }
 
 
 def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:
     """Mean seconds of the trials that were evaluated (cache hits took none; a killed worker's trial has no time)."""
-    evaluated = [t.user_attrs["seconds"] for t in trials if "seconds" in t.user_attrs and not t.user_attrs.get("cached")]
+    evaluated = [
+        t.user_attrs["seconds"] for t in trials if "seconds" in t.user_attrs and not t.user_attrs.get("cached")
+    ]
     return sum(evaluated) / max(1, len(evaluated))
 
 
-def _search_trials(config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, run_dir: Path
-                   ) -> optuna.Study:
+def _search_trials(
+    config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, run_dir: Path
+) -> optuna.Study:
     """The study of ``config``'s candidates, evaluated by its runner until the trial budget is spent; a full disk while
     the study is written (SQLite's error names no file) is a `DiskFullError` naming the study."""
     written = "the study's storage" if config.runner.storage else f"the study {run_dir / 'study.db'}"
     try:
         study = open_study(study_storage(config, run_dir))
         if config.runner.kind == "ray":
-            from autocomp.runners.ray_runner import run_ray
+            from autocomp.app.runners.ray_runner import run_ray
 
             run_ray(config, setup, baseline, evaluator, study, run_dir)
         elif config.runner.storage is not None:  # a shared study: `autocomp worker` processes may join this one
@@ -261,10 +348,14 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     if not finalists:
         scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if scored:
-            raise InfeasibleError(f"none of the {len(scored)} evaluated candidates met the budget when measured; run "
-                                  "more trials (later ones are projected with the measurements so far) or loosen the limit.")
-        raise SearchError(f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in "
-                          f"{run_dir / 'study.db'}.")
+            raise InfeasibleError(
+                f"none of the {len(scored)} evaluated candidates met the budget when measured; run "
+                "more trials (later ones are projected with the measurements so far) or loosen the limit."
+            )
+        raise SearchError(
+            f"no candidate of the {len(study.trials)} trials could be evaluated; see the errors in "
+            f"{run_dir / 'study.db'}."
+        )
     finished = _finished_report(run_dir, finalists, len(finished_trials(study)))
     if finished is not None:
         console.log(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
@@ -273,14 +364,17 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     evaluator.drop_kept_batches()
     finetuning = Throughput()
     best, small, scored = fine_tune_finalists(config, setup, evaluator, finalists, run_dir, finetuning)
-    test_accuracy = accuracy(small, setup.data.test, config.evaluator.batch_size, setup.runtime)  # the test set's one use
+    test_accuracy = accuracy(
+        small, setup.data.test, config.evaluator.batch_size, setup.runtime
+    )  # the test set's one use
     small.cpu()
     io.save(small, run_dir / "model.pt", setup.example)
     Policy.from_dict(best.user_attrs["policy"]).save(run_dir / "policy.json")
 
     runtime = _runtime_report(setup.runtime, finetuning, evaluator)
-    report = _report(config, setup, baseline, study, best, small, test_accuracy, scored, runtime,
-                     time.perf_counter() - started)
+    report = _report(
+        config, setup, baseline, study, best, small, test_accuracy, scored, runtime, time.perf_counter() - started
+    )
     write_report(run_dir, report)
     shutil.rmtree(run_dir / "finalists", ignore_errors=True)
     return SearchResult(run_dir, report)

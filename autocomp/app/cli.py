@@ -6,24 +6,28 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from autocomp.cost.format import format_number
 from autocomp.errors import AutocompError, ConfigError, disk_full
 from autocomp.progress import plain_width
-from autocomp.report import format_number
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
 stdout = plain_width(Console())
 
 
 @app.callback()
-def options(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines on stderr; "
-                                                                      "results and errors still print.")] = False) -> None:
+def options(
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress bars or log lines on stderr; results and errors still print."),
+    ] = False,
+) -> None:
     """AutoML compression search for PyTorch: smaller models within a MACs, size or latency budget."""
     from autocomp.progress import console
 
@@ -58,35 +62,60 @@ def _user_errors(interrupted: str = RESUME) -> Iterator[None]:
 
 def _summary(report: dict) -> Table:
     base, best = report["baseline"], report["best"]
-    table = Table(title=f"autocomp: {report['model']} on {report['data']}",
-                  caption=f"agent {report['agent']}, {report['trials']} trials, best trial {best['trial']} scored "
-                          f"{best['val_accuracy']:.2%} on held-out data before its fine-tune; {report['wall_seconds']:.0f} s")
+    table = Table(
+        title=f"autocomp: {report['model']} on {report['data']}",
+        caption=f"agent {report['agent']}, {report['trials']} trials, best trial {best['trial']} scored "
+        f"{best['val_accuracy']:.2%} on held-out data before its fine-tune; {report['wall_seconds']:.0f} s",
+    )
     for column, justify in (("", "left"), ("baseline", "right"), ("compressed", "right"), ("ratio", "right")):
         table.add_column(column, justify=justify)
-    table.add_row("test accuracy", f"{base['test_accuracy']:.2%}", f"{best['test_accuracy']:.2%}",
-                  f"{100 * (best['test_accuracy'] - base['test_accuracy']):+.2f} pt")
+    table.add_row(
+        "test accuracy",
+        f"{base['test_accuracy']:.2%}",
+        f"{best['test_accuracy']:.2%}",
+        f"{100 * (best['test_accuracy'] - base['test_accuracy']):+.2f} pt",
+    )
     for label, key in (("MACs", "macs"), ("params", "params"), ("size (bytes)", "size_bytes")):
         table.add_row(label, f"{base[key]:,}", f"{best[key]:,}", f"{best[key] / base[key]:.1%}")
-    table.add_row(f"latency, batch {report['latency']['batch_size']} (ms)", f"{base['latency_ms']:.1f}",
-                  f"{best['latency_ms']:.1f}", f"{base['latency_ms'] / best['latency_ms']:.2f}x faster")
+    table.add_row(
+        f"latency, batch {report['latency']['batch_size']} (ms)",
+        f"{base['latency_ms']:.1f}",
+        f"{best['latency_ms']:.1f}",
+        f"{base['latency_ms'] / best['latency_ms']:.2f}x faster",
+    )
     for constraint in report["constraints"]:
-        table.add_row(f"budget: {constraint['metric']} <= {format_number(constraint['limit'])}",
-                      format_number(constraint["baseline"]), format_number(constraint["best"]),
-                      f"{constraint['best'] / constraint['limit']:.1%} used")
+        table.add_row(
+            f"budget: {constraint['metric']} <= {format_number(constraint['limit'])}",
+            format_number(constraint["baseline"]),
+            format_number(constraint["best"]),
+            f"{constraint['best'] / constraint['limit']:.1%} used",
+        )
     return table
 
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config, e.g. configs/fmnist_resnet20.yaml.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set search.trials=10.")]
-DeviceOption = Annotated[Optional[str], typer.Option(
-    "--device", help="Where models train and are scored: auto (a GPU when there is one; LOCAL_RANK picks which), cpu, "
-                     "cuda or cuda:N. Same as --set device=...")]
-StorageOption = Annotated[Optional[str], typer.Option(
-    "--storage", help="Shared Optuna study: postgresql://user@host/db, sqlite:///file.db or a journal file path.")]
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="YAML run config, e.g. configs/fmnist_resnet20.yaml.")
+]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set search.trials=10.")]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where models train and are scored: auto (a GPU when there is one; LOCAL_RANK picks which), cpu, "
+        "cuda or cuda:N. Same as --set device=...",
+    ),
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help="Shared Optuna study: postgresql://user@host/db, sqlite:///file.db or a journal file path."
+    ),
+]
 
 
-def _runner_overrides(runner: str | None, address: str | None, storage: str | None, device: str | None = None
-                      ) -> list[str]:
+def _runner_overrides(
+    runner: str | None, address: str | None, storage: str | None, device: str | None = None
+) -> list[str]:
     given = {"runner.kind": runner, "runner.address": address, "runner.storage": storage, "device": device}
     return [f"{key}={value}" for key, value in given.items() if value is not None]
 
@@ -94,14 +123,22 @@ def _runner_overrides(runner: str | None, address: str | None, storage: str | No
 @app.command()
 def search(
     config: ConfigOption,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<config name>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<config name>).")] = None,
     overrides: SetOption = None,
-    runner: Annotated[Optional[str], typer.Option("--runner", help="local (default) or ray.")] = None,
-    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: a local one).")] = None,
+    runner: Annotated[str | None, typer.Option("--runner", help="local (default) or ray.")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join (default: a local one).")
+    ] = None,
     storage: StorageOption = None,
     device: DeviceOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config and print the space, its size, the "
-                                                             "baseline's cost and the smallest reachable; write nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check the config and print the space, its size, the "
+            "baseline's cost and the smallest reachable; write nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Search per-layer pruning ratios under the config's budget, fine-tune the best, write the report.
 
@@ -110,13 +147,13 @@ def search(
     On a Ray cluster: --runner ray --address HOST:6379. With --storage URL, `autocomp worker` processes
     anywhere can share the search; this command waits for all trials, then fine-tunes the best.
     """
-    from autocomp.config import load_config
-    from autocomp.search_loop import search as run_search
+    from autocomp.app.config import load_config
+    from autocomp.app.search_loop import search as run_search
 
     with _user_errors():
         run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage, device)])
         if dry_run:
-            from autocomp.inspection import preview_search
+            from autocomp.app.inspection import preview_search
 
             stdout.print(_preview_table(preview_search(run_config)))
             return
@@ -140,8 +177,9 @@ def _preview_table(preview) -> Table:
 
 
 @app.command()
-def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOption = None,
-           device: DeviceOption = None) -> None:
+def worker(
+    config: ConfigOption, storage: StorageOption = None, overrides: SetOption = None, device: DeviceOption = None
+) -> None:
     """Evaluate trials of a search shared through an Optuna storage, until none is left.
 
     Start the search with `autocomp search --config F --storage URL` (it plans the trials, works
@@ -150,8 +188,8 @@ def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOp
 
     Example: autocomp worker --config configs/fmnist_resnet20.yaml --storage postgresql://autocomp@db-host/autocomp --device cuda:1
     """
-    from autocomp.config import load_config
-    from autocomp.runners.workers import work
+    from autocomp.app.config import load_config
+    from autocomp.app.runners.workers import work
 
     with _user_errors("this worker's trial is retried by another worker after the grace period."):
         evaluated = work(load_config(config, [*(overrides or []), *_runner_overrides(None, None, storage, device)]))
@@ -160,10 +198,16 @@ def worker(config: ConfigOption, storage: StorageOption = None, overrides: SetOp
 
 @app.command()
 def tune(
-    tune_file: Annotated[Path, typer.Argument(help="YAML tune file: the run config, the keys to tune and their ranges.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Tune folder (default: runs/tune-<file name>).")] = None,
+    tune_file: Annotated[
+        Path, typer.Argument(help="YAML tune file: the run config, the keys to tune and their ranges.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Tune folder (default: runs/tune-<file name>).")
+    ] = None,
     storage: StorageOption = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a tune file key: --set trials=40.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a tune file key: --set trials=40.")
+    ] = None,
 ) -> None:
     """Tune the search's own settings: an Optuna study whose trials are small searches (or fine-tunes of one policy),
     scored by the fine-tuned model's accuracy on held-out training data (never the test set).
@@ -172,12 +216,15 @@ def tune(
 
     Several processes, on any machines, can share one tuning: give each the same --storage URL.
     """
-    from autocomp.tuning import load_tune_config
-    from autocomp.tuning import tune as run_tune
+    from autocomp.app.tuning import load_tune_config
+    from autocomp.app.tuning import tune as run_tune
 
     with _user_errors():
-        result = run_tune(load_tune_config(tune_file, overrides or []),
-                          out if out is not None else Path("runs") / f"tune-{tune_file.stem}", storage)
+        result = run_tune(
+            load_tune_config(tune_file, overrides or []),
+            out if out is not None else Path("runs") / f"tune-{tune_file.stem}",
+            storage,
+        )
     stdout.print(_tune_table(result.summary))
     best = result.summary["best"]
     if best is not None:
@@ -188,8 +235,10 @@ def tune(
 def _tune_table(summary: dict) -> Table:
     rows = sorted(summary["all"], key=lambda row: (row["value"] is None, -(row["value"] or 0.0)))
     keys = list(rows[0]["params"]) if rows else []
-    table = Table(title=f"autocomp tune: {summary['complete']} of {summary['trials']} trials complete",
-                  caption=f"score: {summary['objective']}")
+    table = Table(
+        title=f"autocomp tune: {summary['complete']} of {summary['trials']} trials complete",
+        caption=f"score: {summary['objective']}",
+    )
     for column in ("trial", "held-out accuracy", *keys, "state"):
         table.add_column(column, justify="left" if column == "state" else "right")
     for row in rows:
@@ -212,7 +261,7 @@ def dashboard(
 
     Example: autocomp dashboard runs/demo --port 8080, then open http://127.0.0.1:8080
     """
-    from autocomp.runners.dashboard import serve
+    from autocomp.app.runners.dashboard import serve
 
     try:
         serve(run, port, storage)
@@ -233,29 +282,37 @@ def evaluate(
 
     Example: autocomp evaluate --config configs/fmnist_resnet20.yaml --policy runs/demo/policy.json
     """
-    from autocomp.config import load_config
-    from autocomp.inspection import score_policy
+    from autocomp.app.config import load_config
+    from autocomp.app.inspection import score_policy
     from autocomp.policy import Policy
 
     with _user_errors("nothing was written."):
-        scored = score_policy(load_config(config, [*(overrides or []), *_runner_overrides(None, None, None, device)]),
-                              Policy.load(policy))
+        scored = score_policy(
+            load_config(config, [*(overrides or []), *_runner_overrides(None, None, None, device)]), Policy.load(policy)
+        )
     result = scored.result
     stdout.print(f"held-out accuracy {result.accuracy:.2%} (loss {result.loss:.3f}) in {result.seconds:.1f} s")
     stdout.print(f"MACs {result.cost.macs:,}  params {result.cost.params:,}  size {result.cost.size_bytes:,} bytes")
     stdout.print(f"budget: {scored.budget}: {'within' if scored.within_budget else 'OVER'} the budget")
 
 
-TrustFactory = Annotated[Optional[str], typer.Option(
-    "--trust-factory", help="Rebuild a model made by your factory (package.module:function) by importing it; without it "
-                            "such a model loads as its torch.export program.")]
+TrustFactory = Annotated[
+    str | None,
+    typer.Option(
+        "--trust-factory",
+        help="Rebuild a model made by your factory (package.module:function) by importing it; without it "
+        "such a model loads as its torch.export program.",
+    ),
+]
 
 
 @app.command()
 def cost(
     model_file: Annotated[Path, typer.Argument(help="A model saved by autocomp (a run's model.pt).")],
-    latency: Annotated[bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads for the latency timing.")] = None,
+    latency: Annotated[
+        bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")
+    ] = False,
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads for the latency timing.")] = None,
     trust_factory: TrustFactory = None,
 ) -> None:
     """A model's MACs, parameters, size and bit operations, and its layer table.
@@ -263,23 +320,32 @@ def cost(
     Example: autocomp cost runs/demo/model.pt --latency
     """
     from autocomp import io
+    from autocomp.app.inspection import layer_costs, model_cost
     from autocomp.cost.macs import COUNTED_TYPES
-    from autocomp.inspection import layer_costs, model_cost
 
     with _user_errors("nothing was written."):
         model, example = io.load(model_file, trust_factory=trust_factory), io.example_input(model_file)
         if not any(isinstance(module, COUNTED_TYPES) for module in model.modules()):
             factory = io.factory_import(model_file)
             hint = f"pass --trust-factory {factory} to rebuild it" if factory else "it was saved without a recipe"
-            raise ConfigError(f"model file {model_file} loads as a torch.export program, whose layers autocomp cannot "
-                              f"count; {hint}.")
+            raise ConfigError(
+                f"model file {model_file} loads as a torch.export program, whose layers autocomp cannot count; {hint}."
+            )
         (rows, whole), total = layer_costs(model, example), model_cost(model, example, latency, threads)
     table = Table(title=f"{model_file}: input {'x'.join(map(str, example.shape[1:]))}")
     for column in ("layer", "kind", "channels", "kernel", "stride", "output", "MACs", "share"):
         table.add_column(column, justify="right" if column in ("MACs", "share") else "left")
     for row in rows:
-        table.add_row(row.name, row.kind, row.channels, row.kernel, row.stride, row.output, f"{row.macs:,}",
-                      f"{row.macs / max(1, total.macs):.1%}")
+        table.add_row(
+            row.name,
+            row.kind,
+            row.channels,
+            row.kernel,
+            row.stride,
+            row.output,
+            f"{row.macs:,}",
+            f"{row.macs / max(1, total.macs):.1%}",
+        )
     stdout.print(table)
     for line in whole:
         stdout.print(line, markup=False)
@@ -297,7 +363,7 @@ def report(run: Annotated[Path, typer.Argument(help="A finished run folder (its 
     """
     import json
 
-    from autocomp.report import write_report
+    from autocomp.app.report import write_report
 
     with _user_errors("the report may be incomplete; run the command again."):
         path = run / "report.json"
@@ -310,7 +376,7 @@ def report(run: Annotated[Path, typer.Argument(help="A finished run folder (its 
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="A finished run folder (its model.pt and policy.json).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: RUN/export).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write (default: RUN/export).")] = None,
     trust_factory: TrustFactory = None,
 ) -> None:
     """Export a run's compressed model: model.pt (autocomp.load), policy.json and model.pt2 (torch.export, any batch
@@ -318,13 +384,15 @@ def export(
 
     Example: autocomp export runs/demo --out deploy/   then in Python: torch.export.load("deploy/model.pt2").module()
     """
-    from autocomp.export import export_run
+    from autocomp.app.export import export_run
 
     with _user_errors("nothing was written."):
         exported = export_run(run, out if out is not None else run / "export", trust_factory)
     for path in exported.files:
         stdout.print(f"wrote {path}")
-    stdout.print(f"the program's outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch")
+    stdout.print(
+        f"the program's outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch"
+    )
 
 
 @app.command()

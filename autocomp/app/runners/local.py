@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import optuna
 
-from autocomp.config import RunConfig
+from autocomp.app.config import RunConfig
+from autocomp.app.runners.context import Setup, evaluate, learn, replay
+from autocomp.app.runners.study import finished_trials, make_pruner, progress_note
 from autocomp.evaluate import Evaluator
 from autocomp.progress import advance_trials, console, progress_bar
-from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.study import finished_trials, make_pruner, progress_note
 
 
 def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optuna.Study) -> None:
@@ -24,7 +24,12 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
         console.log(f"search: resuming with {len(done)} finished trials from the study")
     remaining = config.search.trials - len(done)
     with progress_bar() as bar:
-        task = bar.add_task(f"search ({config.search.agent}, {setup.runtime.device})", total=config.search.trials, completed=len(done), info="")
+        task = bar.add_task(
+            f"search ({config.search.agent}, {setup.runtime.device})",
+            total=config.search.trials,
+            completed=len(done),
+            info="",
+        )
         while remaining > 0:
             proposal = setup.agent.ask()
             if proposal is None:

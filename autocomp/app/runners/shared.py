@@ -19,9 +19,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autocomp.app.run_folder import first_difference
+from autocomp.app.runners.study import fail_stale_trials
 from autocomp.errors import AutocompError, ConfigError
-from autocomp.run_folder import first_difference
-from autocomp.runners.study import fail_stale_trials
 
 PLAN_WAIT_SECONDS = 120.0
 
@@ -53,18 +53,22 @@ def _check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
     if recorded is None:
         study.set_user_attr("config", identity)
     elif recorded != identity:
-        raise ConfigError(f"the study {study.study_name!r} holds trials of another config (first difference: "
-                          f"{first_difference(recorded, identity)}); give every process the same config, or use "
-                          "another storage.")
+        raise ConfigError(
+            f"the study {study.study_name!r} holds trials of another config (first difference: "
+            f"{first_difference(recorded, identity)}); give every process the same config, or use "
+            "another storage."
+        )
 
 
 def _wait_for_plan(study: optuna.Study, wanted: int, marker: str) -> None:
     deadline = time.monotonic() + PLAN_WAIT_SECONDS
     while study.user_attrs.get("planned", 0) < wanted:
         if time.monotonic() > deadline:
-            raise ConfigError(f"the shared study's plan of {wanted} trials was begun by another process that has not "
-                              f"finished it in {PLAN_WAIT_SECONDS:.0f} s; if that process died, delete the study "
-                              f"{marker!r} from the storage and start again.")
+            raise ConfigError(
+                f"the shared study's plan of {wanted} trials was begun by another process that has not "
+                f"finished it in {PLAN_WAIT_SECONDS:.0f} s; if that process died, delete the study "
+                f"{marker!r} from the storage and start again."
+            )
         time.sleep(0.5)
 
 
@@ -77,8 +81,12 @@ def take_waiting(study: optuna.Study) -> FrozenTrial | None:
     return None
 
 
-def drain(study: optuna.Study, handle: Callable[[FrozenTrial], None], poll_seconds: float,
-          progress: Callable[[], None] = lambda: None) -> None:
+def drain(
+    study: optuna.Study,
+    handle: Callable[[FrozenTrial], None],
+    poll_seconds: float,
+    progress: Callable[[], None] = lambda: None,
+) -> None:
     """Take the study's WAITING trials one at a time and ``handle`` each (it must finish the trial), until none is
     waiting or running; meanwhile a trial whose process stopped beating is failed and comes back as a retry."""
     while True:
@@ -98,7 +106,9 @@ def retry_running(study: optuna.Study) -> int:
     only this process uses, whose running trials were left by a process that died. The number failed."""
     storage = study._storage
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    retry = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
+    retry = (
+        storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
+    )
     for trial in running:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         if retry is not None:

@@ -7,16 +7,20 @@ import math
 from dataclasses import dataclass
 
 import torch
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+)
 from torch import nn
 
-from autocomp.config import RunConfig
+from autocomp.app.config import RunConfig
 from autocomp.cost import Cost, measure
+from autocomp.cost.format import format_number
 from autocomp.cost.latency import LatencyTarget
 from autocomp.errors import ConfigError, SearchError
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
-from autocomp.report import format_number
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,17 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerCost
     rows = []
     for layer in graph.layers:
         groups = f" /{layer.groups}" if layer.groups > 1 else ""
-        rows.append(LayerCost(layer.name, layer.kind, f"{layer.in_channels} -> {layer.out_channels}{groups}",
-                              "x".join(map(str, layer.kernel_size)) or "-", "x".join(map(str, layer.stride)) or "-",
-                              "x".join(map(str, layer.output_shape)), layer.macs))
+        rows.append(
+            LayerCost(
+                layer.name,
+                layer.kind,
+                f"{layer.in_channels} -> {layer.out_channels}{groups}",
+                "x".join(map(str, layer.kernel_size)) or "-",
+                "x".join(map(str, layer.stride)) or "-",
+                "x".join(map(str, layer.output_shape)),
+                layer.macs,
+            )
+        )
     other = graph.other_macs(Policy())
     if other:  # attention's products, functional calls, custom modules
         rows.append(LayerCost("(outside layers)", "products", "-", "-", "-", "-", other))
@@ -73,7 +85,7 @@ class SearchPreview:
 
 def preview_search(config: RunConfig) -> SearchPreview:
     """Check ``config`` as a search would (data and model, no training) and describe its space and budget."""
-    from autocomp.runners.context import prepare
+    from autocomp.app.runners.context import prepare
 
     setup = prepare(config)
     space, budget = setup.space, setup.budget
@@ -83,9 +95,16 @@ def preview_search(config: RunConfig) -> SearchPreview:
         kinds[decision.kind] = kinds.get(decision.kind, 0) + 1
     counts = [_values(d) for d in space.distributions().values()]
     size = "continuous" if None in counts else f"{math.prod(counts):,} policies"
-    return SearchPreview(len(space.decisions), kinds, size, [f"{c.metric} <= {format_number(c.limit)}" for c in budget.constraints],
-                         setup.baseline_cost, budget.describe(space.largest()), budget.describe(space.smallest()),
-                         budget.usage(space.smallest()))
+    return SearchPreview(
+        len(space.decisions),
+        kinds,
+        size,
+        [f"{c.metric} <= {format_number(c.limit)}" for c in budget.constraints],
+        setup.baseline_cost,
+        budget.describe(space.largest()),
+        budget.describe(space.smallest()),
+        budget.usage(space.smallest()),
+    )
 
 
 def _values(distribution: BaseDistribution) -> int | None:
@@ -109,15 +128,17 @@ class PolicyScore:
 
 def score_policy(config: RunConfig, policy: Policy) -> PolicyScore:
     """Score ``policy`` with ``config``'s evaluator (the baseline trained or read from the cache, no study written)."""
-    from autocomp.baseline import prepare_baseline
-    from autocomp.runners.context import build_evaluator, prepare
+    from autocomp.app.baseline import prepare_baseline
+    from autocomp.app.runners.context import build_evaluator, prepare
 
     setup = prepare(config)
     known = {layer.name for layer in setup.graph.layers}
     unknown = sorted(set(policy.layers) - known)
     if unknown:
-        raise ConfigError(f"the policy names layer {unknown[0]!r}, which {config.model.label} does not have; "
-                          f"its layers: {', '.join(sorted(known)[:6])}, ...")
+        raise ConfigError(
+            f"the policy names layer {unknown[0]!r}, which {config.model.label} does not have; "
+            f"its layers: {', '.join(sorted(known)[:6])}, ..."
+        )
     baseline = prepare_baseline(config, setup.data, setup.runtime)
     result = build_evaluator(config, setup, baseline.model).score(policy)
     if result.failed:

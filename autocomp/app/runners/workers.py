@@ -27,15 +27,15 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import agents
-from autocomp.config import RunConfig
+from autocomp.app.config import RunConfig
+from autocomp.app.run_folder import config_identity
+from autocomp.app.runners.context import Setup, evaluate, learn, replay
+from autocomp.app.runners.shared import drain, heartbeat, plan_trials
+from autocomp.app.runners.study import finished_trials, make_pruner, progress_note
 from autocomp.errors import ConfigError
 from autocomp.evaluate import Evaluator
 from autocomp.policy import Policy
 from autocomp.progress import advance_trials, console, progress_bar
-from autocomp.run_folder import config_identity
-from autocomp.runners.context import Setup, evaluate, learn, replay
-from autocomp.runners.shared import drain, heartbeat, plan_trials
-from autocomp.runners.study import finished_trials, make_pruner, progress_note
 from search_spaces import Space
 
 
@@ -59,11 +59,20 @@ class Worker:
     def run(self) -> int:
         """Evaluate trials until the study's plan is done; the number this worker evaluated."""
         with progress_bar() as bar:
-            task = bar.add_task(f"worker ({self.config.search.agent}, {self.setup.runtime.device})", total=self.config.search.trials,
-                                completed=len(finished_trials(self.study)), info="")
-            drain(self.study, self._evaluate, min(1.0, self.config.runner.heartbeat),
-                  lambda: advance_trials(bar, task, len(finished_trials(self.study)),
-                                         progress_note(self.study, self.evaluator)))
+            task = bar.add_task(
+                f"worker ({self.config.search.agent}, {self.setup.runtime.device})",
+                total=self.config.search.trials,
+                completed=len(finished_trials(self.study)),
+                info="",
+            )
+            drain(
+                self.study,
+                self._evaluate,
+                min(1.0, self.config.runner.heartbeat),
+                lambda: advance_trials(
+                    bar, task, len(finished_trials(self.study)), progress_note(self.study, self.evaluator)
+                ),
+            )
         console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
@@ -85,8 +94,9 @@ class Worker:
             else:  # a new trial, or one whose worker died while writing its candidate (never evaluated): ask
                 proposal = self.setup.agent.ask()
                 if proposal is None:
-                    storage.set_trial_user_attr(trial_id, "error", f"agent {self.config.search.agent} had nothing "
-                                                                   "left to propose")
+                    storage.set_trial_user_attr(
+                        trial_id, "error", f"agent {self.config.search.agent} had nothing left to propose"
+                    )
                     storage.set_trial_state_values(trial_id, TrialState.FAIL)
                     self.told.add(taken.number)
                     return
@@ -94,8 +104,10 @@ class Worker:
             record, policy, result = evaluate(self.setup, self.evaluator, proposal, self.study, self.pruner)
             written = _record(self.study, taken, record)
         if written is None:
-            console.log(f"[yellow]worker:[/] trial {taken.number} was failed meanwhile (no heartbeat reached the "
-                        "storage in time) and its retry is another worker's, or none is left: this result is dropped")
+            console.log(
+                f"[yellow]worker:[/] trial {taken.number} was failed meanwhile (no heartbeat reached the "
+                "storage in time) and its retry is another worker's, or none is left: this result is dropped"
+            )
             self.setup.agent.discard(proposal)
             return
         self.told.add(written.number)
@@ -104,9 +116,14 @@ class Worker:
 
     def _seed_agent(self, number: int) -> None:
         search = self.config.search
-        agent = agents.create_agent(search.agent, self.setup.space, self.setup.budget,
-                                    seed=search.seed * 1_000_003 + number, projection=self.config.space.projection,
-                                    options=search.options)
+        agent = agents.create_agent(
+            search.agent,
+            self.setup.space,
+            self.setup.budget,
+            seed=search.seed * 1_000_003 + number,
+            projection=self.config.space.projection,
+            options=search.options,
+        )
         self.setup, self.seeded = dataclasses.replace(self.setup, agent=agent), True
 
 
@@ -120,10 +137,10 @@ def _set_params(storage: optuna.storages.BaseStorage, trial_id: int, space: Spac
 def work(config: RunConfig) -> int:
     """`autocomp worker`: join the shared study at ``runner.storage`` and evaluate its trials until none is left; the
     number this worker evaluated."""
-    from autocomp.baseline import prepare_baseline
-    from autocomp.runners.context import build_evaluator, prepare
-    from autocomp.runners.storage import shared_storage
-    from autocomp.runners.study import open_study
+    from autocomp.app.baseline import prepare_baseline
+    from autocomp.app.runners.context import build_evaluator, prepare
+    from autocomp.app.runners.storage import shared_storage
+    from autocomp.app.runners.study import open_study
 
     if config.runner.storage is None:
         raise ConfigError("a worker needs the shared study's storage: give --storage URL (or runner.storage).")
@@ -131,8 +148,10 @@ def work(config: RunConfig) -> int:
         torch.set_num_threads(config.threads)
     setup = prepare(config)
     if not setup.agent.parallel:
-        raise ConfigError(f"agent {config.search.agent!r} needs each result before its next proposal, so it cannot share "
-                          "a study with other workers; run it with `autocomp search` alone.")
+        raise ConfigError(
+            f"agent {config.search.agent!r} needs each result before its next proposal, so it cannot share "
+            "a study with other workers; run it with `autocomp search` alone."
+        )
     runner = config.runner
     study = open_study(shared_storage(runner.storage, runner.heartbeat, runner.max_failures))
     plan(study, config)
@@ -150,8 +169,14 @@ def _record(study: optuna.Study, taken: FrozenTrial, record: FrozenTrial) -> Fro
         return taken
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
-    retry = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                  if t.system_attrs.get("retry_history", [])[-1:] == [taken.number]), None)
+    retry = next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if t.system_attrs.get("retry_history", [])[-1:] == [taken.number]
+        ),
+        None,
+    )
     if retry is None or not storage.set_trial_state_values(retry._trial_id, TrialState.RUNNING):
         return None
     _finish(storage, retry._trial_id, record)
@@ -164,5 +189,6 @@ def _finish(storage: optuna.storages.BaseStorage, trial_id: int, record: FrozenT
         storage.set_trial_user_attr(trial_id, key, value)
     for step, value in record.intermediate_values.items():
         storage.set_trial_intermediate_value(trial_id, step, value)
-    storage.set_trial_state_values(trial_id, record.state,
-                                   None if record.state != TrialState.COMPLETE else [record.value])
+    storage.set_trial_state_values(
+        trial_id, record.state, None if record.state != TrialState.COMPLETE else [record.value]
+    )

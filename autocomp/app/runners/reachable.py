@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from autocomp.config import RunConfig
+from autocomp.app.config import RunConfig
+from autocomp.app.runners.storage import check_storage
 from autocomp.errors import ConfigError
-from autocomp.runners.storage import check_storage
 
 
 def check_reachable(config: RunConfig) -> None:
@@ -23,10 +23,13 @@ def check_address(address: str) -> None:
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigError(f"runner.address {address!r} is not HOST:PORT (for example 10.0.0.5:6379), auto or "
-                          "ray://HOST:PORT.")
+        raise ConfigError(
+            f"runner.address {address!r} is not HOST:PORT (for example 10.0.0.5:6379), auto or ray://HOST:PORT."
+        )
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
-        raise ConfigError(f"runner.address {address!r}: no Ray cluster answers there ({err.strerror or err}); start "
-                          "one with `ray start --head` or leave runner.address unset for a local Ray.") from None
+        raise ConfigError(
+            f"runner.address {address!r}: no Ray cluster answers there ({err.strerror or err}); start "
+            "one with `ray start --head` or leave runner.address unset for a local Ray."
+        ) from None

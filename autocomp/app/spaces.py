@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from autocomp.config import RunConfig, SpaceConfig
+from autocomp.app.config import RunConfig, SpaceConfig
 from autocomp.cost import Cost, LatencyTarget
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from search_spaces.constraints import Budget, Constraint, refuse_latency_with_bits
-from search_spaces.dims import BitWidth, LowRank, PruneRatio, Resolution, WidthMultiplier
+from search_spaces.dims import (
+    BitWidth,
+    LowRank,
+    PruneRatio,
+    Resolution,
+    WidthMultiplier,
+)
 from search_spaces.space import Axis, Space
 
 
@@ -33,8 +39,13 @@ def latency_target(config: RunConfig) -> LatencyTarget | None:
     if not any(c.metric == "latency_ms" for c in config.constraints):
         return None
     latency = config.latency
-    return LatencyTarget(device=latency.device, threads=latency.threads, batch_size=latency.batch_size,
-                         warmup=latency.warmup, repeats=latency.repeats)
+    return LatencyTarget(
+        device=latency.device,
+        threads=latency.threads,
+        batch_size=latency.batch_size,
+        warmup=latency.warmup,
+        repeats=latency.repeats,
+    )
 
 
 def budget_from_config(config: RunConfig, graph: ModelGraph, space: Space, baseline: Cost) -> Budget:
@@ -48,7 +59,7 @@ def budget_from_config(config: RunConfig, graph: ModelGraph, space: Space, basel
     table = None
     target = latency_target(config)
     if target is not None:
-        from autocomp.cost.latency_table import LatencyTable
+        from autocomp.latency_table import LatencyTable
 
         refuse_latency_with_bits(space)
         table = LatencyTable(graph, target)

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autocomp.errors import ConfigError
 from autocomp.imports import IMPORT_PATH
@@ -52,8 +59,10 @@ class ModelConfig(_Section):
         from autocomp import models
 
         if name is not None and name not in models.names():
-            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(models.names())}, or your own as "
-                             "model.factory: package.module:function")
+            raise ValueError(
+                f"unknown model {name!r}; allowed: {', '.join(models.names())}, or your own as "
+                "model.factory: package.module:function"
+            )
         return name
 
     @field_validator("factory")
@@ -106,7 +115,9 @@ class DataConfig(_Section):
         if (self.name == "factory") != (self.factory is not None):
             raise ValueError("data.factory (package.module:function) goes with data.name factory, and only with it")
         if self.factory is not None and not IMPORT_PATH.fullmatch(self.factory):
-            raise ValueError(f"data.factory {self.factory!r} must be an import path of the form package.module:function")
+            raise ValueError(
+                f"data.factory {self.factory!r} must be an import path of the form package.module:function"
+            )
         return self
 
     @property
@@ -118,8 +129,9 @@ class DataConfig(_Section):
         """The data set this section names, with its held-out split."""
         from autocomp.data import load_dataset
 
-        return load_dataset(self.name, data_dir=self.dir, val_size=self.val_size, seed=self.seed, factory=self.factory,
-                            **self.options)
+        return load_dataset(
+            self.name, data_dir=self.dir, val_size=self.val_size, seed=self.seed, factory=self.factory, **self.options
+        )
 
     def fingerprint(self) -> str:
         """What defines the data beyond this section: an image folder's files (names, sizes, times) or the data
@@ -171,7 +183,9 @@ class ConstraintConfig(_Section):
     @model_validator(mode="after")
     def _ratio_in_range(self) -> ConstraintConfig:
         if self.relative and not 0 < self.max <= 1:
-            raise ValueError(f"relative constraint max={self.max} is outside (0, 1]; set relative: false for an absolute limit")
+            raise ValueError(
+                f"relative constraint max={self.max} is outside (0, 1]; set relative: false for an absolute limit"
+            )
         return self
 
 
@@ -239,12 +253,18 @@ class SpaceConfig(_Section):
     def _something_to_decide(self) -> SpaceConfig:
         axes = (self.keep, self.weight_bits, self.act_bits, self.rank, self.width, self.resolution)
         if all(axis is None for axis in axes):
-            raise ValueError("every axis is null, so there is nothing to search; set at least one of keep, weight_bits, "
-                             "act_bits, rank, width, resolution")
+            raise ValueError(
+                "every axis is null, so there is nothing to search; set at least one of keep, weight_bits, "
+                "act_bits, rank, width, resolution"
+            )
         if self.act_bits is not None and self.weight_bits is None:
             raise ValueError("act_bits needs weight_bits too: a layer is quantized weights first")
-        for name, axis in (("keep", self.keep), ("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
-                           ("rank", self.rank)):
+        for name, axis in (
+            ("keep", self.keep),
+            ("weight_bits", self.weight_bits),
+            ("act_bits", self.act_bits),
+            ("rank", self.rank),
+        ):
             if axis is not None and axis.low > axis.high:
                 raise ValueError(f"{name} range [{axis.low}, {axis.high}] is empty; need low <= high")
         return self
@@ -305,8 +325,10 @@ class EvaluatorConfig(_Section):
     @model_validator(mode="after")
     def _pruner_needs_training(self) -> EvaluatorConfig:
         if self.pruner != "none" and self.fidelity == "bn":
-            raise ValueError(f"pruner {self.pruner} needs intermediate scores, which fidelity bn has none of; "
-                             "use fidelity proxy or epochs, or pruner none")
+            raise ValueError(
+                f"pruner {self.pruner} needs intermediate scores, which fidelity bn has none of; "
+                "use fidelity proxy or epochs, or pruner none"
+            )
         return self
 
 
@@ -359,8 +381,10 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _ray_assigns_gpus(self) -> RunConfig:
         if self.runner.kind == "ray" and self.device.startswith("cuda:"):
-            raise ValueError(f"device {self.device} names one GPU, but Ray assigns each trial its GPU share; use device "
-                             "cuda or auto with runner.gpus_per_trial")
+            raise ValueError(
+                f"device {self.device} names one GPU, but Ray assigns each trial its GPU share; use device "
+                "cuda or auto with runner.gpus_per_trial"
+            )
         if self.runner.kind == "ray" and self.device == "cuda" and self.runner.gpus_per_trial == 0:
             raise ValueError("device cuda on Ray needs runner.gpus_per_trial > 0 (a fraction lets trials share a GPU)")
         return self
@@ -382,16 +406,21 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _scheduler_needs_scores(self) -> RunConfig:
         if self.runner.scheduler != "none" and self.evaluator.fidelity == "bn":
-            raise ValueError(f"runner.scheduler {self.runner.scheduler} needs intermediate scores, which fidelity bn has "
-                             "none of; use evaluator.fidelity proxy or epochs, or scheduler none")
+            raise ValueError(
+                f"runner.scheduler {self.runner.scheduler} needs intermediate scores, which fidelity bn has "
+                "none of; use evaluator.fidelity proxy or epochs, or scheduler none"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-RENAMED = {"constraint": "constraints, a list", "search.min_keep": "space.keep.low",
-           "search.channel_multiple": "space.channel_multiple"}
+RENAMED = {
+    "constraint": "constraints, a list",
+    "search.min_keep": "space.keep.low",
+    "search.channel_multiple": "space.channel_multiple",
+}
 """Keys of earlier versions and where they went."""
 
 
@@ -436,15 +465,22 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any], path: str = "") -> di
         current = merged.get(key)
         if isinstance(value, Mapping) and isinstance(current, Mapping):
             merged[key] = _merge(dict(current), value, f"{where}.")
-        elif isinstance(value, Mapping) and isinstance(current, list) and value and all(str(k).isdigit() for k in value):
+        elif (
+            isinstance(value, Mapping) and isinstance(current, list) and value and all(str(k).isdigit() for k in value)
+        ):
             items = list(current)
             for index, entry in value.items():
                 if int(index) >= len(items):
-                    raise ConfigError(f"override {where}.{index} names entry {index} of {where}, which has "
-                                      f"{len(items)} entr{'y' if len(items) == 1 else 'ies'} (indexes from 0).")
+                    raise ConfigError(
+                        f"override {where}.{index} names entry {index} of {where}, which has "
+                        f"{len(items)} entr{'y' if len(items) == 1 else 'ies'} (indexes from 0)."
+                    )
                 item = items[int(index)]
-                items[int(index)] = _merge(dict(item), entry, f"{where}.{index}.") if isinstance(item, Mapping) and \
-                    isinstance(entry, Mapping) else entry
+                items[int(index)] = (
+                    _merge(dict(item), entry, f"{where}.{index}.")
+                    if isinstance(item, Mapping) and isinstance(entry, Mapping)
+                    else entry
+                )
             merged[key] = items
         else:
             merged[key] = value

@@ -7,15 +7,22 @@ from pathlib import Path
 
 import yaml
 
-from autocomp.config import RunConfig, build_config
+from autocomp.app.config import RunConfig, build_config
 from autocomp.errors import ConfigError
 from autocomp.files import write_text
 
 CONFIG_NAME = "config.yaml"
 # A run may be continued with a larger trial budget, another thread count, device, data workers, cache bound or runner,
 # or another number of finalists (the finish runs again); any other change is another run.
-RESUMABLE_KEYS = (("search", "trials"), ("threads",), ("device",), ("data", "workers"), ("evaluator", "cache_mb"),
-                  ("runner",), ("finetune", "finalists"))
+RESUMABLE_KEYS = (
+    ("search", "trials"),
+    ("threads",),
+    ("device",),
+    ("data", "workers"),
+    ("evaluator", "cache_mb"),
+    ("runner",),
+    ("finetune", "finalists"),
+)
 
 
 def _without_none(value: object) -> object:
@@ -61,10 +68,13 @@ def check_creatable(folder: Path, what: str) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"{what} {folder} cannot be created: {existing} is a file, not a folder; choose another --out.")
+        raise ConfigError(
+            f"{what} {folder} cannot be created: {existing} is a file, not a folder; choose another --out."
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {folder} cannot be written: no permission to write in {existing}; choose another "
-                          "--out.")
+        raise ConfigError(
+            f"{what} {folder} cannot be written: no permission to write in {existing}; choose another --out."
+        )
 
 
 def check_run_folder(out: Path, config: RunConfig) -> None:
@@ -79,8 +89,10 @@ def check_run_folder(out: Path, config: RunConfig) -> None:
         current = config_identity(config.to_dict())
         if previous != current:
             key = first_difference(previous, current)
-            raise ConfigError(f"run folder {out} holds a run with a different config (first difference: {key}); "
-                              "choose another --out or delete that folder.")
+            raise ConfigError(
+                f"run folder {out} holds a run with a different config (first difference: {key}); "
+                "choose another --out or delete that folder."
+            )
     elif any(out.iterdir()):
         raise ConfigError(f"run folder {out} is not empty and holds no autocomp run; choose another --out.")
 

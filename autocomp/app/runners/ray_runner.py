@@ -49,18 +49,18 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from autocomp.baseline import Baseline
-from autocomp.config import RunConfig
+from autocomp.app.baseline import Baseline
+from autocomp.app.config import RunConfig
+from autocomp.app.runners.context import Setup, evaluator_settings, learn, replay
+from autocomp.app.runners.reachable import check_address
+from autocomp.app.runners.study import best_so_far, finished_trial, finished_trials
+from autocomp.app.spaces import latency_target
 from autocomp.cost import Cost, measure
 from autocomp.data import num_batches
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, Fidelity
 from autocomp.policy import Policy
 from autocomp.progress import advance_trials, console, progress_bar
-from autocomp.runners.context import Setup, evaluator_settings, learn, replay
-from autocomp.runners.reachable import check_address
-from autocomp.runners.study import best_so_far, finished_trial, finished_trials
-from search_spaces.from_config import latency_target
 
 EXPERIMENTS = "ray"
 """The run folder's subfolder holding Tune's experiments."""
@@ -108,8 +108,16 @@ REPEATS_BEFORE_WAITING = 3
 class AgentSearcher(Searcher):
     """Tune's searcher over the run's agent; records every finished trial in the study and tells the agent."""
 
-    def __init__(self, setup: Setup, evaluator: Evaluator, study: optuna.Study, trials: int, experiment: Path,
-                 stopped_early: Callable[[str], bool], on_record: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        setup: Setup,
+        evaluator: Evaluator,
+        study: optuna.Study,
+        trials: int,
+        experiment: Path,
+        stopped_early: Callable[[str], bool],
+        on_record: Callable[[], None],
+    ) -> None:
         super().__init__()
         self.setup, self.evaluator, self.study, self.trials = setup, evaluator, study, trials
         self.experiment = experiment
@@ -143,8 +151,13 @@ class AgentSearcher(Searcher):
                 self.exhausted = True
                 continue
             policy = self.setup.agent.project(proposal)
-            candidate = _InFlight(proposal, policy, self.evaluator.score_key(policy), self.setup.agent.is_probe(proposal),
-                                  beside=len(self.in_flight))
+            candidate = _InFlight(
+                proposal,
+                policy,
+                self.evaluator.score_key(policy),
+                self.setup.agent.is_probe(proposal),
+                beside=len(self.in_flight),
+            )
             if candidate.key in self.evaluator.cache:
                 self._record(candidate, self.evaluator.score(policy))
             elif any(other.key == candidate.key for other in self.in_flight.values()):
@@ -174,30 +187,52 @@ class AgentSearcher(Searcher):
             self.evaluator.remember(candidate.key, outcome)
             self._record(candidate, outcome, trial_id)
 
-    def _outcome(self, trial_id: str, candidate: _InFlight, result: dict[str, Any] | None,
-                 error: bool) -> EvalResult | None:
+    def _outcome(
+        self, trial_id: str, candidate: _InFlight, result: dict[str, Any] | None, error: bool
+    ) -> EvalResult | None:
         """What a trial's end means: its reported result, a FAIL, a PRUNED trial, or nothing (interrupted)."""
         if error:
-            return EvalResult(math.nan, None, time.perf_counter() - candidate.started, retry=True,
-                              error=_failure(self.experiment, trial_id), curve=tuple(sorted(candidate.curve.items())))
+            return EvalResult(
+                math.nan,
+                None,
+                time.perf_counter() - candidate.started,
+                retry=True,
+                error=_failure(self.experiment, trial_id),
+                curve=tuple(sorted(candidate.curve.items())),
+            )
         if result is None or not ("evaluation" in result or self.stopped_early(trial_id)):
             return None
         candidate.note(result)  # a stopping score reaches the searcher only here
         if "evaluation" in result:
             return decode_result(result["evaluation"])
         curve = tuple(sorted(candidate.curve.items()))
-        return EvalResult(curve[-1][1], Cost.from_dict(json.loads(candidate.cost)), result["time_total_s"], curve=curve,
-                          stopped_at=curve[-1][0])
+        return EvalResult(
+            curve[-1][1],
+            Cost.from_dict(json.loads(candidate.cost)),
+            result["time_total_s"],
+            curve=curve,
+            stopped_at=curve[-1][0],
+        )
 
     def _record(self, candidate: _InFlight, result: EvalResult, trial_id: str | None = None) -> None:
         """Add the candidate's trial to the study and tell the agent (and the budget) what it learned."""
-        trial = finished_trial(self.setup.space, candidate.proposal, candidate.policy, self.setup.budget, candidate.key,
-                               result, candidate.probe)
+        trial = finished_trial(
+            self.setup.space,
+            candidate.proposal,
+            candidate.policy,
+            self.setup.budget,
+            candidate.key,
+            result,
+            candidate.probe,
+        )
         if trial_id is not None:
             trial.set_user_attr("ray_trial", trial_id)
             trial.set_user_attr("ray_beside", candidate.beside)
-            for key, value in (("ray_node", candidate.node), ("ray_device", candidate.device),
-                               ("ray_gpus", candidate.gpus)):
+            for key, value in (
+                ("ray_node", candidate.node),
+                ("ray_device", candidate.device),
+                ("ray_gpus", candidate.gpus),
+            ):
                 if value is not None:
                     trial.set_user_attr(key, value)
         self.study.add_trial(trial)
@@ -232,24 +267,36 @@ def _failure(experiment: Path, trial_id: str) -> str:
 
 def encode_result(result: EvalResult) -> str:
     """An evaluation as the JSON a worker reports."""
-    return json.dumps({"accuracy": result.accuracy, "cost": None if result.cost is None else result.cost.to_dict(),
-                       "seconds": result.seconds, "loss": result.loss, "error": result.error, "retry": result.retry,
-                       "curve": result.curve, "stopped_at": result.stopped_at, "cached": result.cached})
+    return json.dumps(
+        {
+            "accuracy": result.accuracy,
+            "cost": None if result.cost is None else result.cost.to_dict(),
+            "seconds": result.seconds,
+            "loss": result.loss,
+            "error": result.error,
+            "retry": result.retry,
+            "curve": result.curve,
+            "stopped_at": result.stopped_at,
+            "cached": result.cached,
+        }
+    )
 
 
 def decode_result(text: str) -> EvalResult:
     """The evaluation `encode_result` wrote."""
     data = json.loads(text)
     cost, curve = data.pop("cost"), data.pop("curve")
-    return EvalResult(cost=None if cost is None else Cost.from_dict(cost), curve=tuple(tuple(point) for point in curve),
-                      **data)
+    return EvalResult(
+        cost=None if cost is None else Cost.from_dict(cost), curve=tuple(tuple(point) for point in curve), **data
+    )
 
 
 def training_steps(config: RunConfig, train_examples: torch.utils.data.Dataset) -> int:
     """Fine-tune steps of one candidate at the config's fidelity."""
     ev = config.evaluator
     return Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs).training_steps(
-        num_batches(train_examples, ev.proxy.batch_size, drop_last=True))
+        num_batches(train_examples, ev.proxy.batch_size, drop_last=True)
+    )
 
 
 _WORKER_PARTS: dict[str, tuple[RunConfig, Evaluator, int]] = {}
@@ -271,17 +318,22 @@ def _worker_parts(run: dict[str, Any], baseline: dict[str, torch.Tensor]) -> tup
     return _WORKER_PARTS[key]
 
 
-def evaluate_candidate(trial: dict[str, Any], run: dict[str, Any], baseline: dict[str, torch.Tensor],
-                       asha: bool) -> None:
+def evaluate_candidate(
+    trial: dict[str, Any], run: dict[str, Any], baseline: dict[str, torch.Tensor], asha: bool
+) -> None:
     """Worker side of a trial: score its policy, reporting the intermediate scores and then the result to Tune."""
     torch.set_num_threads(max(1, int(run["runner"]["cpus_per_trial"])))
     config, evaluator, steps = _worker_parts(run, baseline)
     policy = Policy.from_dict(json.loads(trial["policy"]))
-    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "device": str(evaluator.runtime.device),
-                             "gpus": json.dumps(ray.get_gpu_ids())}
+    where: dict[str, Any] = {
+        "node": ray.get_runtime_context().get_node_id(),
+        "device": str(evaluator.runtime.device),
+        "gpus": json.dumps(ray.get_gpu_ids()),
+    }
     if asha:  # a stopped trial never reaches the end, where the evaluator measures
-        where["cost"] = json.dumps(measure(evaluator.build(policy).cpu(), evaluator.example_inputs,
-                                           latency_target(config)).to_dict())
+        where["cost"] = json.dumps(
+            measure(evaluator.build(policy).cpu(), evaluator.example_inputs, latency_target(config)).to_dict()
+        )
 
     def report(step: int, score: float) -> bool:
         if step < steps:  # the last step's score comes with the result: no scheduler may stop a finished trial
@@ -308,8 +360,9 @@ def _ray_cluster(address: str | None) -> Iterator[None]:
         yield
         return
     if address is None:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 logging_level=logging.ERROR)
+        ray.init(
+            include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.ERROR
+        )
     else:
         check_address(address)
         try:
@@ -341,9 +394,15 @@ def _scheduler(config: RunConfig, steps: int) -> EarlyStopping | None:
     """ASHA over the fine-tune steps when ``runner.scheduler`` asks for it (first rung at the first report)."""
     if config.runner.scheduler != "asha":
         return None
-    return EarlyStopping(time_attr="step", metric="score", mode="max", max_t=max(1, steps),
-                         grace_period=max(1, min(config.evaluator.report_every, steps)),
-                         reduction_factor=ASHA_REDUCTION, stop_last_trials=False)
+    return EarlyStopping(
+        time_attr="step",
+        metric="score",
+        mode="max",
+        max_t=max(1, steps),
+        grace_period=max(1, min(config.evaluator.report_every, steps)),
+        reduction_factor=ASHA_REDUCTION,
+        stop_last_trials=False,
+    )
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -352,29 +411,50 @@ def _trial_dirname(trial: Any) -> str:
 
 def _experiment_name(run_dir: Path) -> str:
     """A new experiment per driver run: ``search-1``, ``search-2``, ..."""
-    numbers = [int(path.name.removeprefix("search-")) for path in (run_dir / EXPERIMENTS).glob("search-*")
-               if path.name.removeprefix("search-").isdigit()]
+    numbers = [
+        int(path.name.removeprefix("search-"))
+        for path in (run_dir / EXPERIMENTS).glob("search-*")
+        if path.name.removeprefix("search-").isdigit()
+    ]
     return f"search-{1 + max(numbers, default=0)}"
 
 
-def _tuner(config: RunConfig, setup: Setup, baseline: Baseline, searcher: AgentSearcher,
-           scheduler: EarlyStopping | None, experiment: Path) -> tune.Tuner:
+def _tuner(
+    config: RunConfig,
+    setup: Setup,
+    baseline: Baseline,
+    searcher: AgentSearcher,
+    scheduler: EarlyStopping | None,
+    experiment: Path,
+) -> tune.Tuner:
     """Tune's experiment: the worker function with its resources, the searcher, the scheduler, retries, storage."""
     runner = config.runner
-    trainable = tune.with_parameters(evaluate_candidate, run=_worker_config(config),
-                                     baseline=baseline.model.state_dict(), asha=scheduler is not None)
+    trainable = tune.with_parameters(
+        evaluate_candidate, run=_worker_config(config), baseline=baseline.model.state_dict(), asha=scheduler is not None
+    )
     trainable = tune.with_resources(trainable, {"cpu": runner.cpus_per_trial, "gpu": runner.gpus_per_trial})
     limiter = ConcurrencyLimiter(searcher, max_concurrent=_concurrency(config, setup.agent.parallel))
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=-1, reuse_actors=True,
-                                    trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
-                                  failure_config=tune.FailureConfig(max_failures=runner.max_failures), verbose=0))
+        tune_config=tune.TuneConfig(
+            search_alg=limiter,
+            scheduler=scheduler,
+            num_samples=-1,
+            reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            failure_config=tune.FailureConfig(max_failures=runner.max_failures),
+            verbose=0,
+        ),
+    )
 
 
-def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, study: optuna.Study,
-            run_dir: Path) -> None:
+def run_ray(
+    config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, study: optuna.Study, run_dir: Path
+) -> None:
     """Evaluate candidates on Ray until the study holds ``search.trials`` finished trials (a resumed run replays them
     first); every trial is recorded in ``study`` by this process, as the local runner records it."""
     done = finished_trials(study)
@@ -389,8 +469,9 @@ def run_ray(config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Eval
         experiment = (run_dir / EXPERIMENTS).resolve() / _experiment_name(run_dir)
         scheduler = _scheduler(config, training_steps(config, setup.data.train))
         with progress_bar() as bar:
-            task = bar.add_task(f"search ({config.search.agent}, ray)", total=config.search.trials, completed=len(done),
-                                info="")
+            task = bar.add_task(
+                f"search ({config.search.agent}, ray)", total=config.search.trials, completed=len(done), info=""
+            )
 
             def advance() -> None:
                 advance_trials(bar, task, len(finished_trials(study)), best_so_far(study))

@@ -29,8 +29,10 @@ def check_storage(url: str | None) -> None:
         with engine.connect():
             pass
     except sqlalchemy.exc.SQLAlchemyError as error:
-        raise ConfigError(f"cannot reach the study storage {_safe(url)}: {_reason(error)}; check that it is "
-                          "up and the URL right, or give another storage.") from None
+        raise ConfigError(
+            f"cannot reach the study storage {_safe(url)}: {_reason(error)}; check that it is "
+            "up and the URL right, or give another storage."
+        ) from None
     finally:
         engine.dispose()
 
@@ -50,8 +52,13 @@ def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storag
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_failures)
-                return PatientRDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
-                                         grace_period=4 * heartbeat, heartbeat_stale_trial_callback=retry)
+                return PatientRDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=heartbeat,
+                    grace_period=4 * heartbeat,
+                    heartbeat_stale_trial_callback=retry,
+                )
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
             attempts += 1
             races = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError)
@@ -68,16 +75,23 @@ def _check_driver(url: str) -> None:
     try:
         dialect = sqlalchemy.engine.make_url(url).get_dialect()
     except sqlalchemy.exc.ArgumentError as error:  # unparsable, or an unknown database
-        raise ConfigError(f"storage {_safe(url)} is not a database URL SQLAlchemy knows ({_reason(error)}); give "
-                          "postgresql://user@host/db, sqlite:///file.db or a journal file path.") from None
+        raise ConfigError(
+            f"storage {_safe(url)} is not a database URL SQLAlchemy knows ({_reason(error)}); give "
+            "postgresql://user@host/db, sqlite:///file.db or a journal file path."
+        ) from None
     try:
         dialect.import_dbapi()
     except ImportError as error:
-        advice = ("for PostgreSQL, pip install 'autocomp[postgres]' and give a postgresql://user@host/db URL"
-                  if dialect.name == "postgresql" else "install the Python package that provides it")
+        advice = (
+            "for PostgreSQL, pip install 'autocomp[postgres]' and give a postgresql://user@host/db URL"
+            if dialect.name == "postgresql"
+            else "install the Python package that provides it"
+        )
         module = error.name or dialect.driver
-        raise ConfigError(f"storage {_safe(url)} needs the Python module {module!r} (SQLAlchemy's {dialect.name}+"
-                          f"{dialect.driver} driver), which is not installed; {advice}.") from None
+        raise ConfigError(
+            f"storage {_safe(url)} needs the Python module {module!r} (SQLAlchemy's {dialect.name}+"
+            f"{dialect.driver} driver), which is not installed; {advice}."
+        ) from None
 
 
 STORAGE_PATIENCE_SECONDS = 60.0
@@ -105,11 +119,15 @@ def _patiently(method: Callable[..., Any]) -> Callable[..., Any]:
                 if not _outage(error):
                     raise
                 if time.monotonic() + pause > deadline:
-                    raise ConfigError(f"the study storage {_safe(storage.url)} did not answer for "
-                                      f"{STORAGE_PATIENCE_SECONDS:.0f} s: {_reason(error)}") from None
+                    raise ConfigError(
+                        f"the study storage {_safe(storage.url)} did not answer for "
+                        f"{STORAGE_PATIENCE_SECONDS:.0f} s: {_reason(error)}"
+                    ) from None
                 if pause == FIRST_PAUSE:
-                    console.log(f"[yellow]warning:[/] the study storage {_safe(storage.url)} does not answer "
-                                f"({_reason(error)}); trying again for up to {STORAGE_PATIENCE_SECONDS:.0f} s")
+                    console.log(
+                        f"[yellow]warning:[/] the study storage {_safe(storage.url)} does not answer "
+                        f"({_reason(error)}); trying again for up to {STORAGE_PATIENCE_SECONDS:.0f} s"
+                    )
             time.sleep(pause * (0.5 + random.random()))  # jittered: the workers do not all come back at once
             pause = min(2 * pause, 4.0)
 
@@ -117,13 +135,33 @@ def _patiently(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # the calls that reach the database (the private ones: what Optuna's _CachedStorage, in front of it in a study, calls)
-for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
-              "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
-              "_create_new_trial", "_set_trial_param", "get_trial_param", "set_trial_state_values",
-              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-              "get_trial_id_from_study_id_trial_number", "get_trial", "_get_trials", "_get_best_trial_id",
-              "record_heartbeat", "_get_stale_trial_ids"):
+for _name in (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "_create_new_trial",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+):
     setattr(PatientRDBStorage, _name, _patiently(getattr(optuna.storages.RDBStorage, _name)))
 
 
@@ -131,8 +169,10 @@ def _outage(error: BaseException) -> bool:
     """Whether ``error`` came from the database being unreachable or dropping the connection."""
     import sqlalchemy
 
-    return any(isinstance(cause, sqlalchemy.exc.OperationalError) or getattr(cause, "connection_invalidated", False)
-               for cause in error_chain(error))
+    return any(
+        isinstance(cause, sqlalchemy.exc.OperationalError) or getattr(cause, "connection_invalidated", False)
+        for cause in error_chain(error)
+    )
 
 
 def _safe(url: str) -> str:

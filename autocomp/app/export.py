@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from autocomp import io
+from autocomp.app.run_folder import check_creatable
 from autocomp.errors import AutocompError, ConfigError
-from autocomp.run_folder import check_creatable
 
 TOLERANCE = 1e-4
 """The largest difference allowed between the exported program's outputs and the model's."""
@@ -49,12 +49,13 @@ def export_run(run_dir: Path, out: Path, trust_factory: str | None = None) -> Ex
     with torch.no_grad():
         difference = float((program.module()(batch) - model(batch)).abs().max())
     if not difference <= TOLERANCE:
-        raise ExportError(f"the exported program's outputs differ from the model's by {difference:.3g} (allowed: "
-                          f"{TOLERANCE}); nothing was written.")
+        raise ExportError(
+            f"the exported program's outputs differ from the model's by {difference:.3g} (allowed: "
+            f"{TOLERANCE}); nothing was written."
+        )
     out.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, out / "model.pt2")
     shutil.copyfile(model_file, out / "model.pt")
     if policy_file.is_file():
         shutil.copyfile(policy_file, out / "policy.json")
     return Exported(targets, difference)
-

@@ -10,20 +10,26 @@ import torch
 from torch import nn
 
 import agents
+from autocomp.app.config import RunConfig
+from autocomp.app.runners.reachable import check_reachable
+from autocomp.app.runners.study import finished_trial, pruning_reporter, result_of
+from autocomp.app.spaces import budget_from_config, latency_target, space_from_config
 from autocomp.compress import get_criterion
-from autocomp.config import RunConfig
 from autocomp.cost import Cost, measure
 from autocomp.data import DataBundle
-from autocomp.evaluate import EvalResult, Evaluator, EvaluatorSettings, Fidelity, ProxyTraining
+from autocomp.evaluate import (
+    EvalResult,
+    Evaluator,
+    EvaluatorSettings,
+    Fidelity,
+    ProxyTraining,
+)
 from autocomp.graph import ModelGraph
 from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.runners.reachable import check_reachable
-from autocomp.runners.study import finished_trial, pruning_reporter, result_of
 from autocomp.runtime import Runtime
 from search_spaces import Budget, Space
-from search_spaces.from_config import budget_from_config, latency_target, space_from_config
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,20 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     space = space_from_config(graph, config.space)
     baseline_cost = measure(model, example, latency_target(config))
     budget = budget_from_config(config, graph, space, baseline_cost)
-    agent = agents.create_agent(config.search.agent, space, budget, seed=config.search.seed if seed is None else seed,
-                                projection=config.space.projection, options=config.search.options)
+    agent = agents.create_agent(
+        config.search.agent,
+        space,
+        budget,
+        seed=config.search.seed if seed is None else seed,
+        projection=config.space.projection,
+        options=config.search.options,
+    )
     wanted = agent.evaluations_wanted()
     if wanted is not None and config.search.trials < wanted:
-        console.log(f"[yellow]warning:[/] {config.search.agent} needs about {wanted} trials to reach its result here;"
-                    f" with search.trials={config.search.trials} it stops part-way, close to uniform's result")
+        console.log(
+            f"[yellow]warning:[/] {config.search.agent} needs about {wanted} trials to reach its result here;"
+            f" with search.trials={config.search.trials} it stops part-way, close to uniform's result"
+        )
     return Setup(data, example, graph, space, budget, baseline_cost, agent, runtime)
 
 
@@ -78,15 +92,26 @@ def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
     """The evaluator settings a run config asks for."""
     ev = config.evaluator
     return EvaluatorSettings(
-        fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs), proxy=ProxyTraining(**ev.proxy.model_dump()),
-        bn_batches=ev.bn_batches, batch_size=ev.batch_size, val_examples=ev.val_examples, report_every=ev.report_every,
-        report_examples=ev.report_examples, criterion=config.search.criterion, reconstruct=config.search.reconstruct,
-        seed=config.search.seed, latency=latency_target(config), cache_mb=ev.cache_mb)
+        fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs),
+        proxy=ProxyTraining(**ev.proxy.model_dump()),
+        bn_batches=ev.bn_batches,
+        batch_size=ev.batch_size,
+        val_examples=ev.val_examples,
+        report_every=ev.report_every,
+        report_examples=ev.report_examples,
+        criterion=config.search.criterion,
+        reconstruct=config.search.reconstruct,
+        seed=config.search.seed,
+        latency=latency_target(config),
+        cache_mb=ev.cache_mb,
+    )
 
 
 def build_evaluator(config: RunConfig, setup: Setup, baseline: nn.Module) -> Evaluator:
     """The evaluator of ``config``'s candidates, pruning copies of ``baseline`` (the teacher of their fine-tunes)."""
-    return Evaluator(baseline, setup.example, setup.data.train, setup.data.val, evaluator_settings(config), setup.runtime)
+    return Evaluator(
+        baseline, setup.example, setup.data.train, setup.data.val, evaluator_settings(config), setup.runtime
+    )
 
 
 def replay(setup: Setup, evaluator: Evaluator, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -102,8 +127,13 @@ def replay(setup: Setup, evaluator: Evaluator, trials: list[optuna.trial.FrozenT
             evaluator.remember(trial.user_attrs["score_key"], result)
 
 
-def evaluate(setup: Setup, evaluator: Evaluator, proposal: Policy, study: optuna.Study | None = None,
-             pruner: optuna.pruners.BasePruner | None = None) -> tuple[optuna.trial.FrozenTrial, Policy, EvalResult]:
+def evaluate(
+    setup: Setup,
+    evaluator: Evaluator,
+    proposal: Policy,
+    study: optuna.Study | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> tuple[optuna.trial.FrozenTrial, Policy, EvalResult]:
     """Project and score ``proposal``: the finished trial that records it, the evaluated policy and its result.
 
     With a ``pruner``, the candidate's intermediate scores are compared with ``study``'s trials.
@@ -111,8 +141,15 @@ def evaluate(setup: Setup, evaluator: Evaluator, proposal: Policy, study: optuna
     policy = setup.agent.project(proposal)
     reporter = pruning_reporter(study, pruner, setup.space, proposal) if study is not None else None
     result = evaluator.score(policy, reporter)
-    trial = finished_trial(setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result,
-                           probe=setup.agent.is_probe(proposal))
+    trial = finished_trial(
+        setup.space,
+        proposal,
+        policy,
+        setup.budget,
+        evaluator.score_key(policy),
+        result,
+        probe=setup.agent.is_probe(proposal),
+    )
     return trial, policy, result
 
 

@@ -29,19 +29,30 @@ from typing import Any, Literal
 
 import optuna
 import yaml
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import Field, ValidationError, model_validator
 
-from autocomp.config import RunConfig, _one_sentence, _Section, load_config, read_mapping
+from autocomp.app.config import (
+    RunConfig,
+    _one_sentence,
+    _Section,
+    load_config,
+    read_mapping,
+)
+from autocomp.app.run_folder import check_creatable, first_difference
+from autocomp.app.runners.context import check_names
+from autocomp.app.runners.shared import drain, heartbeat, plan_trials, retry_running
+from autocomp.app.runners.storage import check_storage, shared_storage
 from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.locking import file_lock
 from autocomp.policy import Policy
 from autocomp.progress import console
-from autocomp.run_folder import check_creatable, first_difference
-from autocomp.runners.context import check_names
-from autocomp.runners.shared import drain, heartbeat, plan_trials, retry_running
-from autocomp.runners.storage import check_storage, shared_storage
 
 TUNE_STUDY = "autocomp-tune"
 TUNE_FILE = "tune.yaml"
@@ -66,7 +77,9 @@ class ParamRange(_Section):
             given = [key for key in ("low", "high", "step") if getattr(self, key) is not None]
             given += ["log"] * self.log + ["type"] * (self.type != "float")
             if given:
-                raise ValueError(f"give either choices or a range (low, high, log, step, type), not choices with {given[0]}")
+                raise ValueError(
+                    f"give either choices or a range (low, high, log, step, type), not choices with {given[0]}"
+                )
             return self
         if self.low is None or self.high is None:
             raise ValueError("give low and high (a range), or choices")
@@ -124,8 +137,9 @@ class TuneConfig(_Section):
                 raise ValueError("target finetune needs policy: the policy.json (or run folder) to fine-tune")
             outside = [key for key in self.params if not key.startswith("finetune.")]
             if outside:
-                raise ValueError(f"target finetune tunes finetune.* keys only, not {outside[0]!r}; "
-                                 "use target search for the others")
+                raise ValueError(
+                    f"target finetune tunes finetune.* keys only, not {outside[0]!r}; use target search for the others"
+                )
         elif self.policy is not None:
             raise ValueError("policy is for target finetune; target search searches its own")
         return self
@@ -138,7 +152,9 @@ def load_tune_config(path: str | os.PathLike, overrides: list[str] = ()) -> Tune
     for pair in overrides:
         key, sep, raw = pair.partition("=")
         if not sep or key not in TuneConfig.model_fields:
-            raise ConfigError(f"tune override {pair!r} is not key=value with a key of {', '.join(TuneConfig.model_fields)}.")
+            raise ConfigError(
+                f"tune override {pair!r} is not key=value with a key of {', '.join(TuneConfig.model_fields)}."
+            )
         data[key] = yaml.safe_load(raw)
     for key in ("config", "policy"):
         if isinstance(data.get(key), str):
@@ -166,12 +182,18 @@ def tune(tune_config: TuneConfig, out: str | Path, storage: str | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     with _only_process(out, shared=storage is not None):
         url = storage if storage is not None else f"sqlite:///{out / 'tune.db'}"
-        study = optuna.create_study(storage=shared_storage(url, tune_config.heartbeat, tune_config.max_failures),
-                                    study_name=TUNE_STUDY, direction="maximize", load_if_exists=True)
+        study = optuna.create_study(
+            storage=shared_storage(url, tune_config.heartbeat, tune_config.max_failures),
+            study_name=TUNE_STUDY,
+            direction="maximize",
+            load_if_exists=True,
+        )
         recorded = study.user_attrs.get("config")
         if storage is None and recorded not in (None, identity):
-            raise ConfigError(f"tune folder {out} holds a tuning of another tune config (first difference: "
-                              f"{first_difference(recorded, identity)}); choose another --out.")
+            raise ConfigError(
+                f"tune folder {out} holds a tuning of another tune config (first difference: "
+                f"{first_difference(recorded, identity)}); choose another --out."
+            )
         plan_trials(study, tune_config.trials, identity)
         (out / TUNE_FILE).write_text(yaml.safe_dump(tune_config.model_dump(mode="json"), sort_keys=False))
         if storage is None:
@@ -188,8 +210,10 @@ def check_tune_config(tune_config: TuneConfig) -> RunConfig:
     """The run config with the shared overrides; `ConfigError` naming the first tuned value it does not accept."""
     base = load_config(tune_config.config, tune_config.set)
     if base.runner.storage is not None:
-        raise ConfigError(f"the tuned run config names runner.storage {base.runner.storage!r}, which every trial's search "
-                          "would share; leave it out (each trial's search keeps its study in its own folder).")
+        raise ConfigError(
+            f"the tuned run config names runner.storage {base.runner.storage!r}, which every trial's search "
+            "would share; leave it out (each trial's search keeps its study in its own folder)."
+        )
     check_names(base)
     for key, param in tune_config.params.items():
         for value in param.extremes():
@@ -210,8 +234,11 @@ def _policy(tune_config: TuneConfig) -> Policy | None:
 def _identity(tune_config: TuneConfig, base: RunConfig, policy: Policy | None) -> dict[str, Any]:
     """What a tuning is, whatever paths its files lie at: the tune settings a resumed tuning may not change, the run
     config's contents and the policy's."""
-    return {**tune_config.model_dump(mode="json", exclude={"trials", "config", "policy"}),
-            "run_config": _what(base), "policy": None if policy is None else policy.key()}
+    return {
+        **tune_config.model_dump(mode="json", exclude={"trials", "config", "policy"}),
+        "run_config": _what(base),
+        "policy": None if policy is None else policy.key(),
+    }
 
 
 def _check_folder(out: Path) -> None:
@@ -229,29 +256,37 @@ def _only_process(out: Path, shared: bool) -> Iterator[None]:
     if shared:  # processes sharing a storage may share the folder too; stale trials are found by heartbeat
         yield
         return
-    with file_lock(out / ".lock", busy=f"another autocomp tune is running in {out}; wait for it, or share a study "
-                                        "between processes with --storage URL."):
+    with file_lock(
+        out / ".lock",
+        busy=f"another autocomp tune is running in {out}; wait for it, or share a study "
+        "between processes with --storage URL.",
+    ):
         yield
 
 
-def _run_trial(study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig, policy: Policy | None,
-               out: Path) -> None:
+def _run_trial(
+    study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig, policy: Policy | None, out: Path
+) -> None:
     """Draw the taken trial's values, run its search (or fine-tune) with a heartbeat, and tell the study."""
     with heartbeat(study, taken._trial_id, tune_config.heartbeat):
         study.sampler = _sampler(tune_config, taken.number)
         trial = optuna.trial.Trial(study, taken._trial_id)
         params = {key: trial._suggest(key, param.distribution()) for key, param in tune_config.params.items()}
-        console.log(f"tune: trial {taken.number} of {tune_config.trials}: "
-                    + ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                                for key, value in params.items()))
+        console.log(
+            f"tune: trial {taken.number} of {tune_config.trials}: "
+            + ", ".join(
+                f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in params.items()
+            )
+        )
         started = time.perf_counter()
         try:
             config = load_config(tune_config.config, [*tune_config.set, *(_override(k, v) for k, v in params.items())])
             folder = out / "trials" / f"{tune_config.target}-{_digest(config, policy)}"
             trial.set_user_attr("folder", str(folder.relative_to(out)))
             with file_lock(out / ".locks" / folder.name):  # a repeated draw waits, then reads the result back
-                value, attrs = (_search(config, folder) if tune_config.target == "search"
-                                else _finetune(config, policy, folder))
+                value, attrs = (
+                    _search(config, folder) if tune_config.target == "search" else _finetune(config, policy, folder)
+                )
         except AutocompError as error:  # a value the run refuses, or a search without a result: this trial failed
             trial.set_user_attr("error", str(error))
             console.log(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
@@ -276,27 +311,31 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None) -
     try:
         study.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
     except optuna.exceptions.UpdateFinishedTrialError:
-        console.log(f"[yellow]tune: trial {trial.number} was failed by another process meanwhile (no heartbeat "
-                    "reached it in time); its retry reads this result back")
+        console.log(
+            f"[yellow]tune: trial {trial.number} was failed by another process meanwhile (no heartbeat "
+            "reached it in time); its retry reads this result back"
+        )
 
 
 def _search(config: RunConfig, folder: Path) -> tuple[float, dict[str, Any]]:
     """A whole search (resumed when its folder holds part of it); its fine-tuned model's held-out accuracy."""
-    from autocomp.search_loop import search
+    from autocomp.app.search_loop import search
 
     best = search(config, folder).report["best"]
     if "finetuned_val_accuracy" not in best:
-        raise SearchError(f"{folder} holds a search finished by an older autocomp, without the fine-tuned model's "
-                          "held-out accuracy; delete that folder to search again.")
+        raise SearchError(
+            f"{folder} holds a search finished by an older autocomp, without the fine-tuned model's "
+            "held-out accuracy; delete that folder to search again."
+        )
     return best["finetuned_val_accuracy"], {"macs": best["macs"], "search_val_accuracy": best["val_accuracy"]}
 
 
 def _finetune(config: RunConfig, policy: Policy, folder: Path) -> tuple[float, dict[str, Any]]:
     """``policy``'s model fine-tuned with ``config.finetune``; its held-out accuracy (read back when done before)."""
-    from autocomp.baseline import prepare_baseline
+    from autocomp.app.baseline import prepare_baseline
+    from autocomp.app.runners.context import build_evaluator, prepare
+    from autocomp.app.search_loop import fine_tune
     from autocomp.evaluate import accuracy
-    from autocomp.runners.context import build_evaluator, prepare
-    from autocomp.search_loop import fine_tune
 
     done = folder / "result.json"
     if done.exists():
@@ -307,8 +346,10 @@ def _finetune(config: RunConfig, policy: Policy, folder: Path) -> tuple[float, d
     evaluator = build_evaluator(config, setup, baseline.model)
     folder.mkdir(parents=True, exist_ok=True)
     small = fine_tune(config, setup, evaluator, policy, folder)
-    result = {"val_accuracy": accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime),
-              "macs": setup.graph.predict_macs(policy)}
+    result = {
+        "val_accuracy": accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime),
+        "macs": setup.graph.predict_macs(policy),
+    }
     done.write_text(json.dumps(result) + "\n")
     return result["val_accuracy"], {"macs": result["macs"]}
 
@@ -339,8 +380,17 @@ def _digest(config: RunConfig, policy: Policy | None) -> str:
 def summarize(study: optuna.Study, tune_config: TuneConfig) -> dict[str, Any]:
     """What tune.json records: every trial's values, state and folder, and the best one."""
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    rows = [{"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "folder": t.user_attrs.get("folder"), "error": t.user_attrs.get("error")} for t in trials]
+    rows = [
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "folder": t.user_attrs.get("folder"),
+            "error": t.user_attrs.get("error"),
+        }
+        for t in trials
+    ]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value, default=None)
     return {
@@ -349,8 +399,14 @@ def summarize(study: optuna.Study, tune_config: TuneConfig) -> dict[str, Any]:
         "trials": len(trials),
         "complete": len(complete),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
-        "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params,
-                                           "folder": best.user_attrs.get("folder"), "set": [
-                                               _override(k, v) for k, v in best.params.items()]},
+        "best": None
+        if best is None
+        else {
+            "trial": best.number,
+            "value": best.value,
+            "params": best.params,
+            "folder": best.user_attrs.get("folder"),
+            "set": [_override(k, v) for k, v in best.params.items()],
+        },
         "all": rows,
     }

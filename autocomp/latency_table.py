@@ -32,17 +32,23 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from autocomp.cost.latency import LatencyTarget, measure_latency_ms, median_ms, random_batch
+from autocomp.cache import cache_root
+from autocomp.compress import Compressor
+from autocomp.cost.latency import (
+    LatencyTarget,
+    measure_latency_ms,
+    median_ms,
+    random_batch,
+)
 from autocomp.errors import ConfigError
-from autocomp.policy import LayerDecision, Policy
-
-if TYPE_CHECKING:
-    from autocomp.graph import LayerInfo, ModelGraph
+from autocomp.geometry import full_rank_of, rank_of
+from autocomp.graph import LayerInfo, ModelGraph
+from autocomp.policy import Policy
+from autocomp.progress import progress_bar
 
 TABLE_FORMAT = "autocomp.latency_table"
 TABLE_VERSION = 1
@@ -80,17 +86,28 @@ class _Geometry:
         if self.kind == "linear":
             return f"rows{list(self.size)} bias{int(self.bias)}"
         groups = "dw" if self.groups == 0 else self.groups
-        return (f"g{groups} k{list(self.kernel)} s{list(self.stride)} "
-                f"p{self.padding if isinstance(self.padding, str) else list(self.padding)} d{list(self.dilation)} "
-                f"{self.padding_mode} bias{int(self.bias)} in{list(self.size)}")
+        return (
+            f"g{groups} k{list(self.kernel)} s{list(self.stride)} "
+            f"p{self.padding if isinstance(self.padding, str) else list(self.padding)} d{list(self.dilation)} "
+            f"{self.padding_mode} bias{int(self.bias)} in{list(self.size)}"
+        )
 
     def layer(self, in_channels: int, out_channels: int) -> nn.Module:
         """A fresh layer of this geometry."""
         if self.kind == "linear":
             return nn.Linear(in_channels, out_channels, bias=self.bias)
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(self.kernel) - 1]
-        return conv(in_channels, out_channels, self.kernel, self.stride, self.padding, self.dilation,
-                    groups=self.groups or in_channels, bias=self.bias, padding_mode=self.padding_mode)
+        return conv(
+            in_channels,
+            out_channels,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            groups=self.groups or in_channels,
+            bias=self.bias,
+            padding_mode=self.padding_mode,
+        )
 
     def example(self, in_channels: int) -> torch.Tensor:
         """An input of one example for the layer (with the batch dimension)."""
@@ -178,8 +195,6 @@ class LatencyTable:
         The missing entries are timed in ENTRY_ROUNDS passes over all of them, so that a burst of
         load on a shared machine meets each entry in one round at most.
         """
-        from autocomp.progress import progress_bar
-
         for resolution in resolutions:
             self.graph.check(Policy(resolution=resolution))
         missing: dict[str, tuple[_Geometry, int, int]] = {}
@@ -195,8 +210,9 @@ class LatencyTable:
         times: dict[str, list[float]] = {key: [] for key in missing}
         try:
             with progress_bar() as bar:
-                task = bar.add_task("latency table", total=ENTRY_ROUNDS * len(missing) + len(uncalibrated),
-                                    info=self.target.describe())
+                task = bar.add_task(
+                    "latency table", total=ENTRY_ROUNDS * len(missing) + len(uncalibrated), info=self.target.describe()
+                )
                 for _ in range(ENTRY_ROUNDS):
                     for key, (geometry, cin, cout) in missing.items():
                         times[key].append(self._time(geometry, cin, cout))
@@ -223,8 +239,6 @@ class LatencyTable:
 
         The models take turns for ENTRY_ROUNDS rounds and each keeps its least loaded round.
         """
-        from autocomp.compress import Compressor
-
         compressor = Compressor(self.graph.model, self.graph.example_inputs)
         policies = [Policy.uniform(self.graph.prunable, keep, resolution=resolution) for keep in CALIBRATION_KEEPS]
         models = [compressor(policy) for policy in policies]
@@ -236,8 +250,14 @@ class LatencyTable:
         points = []
         for keep, policy, times in zip(CALIBRATION_KEEPS, policies, rounds):
             channels = self.graph.layer_channels(self.graph.kept_channels(policy))
-            points.append({"keep": keep, "elements": self._elements(resolution, channels), "measured_ms": min(times),
-                           "layers_ms": sum(self._layer_ms(policy, channels).values())})
+            points.append(
+                {
+                    "keep": keep,
+                    "elements": self._elements(resolution, channels),
+                    "measured_ms": min(times),
+                    "layers_ms": sum(self._layer_ms(policy, channels).values()),
+                }
+            )
         fixed, per_element = _line([p["elements"] for p in points], [p["measured_ms"] - p["layers_ms"] for p in points])
         return {"fixed_ms": fixed, "per_element_ms": per_element, "points": points}
 
@@ -261,14 +281,16 @@ class LatencyTable:
             if len(grids) == 1:
                 result[layer.name] = self._interpolate(grids[0], cin, cout)
             else:
-                rank = _rank(layer, cin, cout, decision)
+                rank = rank_of(decision.rank, cin, cout, layer.kernel, decision.rank_scheme)
                 result[layer.name] = self._interpolate(grids[0], cin, rank) + self._interpolate(grids[1], rank, cout)
         return result
 
     def _elements(self, resolution: float, channels: Channels) -> int:
         """Elements of the conv/linear layers' outputs (one example) with these channels at ``resolution``."""
         shapes = self.graph.shapes_at(resolution)
-        return sum(channels[name][1] * math.prod(_spatial(layer, shapes[name][2])) for name, layer in self._layers.items())
+        return sum(
+            channels[name][1] * math.prod(_spatial(layer, shapes[name][2])) for name, layer in self._layers.items()
+        )
 
     def _layer_grids(self, layer: LayerInfo, resolution: float, scheme: str | None) -> tuple[_Grid, ...]:
         """The grid of ``layer`` at ``resolution``, or the grids of its two factors under low-rank ``scheme``."""
@@ -277,8 +299,9 @@ class LatencyTable:
             self._grids[key] = self._make_grids(layer, self.graph.shapes_at(resolution)[layer.name], scheme)
         return self._grids[key]
 
-    def _make_grids(self, layer: LayerInfo, shapes: tuple[int, tuple[int, ...], tuple[int, ...]],
-                    scheme: str | None) -> tuple[_Grid, ...]:
+    def _make_grids(
+        self, layer: LayerInfo, shapes: tuple[int, tuple[int, ...], tuple[int, ...]], scheme: str | None
+    ) -> tuple[_Grid, ...]:
         _, input_shape, output_shape = shapes
         module = self._modules[layer.name]
         fewest_in, fewest_out = self._fewest[layer.name]
@@ -290,14 +313,20 @@ class LatencyTable:
         if layer.kind == "linear":
             whole = _Geometry("linear", bias=bias, size=tuple(input_shape[:-1]))
         else:
-            whole = _Geometry("conv", tuple(layer.kernel_size), tuple(layer.stride), _tuple_or_str(module.padding),
-                              tuple(module.dilation), module.padding_mode, 0 if depthwise else layer.groups, bias,
-                              tuple(input_shape[1:]))
+            whole = _Geometry(
+                "conv",
+                tuple(layer.kernel_size),
+                tuple(layer.stride),
+                _tuple_or_str(module.padding),
+                tuple(module.dilation),
+                module.padding_mode,
+                0 if depthwise else layer.groups,
+                bias,
+                tuple(input_shape[1:]),
+            )
         if scheme is None:
             return (_Grid(whole, ins, outs),)
-        from autocomp.compress.lowrank import full_rank_of
-
-        ranks = _counts(1, full_rank_of(layer.in_channels, layer.out_channels, _kernel(layer), scheme), self.steps, 1)
+        ranks = _counts(1, full_rank_of(layer.in_channels, layer.out_channels, layer.kernel, scheme), self.steps, 1)
         first, second = _factor_geometries(whole, scheme, tuple(output_shape[1:]))
         return _Grid(first, ins, ranks), _Grid(second, ranks, outs)
 
@@ -311,8 +340,11 @@ class LatencyTable:
             corners = [((grid.outs[o0], grid.outs[o0]), 1 - wo), ((grid.outs[o1], grid.outs[o1]), wo)]
         else:
             i0, i1, wi = _bracket(grid.ins, cin)
-            corners = [((grid.ins[i], grid.outs[o]), a * b) for i, a in ((i0, 1 - wi), (i1, wi))
-                       for o, b in ((o0, 1 - wo), (o1, wo))]
+            corners = [
+                ((grid.ins[i], grid.outs[o]), a * b)
+                for i, a in ((i0, 1 - wi), (i1, wi))
+                for o, b in ((o0, 1 - wo), (o1, wo))
+            ]
         return sum(weight * self._entry_ms(grid.geometry, *point) for point, weight in corners if weight > 0)
 
     def _entry_ms(self, geometry: _Geometry, cin: int, cout: int) -> float:
@@ -349,8 +381,6 @@ class LatencyTable:
 
 
 def _default_cache_dir() -> Path:
-    from autocomp.baseline import cache_root
-
     return cache_root() / "latency"
 
 
@@ -360,8 +390,12 @@ def _read(path: Path) -> dict:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         document = None
-    if (not isinstance(document, dict) or document.get("format") != TABLE_FORMAT or document.get("version") != TABLE_VERSION
-            or not all(isinstance(document.get(part), dict) for part in ("entries", "calibrations"))):
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != TABLE_FORMAT
+        or document.get("version") != TABLE_VERSION
+        or not all(isinstance(document.get(part), dict) for part in ("entries", "calibrations"))
+    ):
         return {"entries": {}, "calibrations": {}}
     return {"entries": document["entries"], "calibrations": document["calibrations"]}
 
@@ -399,32 +433,40 @@ def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return mean_y - slope * mean_x, slope
 
 
-def _rank(layer: LayerInfo, cin: int, cout: int, decision: LayerDecision) -> int:
-    """The rank `compress` gives ``layer`` once it has ``cin``/``cout`` channels (see compress.lowrank)."""
-    from autocomp.compress.lowrank import full_rank_of
-
-    return max(1, round(decision.rank * full_rank_of(cin, cout, _kernel(layer), decision.rank_scheme)))
-
-
-def _kernel(layer: LayerInfo) -> tuple[int, ...]:
-    return tuple(layer.kernel_size) if layer.kind == "conv" else (1, 1)
-
-
 def _factor_geometries(whole: _Geometry, scheme: str, output_size: tuple[int, ...]) -> tuple[_Geometry, _Geometry]:
     """The geometries of the two layers `compress.lowrank.factorized_shell` makes of a layer of geometry ``whole``."""
     if whole.kind == "linear":
         return _Geometry("linear", bias=False, size=whole.size), whole
     if scheme == "pair":
-        first = _Geometry("conv", whole.kernel, whole.stride, whole.padding, whole.dilation, whole.padding_mode, 1, False,
-                          whole.size)
+        first = _Geometry(
+            "conv", whole.kernel, whole.stride, whole.padding, whole.dilation, whole.padding_mode, 1, False, whole.size
+        )
         return first, _Geometry("conv", (1, 1), (1, 1), (0, 0), (1, 1), "zeros", 1, whole.bias, output_size)
     (kh, kw), (sh, sw), (dh, dw) = whole.kernel, whole.stride, whole.dilation
     string = isinstance(whole.padding, str)
-    first = _Geometry("conv", (kh, 1), (sh, 1), whole.padding if string else (whole.padding[0], 0), (dh, 1), "zeros", 1,
-                      False, whole.size)
+    first = _Geometry(
+        "conv",
+        (kh, 1),
+        (sh, 1),
+        whole.padding if string else (whole.padding[0], 0),
+        (dh, 1),
+        "zeros",
+        1,
+        False,
+        whole.size,
+    )
     middle = (output_size[0], whole.size[1])  # the k x 1 conv keeps the input's width
-    second = _Geometry("conv", (1, kw), (1, sw), whole.padding if string else (0, whole.padding[1]), (1, dw), "zeros", 1,
-                       whole.bias, middle)
+    second = _Geometry(
+        "conv",
+        (1, kw),
+        (1, sw),
+        whole.padding if string else (0, whole.padding[1]),
+        (1, dw),
+        "zeros",
+        1,
+        whole.bias,
+        middle,
+    )
     return first, second
 
 
@@ -439,10 +481,23 @@ def _spatial(layer: LayerInfo, output_shape: tuple[int, ...]) -> tuple[int, ...]
 
 def _architecture_key(graph: ModelGraph, modules: dict[str, nn.Module]) -> str:
     """A hash of what the model's time depends on: its layers' geometry, channel groups and leaf module types."""
-    layers = [[layer.name, layer.kind, layer.in_channels, layer.out_channels, layer.groups, layer.kernel_size,
-               layer.stride, layer.input_shape, layer.output_shape, str(getattr(modules[layer.name], "padding", "")),
-               str(getattr(modules[layer.name], "dilation", "")), modules[layer.name].bias is not None]
-              for layer in graph.layers]
+    layers = [
+        [
+            layer.name,
+            layer.kind,
+            layer.in_channels,
+            layer.out_channels,
+            layer.groups,
+            layer.kernel_size,
+            layer.stride,
+            layer.input_shape,
+            layer.output_shape,
+            str(getattr(modules[layer.name], "padding", "")),
+            str(getattr(modules[layer.name], "dilation", "")),
+            modules[layer.name].bias is not None,
+        ]
+        for layer in graph.layers
+    ]
     groups = [[group.channels, group.layers, group.consumers, group.blocks] for group in graph.groups]
     leaves = [type(module).__name__ for module in graph.model.modules() if not list(module.children())]
     described = json.dumps([list(graph.example_inputs.shape[1:]), layers, groups, leaves])
