@@ -6,6 +6,10 @@ import errno
 import sqlite3
 from collections.abc import Iterator
 
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (AttributeError, AssertionError, ImportError, NameError, TypeError)
+"""Exceptions that mean a bug in code (ours or a model's), never a candidate that cannot be evaluated: where other
+errors become a failed candidate, these propagate with their traceback."""
+
 
 class AutocompError(Exception):
     """Base class of every error autocomp raises on purpose."""

@@ -198,12 +198,20 @@ def test_a_nan_candidate_fails_with_its_reason_and_the_next_one_is_scored(digits
 
 
 def test_a_policy_that_cannot_be_built_is_a_failed_result(digits):
-    _data, _model = digits
     policy = autocomp.Policy({"no.such.layer": autocomp.LayerDecision(0.5)})
     result = evaluator(digits).score(policy)
     assert (
         result.failed and result.error.startswith("ConfigError while compressing: ") and "no.such.layer" in result.error
     )
+
+
+def test_a_bug_during_an_evaluation_propagates_instead_of_failing_the_candidate(digits, monkeypatch):
+    def broken(*args, **kwargs):
+        return args.missing  # an AttributeError, as a typo in the code would raise
+
+    monkeypatch.setattr("autocomp.evaluate.evaluator.recalibrate_batchnorm", broken)
+    with pytest.raises(AttributeError, match="missing"):
+        evaluator(digits).score(half(digits))
 
 
 def test_a_diverging_fine_tune_is_a_failed_result(digits):

@@ -47,6 +47,7 @@ from autocomp.app.config import (
 )
 from autocomp.app.run_folder import check_creatable, first_difference
 from autocomp.app.runners.context import check_names
+from autocomp.app.runners.optuna_access import running_trial, storage_of, suggest, trial_id
 from autocomp.app.runners.shared import drain, heartbeat, plan_trials, retry_running
 from autocomp.app.runners.storage import check_storage, shared_storage
 from autocomp.errors import AutocompError, ConfigError, SearchError
@@ -268,10 +269,10 @@ def _run_trial(
     study: optuna.Study, taken: FrozenTrial, tune_config: TuneConfig, policy: Policy | None, out: Path
 ) -> None:
     """Draw the taken trial's values, run its search (or fine-tune) with a heartbeat, and tell the study."""
-    with heartbeat(study, taken._trial_id, tune_config.heartbeat):
+    with heartbeat(study, trial_id(taken), tune_config.heartbeat):
         study.sampler = _sampler(tune_config, taken.number)
-        trial = optuna.trial.Trial(study, taken._trial_id)
-        params = {key: trial._suggest(key, param.distribution()) for key, param in tune_config.params.items()}
+        trial = running_trial(study, taken)
+        params = {key: suggest(trial, key, param.distribution()) for key, param in tune_config.params.items()}
         console.log(
             f"tune: trial {taken.number} of {tune_config.trials}: "
             + ", ".join(
@@ -293,7 +294,7 @@ def _run_trial(
             _tell(study, trial, None)
             return
         except KeyboardInterrupt:  # not the trial's fault: it waits, with its values, for the next run (or process)
-            study._storage.set_trial_state_values(taken._trial_id, TrialState.WAITING)
+            storage_of(study).set_trial_state_values(trial_id(taken), TrialState.WAITING)
             raise
         except Exception as error:  # a bug, not a setting: the trial is failed and the tuning stops
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")

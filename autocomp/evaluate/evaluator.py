@@ -26,7 +26,7 @@ from autocomp.compress.resize import InputResize
 from autocomp.cost import Cost, LatencyTarget, measure
 from autocomp.data.batching import BatchReader
 from autocomp.distill import attention_points
-from autocomp.errors import ConfigError
+from autocomp.errors import PROGRAMMING_ERRORS, ConfigError
 from autocomp.evaluate.bn import recalibrate_batchnorm
 from autocomp.evaluate.fidelity import Fidelity, ProxyTraining, check_positive_int
 from autocomp.evaluate.memory import release_free_memory
@@ -239,6 +239,8 @@ class Evaluator:
                     acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
                 cost = measure(small.cpu(), self.example_inputs, self.settings.latency)
+        except PROGRAMMING_ERRORS:
+            raise
         except Exception as err:
             message = str(err).splitlines()[0] if str(err) else "no message"
             out_of_memory = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autocomp.app.run_folder import first_difference
+from autocomp.app.runners.optuna_access import storage_of, trial_id
 from autocomp.app.runners.study import fail_stale_trials
 from autocomp.errors import AutocompError, ConfigError
 
@@ -34,7 +35,7 @@ def plan_trials(study: optuna.Study, wanted: int, identity: dict[str, Any]) -> N
         return
     marker = f"{study.study_name}.plan.{wanted}"
     try:
-        optuna.create_study(storage=study._storage, study_name=marker)
+        optuna.create_study(storage=storage_of(study), study_name=marker)
     except optuna.exceptions.DuplicatedStudyError:  # another process plans: wait for it
         _wait_for_plan(study, wanted, marker)
         return
@@ -45,7 +46,7 @@ def plan_trials(study: optuna.Study, wanted: int, identity: dict[str, Any]) -> N
                 study.enqueue_trial({}, skip_if_exists=False)
             study.set_user_attr("planned", wanted)
     finally:
-        optuna.delete_study(storage=study._storage, study_name=marker)
+        optuna.delete_study(storage=storage_of(study), study_name=marker)
 
 
 def _check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
@@ -74,10 +75,10 @@ def _wait_for_plan(study: optuna.Study, wanted: int, marker: str) -> None:
 
 def take_waiting(study: optuna.Study) -> FrozenTrial | None:
     """A WAITING trial moved to RUNNING for this process alone (None when none is left)."""
-    storage = study._storage
+    storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-            return storage.get_trial(trial._trial_id)
+        if storage.set_trial_state_values(trial_id(trial), TrialState.RUNNING):
+            return storage.get_trial(trial_id(trial))
     return None
 
 
@@ -104,38 +105,38 @@ def drain(
 def retry_running(study: optuna.Study) -> int:
     """Fail every RUNNING trial and enqueue its retry (the storage's retry callback decides how often): for a study
     only this process uses, whose running trials were left by a process that died. The number failed."""
-    storage = study._storage
+    storage = storage_of(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     retry = (
         storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
     )
     for trial in running:
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         if retry is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry(study, storage.get_trial(trial._trial_id))
+                retry(study, storage.get_trial(trial_id(trial)))
     return len(running)
 
 
 @contextmanager
-def heartbeat(study: optuna.Study, trial_id: int, seconds: float) -> Iterator[None]:
-    """Beat for ``trial_id`` every ``seconds`` while the block runs (storages without heartbeats: nothing)."""
-    storage = study._storage
+def heartbeat(study: optuna.Study, storage_id: int, seconds: float) -> Iterator[None]:
+    """Beat for ``storage_id`` every ``seconds`` while the block runs (storages without heartbeats: nothing)."""
+    storage = storage_of(study)
     if not (hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval()):  # journal files: no beats
         yield
         return
-    storage.record_heartbeat(trial_id)  # at once: a trial that never beat is never found stale
+    storage.record_heartbeat(storage_id)  # at once: a trial that never beat is never found stale
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(seconds):
             try:
-                storage.record_heartbeat(trial_id)
+                storage.record_heartbeat(storage_id)
             except AutocompError:  # the storage stayed away (`PatientRDBStorage`): the block's next call says so
                 return
 
-    thread = threading.Thread(target=beat, name=f"autocomp-heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"autocomp-heartbeat-{storage_id}", daemon=True)
     thread.start()
     try:
         yield

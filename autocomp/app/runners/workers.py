@@ -30,6 +30,7 @@ import agents
 from autocomp.app.config import RunConfig
 from autocomp.app.run_folder import config_identity
 from autocomp.app.runners.context import Setup, evaluate, learn, replay
+from autocomp.app.runners.optuna_access import storage_of, trial_id
 from autocomp.app.runners.shared import drain, heartbeat, plan_trials
 from autocomp.app.runners.study import finished_trials, make_pruner, progress_note
 from autocomp.errors import ConfigError
@@ -83,9 +84,9 @@ class Worker:
         self.told.update(t.number for t in new)
 
     def _evaluate(self, taken: FrozenTrial) -> None:
-        storage, trial_id = self.study._storage, taken._trial_id
-        with heartbeat(self.study, trial_id, self.config.runner.heartbeat):
-            storage.set_trial_user_attr(trial_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
+        storage, taken_id = storage_of(self.study), trial_id(taken)
+        with heartbeat(self.study, taken_id, self.config.runner.heartbeat):
+            storage.set_trial_user_attr(taken_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
             if not self.seeded:  # workers start alike; the first trial each takes is its own
                 self._seed_agent(taken.number)
             self._catch_up()
@@ -95,12 +96,12 @@ class Worker:
                 proposal = self.setup.agent.ask()
                 if proposal is None:
                     storage.set_trial_user_attr(
-                        trial_id, "error", f"agent {self.config.search.agent} had nothing left to propose"
+                        taken_id, "error", f"agent {self.config.search.agent} had nothing left to propose"
                     )
-                    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                    storage.set_trial_state_values(taken_id, TrialState.FAIL)
                     self.told.add(taken.number)
                     return
-                _set_params(storage, trial_id, self.setup.space, proposal)
+                _set_params(storage, taken_id, self.setup.space, proposal)
             record, policy, result = evaluate(self.setup, self.evaluator, proposal, self.study, self.pruner)
             written = _record(self.study, taken, record)
         if written is None:
@@ -163,9 +164,9 @@ def _record(study: optuna.Study, taken: FrozenTrial, record: FrozenTrial) -> Fro
     """Write ``record`` onto the trial this worker ``taken``, or, when another worker failed that trial meanwhile (a
     storage outage outlasted the grace period), onto its retry while that still waits, so the candidate is finished
     once and evaluated once; the trial written, None when the retry is already taken (or none was made)."""
-    storage = study._storage
+    storage = storage_of(study)
     try:
-        _finish(storage, taken._trial_id, record)
+        _finish(storage, trial_id(taken), record)
         return taken
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
@@ -177,9 +178,9 @@ def _record(study: optuna.Study, taken: FrozenTrial, record: FrozenTrial) -> Fro
         ),
         None,
     )
-    if retry is None or not storage.set_trial_state_values(retry._trial_id, TrialState.RUNNING):
+    if retry is None or not storage.set_trial_state_values(trial_id(retry), TrialState.RUNNING):
         return None
-    _finish(storage, retry._trial_id, record)
+    _finish(storage, trial_id(retry), record)
     return retry
 
 
