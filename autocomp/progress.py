@@ -1,10 +1,7 @@
-"""Rich progress bars shared by training and search; plain when not a terminal."""
+"""Rich progress bars shared by training and search; where stderr is not a terminal, no bars: log lines instead."""
 
 from __future__ import annotations
 
-import os
-
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,19 +12,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-PLAIN_WIDTH = 160
-"""Columns of output that is not a terminal: a file or pipe has no width of its own, and rich's 80 would cut layer names
-and wrap log lines."""
+from autocomp.logs import console, logger
 
-
-def plain_width(console: Console) -> Console:
-    """``console``, PLAIN_WIDTH wide when it writes to a file or pipe (unless ``COLUMNS`` says otherwise)."""
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = PLAIN_WIDTH
-    return console
-
-
-console = plain_width(Console(stderr=True))
+log = logger(__name__)
 
 
 def progress_bar() -> Progress:
@@ -51,4 +38,4 @@ def advance_trials(bar: Progress, task: TaskID, completed: int, info: str) -> No
     before = state.completed
     bar.update(task, completed=completed, info=info)
     if bar.disable and completed != before:
-        console.log(f"{state.description}: {completed}/{state.total:.0f} trials" + (f", {info}" if info else ""))
+        log.info(f"{state.description}: {completed}/{state.total:.0f} trials" + (f", {info}" if info else ""))

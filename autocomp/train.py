@@ -16,9 +16,12 @@ from autocomp.data.batching import BatchReader
 from autocomp.distill import distillation_loss
 from autocomp.errors import ConfigError
 from autocomp.files import save_state
+from autocomp.logs import logger
 from autocomp.memory_format import channels_last
-from autocomp.progress import console, progress_bar
+from autocomp.progress import progress_bar
 from autocomp.runtime import CPU, Runtime, Throughput
+
+log = logger(__name__)
 
 CHECKPOINT_EVERY_STEPS = 100
 
@@ -128,7 +131,7 @@ def train(
             if scaler is not None and "scaler" in state:
                 scaler.load_state_dict(state["scaler"])
             step = state["step"]
-            console.log(f"{label}: resuming at step {step} of {total_steps} from {checkpoint}")
+            log.info(f"{label}: resuming at step {step} of {total_steps} from {checkpoint}")
 
     def save() -> None:
         if checkpoint is not None:
@@ -186,7 +189,7 @@ def train(
                 if step % CHECKPOINT_EVERY_STEPS == 0 or step % steps_per_epoch == 0 or step == total_steps:
                     save()
             if not bar.console.is_terminal:  # logs get one line per epoch instead of a live bar
-                console.log(
+                log.info(
                     f"{label}: epoch {epoch + 1}/{epochs} done, last loss {loss.item():.3f}, "
                     f"{epoch_rate.per_second:.0f} img/s on {runtime.describe()}"
                 )

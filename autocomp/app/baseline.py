@@ -19,10 +19,12 @@ from autocomp.evaluate.memory import release_free_memory
 from autocomp.files import write_text
 from autocomp.imports import source_digest
 from autocomp.locking import file_lock
+from autocomp.logs import logger
 from autocomp.models.user import file_digest, load_checkpoint
-from autocomp.progress import console
 from autocomp.runtime import CPU, Runtime
 from autocomp.train import TrainSettings, train
+
+log = logger(__name__)
 
 BASELINE_FORMAT_VERSION = 1
 
@@ -73,7 +75,7 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
     model_path, meta_path = folder / "model.pt", folder / "meta.json"
     if model_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        console.log(f"baseline: cached at {folder}")
+        log.info(f"baseline: cached at {folder}")
         return Baseline(
             io.load(model_path, trust_factory=config.model.factory), meta["val_accuracy"], meta["test_accuracy"], folder
         )
@@ -84,7 +86,7 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
     checkpoint = folder / "train.ckpt"
     if config.model.checkpoint is not None:
         load_checkpoint(model, config.model.checkpoint)
-        console.log(f"baseline: weights from {config.model.checkpoint} (not trained)")
+        log.info(f"baseline: weights from {config.model.checkpoint} (not trained)")
     else:
         train(model, data.train, settings, checkpoint=checkpoint, label="baseline", runtime=runtime)
         release_free_memory()  # the training's freed activations back to the system before the scoring passes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from autocomp.cost.format import format_number
 from autocomp.errors import AutocompError, ConfigError, disk_full
-from autocomp.progress import plain_width
+from autocomp.logs import console, plain_width, set_verbosity
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
 stdout = plain_width(Console())
@@ -29,9 +30,9 @@ def options(
     ] = False,
 ) -> None:
     """AutoML compression search for PyTorch: smaller models within a MACs, size or latency budget."""
-    from autocomp.progress import console
-
-    console.quiet = quiet
+    if quiet:
+        set_verbosity(logging.ERROR)  # no progress or warning lines
+        console.quiet = True  # no progress bars
 
 
 def _fail(err: AutocompError) -> None:

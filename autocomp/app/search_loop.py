@@ -35,11 +35,13 @@ from autocomp.evaluate import Evaluator, Fidelity, accuracy
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.files import save_state
 from autocomp.graph import LayerInfo
+from autocomp.logs import logger
 from autocomp.policy import Policy
-from autocomp.progress import console
 from autocomp.runtime import Runtime, Throughput
 from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Budget
+
+log = logger(__name__)
 
 LATENCY_BATCH, LATENCY_PIXELS = 64, 64 * 28 * 28
 """The report times baseline and best on a batch of 64 images, or of fewer when they are larger than 28x28: about
@@ -124,7 +126,7 @@ def fine_tune_finalists(
             save_state({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, saved)
         scored.append(Finalist(trial.number, trial.value, held_out))
         if len(finalists) > 1:
-            console.log(
+            log.info(
                 f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
                 f"{100 * held_out:.2f}% held-out after the fine-tune"
             )
@@ -169,7 +171,7 @@ def _report(
     best_cost = measure(small, setup.example, latency_target(config))
     for constraint in setup.budget.constraints:
         if constraint.value_of(best_cost) > constraint.limit:  # only a timing can move: the trial measured it within
-            console.log(
+            log.warning(
                 f"[yellow]warning:[/] the final model measures {constraint.describe(constraint.value_of(best_cost))}"
                 " on this run, over the limit its trial measured within: timing noise on this machine"
             )
@@ -338,7 +340,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
     setup = prepare(config)
     check_run_folder(run_dir, config)
     claim_run_folder(run_dir, config)
-    console.log(f"search: models train and are scored on {setup.runtime.describe()}")
+    log.info(f"search: models train and are scored on {setup.runtime.describe()}")
 
     baseline = prepare_baseline(config, setup.data, setup.runtime)
     evaluator = build_evaluator(config, setup, baseline.model)
@@ -358,7 +360,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
         )
     finished = _finished_report(run_dir, finalists, len(finished_trials(study)))
     if finished is not None:
-        console.log(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
+        log.info(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
         shutil.rmtree(run_dir / "finalists", ignore_errors=True)  # left by a finish stopped right after its report
         return SearchResult(run_dir, finished)
     evaluator.drop_kept_batches()

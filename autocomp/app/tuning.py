@@ -52,8 +52,10 @@ from autocomp.app.runners.shared import drain, heartbeat, plan_trials, retry_run
 from autocomp.app.runners.storage import check_storage, shared_storage
 from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.locking import file_lock
+from autocomp.logs import logger
 from autocomp.policy import Policy
-from autocomp.progress import console
+
+log = logger(__name__)
 
 TUNE_STUDY = "autocomp-tune"
 TUNE_FILE = "tune.yaml"
@@ -200,7 +202,7 @@ def tune(tune_config: TuneConfig, out: str | Path, storage: str | None = None) -
         if storage is None:
             abandoned = retry_running(study)
             if abandoned:
-                console.log(f"tune: {abandoned} trial(s) left running by an interrupted run are tried again")
+                log.info(f"tune: {abandoned} trial(s) left running by an interrupted run are tried again")
         drain(study, lambda taken: _run_trial(study, taken, tune_config, policy, out), POLL_SECONDS)
     summary = summarize(study, tune_config)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
@@ -273,7 +275,7 @@ def _run_trial(
         study.sampler = _sampler(tune_config, taken.number)
         trial = running_trial(study, taken)
         params = {key: suggest(trial, key, param.distribution()) for key, param in tune_config.params.items()}
-        console.log(
+        log.info(
             f"tune: trial {taken.number} of {tune_config.trials}: "
             + ", ".join(
                 f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in params.items()
@@ -290,7 +292,7 @@ def _run_trial(
                 )
         except AutocompError as error:  # a value the run refuses, or a search without a result: this trial failed
             trial.set_user_attr("error", str(error))
-            console.log(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
+            log.warning(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
             _tell(study, trial, None)
             return
         except KeyboardInterrupt:  # not the trial's fault: it waits, with its values, for the next run (or process)
@@ -303,7 +305,7 @@ def _run_trial(
         for key, attr in {**attrs, "seconds": time.perf_counter() - started}.items():
             trial.set_user_attr(key, attr)
         _tell(study, trial, value)
-    console.log(f"tune: trial {taken.number} scored {100 * value:.2f}% on held-out data")
+    log.info(f"tune: trial {taken.number} scored {100 * value:.2f}% on held-out data")
 
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None) -> None:
@@ -312,7 +314,7 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None) -
     try:
         study.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
     except optuna.exceptions.UpdateFinishedTrialError:
-        console.log(
+        log.warning(
             f"[yellow]tune: trial {trial.number} was failed by another process meanwhile (no heartbeat "
             "reached it in time); its retry reads this result back"
         )

@@ -25,11 +25,13 @@ from autocomp.evaluate import (
     ProxyTraining,
 )
 from autocomp.graph import ModelGraph
+from autocomp.logs import logger
 from autocomp.models.user import load_checkpoint
 from autocomp.policy import Policy
-from autocomp.progress import console
 from autocomp.runtime import Runtime
 from search_spaces import Budget, Space
+
+log = logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     example = data.example_input()
     graph = ModelGraph(model, example)
     for line in graph.whole_lines():
-        console.log(line)
+        log.info(line)
     space = space_from_config(graph, config.space)
     baseline_cost = measure(model, example, latency_target(config))
     budget = budget_from_config(config, graph, space, baseline_cost)
@@ -81,7 +83,7 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     )
     wanted = agent.evaluations_wanted()
     if wanted is not None and config.search.trials < wanted:
-        console.log(
+        log.warning(
             f"[yellow]warning:[/] {config.search.agent} needs about {wanted} trials to reach its result here;"
             f" with search.trials={config.search.trials} it stops part-way, close to uniform's result"
         )

@@ -8,6 +8,9 @@ import yaml
 
 from autocomp.app.run_folder import CONFIG_NAME
 from autocomp.errors import ConfigError
+from autocomp.logs import logger
+
+log = logger(__name__)
 
 HOST = "127.0.0.1"
 
@@ -35,11 +38,10 @@ def serve(run: Path, port: int, storage: str | None = None) -> None:
     import optuna_dashboard
 
     from autocomp.app.runners.storage import shared_storage
-    from autocomp.progress import console
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"port {port} is not allowed; need 1..65535.")
     url = run_storage(run, storage)
     backend = shared_storage(url, heartbeat=60, max_failures=0)
-    console.log(f"dashboard: http://{HOST}:{port} (Ctrl-C stops it)")
+    log.info(f"dashboard: http://{HOST}:{port} (Ctrl-C stops it)")
     optuna_dashboard.run_server(backend, host=HOST, port=port)

@@ -8,7 +8,10 @@ from autocomp.app.config import RunConfig
 from autocomp.app.runners.context import Setup, evaluate, learn, replay
 from autocomp.app.runners.study import finished_trials, make_pruner, progress_note
 from autocomp.evaluate import Evaluator
-from autocomp.progress import advance_trials, console, progress_bar
+from autocomp.logs import logger
+from autocomp.progress import advance_trials, progress_bar
+
+log = logger(__name__)
 
 
 def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optuna.Study) -> None:
@@ -21,7 +24,7 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
     done = finished_trials(study)
     replay(setup, evaluator, done)
     if done:
-        console.log(f"search: resuming with {len(done)} finished trials from the study")
+        log.info(f"search: resuming with {len(done)} finished trials from the study")
     remaining = config.search.trials - len(done)
     with progress_bar() as bar:
         task = bar.add_task(

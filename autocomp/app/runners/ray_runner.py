@@ -59,8 +59,11 @@ from autocomp.cost import Cost, measure
 from autocomp.data import num_batches
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult, Evaluator, Fidelity
+from autocomp.logs import logger
 from autocomp.policy import Policy
-from autocomp.progress import advance_trials, console, progress_bar
+from autocomp.progress import advance_trials, progress_bar
+
+log = logger(__name__)
 
 EXPERIMENTS = "ray"
 """The run folder's subfolder holding Tune's experiments."""
@@ -465,7 +468,7 @@ def run_ray(
     with _ray_cluster(config.runner.address):
         replay(setup, evaluator, done)
         if done:
-            console.log(f"search: resuming with {len(done)} finished trials from the study")
+            log.info(f"search: resuming with {len(done)} finished trials from the study")
         experiment = (run_dir / EXPERIMENTS).resolve() / _experiment_name(run_dir)
         scheduler = _scheduler(config, training_steps(config, setup.data.train))
         with progress_bar() as bar:

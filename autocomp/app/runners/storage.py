@@ -13,7 +13,9 @@ from typing import Any
 import optuna
 
 from autocomp.errors import ConfigError, error_chain
-from autocomp.progress import console
+from autocomp.logs import logger
+
+log = logger(__name__)
 
 
 def check_storage(url: str | None) -> None:
@@ -124,7 +126,7 @@ def _patiently(method: Callable[..., Any]) -> Callable[..., Any]:
                         f"{STORAGE_PATIENCE_SECONDS:.0f} s: {_reason(error)}"
                     ) from None
                 if pause == FIRST_PAUSE:
-                    console.log(
+                    log.warning(
                         f"[yellow]warning:[/] the study storage {_safe(storage.url)} does not answer "
                         f"({_reason(error)}); trying again for up to {STORAGE_PATIENCE_SECONDS:.0f} s"
                     )

@@ -35,9 +35,12 @@ from autocomp.app.runners.shared import drain, heartbeat, plan_trials
 from autocomp.app.runners.study import finished_trials, make_pruner, progress_note
 from autocomp.errors import ConfigError
 from autocomp.evaluate import Evaluator
+from autocomp.logs import logger
 from autocomp.policy import Policy
-from autocomp.progress import advance_trials, console, progress_bar
+from autocomp.progress import advance_trials, progress_bar
 from search_spaces import Space
+
+log = logger(__name__)
 
 
 def plan(study: optuna.Study, config: RunConfig) -> None:
@@ -74,7 +77,7 @@ class Worker:
                     bar, task, len(finished_trials(self.study)), progress_note(self.study, self.evaluator)
                 ),
             )
-        console.log(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
+        log.info(f"worker: the study's {self.config.search.trials} trials are done, {self.evaluated} of them here")
         return self.evaluated
 
     def _catch_up(self) -> None:
@@ -105,7 +108,7 @@ class Worker:
             record, policy, result = evaluate(self.setup, self.evaluator, proposal, self.study, self.pruner)
             written = _record(self.study, taken, record)
         if written is None:
-            console.log(
+            log.warning(
                 f"[yellow]worker:[/] trial {taken.number} was failed meanwhile (no heartbeat reached the "
                 "storage in time) and its retry is another worker's, or none is left: this result is dropped"
             )
