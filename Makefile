@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.test-installed
+DEMO_STAMP := $(VENV)/.demo-installed
 LINT_STAMP := $(VENV)/.lint-installed
 SOURCES := autocomp search_spaces agents tests benchmarks scripts
 # torch 2.13.0 is the CPU wheel on this machine's disk; the constraint keeps every other
@@ -15,22 +17,31 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-$(LINT_STAMP): $(STAMP)
+# each command installs the extras it uses: the tests every one, the demo its report's figures
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(TEST_STAMP)
+
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[plots]'
+	touch $(DEMO_STAMP)
+
+$(LINT_STAMP): $(TEST_STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[lint]'
 	touch $(LINT_STAMP)
 
 data:
 	@bash scripts/ensure-data.sh
 
-demo: install data
+demo: $(DEMO_STAMP) data
 	$(BIN)/autocomp search --config configs/fmnist_resnet20.yaml --out runs/demo
 
-test: install
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 # ruff's lint rules and format, and the import contracts of pyproject.toml (the layers in docs/DESIGN.md)

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from agents.base import Agent, is_number, is_whole
-from agents.layer_env import REWARDS, CompressionEnv, Episode, reward_of, to_action
+from agents.layer_env import REWARDS, Episode, reward_of, to_action
 from autocomp.evaluate import EvalResult
+from autocomp.imports import require
 from autocomp.policy import Policy
 from search_spaces import Budget, Space
 
@@ -123,6 +124,11 @@ class LayerwiseAgent(Agent):
         self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None
     ) -> None:
         super().__init__(space, budget, seed, projection, options)
+        feature = "the layer-by-layer agents (amc, haq)"
+        require("gymnasium", "rl", feature)
+        require("stable_baselines3", "rl", feature)
+        from agents.gym_env import CompressionEnv
+
         self.env = CompressionEnv(
             space, budget, score=lambda policy: None, reward=self.options.reward, wall=self.wall, projection=projection
         )

@@ -1,4 +1,5 @@
-"""Objects named by an import path, ``package.module:attribute``, as users give their own model and data factories."""
+"""Imports of what users name (``package.module:attribute``: their own model and data factories) and of the optional
+packages a feature needs (`require`: the pip extra that installs each, named in one sentence)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from autocomp.errors import ConfigError
 
@@ -43,3 +45,17 @@ def source_digest(path: str) -> str:
     if source is None or not os.path.isfile(source):
         return ""
     return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
+def require(module: str, extra: str, feature: str) -> ModuleType:
+    """``module`` imported, or `ConfigError` naming ``feature``, the missing package and the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        package = module.split(".")[0]
+        if err.name is None or err.name.split(".")[0] != package:
+            raise  # the package is there but broken: its own error says why
+        raise ConfigError(
+            f"{feature} needs the package {package!r}, which is not installed; install it with "
+            f"pip install 'autocomp[{extra}]'."
+        ) from None

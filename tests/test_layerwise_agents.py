@@ -10,9 +10,9 @@ from stable_baselines3.common.env_checker import check_env
 
 import agents
 import autocomp
+from agents.gym_env import CompressionEnv
 from agents.layer_env import (
     KINDS,
-    CompressionEnv,
     Episode,
     reward_of,
     static_features,

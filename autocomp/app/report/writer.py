@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from autocomp.cost.format import format_number
+from autocomp.errors import ConfigError
 from autocomp.files import write_text
+from autocomp.imports import require
+from autocomp.logs import logger
+
+log = logger(__name__)
 
 REPORT_VERSION = 3
 
@@ -107,14 +112,21 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         "|---|---:|---:|",
         *[f"| `{name}` | {kept} / {total} | {kept / total:.2f} |" for name, (kept, total) in best["channels"].items()],
     ]
-    lines += ["", "## Figures", "", *[f"![{title}]({name})" for name, title in write_figures(run_dir, report).items()]]
+    try:
+        figures = [f"![{title}]({name})" for name, title in write_figures(run_dir, report).items()]
+    except ConfigError as missing:  # no matplotlib: the report without its figures, and why
+        log.warning(f"[yellow]warning:[/] report.md without figures: {missing}")
+        figures = [f"(no figures: {missing})"]
+    lines += ["", "## Figures", "", *figures]
     write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
 
 
 def write_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
     """The report's PNG files in ``run_dir``: accuracy against budget use with the front, per-layer decisions, best so
-    far (what a report without a candidate history lacks is left out); their names and titles."""
+    far (what a report without a candidate history lacks is left out); their names and titles. `ConfigError` without
+    matplotlib (the ``plots`` extra)."""
+    require("matplotlib", "plots", "the report's figures")
     from autocomp.app.report import plots
 
     figures: dict[str, str] = {}

@@ -8,6 +8,7 @@ import yaml
 
 from autocomp.app.run_folder import CONFIG_NAME
 from autocomp.errors import ConfigError
+from autocomp.imports import require
 from autocomp.logs import logger
 
 log = logger(__name__)
@@ -35,10 +36,9 @@ def run_storage(run: Path, storage: str | None = None) -> str:
 
 def serve(run: Path, port: int, storage: str | None = None) -> None:
     """Serve the dashboard for ``run`` on 127.0.0.1:``port`` until interrupted."""
-    import optuna_dashboard
-
     from autocomp.app.runners.storage import shared_storage
 
+    optuna_dashboard = require("optuna_dashboard", "dashboard", "autocomp dashboard")
     if not 1 <= port <= 65535:
         raise ConfigError(f"port {port} is not allowed; need 1..65535.")
     url = run_storage(run, storage)

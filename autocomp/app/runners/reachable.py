@@ -7,13 +7,16 @@ import socket
 from autocomp.app.config import RunConfig
 from autocomp.app.runners.storage import check_storage
 from autocomp.errors import ConfigError
+from autocomp.imports import require
 
 
 def check_reachable(config: RunConfig) -> None:
     """Refuse, in one sentence, a run whose Ray cluster or shared study storage does not answer (or whose storage's
     driver is not installed)."""
-    if config.runner.kind == "ray" and config.runner.address is not None:
-        check_address(config.runner.address)
+    if config.runner.kind == "ray":
+        require("ray", "ray", "runner.kind: ray")
+        if config.runner.address is not None:
+            check_address(config.runner.address)
     check_storage(config.runner.storage)
 
 
