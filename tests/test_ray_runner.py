@@ -19,7 +19,7 @@ import autocomp
 from autocomp.app.baseline import prepare_baseline
 from autocomp.app.config import build_config
 from autocomp.app.runners.context import build_evaluator, prepare
-from autocomp.app.runners.ray_runner import AgentSearcher, encode_result
+from autocomp.app.runners.ray_searcher import AgentSearcher, encode_result
 from autocomp.app.runners.reachable import check_address
 from autocomp.app.runners.study import open_study
 from autocomp.app.tuning import load_tune_config, tune
