@@ -26,6 +26,8 @@ benchmarks.coverage:torchvision_model`) on a small Fashion-MNIST image folder (m
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import shlex
 import shutil
 import statistics
@@ -35,6 +37,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
@@ -330,14 +333,70 @@ def cases(names: list[str] | None) -> list[Case]:
     return [hf[name] if name in hf else torchvision_case(name) for name in wanted]
 
 
+def _child_row(name: str, threads: int, sender: Connection) -> None:
+    """In a child process: ``name``'s row, sent to the parent."""
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(threads)
+    sender.send(coverage_row(cases([name])[0]))
+
+
+def resident_gb(pid: int) -> float:
+    """The resident memory of process ``pid`` in GB (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    kilobytes = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return kilobytes / 1e6
+
+
+def isolated_row(case: Case, args: argparse.Namespace) -> list[str]:
+    """``case``'s row computed in a child process, killed if it holds more than --max-memory-gb (one model's bug must
+    not take the machine's memory and the rest of the table with it)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_row, args=(case.name, args.threads, sender))
+    started = time.perf_counter()
+    child.start()
+    sender.close()
+    reason = None
+    while not receiver.poll(0.5):
+        if not child.is_alive():
+            reason = f"the child process exited with code {child.exitcode}"
+            break
+        if resident_gb(child.pid) > args.max_memory_gb:
+            child.kill()
+            reason = f"killed: held over {args.max_memory_gb:g} GB of memory"
+            break
+    row = receiver.recv() if reason is None else None
+    child.join()
+    if row is not None:
+        return row
+    return [
+        case.name,
+        describe_input(case.example),
+        giga(case.reference_macs),
+        *["-"] * 8,
+        f"{time.perf_counter() - started:.0f}",
+        reason,
+    ]
+
+
 def coverage_table(args: argparse.Namespace) -> list[list[str]]:
-    """Every chosen model's row, each printed as soon as it is done."""
+    """Every chosen model's row, each printed as soon as it is done and kept in --runs-root's rows.json, from which a
+    run interrupted goes on (--fresh: every row again)."""
+    saved = Path(args.runs_root) / "rows.json"
+    done = {} if args.fresh or not saved.exists() else json.loads(saved.read_text())
     rows = []
     for case in cases(args.models):
         large = case.reference_macs is not None and case.reference_macs / 1e9 > LARGE_GMACS
-        row = skipped_row(case) if args.skip_large and large else coverage_row(case)
-        print(" | ".join(f"{name}: {cell}" for name, cell in zip(HEADER, row)), flush=True)
-        rows.append(row)
+        if case.name not in done:
+            done[case.name] = skipped_row(case) if args.skip_large and large else isolated_row(case, args)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.with_suffix(".tmp").write_text(json.dumps(done, indent=0))
+            saved.with_suffix(".tmp").replace(saved)
+        print(" | ".join(f"{name}: {cell}" for name, cell in zip(HEADER, done[case.name])), flush=True)
+        rows.append(done[case.name])
     return rows
 
 
@@ -446,6 +505,8 @@ def main() -> None:
         help=f"skip models of more than {LARGE_GMACS:.0f} published GMACs (regnet_y_128gf, vit_h_14)",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-memory-gb", type=float, default=16.0, help="kill a model's step above this (GB)")
+    parser.add_argument("--fresh", action="store_true", help="compute every row again (else rows.json's are kept)")
     parser.add_argument("--search", action="store_true", help="also run the short searches")
     parser.add_argument("--search-models", nargs="+", default=SEARCH_MODELS)
     parser.add_argument("--trials", type=int, default=4)

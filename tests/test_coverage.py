@@ -293,3 +293,18 @@ def test_a_criterion_giving_the_wrong_number_of_scores_is_named():
     short.name = "short"
     with pytest.raises(autocomp.ConfigError, match="criterion 'short' gave 3 scores"):
         graph.channel_scores(short)
+
+
+def test_a_group_mapping_more_indices_than_the_bound_is_refused_and_the_bound_lifted_after(monkeypatch):
+    from torch_pruning.dependency.group import Group
+
+    from autocomp.graph import dependency
+
+    monkeypatch.setattr(dependency, "MAX_GROUP_INDICES", 10)
+    group = Group()
+    with dependency._bounded_groups():
+        group.add_dep("first", list(range(6)))
+        with pytest.raises(ValueError, match="mapped over 10 indices"):
+            group.add_dep("second", list(range(6)))  # 12 in all: a cycle of reshapes would go on
+    Group().add_dep("after", list(range(100)))
+    assert [item.dep for item in group.items] == ["first"]

@@ -84,6 +84,33 @@ def _concatenations_left_unmapped_when_unknown(graph) -> Iterator[None]:
         index_mapping.update_concat_index_mapping = original
 
 
+MAX_GROUP_INDICES = 1 << 22
+"""The most channel indices one group may map over all its layers and ops: a residual stream of a large CNN maps some
+50 x 2,048, a flatten before a classifier C*H*W more (512 x 7 x 7 in VGG), while reshapes in a cycle (MaxViT's window
+partitions) make Torch-Pruning map ever more indices, until memory runs out."""
+
+
+@contextmanager
+def _bounded_groups() -> Iterator[None]:
+    """Torch-Pruning's groups refusing (ValueError) to hold more than `MAX_GROUP_INDICES` indices: such a group is
+    kept whole, as any other whose mapping fails."""
+    from torch_pruning.dependency.group import Group
+
+    original = Group.add_dep
+
+    def add_dep(group, dep, idxs) -> None:
+        group.mapped_indices = getattr(group, "mapped_indices", 0) + len(idxs)
+        if group.mapped_indices > MAX_GROUP_INDICES:
+            raise ValueError(f"Torch-Pruning mapped over {MAX_GROUP_INDICES:,} indices (reshapes in a cycle)")
+        original(group, dep, idxs)
+
+    Group.add_dep = add_dep
+    try:
+        yield
+    finally:
+        Group.add_dep = original
+
+
 def _output_tensors(output: object) -> list[torch.Tensor]:
     """The tensors a model's output holds with a gradient to trace (Hugging Face outputs, caches of keys and values)."""
     leaves = tree_leaves(output)
@@ -119,16 +146,18 @@ def _graph_class():
 
         def followed_groups(self, root_types: tuple[type, ...]) -> Iterator[tuple[nn.Module, list | Exception]]:
             """Torch-Pruning's ``get_all_groups`` (each group once, rooted at its first layer), yielding (root, group);
-            where Torch-Pruning's index mapping fails on a group (torchvision's ShuffleNetV2), (root, the error)."""
+            where Torch-Pruning's index mapping fails on a group (torchvision's ShuffleNetV2) or grows without end
+            (MaxViT's window partitions), (root, the error)."""
             visited = set()
             for module in list(self.module2node):
                 pruner = self.get_pruner_of_module(module) if isinstance(module, root_types) else None
                 if pruner is None or pruner.get_out_channels(module) is None or module in visited:
                     continue
                 try:
-                    group = self.get_pruning_group(
-                        module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
-                    )
+                    with _bounded_groups():
+                        group = self.get_pruning_group(
+                            module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
+                        )
                 except (IndexError, ValueError, RuntimeError) as err:
                     visited.add(module)
                     yield module, err
