@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -35,13 +35,14 @@ REWARDS = ("error", "error_log_macs", "accuracy")
 
 def reward_of(result: EvalResult | None, name: str, largest_macs: int) -> float:
     """The episode's reward for ``result``; a failed evaluation scores as the worst: accuracy 0 at ``largest_macs``."""
-    failed = result is None or result.cost is None or math.isnan(result.accuracy)
-    accuracy = 0.0 if failed else result.accuracy
+    if result is None or result.cost is None or math.isnan(result.accuracy):
+        accuracy, macs = 0.0, largest_macs
+    else:
+        accuracy, macs = result.accuracy, result.cost.macs
     if name == "accuracy":
         return accuracy
     if name == "error":
         return accuracy - 1.0
-    macs = largest_macs if failed else result.cost.macs
     return -(1.0 - accuracy) * math.log(max(macs, 2))
 
 
@@ -171,7 +172,7 @@ class CompressionEnv(gymnasium.Env):
     scored (AMC: ``wall``, HAQ: ``bits``), and the info of the last step holds both.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  # an instance variable of gymnasium.Env
 
     def __init__(
         self,

@@ -290,9 +290,9 @@ def evaluate(
         scored = score_policy(
             load_config(config, [*(overrides or []), *_runner_overrides(None, None, None, device)]), Policy.load(policy)
         )
-    result = scored.result
+    result, cost = scored.result, scored.result.measured_cost
     stdout.print(f"held-out accuracy {result.accuracy:.2%} (loss {result.loss:.3f}) in {result.seconds:.1f} s")
-    stdout.print(f"MACs {result.cost.macs:,}  params {result.cost.params:,}  size {result.cost.size_bytes:,} bytes")
+    stdout.print(f"MACs {cost.macs:,}  params {cost.params:,}  size {cost.size_bytes:,} bytes")
     stdout.print(f"budget: {scored.budget}: {'within' if scored.within_budget else 'OVER'} the budget")
 
 

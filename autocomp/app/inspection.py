@@ -143,4 +143,4 @@ def score_policy(config: RunConfig, policy: Policy) -> PolicyScore:
     result = build_evaluator(config, setup, baseline.model).score(policy)
     if result.failed:
         raise SearchError(f"the policy could not be evaluated: {result.error}")
-    return PolicyScore(result, setup.budget.feasible_cost(result.cost), setup.budget.describe(policy))
+    return PolicyScore(result, setup.budget.feasible_cost(result.measured_cost), setup.budget.describe(policy))

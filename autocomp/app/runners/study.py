@@ -125,11 +125,11 @@ def finished_trial(
         state = TrialState.FAIL
     else:
         attrs.update(
-            result.cost.to_dict(),
+            result.measured_cost.to_dict(),
             accuracy=result.accuracy,
             loss=result.loss,
-            feasible=not probe and budget.feasible_cost(result.cost),
-            usage=budget.measured_usage(result.cost),
+            feasible=not probe and budget.feasible_cost(result.measured_cost),
+            usage=budget.measured_usage(result.measured_cost),
         )
         if result.stopped_at is None:
             state, value = TrialState.COMPLETE, result.accuracy
