@@ -37,6 +37,7 @@ test: install
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 clean:

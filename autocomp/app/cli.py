@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -67,7 +66,13 @@ def _summary(report: dict) -> Table:
         caption=f"agent {report['agent']}, {report['trials']} trials, best trial {best['trial']} scored "
         f"{best['val_accuracy']:.2%} on held-out data before its fine-tune; {report['wall_seconds']:.0f} s",
     )
-    for column, justify in (("", "left"), ("baseline", "right"), ("compressed", "right"), ("ratio", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("", "left"),
+        ("baseline", "right"),
+        ("compressed", "right"),
+        ("ratio", "right"),
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     table.add_row(
         "test accuracy",
@@ -409,4 +414,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

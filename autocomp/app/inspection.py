@@ -94,7 +94,8 @@ def preview_search(config: RunConfig) -> SearchPreview:
     for decision in space.decisions:
         kinds[decision.kind] = kinds.get(decision.kind, 0) + 1
     counts = [_values(d) for d in space.distributions().values()]
-    size = "continuous" if None in counts else f"{math.prod(counts):,} policies"
+    finite = [count for count in counts if count is not None]
+    size = "continuous" if len(finite) < len(counts) else f"{math.prod(finite):,} policies"
     return SearchPreview(
         len(space.decisions),
         kinds,
