@@ -140,7 +140,8 @@ class AgentSearcher(Searcher):
         """Whether the study holds every trial of the budget (or the agent has nothing more) and none is in flight."""
         return not self.in_flight and (self.exhausted or self.recorded >= self.trials)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # FINISHED: a str; ray's annotation omits it
+    # ray annotates suggest as returning dict | None, though Searcher.FINISHED (a str) is its documented last answer
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         """The next candidate to evaluate, FINISHED when the budget is handed out, None to wait for a result."""
         repeats = 0
         while not self.waiting:
