@@ -48,6 +48,7 @@ test: $(TEST_STAMP)
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 clean:

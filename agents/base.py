@@ -6,7 +6,7 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import numpy as np
 
@@ -21,7 +21,7 @@ class NoOptions:
     """An agent without options of its own."""
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """A finite int or float, not a bool (for validating agents' options)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

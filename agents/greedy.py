@@ -124,8 +124,11 @@ class GreedyAgent(Agent):
 
     def sensitivities(self, scores: list[float]) -> list[float]:
         """Accuracy lost per budget use saved, for each probed decision."""
+        reference = self.reference
+        if reference is None:
+            raise ValueError("sensitivities are measured against a reference accuracy; none was scored yet.")
         now = self.usage(self.point)
-        return [(self.reference - score) / (now - self.usage(probe)) for score, probe in zip(scores, self.probes)]
+        return [(reference - score) / (now - self.usage(probe)) for score, probe in zip(scores, self.probes)]
 
     def largest_factor(self, decisions: list[Decision], target: float) -> float | None:
         """The largest factor in [0, 1] scaling ``decisions`` of P_k to a budget use <= ``target``; None if none does."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -22,7 +22,7 @@ class CompressionEnv(gymnasium.Env):
     scored (AMC: ``wall``, HAQ: ``bits``), and the info of the last step holds both.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  # an instance variable of gymnasium.Env
 
     def __init__(
         self,

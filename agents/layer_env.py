@@ -31,13 +31,14 @@ REWARDS = ("error", "error_log_macs", "accuracy")
 
 def reward_of(result: EvalResult | None, name: str, largest_macs: int) -> float:
     """The episode's reward for ``result``; a failed evaluation scores as the worst: accuracy 0 at ``largest_macs``."""
-    failed = result is None or result.cost is None or math.isnan(result.accuracy)
-    accuracy = 0.0 if failed else result.accuracy
+    if result is None or result.cost is None or math.isnan(result.accuracy):
+        accuracy, macs = 0.0, largest_macs
+    else:
+        accuracy, macs = result.accuracy, result.cost.macs
     if name == "accuracy":
         return accuracy
     if name == "error":
         return accuracy - 1.0
-    macs = largest_macs if failed else result.cost.macs
     return -(1.0 - accuracy) * math.log(max(macs, 2))
 
 

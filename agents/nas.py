@@ -25,7 +25,8 @@ or, when every draw was over the budget, the budget's projection of the draw nea
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import optuna
 
@@ -76,7 +77,8 @@ class NASAgent(SamplerAgent):
         stage_of = stages(budget.graph)
         self._param = {d.name: f"keep/stage{stage_of[d.layers[0]]}" for d in space.of_kind("keep")}
         """The study's parameter that sets each searched decision (its stage's width, or its own choice)."""
-        self._distributions: dict[str, optuna.distributions.CategoricalDistribution] = {}
+        self._distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+        """Every parameter's choices (categorical: a stage's widths, a width or resolution decision's choices)."""
         for d in space.of_kind("keep"):
             widths = sorted({d.dim.clip(w) for w in self.options.stage_widths})
             self._distributions.setdefault(self._param[d.name], optuna.distributions.CategoricalDistribution(widths))
@@ -116,8 +118,8 @@ class NASAgent(SamplerAgent):
             passed_over.append(trial)
         for trial in passed_over:  # not results: TPE forgets them once the proposal is chosen
             self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        entry, trial = chosen or (self._fallback(fits, over), None)
-        self._pending.add(entry.key(), trial)
+        entry, chosen_trial = chosen or (self._fallback(fits, over), None)
+        self._pending.add(entry.key(), chosen_trial)
         return entry
 
     def _fallback(self, fits: list[tuple[bool, float, Policy]], over: list[tuple[float, Policy]]) -> Policy:
@@ -133,7 +135,7 @@ class NASAgent(SamplerAgent):
         super().tell(proposal, result)
         self._told_keys.add(key)
         state = trial_state(result)
-        value = result.accuracy if state == optuna.trial.TrialState.COMPLETE else None
+        value = result.accuracy if result is not None and state == optuna.trial.TrialState.COMPLETE else None
         if trial is not None:
             trial.set_constraint(OVER, self.budget.usage(proposal) - 1)
             self._study.tell(trial, value, state=state)
@@ -159,12 +161,18 @@ class NASAgent(SamplerAgent):
             }
         )
 
+    def _choices(self, param: str) -> Sequence[float]:
+        """The values the study's parameter ``param`` takes (its distribution is categorical, of numbers)."""
+        return cast(
+            "Sequence[float]", cast(optuna.distributions.CategoricalDistribution, self._distributions[param]).choices
+        )
+
     def choices(self, policy: Policy) -> dict[str, float]:
         """The study's parameters nearest ``policy``: each stage's width read from its first keep decision."""
         params = self.space.to_params(policy)
         choices: dict[str, float] = {}
         for name, param in self._param.items():
             if param not in choices:
-                table = self._distributions[param].choices
+                table = self._choices(param)
                 choices[param] = min(table, key=lambda c: (abs(c - params[name]), c))
         return choices

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
@@ -82,7 +82,7 @@ class SamplerAgent(Agent):
         key = proposal.key()
         if key not in self._pending and key != self._replayed:
             drawn = self.ask()
-            if drawn.key() != key:
+            if drawn is not None and drawn.key() != key:
                 self.discard(drawn)
         self._replayed = key
 
@@ -104,7 +104,7 @@ class OptunaAgent(SamplerAgent):
     (`distributions`) and what it learns of a finished candidate (`objectives`, `learned_params`).
     """
 
-    directions: ClassVar[tuple[str, ...]] = ("maximize",)
+    directions: ClassVar[tuple[Literal["minimize", "maximize"], ...]] = ("maximize",)
     """The directions of the values `objectives` gives the sampler."""
 
     def __init__(
@@ -142,7 +142,7 @@ class OptunaAgent(SamplerAgent):
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         state = trial_state(result)
-        values = self.objectives(proposal, result) if state == TrialState.COMPLETE else None
+        values = self.objectives(proposal, result) if result is not None and state == TrialState.COMPLETE else None
         trial = self._told_trial(proposal)
         super().tell(proposal, result)
         if trial is None:  # the run's study holds a proposal this agent would not make: a finished trial as it is
@@ -298,7 +298,7 @@ class NSGA2Agent(OptunaAgent):
         return _widened(self.space, self.options.margin)
 
     def objectives(self, proposal: Policy, result: EvalResult) -> list[float]:
-        return [result.accuracy, self.budget.measured_usage(result.cost)]
+        return [result.accuracy, self.budget.measured_usage(result.measured_cost)]
 
     def learned(self, number: int, proposal: Policy, result: EvalResult | None) -> None:
         if result is not None and result.stopped_at is None:

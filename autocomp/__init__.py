@@ -10,6 +10,7 @@ autocomp.measure(quantized, x).bops
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def search(config: RunConfig | str | Path, out: str | Path | None = None, overrides: list[str] = ()) -> SearchResult:
+def search(
+    config: RunConfig | str | Path, out: str | Path | None = None, overrides: Sequence[str] = ()
+) -> SearchResult:
     """Run the constrained search of ``config`` (a `RunConfig` or a YAML path), as ``autocomp search`` does."""
     from autocomp.app.config import RunConfig, load_config
     from autocomp.app.search_loop import search as run_search

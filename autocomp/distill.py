@@ -45,7 +45,7 @@ def attention_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[
     to the teacher's spatial size (a student at a lower input resolution has smaller maps).
     """
     losses = [
-        (attention_map(features, tuple(target.shape[-2:])) - target).pow(2).mean()
+        (attention_map(features, (target.shape[-2], target.shape[-1])) - target).pow(2).mean()
         for features, target in zip(student_maps, teacher_maps, strict=True)
     ]
     return torch.stack(losses).sum()
@@ -65,8 +65,9 @@ def attention_points(model: nn.Module, example_inputs: torch.Tensor) -> list[str
 
         def record(_module: nn.Module, _inputs: object, output: object, name: str = name) -> None:
             if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
-                finished.pop(tuple(output.shape[-2:]), None)
-                finished[tuple(output.shape[-2:])] = name
+                size = (output.shape[-2], output.shape[-1])
+                finished.pop(size, None)
+                finished[size] = name
 
         handles.append(module.register_forward_hook(record))
     try:

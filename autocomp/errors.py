@@ -59,7 +59,7 @@ def error_chain(error: BaseException | None) -> Iterator[BaseException]:
         error = error.__cause__ if error.__cause__ is not None or error.__suppress_context__ else error.__context__
 
 
-def _full(written: object, reason: str) -> DiskFullError:
+def _full(written: object, reason: str | None) -> DiskFullError:
     return DiskFullError(
         f"cannot write {written}: the disk is full ({reason}); free some space and run the same command again."
     )

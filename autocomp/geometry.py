@@ -11,6 +11,12 @@ from autocomp.errors import ConfigError
 from autocomp.policy import RANK_SCHEMES
 
 
+def as_pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-d layer's kernel, stride or dilation (typed by PyTorch as a tuple of any length) as the pair it is."""
+    first, second = values
+    return first, second
+
+
 def full_rank_of(in_channels: int, out_channels: int, kernel_size: tuple[int, int], scheme: str = "pair") -> int:
     """Full rank of a layer's reshaped weight, from its geometry (a linear layer has kernel (1, 1))."""
     kh, kw = kernel_size
@@ -46,8 +52,20 @@ def _conv_length(size: int, kernel: int, stride: int, padding: int | str, dilati
     """Output length of a convolution along one axis (PyTorch's arithmetic; 'same' needs stride 1)."""
     if padding == "same":
         return size
-    padding = 0 if padding == "valid" else padding
+    if isinstance(padding, str):
+        if padding != "valid":
+            raise ConfigError(f"padding {padding!r} is not known; allowed: a number, 'same', 'valid'.")
+        padding = 0
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _required(input_hw: tuple[int, int] | None) -> tuple[int, int]:
+    """A convolution's input size, where its low-rank MACs need it."""
+    if input_hw is None:
+        raise ConfigError(
+            "a convolution's low-rank MACs need its input size here (separable scheme, or no output size)."
+        )
+    return input_hw
 
 
 def lowrank_macs(
@@ -79,11 +97,12 @@ def lowrank_macs(
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     ph, pw = (padding, padding) if isinstance(padding, str) else padding
     if output_hw is None:
+        input_hw = _required(input_hw)
         output_hw = (_conv_length(input_hw[0], kh, sh, ph, dh), _conv_length(input_hw[1], kw, sw, pw, dw))
     oh, ow = output_hw
     if scheme == "pair":
         return oh * ow * rank * (in_channels * kh * kw + out_channels)
-    first_width = input_hw[1]  # the kh x 1 conv has horizontal stride 1 and no horizontal padding
+    first_width = _required(input_hw)[1]  # the kh x 1 conv has horizontal stride 1 and no horizontal padding
     return oh * first_width * rank * in_channels * kh + oh * ow * out_channels * rank * kw
 
 

@@ -26,6 +26,7 @@ import os
 import types
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 import torch
 from torch import nn
@@ -253,7 +254,8 @@ def _rebuild(payload: dict) -> nn.Module:
         kept = [channels[group.layers[0]][0] for group in graph.groups]
         graph.prune(kept, [-torch.arange(group.channels, dtype=torch.float32) for group in graph.groups])
     for name, spec in payload.get("lowrank", {}).items():
-        model.set_submodule(name, factorized_shell(model.get_submodule(name), spec["rank"], spec["scheme"]))
+        layer = cast("nn.Linear | nn.Conv2d", model.get_submodule(name))  # saved factorized; `lowrank` checks it
+        model.set_submodule(name, factorized_shell(layer, spec["rank"], spec["scheme"]))
     for name, spec in payload.get("quantized", {}).items():
         model.set_submodule(name, quantized_layer(model.get_submodule(name), **spec))
     resize = payload.get("resize")

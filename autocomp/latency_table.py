@@ -30,8 +30,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -45,7 +47,7 @@ from autocomp.cost.latency import (
     random_batch,
 )
 from autocomp.errors import ConfigError
-from autocomp.geometry import full_rank_of, rank_of
+from autocomp.geometry import as_pair, full_rank_of, rank_of
 from autocomp.graph import LayerInfo, ModelGraph
 from autocomp.policy import Policy
 from autocomp.progress import progress_bar
@@ -96,7 +98,7 @@ class _Geometry:
         """A fresh layer of this geometry."""
         if self.kind == "linear":
             return nn.Linear(in_channels, out_channels, bias=self.bias)
-        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(self.kernel) - 1]
+        conv: Callable[..., nn.Module] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(self.kernel) - 1]  # by dimensions
         return conv(
             in_channels,
             out_channels,
@@ -278,10 +280,10 @@ class LatencyTable:
             cin, cout = channels[layer.name]
             decision = policy.decision(layer.name)
             grids = self._layer_grids(layer, policy.resolution, None if decision.rank is None else decision.rank_scheme)
-            if len(grids) == 1:
+            if decision.rank is None:  # one grid
                 result[layer.name] = self._interpolate(grids[0], cin, cout)
             else:
-                rank = rank_of(decision.rank, cin, cout, layer.kernel, decision.rank_scheme)
+                rank = rank_of(decision.rank, cin, cout, as_pair(layer.kernel), decision.rank_scheme)
                 result[layer.name] = self._interpolate(grids[0], cin, rank) + self._interpolate(grids[1], rank, cout)
         return result
 
@@ -313,20 +315,23 @@ class LatencyTable:
         if layer.kind == "linear":
             whole = _Geometry("linear", bias=bias, size=tuple(input_shape[:-1]))
         else:
+            conv = cast("nn.Conv1d | nn.Conv2d | nn.Conv3d", module)
             whole = _Geometry(
                 "conv",
                 tuple(layer.kernel_size),
                 tuple(layer.stride),
-                _tuple_or_str(module.padding),
-                tuple(module.dilation),
-                module.padding_mode,
+                _tuple_or_str(conv.padding),
+                tuple(conv.dilation),
+                conv.padding_mode,
                 0 if depthwise else layer.groups,
                 bias,
                 tuple(input_shape[1:]),
             )
         if scheme is None:
             return (_Grid(whole, ins, outs),)
-        ranks = _counts(1, full_rank_of(layer.in_channels, layer.out_channels, layer.kernel, scheme), self.steps, 1)
+        ranks = _counts(
+            1, full_rank_of(layer.in_channels, layer.out_channels, as_pair(layer.kernel), scheme), self.steps, 1
+        )
         first, second = _factor_geometries(whole, scheme, tuple(output_shape[1:]))
         return _Grid(first, ins, ranks), _Grid(second, ranks, outs)
 
@@ -443,12 +448,11 @@ def _factor_geometries(whole: _Geometry, scheme: str, output_size: tuple[int, ..
         )
         return first, _Geometry("conv", (1, 1), (1, 1), (0, 0), (1, 1), "zeros", 1, whole.bias, output_size)
     (kh, kw), (sh, sw), (dh, dw) = whole.kernel, whole.stride, whole.dilation
-    string = isinstance(whole.padding, str)
     first = _Geometry(
         "conv",
         (kh, 1),
         (sh, 1),
-        whole.padding if string else (whole.padding[0], 0),
+        whole.padding if isinstance(whole.padding, str) else (whole.padding[0], 0),
         (dh, 1),
         "zeros",
         1,
@@ -460,7 +464,7 @@ def _factor_geometries(whole: _Geometry, scheme: str, output_size: tuple[int, ..
         "conv",
         (1, kw),
         (1, sw),
-        whole.padding if string else (0, whole.padding[1]),
+        whole.padding if isinstance(whole.padding, str) else (0, whole.padding[1]),
         (1, dw),
         "zeros",
         1,

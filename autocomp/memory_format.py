@@ -30,8 +30,8 @@ def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[Layout]:
     if not enabled or not any(p.dim() == 4 for p in model.parameters()):
         yield _as_is
         return
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; torch's overloads omit it
     try:
         yield _as_channels_last
     finally:
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above

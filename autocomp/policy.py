@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from autocomp.errors import ConfigError
 from autocomp.files import write_text
@@ -64,6 +64,14 @@ def check_weight_precision(bits: object, scheme: object) -> None:
             raise ConfigError(f"{scheme} weights use {fixed} bit{'s' if fixed > 1 else ''}, not {bits!r}.")
     else:
         check_bits(bits, f"{scheme} weight bit-width")
+
+
+class _Precision(TypedDict):
+    """A layer's precision, as `LayerDecision` takes it."""
+
+    weight_bits: int | None
+    act_bits: int | None
+    weight_scheme: str
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,8 @@ class Policy:
         names = [layer if isinstance(layer, str) else layer.name for layer in entries]
         fixed = {name for name, layer in zip(names, entries) if not isinstance(layer, str) and layer.group is None}
         edges = {names[0], names[-1]} if names and weight_bits is not None and edge_bits is not None else set()
-        precision = {"weight_bits": weight_bits, "act_bits": act_bits, "weight_scheme": weight_scheme}
-        at_edges = {
+        precision: _Precision = {"weight_bits": weight_bits, "act_bits": act_bits, "weight_scheme": weight_scheme}
+        at_edges: _Precision = {
             "weight_bits": edge_bits,
             "act_bits": None if act_bits is None else edge_bits,
             "weight_scheme": "uniform",

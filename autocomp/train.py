@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +109,9 @@ def train(
     not, whatever ran before; the caller's random state is left as it was."""
     steps_per_epoch = num_batches(data, settings.batch_size, drop_last=True)
     if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size {settings.batch_size} is larger than the {len(data)} training examples.")
+        raise ConfigError(
+            f"batch_size {settings.batch_size} is larger than the {len(cast(Sized, data))} training examples."
+        )
     total_steps = settings.total_steps(steps_per_epoch)
     model.to(runtime.device)
     optimizer = torch.optim.SGD(

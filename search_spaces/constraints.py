@@ -96,8 +96,9 @@ class Budget:
             "bops": lambda policy: graph.predict_bops(policy),
             "params": lambda policy: graph.predict_params(policy),
             "size_bytes": lambda policy: math.ceil(graph.predict_size_bits(policy) / 8),
-            "latency_ms": latency.predict_ms if latency is not None else None,
         }
+        if latency is not None:
+            self._predictors["latency_ms"] = latency.predict_ms
 
     @property
     def metrics(self) -> list[str]:

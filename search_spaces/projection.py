@@ -55,7 +55,9 @@ def project(budget: Budget, space: Space, policy: Policy, method: str = "auto") 
     if method == "auto":
         method = "bits" if any(isinstance(d.dim, BitWidth) for d in movable) else "scale"
     params = _projected(budget, space, space.to_params(policy), movable, method)
-    for d in (d for d in movable if isinstance(d.dim, ChoiceDim)):
+    for d in movable:
+        if not isinstance(d.dim, ChoiceDim):
+            continue
         if budget.usage(space.to_policy(params)) >= FILL_TARGET:
             break
         for choice in (c for c in d.dim.choices if c > params[d.name]):
@@ -194,7 +196,11 @@ def largest_feasible(budget: Budget, space: Space, params: dict[str, float], d: 
 
 
 def _discrete_values(d: Decision) -> list[float]:
-    return list(d.dim.choices) if isinstance(d.dim, ChoiceDim) else list(range(d.dim.low, d.dim.high + 1))
+    if isinstance(d.dim, ChoiceDim):
+        return list(d.dim.choices)
+    if isinstance(d.dim, BitWidth):
+        return list(range(d.dim.low, d.dim.high + 1))
+    raise ValueError(f"decision {d.name!r} takes a range of values, not discrete ones.")
 
 
 def _step_up(space: Space, d: Decision, value: float) -> float | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import optuna
@@ -118,7 +119,9 @@ class Space:
         decisions = [decision for axis in axes for decision in _decisions(graph, axis, frozen_layers)]
         ranks = [d for d in decisions if isinstance(d.dim, LowRank)]
         whole_from = (
-            _break_even_fractions(graph, ranks[0].dim.scheme, [n for d in ranks for n in d.layers]) if ranks else {}
+            _break_even_fractions(graph, cast(LowRank, ranks[0].dim).scheme, [n for d in ranks for n in d.layers])
+            if ranks
+            else {}
         )
         return cls(decisions, channel_multiple, _frozen_decisions(graph, axes, frozen_layers), whole_from)
 
@@ -134,7 +137,7 @@ class Space:
 
     def to_policy(self, params: Mapping[str, float]) -> Policy:
         """The policy giving every decision's layers its value (clipped to its range), frozen layers theirs."""
-        layers: dict[str, dict[str, object]] = {name: dict(values) for name, values in self.fixed.items()}
+        layers: dict[str, dict[str, Any]] = {name: dict(values) for name, values in self.fixed.items()}
         options: dict[str, float] = {}
         for d in self.decisions:
             value = d.dim.clip(params[d.name])

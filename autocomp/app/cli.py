@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -68,7 +67,13 @@ def _summary(report: dict) -> Table:
         caption=f"agent {report['agent']}, {report['trials']} trials, best trial {best['trial']} scored "
         f"{best['val_accuracy']:.2%} on held-out data before its fine-tune; {report['wall_seconds']:.0f} s",
     )
-    for column, justify in (("", "left"), ("baseline", "right"), ("compressed", "right"), ("ratio", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("", "left"),
+        ("baseline", "right"),
+        ("compressed", "right"),
+        ("ratio", "right"),
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     table.add_row(
         "test accuracy",
@@ -291,9 +296,9 @@ def evaluate(
         scored = score_policy(
             load_config(config, [*(overrides or []), *_runner_overrides(None, None, None, device)]), Policy.load(policy)
         )
-    result = scored.result
+    result, cost = scored.result, scored.result.measured_cost
     stdout.print(f"held-out accuracy {result.accuracy:.2%} (loss {result.loss:.3f}) in {result.seconds:.1f} s")
-    stdout.print(f"MACs {result.cost.macs:,}  params {result.cost.params:,}  size {result.cost.size_bytes:,} bytes")
+    stdout.print(f"MACs {cost.macs:,}  params {cost.params:,}  size {cost.size_bytes:,} bytes")
     stdout.print(f"budget: {scored.budget}: {'within' if scored.within_budget else 'OVER'} the budget")
 
 
@@ -410,4 +415,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -487,7 +487,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any], path: str = "") -> di
     return merged
 
 
-def build_config(data: Mapping[str, Any] | None = None, overrides: list[str] = (), source: str = "config") -> RunConfig:
+def build_config(
+    data: Mapping[str, Any] | None = None, overrides: Sequence[str] = (), source: str = "config"
+) -> RunConfig:
     """Validate a mapping (plus ``key=value`` overrides, laid over the defaults) into a `RunConfig`."""
     # Defaults, so that an override can address an entry of a default list; not the model's, whose default name would
     # clash with a user's model.factory.
@@ -512,7 +514,7 @@ def read_mapping(path: Path, what: str, holds: str) -> dict[str, Any]:
     return dict(data or {})
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML config file with ``yaml.safe_load`` and validate it."""
     path = Path(path)
     return build_config(read_mapping(path, "config file", "sections"), overrides, source=f"config file {path}")

@@ -94,7 +94,8 @@ def preview_search(config: RunConfig) -> SearchPreview:
     for decision in space.decisions:
         kinds[decision.kind] = kinds.get(decision.kind, 0) + 1
     counts = [_values(d) for d in space.distributions().values()]
-    size = "continuous" if None in counts else f"{math.prod(counts):,} policies"
+    finite = [count for count in counts if count is not None]
+    size = "continuous" if len(finite) < len(counts) else f"{math.prod(finite):,} policies"
     return SearchPreview(
         len(space.decisions),
         kinds,
@@ -143,4 +144,4 @@ def score_policy(config: RunConfig, policy: Policy) -> PolicyScore:
     result = build_evaluator(config, setup, baseline.model).score(policy)
     if result.failed:
         raise SearchError(f"the policy could not be evaluated: {result.error}")
-    return PolicyScore(result, setup.budget.feasible_cost(result.cost), setup.budget.describe(policy))
+    return PolicyScore(result, setup.budget.feasible_cost(result.measured_cost), setup.budget.describe(policy))

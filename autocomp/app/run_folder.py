@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -34,7 +35,7 @@ def _without_none(value: object) -> object:
 
 def config_identity(config: dict) -> dict:
     """The config without the keys a resumed run may change (and without unset ones)."""
-    identity = _without_none(config)
+    identity = cast(dict, _without_none(config))  # a dict stays a dict
     for path in RESUMABLE_KEYS:
         node = identity
         for part in path[:-1]:

@@ -7,7 +7,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import torch
@@ -20,6 +20,7 @@ from autocomp.app.run_folder import check_run_folder, claim_run_folder
 from autocomp.app.runners.context import Setup, build_evaluator, prepare
 from autocomp.app.runners.local import run_local
 from autocomp.app.runners.study import (
+    complete_value,
     finished_trials,
     open_study,
     study_storage,
@@ -124,10 +125,10 @@ def fine_tune_finalists(
             small = fine_tune(config, setup, evaluator, policy, run_dir, throughput)
             held_out = accuracy(small, setup.data.val, config.evaluator.batch_size, setup.runtime)
             save_state({"model": small.state_dict(), "finetuned_val_accuracy": held_out}, saved)
-        scored.append(Finalist(trial.number, trial.value, held_out))
+        scored.append(Finalist(trial.number, complete_value(trial), held_out))
         if len(finalists) > 1:
             log.info(
-                f"finalist: trial {trial.number} scored {100 * trial.value:.2f}% in the search, "
+                f"finalist: trial {trial.number} scored {100 * complete_value(trial):.2f}% in the search, "
                 f"{100 * held_out:.2f}% held-out after the fine-tune"
             )
     winner = max(range(len(finalists)), key=lambda index: (scored[index].finetuned_val_accuracy, -index))
@@ -252,7 +253,7 @@ def _measured_channels(small: torch.nn.Module, layers: list[LayerInfo]) -> dict[
 
 
 def _out_channels(module: torch.nn.Module) -> int:
-    return module.out_channels if isinstance(module, LowRank) else module.weight.shape[0]
+    return module.out_channels if isinstance(module, LowRank) else cast(torch.Tensor, module.weight).shape[0]
 
 
 def _bits(policy: Policy) -> dict[str, list[int | None]]:
@@ -263,11 +264,11 @@ def _bits(policy: Policy) -> dict[str, list[int | None]]:
 def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:
     """The measured-feasible candidates no other beats on both held-out accuracy and measured budget use, cheapest first."""
     points = [
-        (t.number, t.value, budget.measured_usage(Cost.from_dict(t.user_attrs)))
+        (t.number, complete_value(t), budget.measured_usage(Cost.from_dict(t.user_attrs)))
         for t in trials
         if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("feasible")
     ]
-    first = {}  # a repeated candidate (a cache hit) is one point: its earliest trial
+    first: dict[tuple[float, float], int] = {}  # a repeated candidate (a cache hit) is one point: its earliest trial
     for number, value, usage in points:
         first.setdefault((value, usage), number)
     front = [
@@ -348,10 +349,10 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
 
     finalists = top_trials(study, config.finetune.finalists)
     if not finalists:
-        scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if scored:
+        evaluated = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if evaluated:
             raise InfeasibleError(
-                f"none of the {len(scored)} evaluated candidates met the budget when measured; run "
+                f"none of the {len(evaluated)} evaluated candidates met the budget when measured; run "
                 "more trials (later ones are projected with the measurements so far) or loosen the limit."
             )
         raise SearchError(

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ from autocomp.app.runners.context import check_names
 from autocomp.app.runners.optuna_access import running_trial, storage_of, suggest, trial_id
 from autocomp.app.runners.shared import drain, heartbeat, plan_trials, retry_running
 from autocomp.app.runners.storage import check_storage, shared_storage
+from autocomp.app.runners.study import complete_value
 from autocomp.errors import AutocompError, ConfigError, SearchError
 from autocomp.locking import file_lock
 from autocomp.logs import logger
@@ -100,15 +101,23 @@ class ParamRange(_Section):
         """The Optuna distribution the sampler draws this key from."""
         if self.choices is not None:
             return CategoricalDistribution(self.choices)
+        low, high = self._range()
         if self.type == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+            return IntDistribution(int(low), int(high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(low, high, log=self.log, step=self.step)
 
     def extremes(self) -> list[Any]:
         """Every choice, or both ends of the range: what the run config must accept."""
         if self.choices is not None:
             return list(self.choices)
-        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
+        low, high = self._range()
+        return [int(low), int(high)] if self.type == "int" else [low, high]
+
+    def _range(self) -> tuple[float, float]:
+        """``low`` and ``high``, which a key without choices has (`_one_kind`)."""
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range), or choices")
+        return self.low, self.high
 
 
 class TuneConfig(_Section):
@@ -148,7 +157,7 @@ class TuneConfig(_Section):
         return self
 
 
-def load_tune_config(path: str | os.PathLike, overrides: list[str] = ()) -> TuneConfig:
+def load_tune_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TuneConfig:
     """Read a tune file (``yaml.safe_load``), its paths made absolute, ``overrides`` (``trials=40``) laid over it."""
     path = Path(path)
     data = read_mapping(path, "tune file", "keys (config, params, ...)")
@@ -287,9 +296,8 @@ def _run_trial(
             folder = out / "trials" / f"{tune_config.target}-{_digest(config, policy)}"
             trial.set_user_attr("folder", str(folder.relative_to(out)))
             with file_lock(out / ".locks" / folder.name):  # a repeated draw waits, then reads the result back
-                value, attrs = (
-                    _search(config, folder) if tune_config.target == "search" else _finetune(config, policy, folder)
-                )
+                # a policy is given exactly for target finetune (`TuneConfig`'s validation)
+                value, attrs = _search(config, folder) if policy is None else _finetune(config, policy, folder)
         except AutocompError as error:  # a value the run refuses, or a search without a result: this trial failed
             trial.set_user_attr("error", str(error))
             log.warning(f"[yellow]tune: trial {taken.number} failed:[/] {error}")
@@ -395,7 +403,7 @@ def summarize(study: optuna.Study, tune_config: TuneConfig) -> dict[str, Any]:
         for t in trials
     ]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value, default=None)
+    best = max(complete, key=complete_value, default=None)
     return {
         "target": tune_config.target,
         "objective": "fine-tuned model's accuracy on the held-out split of the training set",

@@ -19,7 +19,7 @@ channels. Data-driven criteria (``needs_data``) first see a few training batches
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ class Criterion(Protocol):
 
     def prepare(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """See a few (inputs, labels) batches on ``model`` before scoring it (weight criteria need none)."""
+        return None
 
     def __call__(self, group) -> torch.Tensor:
         """One float score per channel of the group's root."""
@@ -80,9 +81,9 @@ def _out_deps(group, types: tuple[type, ...]) -> list[tuple[nn.Module, list[int]
         function.prune_linear_out_channels,
         function.prune_batchnorm_out_channels,
     )
-    found = []
+    found: list[tuple[nn.Module, list[int], list[int]]] = []
     for item in group:
-        module = item.dep.target.module
+        module: nn.Module = item.dep.target.module
         if isinstance(module, types) and item.dep.handler in out_fns:
             found.append((module, [int(i) for i in item.idxs], [int(i) for i in item.root_idxs]))
     return found
@@ -97,6 +98,11 @@ def _mean_over_layers(per_layer: list[tuple[torch.Tensor, list[int]]], channels:
         total.index_add_(0, torch.tensor(root_idxs), scores / scale if scale > 0 else scores)
         count.index_add_(0, torch.tensor(root_idxs), torch.ones(len(root_idxs)))
     return total / count.clamp(min=1)
+
+
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    """The weight of a conv, linear or norm layer (None for a norm without affine parameters)."""
+    return cast("torch.Tensor | None", module.weight)
 
 
 def _channels(group) -> int:
@@ -138,7 +144,7 @@ class GeometricMedian(Criterion):
     def __call__(self, group) -> torch.Tensor:
         per_layer = []
         for module, idxs, root_idxs in _out_deps(group, _PRODUCERS):
-            filters = module.weight[idxs].flatten(1).double()
+            filters = cast(torch.Tensor, module.weight)[idxs].flatten(1).double()
             per_layer.append((torch.cdist(filters, filters).sum(dim=1), root_idxs))
         if not per_layer:
             raise ConfigError(
@@ -161,9 +167,9 @@ class BatchNormScale(Criterion):
     @torch.no_grad()
     def __call__(self, group) -> torch.Tensor:
         per_layer = [
-            (module.weight[idxs].abs(), root_idxs)
+            (weight[idxs].abs(), root_idxs)
             for module, idxs, root_idxs in _out_deps(group, _NORMS)
-            if module.weight is not None
+            if (weight := _weight(module)) is not None
         ]
         if not per_layer:
             return self._fallback(group)
@@ -205,9 +211,10 @@ class Taylor(_DataCriterion):
         self._require_prepared(self._prepared)
         per_layer = []
         for module, idxs, root_idxs in _out_deps(group, _PRODUCERS + _NORMS):
-            if module.weight is None or module.weight.grad is None:
+            weight = _weight(module)
+            if weight is None or weight.grad is None:
                 continue
-            product = (module.weight * module.weight.grad)[idxs]
+            product = (weight * weight.grad)[idxs]
             per_layer.append((product.flatten(1).sum(dim=1).abs() if product.dim() > 1 else product.abs(), root_idxs))
         if not per_layer:
             raise ConfigError(

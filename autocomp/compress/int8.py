@@ -19,11 +19,12 @@ far below the top of their range, did not do in our measurements (benchmarks/qua
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
 
-from autocomp.compress.quantize import QUANTIZED_TYPES, QuantizedConv2d
+from autocomp.compress.quantize import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear
 from autocomp.errors import ConfigError
 
 _INTEGER_SCHEMES = ("uniform", "binary", "ternary")
@@ -34,7 +35,7 @@ def int8_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
 
 
-def integer_weights(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def integer_weights(layer: QuantizedConv2d | QuantizedLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """The quantized weight of ``layer`` as int8 integers and one float scale per output channel."""
     quantized = layer.quantized_weight().detach().float()
     levels = 2 ** (layer.weight_bits - 1) - 1 if layer.weight_scheme == "uniform" else 1
@@ -47,9 +48,17 @@ def integer_weights(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 class _Int8Layer(nn.Module):
     """Shared by the int8 layers: the input quantizer (integers on the layer's learned step) and the weights."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    w_scales: torch.Tensor
+    w_zero_points: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(self, layer: QuantizedConv2d | QuantizedLinear) -> None:
         super().__init__()
         inputs = layer.inputs
+        if inputs is None:
+            raise ConfigError(
+                "an int8 layer needs quantized inputs (act_bits); this layer's inputs are floating point."
+            )
         self.x_scale = float(inputs.step.detach())
         self.signed, self.low, self.high = inputs.signed, inputs.low, inputs.high
         integers, scales = integer_weights(layer)
@@ -59,7 +68,7 @@ class _Int8Layer(nn.Module):
         self.bits = (layer.weight_bits, inputs.bits)
         self.packed = self._pack(integers, layer)
 
-    def _pack(self, integers: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    def _pack(self, integers: torch.Tensor, layer: QuantizedConv2d | QuantizedLinear) -> torch.Tensor:
         """The weights in the kernel's own (opaque) layout."""
         raise NotImplementedError
 
@@ -81,8 +90,9 @@ class _Int8Layer(nn.Module):
 class Int8Conv2d(_Int8Layer):
     """A quantized 2-d convolution computed by oneDNN's int8 convolution, float32 out."""
 
-    def _pack(self, integers: torch.Tensor, layer: QuantizedConv2d) -> torch.Tensor:
-        self.geometry = (list(layer.stride), list(layer.padding), list(layer.dilation), layer.groups)
+    def _pack(self, integers: torch.Tensor, layer: QuantizedConv2d | QuantizedLinear) -> torch.Tensor:
+        conv = cast(QuantizedConv2d, layer)  # an Int8Conv2d is made of a conv (`to_int8`)
+        self.geometry = (list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
         return torch.ops.onednn.qconv_prepack(integers, self.w_scales, self.x_scale, 0, *self.geometry, None)
 
     def _kernel(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -107,7 +117,7 @@ class Int8Conv2d(_Int8Layer):
 class Int8Linear(_Int8Layer):
     """A quantized linear layer computed by oneDNN's int8 matmul, float32 out."""
 
-    def _pack(self, integers: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    def _pack(self, integers: torch.Tensor, layer: QuantizedConv2d | QuantizedLinear) -> torch.Tensor:
         return torch.ops.onednn.qlinear_prepack(integers, None)
 
     def _kernel(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -157,5 +167,8 @@ def to_int8(model: nn.Module) -> nn.Module:
         )
     for name in names:
         layer = converted.get_submodule(name)
-        converted.set_submodule(name, Int8Conv2d(layer) if isinstance(layer, QuantizedConv2d) else Int8Linear(layer))
+        if isinstance(layer, QuantizedConv2d):
+            converted.set_submodule(name, Int8Conv2d(layer))
+        else:  # `convertible`: the other quantized type
+            converted.set_submodule(name, Int8Linear(cast(QuantizedLinear, layer)))
     return converted

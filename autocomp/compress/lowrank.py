@@ -15,12 +15,13 @@ in float64; the new layers take the original weight's dtype and device.
 from __future__ import annotations
 
 import numbers
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from autocomp.errors import ConfigError
-from autocomp.geometry import full_rank_of, rank_of
+from autocomp.geometry import as_pair, full_rank_of, rank_of
 from autocomp.policy import RANK_SCHEMES
 
 
@@ -73,7 +74,7 @@ def _geometry(module: nn.Linear | nn.Conv2d, scheme: str) -> tuple[int, int, tup
     """In and out channels and kernel (1 x 1 for a linear layer) of a layer the scheme applies to."""
     _check(module, scheme)
     out_channels, in_channels = module.weight.shape[:2]
-    return in_channels, out_channels, (1, 1) if isinstance(module, nn.Linear) else module.kernel_size
+    return in_channels, out_channels, (1, 1) if isinstance(module, nn.Linear) else as_pair(module.kernel_size)
 
 
 def full_rank(module: nn.Linear | nn.Conv2d, scheme: str = "pair") -> int:
@@ -100,28 +101,32 @@ def factorized_shell(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pa
     rank = _checked_rank(module, rank, scheme)
     out_channels, in_channels = module.weight.shape[:2]
     bias = module.bias is not None
-    options = {"device": module.weight.device, "dtype": module.weight.dtype}
+    options: dict[str, Any] = {"device": module.weight.device, "dtype": module.weight.dtype}
     if isinstance(module, nn.Linear):
-        first = nn.Linear(in_channels, rank, bias=False, **options)
-        return LowRank(first, nn.Linear(rank, out_channels, bias=bias, **options), scheme)
+        linear = nn.Linear(in_channels, rank, bias=False, **options)
+        return LowRank(linear, nn.Linear(rank, out_channels, bias=bias, **options), scheme)
+    kernel, stride, dilation = as_pair(module.kernel_size), as_pair(module.stride), as_pair(module.dilation)
+    padding = module.padding if isinstance(module.padding, str) else as_pair(module.padding)
     if scheme == "pair":
         first = nn.Conv2d(
             in_channels,
             rank,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
+            kernel,
+            stride,
+            padding,
+            dilation,
             bias=False,
             padding_mode=module.padding_mode,
             **options,
         )
         return LowRank(first, nn.Conv2d(rank, out_channels, 1, bias=bias, **options), scheme)
-    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    if isinstance(module.padding, str):  # 'same' / 'valid' split per axis exactly as in the original
-        first_padding = second_padding = module.padding
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    first_padding: str | tuple[int, int]
+    second_padding: str | tuple[int, int]
+    if isinstance(padding, str):  # 'same' / 'valid' split per axis exactly as in the original
+        first_padding = second_padding = padding
     else:
-        first_padding, second_padding = (module.padding[0], 0), (0, module.padding[1])
+        first_padding, second_padding = (padding[0], 0), (0, padding[1])
     first = nn.Conv2d(in_channels, rank, (kh, 1), (sh, 1), first_padding, (dh, 1), bias=False, **options)
     second = nn.Conv2d(rank, out_channels, (1, kw), (1, sw), second_padding, (1, dw), bias=bias, **options)
     return LowRank(first, second, scheme)
@@ -153,6 +158,6 @@ def factorize(module: nn.Linear | nn.Conv2d, rank: int, scheme: str = "pair") ->
         pair.second.weight.copy_(
             right.reshape(rank, out_channels, kw).permute(1, 0, 2).reshape(out_channels, rank, 1, kw)
         )
-    if module.bias is not None:
-        pair.second.bias.copy_(module.bias)
+    if module.bias is not None:  # the shell gave ``second`` a bias, as ``module`` has one
+        cast(torch.Tensor, pair.second.bias).copy_(module.bias)
     return pair

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -97,8 +98,10 @@ def _factorize(model: nn.Module, layers: list[LayerInfo], policy: Policy) -> Non
     if not chosen:
         return
     for layer, decision in chosen:
-        module = model.get_submodule(layer.name)  # already pruned: the rank is a fraction of what is left
-        rank = rank_from_fraction(module, decision.rank, decision.rank_scheme)
+        # already pruned: the rank is a fraction of what is left; the policy was checked against the graph, so the
+        # layer is one a factorization applies to (`lowrank` refuses any other all the same)
+        module = cast("nn.Linear | nn.Conv2d", model.get_submodule(layer.name))
+        rank = rank_from_fraction(module, cast(float, decision.rank), decision.rank_scheme)  # chosen for their rank
         model.set_submodule(layer.name, factorize(module, rank, decision.rank_scheme))
 
 

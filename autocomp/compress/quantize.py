@@ -25,8 +25,11 @@ from torch import nn
 
 from autocomp.compress.lowrank import LowRank
 from autocomp.errors import ConfigError
+from autocomp.geometry import as_pair
 from autocomp.modes import evaluating
 from autocomp.policy import (
+    MAX_BITS,
+    MIN_BITS,
     WEIGHT_SCHEMES,
     LayerDecision,
     check_bits,
@@ -83,6 +86,13 @@ def dorefa_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
     return 2 * round_ste(unit * levels) / levels - 1
 
 
+def _given_bits(bits: int | None) -> int:
+    """``bits``, which uniform and dorefa weights need: None is refused as `check_bits` refuses it."""
+    if bits is None:
+        raise ConfigError(f"bit-width None is not allowed; allowed: a whole number from {MIN_BITS} to {MAX_BITS}.")
+    return bits
+
+
 def quantize_weights(w: torch.Tensor, scheme: str, bits: int | None = None) -> torch.Tensor:
     """``w`` quantized by ``scheme`` (``bits`` for uniform and dorefa)."""
     if scheme == "binary":
@@ -90,9 +100,9 @@ def quantize_weights(w: torch.Tensor, scheme: str, bits: int | None = None) -> t
     if scheme == "ternary":
         return ternary_weights(w)
     if scheme == "uniform":
-        return uniform_weights(w, bits)
+        return uniform_weights(w, _given_bits(bits))
     if scheme == "dorefa":
-        return dorefa_weights(w, bits)
+        return dorefa_weights(w, _given_bits(bits))
     raise ConfigError(f"weight quantizer {scheme!r} is not known; allowed: {', '.join(WEIGHT_SCHEMES)}.")
 
 
@@ -156,6 +166,7 @@ class LSQ(nn.Module):
 class _Quantized:
     """What quantized conv and linear layers share: the weight quantizer and the input quantizer."""
 
+    weight: torch.Tensor  # the conv's or linear layer's
     weight_bits: int
     weight_scheme: str
     inputs: LSQ | None
@@ -218,27 +229,28 @@ QUANTIZED_TYPES = (QuantizedConv2d, QuantizedLinear)
 
 
 def quantized_layer(
-    layer: nn.Conv2d | nn.Linear,
+    layer: nn.Module,
     weight_bits: int,
     weight_scheme: str = "uniform",
     act_bits: int | None = None,
     signed_inputs: bool = True,
 ) -> QuantizedConv2d | QuantizedLinear:
-    """A quantized copy of a conv or linear ``layer`` sharing its parameters.
+    """A quantized copy of a conv or linear ``layer`` sharing its parameters (other layers are refused).
 
     ``weight_bits``: 1 (binary), 2 with ``weight_scheme="ternary"``, or 2..8 uniform or dorefa.
     ``act_bits``: None keeps inputs in floating point; otherwise LSQ, signed unless the inputs
     are never negative (``signed_inputs=False``, as after a ReLU).
     """
     bias = layer.bias is not None
+    quantized: QuantizedConv2d | QuantizedLinear
     if type(layer) is nn.Conv2d:
         quantized = QuantizedConv2d(
             layer.in_channels,
             layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
+            as_pair(layer.kernel_size),
+            as_pair(layer.stride),
+            layer.padding if isinstance(layer.padding, str) else as_pair(layer.padding),
+            as_pair(layer.dilation),
             layer.groups,
             bias,
             layer.padding_mode,
@@ -274,7 +286,7 @@ def quantize_layers(
     for name, decision in targets.items():
         layer = quantized_layer(
             model.get_submodule(name),
-            decision.weight_bits,
+            _given_bits(decision.weight_bits),
             decision.weight_scheme,
             decision.act_bits,
             signed_inputs=signed[name],

@@ -10,6 +10,7 @@ upstream, so errors do not pile up (He et al. 2017).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,11 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     return list(order)
 
 
+def _layer(model: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
+    """Layer ``name`` of ``model``, one `_execution_order` names (a Conv2d or Linear)."""
+    return cast("nn.Conv2d | nn.Linear", model.get_submodule(name))
+
+
 def _layer_io(model: nn.Module, name: str, inputs: torch.Tensor, want_output: bool) -> torch.Tensor:
     """The input (or the output) of layer ``name`` when ``model`` runs on ``inputs``."""
     captured = []
@@ -66,7 +72,7 @@ def _layer_io(model: nn.Module, name: str, inputs: torch.Tensor, want_output: bo
 
 
 def _rows(
-    module: nn.Module,
+    module: nn.Conv2d | nn.Linear,
     layer_input: torch.Tensor,
     output: torch.Tensor,
     samples_per_image: int,
@@ -124,7 +130,7 @@ def reconstruct(
         generator = torch.Generator().manual_seed(seed)
         refitted = []
         for name in order:
-            module, reference = pruned.get_submodule(name), original.get_submodule(name)
+            module, reference = _layer(pruned, name), _layer(original, name)
             if (
                 (layers is not None and name not in layers)
                 or getattr(module, "groups", 1) != 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Protocol, TypeGuard
 
 import torch
 from torch import nn
@@ -28,7 +29,18 @@ SCALE_BITS = 32
 """Bits of the one scale per output channel stored with quantized weights (every scheme but DoReFa)."""
 
 
-def is_quantized(module: nn.Module) -> bool:
+class QuantizedLayer(Protocol):
+    """What a conv/linear layer running at chosen bits has (the layers of `compress.quantize`)."""
+
+    weight: torch.Tensor
+    weight_bits: int
+    weight_scheme: str
+
+    @property
+    def act_bits(self) -> int | None: ...
+
+
+def is_quantized(module: nn.Module) -> TypeGuard[QuantizedLayer]:
     """Whether ``module`` is a conv/linear layer running at chosen bits (``weight_bits``, ``act_bits``, ``weight_scheme``)."""
     return isinstance(module, COUNTED_TYPES) and getattr(module, "weight_bits", None) is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ class Cost:
         return math.ceil(self.size_bits / 8)
 
     def to_dict(self) -> dict[str, float]:
-        data = {
+        data: dict[str, float] = {
             "macs": self.macs,
             "params": self.params,
             "size_bytes": self.size_bytes,
@@ -48,7 +49,7 @@ class Cost:
         return data if self.latency_ms is None else {**data, "latency_ms": self.latency_ms}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, float]) -> Cost:
+    def from_dict(cls, data: Mapping[str, Any]) -> Cost:
         """The cost `to_dict` wrote (an older record without bits counts 8 per byte and 32 x 32 per MAC)."""
         return cls(
             macs=data["macs"],

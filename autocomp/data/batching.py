@@ -158,7 +158,7 @@ class BatchReader:
             for first in range(start * self.batch_size, stop * self.batch_size, self.batch_size)
         ]
         if self._tensors is not None:
-            return self._tensor_batches(spans, order)
+            return self._tensor_batches(self._tensors, spans, order)
         keys = [self._keys(order, first, end, seed, epoch) for first, end in spans]
         return self._read(keys) if keys else iter(())
 
@@ -193,13 +193,15 @@ class BatchReader:
         picked = order[first:end]
         return picked if self._index is None else self._index.index_select(0, picked)
 
-    def _tensor_batches(self, spans: Sequence[tuple[int, int]], order: torch.Tensor | None) -> Iterator[Batch]:
+    def _tensor_batches(
+        self, tensors: tuple[torch.Tensor, ...], spans: Sequence[tuple[int, int]], order: torch.Tensor | None
+    ) -> Iterator[Batch]:
         for first, end in spans:
             index = self._positions(order, first, end)
             if index is None:
-                yield tuple(t[first:end] for t in self._tensors)  # type: ignore[misc]
+                yield tuple(t[first:end] for t in tensors)  # type: ignore[misc]
             else:
-                yield tuple(t.index_select(0, index) for t in self._tensors)  # type: ignore[misc]
+                yield tuple(t.index_select(0, index) for t in tensors)  # type: ignore[misc]
 
     def _keys(self, order: torch.Tensor | None, first: int, end: int, seed: int, epoch: int) -> list:
         index = self._positions(order, first, end)

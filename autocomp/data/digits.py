@@ -42,7 +42,8 @@ def load_digits() -> TrainTest:
 def _read_bundled_file() -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N x 1 x 8 x 8, pixels in [0, 1]) and labels from scikit-learn's file, without importing scikit-learn."""
     spec = importlib.util.find_spec("sklearn")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    locations = spec.submodule_search_locations if spec else None
+    path = Path(locations[0]) / "datasets" / "data" / "digits.csv.gz" if locations else None
     if path is None or not path.is_file():
         raise DataError(
             "data set 'digits' needs scikit-learn, which is not installed; install it with "

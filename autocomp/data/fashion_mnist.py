@@ -41,6 +41,14 @@ def _idx_file(folder: Path, name: str) -> Path | None:
     return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
 
 
+def _found_idx_file(folder: Path, name: str) -> Path:
+    """`_idx_file` in a folder `find_fashion_mnist` found complete."""
+    path = _idx_file(folder, name)
+    if path is None:
+        raise DataError(f"{folder} holds no {name} (raw or .gz); it needs all four Fashion-MNIST IDX files.")
+    return path
+
+
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
     """The first of `candidate_folders` that holds all four Fashion-MNIST IDX files."""
     looked = []
@@ -61,8 +69,8 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
 
 def _load_part(folder: Path, prefix: str) -> TensorDataset:
     """The images and labels of one split (``train`` or ``t10k``), checked against each other."""
-    images_path = _idx_file(folder, f"{prefix}-images-idx3-ubyte")
-    labels_path = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
+    images_path = _found_idx_file(folder, f"{prefix}-images-idx3-ubyte")
+    labels_path = _found_idx_file(folder, f"{prefix}-labels-idx1-ubyte")
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.shape[1:] != IMAGE_SIZE:
         raise DataError(

@@ -96,4 +96,4 @@ def image_shape(data: Dataset) -> tuple[int, int, int]:
     if hasattr(data, "image_shape"):
         return tuple(data.image_shape)
     first = next(iter(data)) if isinstance(data, IterableDataset) else data[0]
-    return tuple(first[0].shape)  # type: ignore[return-value]
+    return tuple(first[0].shape)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import numbers
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
+from typing import cast
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
@@ -72,8 +73,8 @@ def hold_out(data: Dataset, count: int, seed: int, held_out_view: Dataset | None
     views by index, never copies. ``held_out_view``: the same examples as the held-out part should see them (the
     training set without augmentation), if not ``data`` itself. An iterable data set holds out its first ``count``."""
     if isinstance(data, IterableDataset):
-        return StreamPart(data, count, len(data)), StreamPart(data, 0, count)
-    train_index, val_index = split_indices(len(data), count, seed)
+        return StreamPart(data, count, len(cast(Sized, data))), StreamPart(data, 0, count)
+    train_index, val_index = split_indices(len(cast(Sized, data)), count, seed)
     return Subset(data, train_index.tolist()), Subset(
         data if held_out_view is None else held_out_view, val_index.tolist()
     )

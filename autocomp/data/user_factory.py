@@ -10,7 +10,8 @@ copied. Nothing is normalised here: the function applies its own transforms.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
@@ -76,7 +77,7 @@ def _dataset(data: object, path: str, what: str) -> Dataset:
         return TensorDataset(images.float(), labels.long().reshape(-1))
     if isinstance(data, IterableDataset) or (isinstance(data, Dataset) and hasattr(data, "__len__")):
         try:
-            length = len(data)  # type: ignore[arg-type]
+            length = len(data)
         except TypeError:
             raise DataError(
                 f"data.factory {path!r} returned an iterable {what} without a length; define __len__ "
@@ -113,4 +114,4 @@ def _labels(data: Dataset, read: bool) -> torch.Tensor | None:
         return torch.as_tensor(targets).long().reshape(-1)
     if not read or isinstance(data, IterableDataset):
         return None
-    return torch.tensor([int(data[i][1]) for i in range(len(data))])
+    return torch.tensor([int(data[i][1]) for i in range(len(cast(Sized, data)))])

@@ -14,8 +14,9 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import torch
 from torch import nn
@@ -121,6 +122,13 @@ class EvalResult:
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    @property
+    def measured_cost(self) -> Cost:
+        """``cost``, which every candidate that did not fail has."""
+        if self.cost is None:
+            raise ValueError(f"a failed candidate has no measured cost ({self.error}).")
+        return self.cost
 
 
 class Evaluator:
@@ -295,7 +303,7 @@ class Evaluator:
 
 def _first(data: Dataset, count: int | None) -> Dataset:
     """The first ``count`` examples of ``data`` (a view; all of it when None or more than it holds)."""
-    return data if count is None or count >= len(data) else Subset(data, range(count))
+    return data if count is None or count >= len(cast(Sized, data)) else Subset(data, range(count))
 
 
 class _Calibration:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from typing import cast
 
 import torch
 from torch import nn
@@ -60,7 +61,7 @@ def proxy_finetune(
                     logits = student(layout(batch.images)).float()
                     loss = distillation_loss(logits, batch.logits, batch.labels, settings.temperature, settings.alpha)
                     if attention:
-                        student_maps = [features.float() for features in taps.take()]
+                        student_maps = [f.float() for f in cast(FeatureTaps, taps).take()]  # taps: attention on
                         loss = loss + settings.attention / 2 * attention_loss(student_maps, batch.maps)
                 descend(
                     optimizer, schedule, loss, f"the proxy fine-tune's loss became {{}} at step {done + 1}.", scaler

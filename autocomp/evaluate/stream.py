@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -71,7 +72,9 @@ class TrainingStream:
     ) -> None:
         self.steps_per_epoch = num_batches(data, batch_size, drop_last=True)
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"proxy batch_size {batch_size} is larger than the {len(data)} training examples.")
+            raise ConfigError(
+                f"proxy batch_size {batch_size} is larger than the {len(cast(Sized, data))} training examples."
+            )
         self._reader = BatchReader(data, batch_size, runtime.workers, runtime.pin_memory)
         self._seed, self._runtime = seed, runtime
         self._teacher, self._points = teacher, list(attention_points)

@@ -15,13 +15,14 @@ import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from autocomp.cost.macs import COUNTED_TYPES, FLOAT_BITS, SCALE_BITS, float_bits
 from autocomp.errors import ConfigError
-from autocomp.geometry import factor_shapes, lowrank_macs, rank_of, resize_input
+from autocomp.geometry import as_pair, factor_shapes, lowrank_macs, rank_of, resize_input
 from autocomp.graph.dependency import Verdict, dependency_graph, group_verdict
 from autocomp.graph.heads import HeadGroup, probe_heads, set_head_count
 from autocomp.graph.standard import standard_form
@@ -146,7 +147,9 @@ class ModelGraph:
                         f"({type(group).__name__}: {_first_line(group)})"
                     )
                 continue
-            producers, consumers, carriers = {}, {}, {}
+            producers: dict[str, int] = {}
+            consumers: dict[str, int] = {}
+            carriers: dict[nn.Module, tuple[object, set[int]]] = {}
             for dep, idxs in group:
                 name = names.get(dep.target.module)
                 if name not in traced:
@@ -172,8 +175,8 @@ class ModelGraph:
             if verdict.head_size > 1:
                 blocks = verdict.blocks
                 heads = HeadGroup(
-                    tuple(sorted(producers, key=order.get)),
-                    tuple(sorted(consumers, key=order.get)),
+                    tuple(sorted(producers, key=order.__getitem__)),
+                    tuple(sorted(consumers, key=order.__getitem__)),
                     self._dg.get_out_channels(root.target.module) // (blocks * verdict.head_size),
                     verdict.head_size,
                     blocks,
@@ -196,8 +199,8 @@ class ModelGraph:
                 ChannelGroup(
                     index=index,
                     channels=channels,
-                    layers=tuple(sorted(producers, key=order.get)),
-                    consumers=tuple(sorted(consumers, key=order.get)),
+                    layers=tuple(sorted(producers, key=order.__getitem__)),
+                    consumers=tuple(sorted(consumers, key=order.__getitem__)),
                     blocks=blocks,
                     head_size=1 if heads is None else heads.head_size,
                 )
@@ -262,7 +265,7 @@ class ModelGraph:
         order = {layer.name: i for i, layer in enumerate(self.layers)}
         return [
             f"layer {name!r} is kept whole: its output channels {self.whole[name]}."
-            for name in sorted(self.whole, key=order.get)
+            for name in sorted(self.whole, key=order.__getitem__)
         ]
 
     @property
@@ -375,7 +378,7 @@ class ModelGraph:
         total = 0
         for name, macs in self.layer_macs(policy).items():
             decision = policy.decision(name)
-            weight_bits = decision.weight_bits if decision.quantized else FLOAT_BITS
+            weight_bits = FLOAT_BITS if decision.weight_bits is None else decision.weight_bits
             total += macs * weight_bits * (decision.act_bits or FLOAT_BITS)
         return total + self.other_macs(policy) * FLOAT_BITS * FLOAT_BITS
 
@@ -411,13 +414,14 @@ class ModelGraph:
             in_per_group = 1 if layer.depthwise else new_in // layer.groups
             weights = [(new_out, new_out * in_per_group * math.prod(layer.kernel_size))]
         else:
-            rank = rank_of(decision.rank, new_in, new_out, layer.kernel, decision.rank_scheme)
-            shapes = factor_shapes(layer.kind, new_in, new_out, layer.kernel_size, rank, decision.rank_scheme)
+            kernel = as_pair(layer.kernel)
+            rank = rank_of(decision.rank, new_in, new_out, kernel, decision.rank_scheme)
+            shapes = factor_shapes(layer.kind, new_in, new_out, kernel, rank, decision.rank_scheme)
             weights = [(shape[0], math.prod(shape)) for shape in shapes]
             bias_bits = None if bias_bits is None else weight_bits  # both factors take the weight's dtype
         sizes = []
         for out_channels, elements in weights:
-            if not decision.quantized:
+            if decision.weight_bits is None:
                 sizes.append((elements, elements * weight_bits))
                 continue
             scales = 0 if decision.weight_scheme == "dorefa" else SCALE_BITS * out_channels
@@ -475,10 +479,12 @@ class ModelGraph:
         new_out: int,
         input_shape: tuple[int, ...],
         output_shape: tuple[int, ...],
-        decision,
+        decision: LayerDecision,
     ) -> int:
         """MACs of ``layer`` factorized as ``decision`` says, once it has ``new_in``/``new_out`` channels."""
-        rank = rank_of(decision.rank, new_in, new_out, layer.kernel, decision.rank_scheme)
+        if decision.rank is None:
+            raise ValueError(f"layer {layer.name!r} is not factorized by its decision; it has no low-rank MACs.")
+        rank = rank_of(decision.rank, new_in, new_out, as_pair(layer.kernel), decision.rank_scheme)
         if layer.kind == "linear":
             return lowrank_macs(
                 layer.kind,
@@ -494,17 +500,18 @@ class ModelGraph:
                 decision.rank_scheme,
                 rows=math.prod(input_shape[:-1]),
             )
-        module = self.model.get_submodule(layer.name)
+        conv = cast(nn.Conv2d, self.model.get_submodule(layer.name))  # a factorizable conv is 2-d
+        padding = conv.padding if isinstance(conv.padding, str) else as_pair(conv.padding)
         return lowrank_macs(
             layer.kind,
             new_in,
             new_out,
-            layer.kernel_size,
-            input_shape[1:],
-            output_shape[1:],
-            layer.stride,
-            module.padding,
-            module.dilation,
+            as_pair(layer.kernel_size),
+            as_pair(input_shape[1:]),
+            as_pair(output_shape[1:]),
+            as_pair(layer.stride),
+            padding,
+            as_pair(conv.dilation),
             rank,
             decision.rank_scheme,
         )

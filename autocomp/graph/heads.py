@@ -14,6 +14,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -114,16 +115,21 @@ def _run(model: nn.Module, example_inputs: torch.Tensor) -> list[torch.Tensor]:
 @contextmanager
 def _zeroed_inputs(model: nn.Module, consumers: tuple[str, ...], channels: range) -> Iterator[None]:
     """The consumers' weights for ``channels`` of their input set to zero for a while."""
-    saved = {name: model.get_submodule(name).weight.detach().clone() for name in consumers}
+    saved = {name: _weight(model, name).detach().clone() for name in consumers}
     with torch.no_grad():
         for name in consumers:
-            model.get_submodule(name).weight[:, channels] = 0
+            _weight(model, name)[:, channels] = 0
     try:
         yield
     finally:
         with torch.no_grad():
             for name, weight in saved.items():
-                model.get_submodule(name).weight.copy_(weight)
+                _weight(model, name).copy_(weight)
+
+
+def _weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight of layer ``name`` (a conv or linear layer) of ``model``."""
+    return cast(torch.Tensor, model.get_submodule(name).weight)
 
 
 @contextmanager
@@ -136,11 +142,12 @@ def _cut(model: nn.Module, group: HeadGroup, channels: range) -> Iterator[None]:
     for name, dim, kept in [
         (n, 0, [b * width + c for b in range(group.blocks) for c in keep]) for n in group.producers
     ] + [(n, 1, keep) for n in group.consumers]:
-        layer, kept = model.get_submodule(name), torch.tensor(kept)
+        layer, index = model.get_submodule(name), torch.tensor(kept)
         saved[name] = {key: getattr(layer, key) for key in ("weight", "bias", _width_attr(layer, dim))}
-        layer.weight = nn.Parameter(layer.weight.detach().index_select(dim, kept))
-        if dim == 0 and layer.bias is not None:
-            layer.bias = nn.Parameter(layer.bias.detach()[kept])
+        bias = cast("torch.Tensor | None", layer.bias)
+        layer.weight = nn.Parameter(_weight(model, name).detach().index_select(dim, index))
+        if dim == 0 and bias is not None:
+            layer.bias = nn.Parameter(bias.detach()[index])
         setattr(layer, _width_attr(layer, dim), len(kept))
     old_counts = set_head_count(model, group, group.heads - 1)
     try:

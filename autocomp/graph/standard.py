@@ -11,6 +11,8 @@ names are those of this form (``attn.q_proj``, ...) and a compressed model has i
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -41,12 +43,14 @@ def _shown(module: nn.Module) -> nn.Module | None:
         return None
     if isinstance(module, nn.MultiheadAttention):
         return HeadAttention(module)
-    linear = nn.Linear(*module.weight.shape, bias=module.bias is not None)
+    weight, bias = cast(torch.Tensor, module.weight), cast("torch.Tensor | None", module.bias)  # Conv1D's
+    in_features, out_features = weight.shape
+    linear = nn.Linear(in_features, out_features, bias=bias is not None)
     with torch.no_grad():
-        linear.weight.copy_(module.weight.t())
-        if module.bias is not None:
-            linear.bias.copy_(module.bias)
-    return linear.to(module.weight).train(module.training)
+        linear.weight.copy_(weight.t())
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear.to(weight).train(module.training)
 
 
 def _is_transposed_linear(module: nn.Module) -> bool:

@@ -127,7 +127,7 @@ class _ValueReadGuard(torch.overrides.TorchFunctionMode):
 
     def __init__(self, source: torch.Tensor, current, names: Mapping[nn.Module, str]) -> None:
         super().__init__()
-        self._derived: dict[int, object] = {}
+        self._derived: dict[int, weakref.ref[torch.Tensor]] = {}
         self._current = current
         self._names = names
         self._mark(source)

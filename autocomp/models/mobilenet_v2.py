@@ -37,7 +37,7 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = in_channels * expansion
         self.use_residual = stride == 1 and in_channels == out_channels
-        layers = [] if expansion == 1 else [conv_bn_relu(in_channels, hidden, 1, 1)]
+        layers: list[nn.Module] = [] if expansion == 1 else [conv_bn_relu(in_channels, hidden, 1, 1)]
         layers += [
             conv_bn_relu(hidden, hidden, 3, stride, groups=hidden),
             nn.Conv2d(hidden, out_channels, 1, bias=False),
@@ -56,7 +56,7 @@ class MobileNetV2(nn.Module):
         super().__init__()
         channels = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
-        layers = [conv_bn_relu(in_channels, channels, 3, 1 if small_input else 2)]
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, channels, 3, 1 if small_input else 2)]
         for row, (t, c, n, s) in enumerate(SETTINGS):
             out = make_divisible(c * width_mult)
             stride = 1 if small_input and row == 1 else s

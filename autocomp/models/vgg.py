@@ -8,7 +8,7 @@ from torch import nn
 from autocomp.models.channels import scaled
 from autocomp.models.registry import register
 
-LAYOUT = [128, 128, "M", 256, 256, "M", 512, 512, "M"]
+LAYOUT: list[int | str] = [128, 128, "M", 256, 256, "M", 512, 512, "M"]
 
 
 class VGGSmall(nn.Module):

@@ -96,7 +96,8 @@ class AgentSearcher(Searcher):
         """Whether the study holds every trial of the budget (or the agent has nothing more) and none is in flight."""
         return not self.in_flight and (self.exhausted or self.recorded >= self.trials)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # ray annotates suggest as returning dict | None, though Searcher.FINISHED (a str) is its documented last answer
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         """The next candidate to evaluate, FINISHED when the budget is handed out, None to wait for a result."""
         repeats = 0
         while not self.waiting:
@@ -162,6 +163,8 @@ class AgentSearcher(Searcher):
         if "evaluation" in result:
             return decode_result(result["evaluation"])
         curve = tuple(sorted(candidate.curve.items()))
+        if candidate.cost is None:  # an ASHA run's worker reports the cost with every score
+            raise ValueError(f"trial {trial_id} was stopped early without reporting its candidate's cost.")
         return EvalResult(
             curve[-1][1],
             Cost.from_dict(json.loads(candidate.cost)),

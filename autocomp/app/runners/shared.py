@@ -123,7 +123,11 @@ def retry_running(study: optuna.Study) -> int:
 def heartbeat(study: optuna.Study, storage_id: int, seconds: float) -> Iterator[None]:
     """Beat for ``storage_id`` every ``seconds`` while the block runs (storages without heartbeats: nothing)."""
     storage = storage_of(study)
-    if not (hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval()):  # journal files: no beats
+    if not (
+        hasattr(storage, "record_heartbeat")
+        and hasattr(storage, "get_heartbeat_interval")
+        and storage.get_heartbeat_interval()
+    ):  # journal files: no beats
         yield
         return
     storage.record_heartbeat(storage_id)  # at once: a trial that never beat is never found stale

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
 from autocomp.errors import ConfigError, error_chain
 from autocomp.logs import logger
@@ -44,7 +45,7 @@ def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storag
     silent for 4 beats failed and enqueued again up to ``max_failures`` times, every operation waiting out an outage
     (`PatientRDBStorage`); anything else is a journal file path."""
     if "://" not in url:
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
     import sqlalchemy
 
     _check_driver(url)
@@ -189,5 +190,5 @@ def _safe(url: str) -> str:
 
 def _reason(error: BaseException) -> str:
     """The first line of what the database or its driver said about ``error``."""
-    said = next((cause.orig for cause in error_chain(error) if getattr(cause, "orig", None) is not None), error)
+    said = next((orig for cause in error_chain(error) if (orig := getattr(cause, "orig", None)) is not None), error)
     return (str(said).strip().splitlines() or [type(said).__name__])[0]

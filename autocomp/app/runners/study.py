@@ -72,13 +72,20 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
 
 
+def complete_value(trial: FrozenTrial) -> float:
+    """The value of a complete trial (the others have none)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} has no value: it is {trial.state.name}, not complete.")
+    return trial.value
+
+
 def top_trials(study: optuna.Study, count: int) -> list[FrozenTrial]:
     """The ``count`` best measured-feasible complete trials of distinct policies, best first (ties: the fewer MACs, then
     the earlier trial); a policy scored twice (a cache hit) counts once."""
     feasible = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")
     ]
-    ranked = sorted(feasible, key=lambda t: (-t.value, t.user_attrs["macs"], t.number))
+    ranked = sorted(feasible, key=lambda t: (-complete_value(t), t.user_attrs["macs"], t.number))
     distinct: dict[str, FrozenTrial] = {}
     for trial in ranked:
         distinct.setdefault(Policy.from_dict(trial.user_attrs["policy"]).key(), trial)
@@ -97,7 +104,7 @@ def best_so_far(study: optuna.Study) -> str:
     if best is None:
         return ""
     usage = best.user_attrs.get("usage")
-    return f"best {100 * best.value:.2f}% at {best.user_attrs['macs']:,} MACs" + (
+    return f"best {100 * complete_value(best):.2f}% at {best.user_attrs['macs']:,} MACs" + (
         "" if usage is None else f" ({usage:.0%} of the budget)"
     )
 
@@ -125,11 +132,11 @@ def finished_trial(
         state = TrialState.FAIL
     else:
         attrs.update(
-            result.cost.to_dict(),
+            result.measured_cost.to_dict(),
             accuracy=result.accuracy,
             loss=result.loss,
-            feasible=not probe and budget.feasible_cost(result.cost),
-            usage=budget.measured_usage(result.cost),
+            feasible=not probe and budget.feasible_cost(result.measured_cost),
+            usage=budget.measured_usage(result.measured_cost),
         )
         if result.stopped_at is None:
             state, value = TrialState.COMPLETE, result.accuracy

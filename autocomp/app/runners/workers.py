@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from typing import cast
 
 import optuna
 import torch
@@ -93,6 +94,7 @@ class Worker:
             if not self.seeded:  # workers start alike; the first trial each takes is its own
                 self._seed_agent(taken.number)
             self._catch_up()
+            proposal: Policy | None
             if set(taken.params) == set(self.setup.space.distributions()):  # a retry: the same candidate again
                 proposal = self.setup.space.to_policy(taken.params)
             else:  # a new trial, or one whose worker died while writing its candidate (never evaluated): ask
@@ -146,7 +148,8 @@ def work(config: RunConfig) -> int:
     from autocomp.app.runners.storage import shared_storage
     from autocomp.app.runners.study import open_study
 
-    if config.runner.storage is None:
+    runner = config.runner
+    if runner.storage is None:
         raise ConfigError("a worker needs the shared study's storage: give --storage URL (or runner.storage).")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -156,7 +159,6 @@ def work(config: RunConfig) -> int:
             f"agent {config.search.agent!r} needs each result before its next proposal, so it cannot share "
             "a study with other workers; run it with `autocomp search` alone."
         )
-    runner = config.runner
     study = open_study(shared_storage(runner.storage, runner.heartbeat, runner.max_failures))
     plan(study, config)
     baseline = prepare_baseline(config, setup.data, setup.runtime)
@@ -194,5 +196,5 @@ def _finish(storage: optuna.storages.BaseStorage, trial_id: int, record: FrozenT
     for step, value in record.intermediate_values.items():
         storage.set_trial_intermediate_value(trial_id, step, value)
     storage.set_trial_state_values(
-        trial_id, record.state, None if record.state != TrialState.COMPLETE else [record.value]
+        trial_id, record.state, None if record.state != TrialState.COMPLETE else [cast(float, record.value)]
     )
