@@ -29,9 +29,8 @@ def options(
     ] = False,
 ) -> None:
     """AutoML compression search for PyTorch: smaller models within a MACs, size or latency budget."""
-    if quiet:
-        set_verbosity(logging.ERROR)  # no progress or warning lines
-        console.quiet = True  # no progress bars
+    set_verbosity(logging.ERROR if quiet else logging.INFO)  # quiet: no progress or warning lines
+    console.quiet = quiet  # no progress bars
 
 
 def _fail(err: AutocompError) -> None:
