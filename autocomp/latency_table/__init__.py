@@ -23,19 +23,15 @@ what is on disk and replaced atomically at every save, so processes can share it
 
 from __future__ import annotations
 
-import bisect
-import functools
 import hashlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-import torch
 from torch import nn
 
 from autocomp.cache import cache_root
@@ -49,6 +45,16 @@ from autocomp.cost.latency import (
 from autocomp.errors import ConfigError
 from autocomp.geometry import as_pair, full_rank_of, rank_of
 from autocomp.graph import LayerInfo, ModelGraph
+from autocomp.latency_table.entries import (
+    Geometry,
+    Grid,
+    bracket,
+    counts,
+    factor_geometries,
+    line_fit,
+    spatial,
+    tuple_or_str,
+)
 from autocomp.policy import Policy
 from autocomp.progress import progress_bar
 
@@ -60,79 +66,6 @@ ENTRY_ROUNDS = 3
 """Timings of each entry and calibration model; the least loaded one is kept (load on a shared machine only slows)."""
 
 Channels = dict[str, tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """A conv/linear layer apart from its channel counts; ``groups`` 0 means depthwise (groups = channels).
-
-    ``size``: the input's spatial size (conv) or its leading dimensions before the features (linear).
-    """
-
-    kind: str
-    kernel: tuple[int, ...] = ()
-    stride: tuple[int, ...] = ()
-    padding: tuple[int, ...] | str = ()
-    dilation: tuple[int, ...] = ()
-    padding_mode: str = "zeros"
-    groups: int = 1
-    bias: bool = True
-    size: tuple[int, ...] = ()
-
-    def key(self, in_channels: int, out_channels: int) -> str:
-        """The entry's name in the cache file."""
-        return f"{self.kind} {in_channels}>{out_channels} {self._described}"
-
-    @functools.cached_property
-    def _described(self) -> str:
-        if self.kind == "linear":
-            return f"rows{list(self.size)} bias{int(self.bias)}"
-        groups = "dw" if self.groups == 0 else self.groups
-        return (
-            f"g{groups} k{list(self.kernel)} s{list(self.stride)} "
-            f"p{self.padding if isinstance(self.padding, str) else list(self.padding)} d{list(self.dilation)} "
-            f"{self.padding_mode} bias{int(self.bias)} in{list(self.size)}"
-        )
-
-    def layer(self, in_channels: int, out_channels: int) -> nn.Module:
-        """A fresh layer of this geometry."""
-        if self.kind == "linear":
-            return nn.Linear(in_channels, out_channels, bias=self.bias)
-        conv: Callable[..., nn.Module] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(self.kernel) - 1]  # by dimensions
-        return conv(
-            in_channels,
-            out_channels,
-            self.kernel,
-            self.stride,
-            self.padding,
-            self.dilation,
-            groups=self.groups or in_channels,
-            bias=self.bias,
-            padding_mode=self.padding_mode,
-        )
-
-    def example(self, in_channels: int) -> torch.Tensor:
-        """An input of one example for the layer (with the batch dimension)."""
-        shape = (*self.size, in_channels) if self.kind == "linear" else (in_channels, *self.size)
-        return torch.zeros(1, *shape)
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """The channel counts at which one geometry is measured; depthwise grids hold the diagonal only."""
-
-    geometry: _Geometry
-    ins: tuple[int, ...]
-    outs: tuple[int, ...]
-
-    @property
-    def depthwise(self) -> bool:
-        return self.geometry.groups == 0
-
-    def points(self) -> list[tuple[int, int]]:
-        if self.depthwise:
-            return [(count, count) for count in self.ins]
-        return [(cin, cout) for cin in self.ins for cout in self.outs]
 
 
 @dataclass(frozen=True)
@@ -171,7 +104,7 @@ class LatencyTable:
         self._modules = {layer.name: graph.model.get_submodule(layer.name) for layer in graph.layers}
         self._fewest = graph.layer_channels([min(group.blocks, group.channels) for group in graph.groups])
         self._architecture = _architecture_key(graph, self._modules)
-        self._grids: dict[tuple, tuple[_Grid, ...]] = {}
+        self._grids: dict[tuple, tuple[Grid, ...]] = {}
 
     def predict_ms(self, policy: Policy) -> float:
         """Predicted milliseconds of a forward pass of the model ``compress(graph.model, policy, ...)`` returns.
@@ -199,7 +132,7 @@ class LatencyTable:
         """
         for resolution in resolutions:
             self.graph.check(Policy(resolution=resolution))
-        missing: dict[str, tuple[_Geometry, int, int]] = {}
+        missing: dict[str, tuple[Geometry, int, int]] = {}
         for resolution in resolutions:
             for layer in self.graph.layers:
                 for scheme in (None, *(s for s in rank_schemes if layer.factorizable)):
@@ -260,7 +193,9 @@ class LatencyTable:
                     "layers_ms": sum(self._layer_ms(policy, channels).values()),
                 }
             )
-        fixed, per_element = _line([p["elements"] for p in points], [p["measured_ms"] - p["layers_ms"] for p in points])
+        fixed, per_element = line_fit(
+            [p["elements"] for p in points], [p["measured_ms"] - p["layers_ms"] for p in points]
+        )
         return {"fixed_ms": fixed, "per_element_ms": per_element, "points": points}
 
     def _channels(self, policy: Policy) -> Channels:
@@ -291,10 +226,10 @@ class LatencyTable:
         """Elements of the conv/linear layers' outputs (one example) with these channels at ``resolution``."""
         shapes = self.graph.shapes_at(resolution)
         return sum(
-            channels[name][1] * math.prod(_spatial(layer, shapes[name][2])) for name, layer in self._layers.items()
+            channels[name][1] * math.prod(spatial(layer, shapes[name][2])) for name, layer in self._layers.items()
         )
 
-    def _layer_grids(self, layer: LayerInfo, resolution: float, scheme: str | None) -> tuple[_Grid, ...]:
+    def _layer_grids(self, layer: LayerInfo, resolution: float, scheme: str | None) -> tuple[Grid, ...]:
         """The grid of ``layer`` at ``resolution``, or the grids of its two factors under low-rank ``scheme``."""
         key = (layer.name, resolution, scheme)
         if key not in self._grids:
@@ -303,24 +238,24 @@ class LatencyTable:
 
     def _make_grids(
         self, layer: LayerInfo, shapes: tuple[int, tuple[int, ...], tuple[int, ...]], scheme: str | None
-    ) -> tuple[_Grid, ...]:
+    ) -> tuple[Grid, ...]:
         _, input_shape, output_shape = shapes
         module = self._modules[layer.name]
         fewest_in, fewest_out = self._fewest[layer.name]
         depthwise = layer.depthwise and layer.in_channels == layer.out_channels  # with a multiplier, it is never pruned
         multiple = 1 if depthwise else layer.groups
-        outs = _counts(fewest_out, layer.out_channels, self.steps, multiple)
-        ins = outs if depthwise else _counts(fewest_in, layer.in_channels, self.steps, multiple)
+        outs = counts(fewest_out, layer.out_channels, self.steps, multiple)
+        ins = outs if depthwise else counts(fewest_in, layer.in_channels, self.steps, multiple)
         bias = module.bias is not None
         if layer.kind == "linear":
-            whole = _Geometry("linear", bias=bias, size=tuple(input_shape[:-1]))
+            whole = Geometry("linear", bias=bias, size=tuple(input_shape[:-1]))
         else:
             conv = cast("nn.Conv1d | nn.Conv2d | nn.Conv3d", module)
-            whole = _Geometry(
+            whole = Geometry(
                 "conv",
                 tuple(layer.kernel_size),
                 tuple(layer.stride),
-                _tuple_or_str(conv.padding),
+                tuple_or_str(conv.padding),
                 tuple(conv.dilation),
                 conv.padding_mode,
                 0 if depthwise else layer.groups,
@@ -328,23 +263,23 @@ class LatencyTable:
                 tuple(input_shape[1:]),
             )
         if scheme is None:
-            return (_Grid(whole, ins, outs),)
-        ranks = _counts(
+            return (Grid(whole, ins, outs),)
+        ranks = counts(
             1, full_rank_of(layer.in_channels, layer.out_channels, as_pair(layer.kernel), scheme), self.steps, 1
         )
-        first, second = _factor_geometries(whole, scheme, tuple(output_shape[1:]))
-        return _Grid(first, ins, ranks), _Grid(second, ranks, outs)
+        first, second = factor_geometries(whole, scheme, tuple(output_shape[1:]))
+        return Grid(first, ins, ranks), Grid(second, ranks, outs)
 
-    def _interpolate(self, grid: _Grid, cin: int, cout: int) -> float:
+    def _interpolate(self, grid: Grid, cin: int, cout: int) -> float:
         """Bilinear interpolation of the grid's entries at (cin, cout); linear along the diagonal when depthwise.
 
         Corners of weight zero are not read, so a grid point is exactly its entry and measures nothing else.
         """
-        o0, o1, wo = _bracket(grid.outs, cout)
+        o0, o1, wo = bracket(grid.outs, cout)
         if grid.depthwise:  # its groups follow its output channels, and its inputs match them
             corners = [((grid.outs[o0], grid.outs[o0]), 1 - wo), ((grid.outs[o1], grid.outs[o1]), wo)]
         else:
-            i0, i1, wi = _bracket(grid.ins, cin)
+            i0, i1, wi = bracket(grid.ins, cin)
             corners = [
                 ((grid.ins[i], grid.outs[o]), a * b)
                 for i, a in ((i0, 1 - wi), (i1, wi))
@@ -352,14 +287,14 @@ class LatencyTable:
             ]
         return sum(weight * self._entry_ms(grid.geometry, *point) for point, weight in corners if weight > 0)
 
-    def _entry_ms(self, geometry: _Geometry, cin: int, cout: int) -> float:
+    def _entry_ms(self, geometry: Geometry, cin: int, cout: int) -> float:
         """The entry for one layer size; measured now (the least loaded of ENTRY_ROUNDS timings) if the table lacks it."""
         key = geometry.key(cin, cout)
         if key not in self._entries:
             self._store(key, min(self._time(geometry, cin, cout) for _ in range(ENTRY_ROUNDS)))
         return self._entries[key]
 
-    def _time(self, geometry: _Geometry, cin: int, cout: int) -> float:
+    def _time(self, geometry: Geometry, cin: int, cout: int) -> float:
         """One timing of a fresh layer of this geometry and size on the target (`measure_latency_ms`'s code)."""
         self.measurements += 1
         layer = geometry.layer(cin, cout)
@@ -412,75 +347,6 @@ def _refuse_bits(policy: Policy) -> None:
                 f"policy gives layer {name!r} {decision.weight_bits}-bit weights, but the latency table predicts "
                 "floating-point models only (simulated quantization's time is not a deployment latency)."
             )
-
-
-def _counts(fewest: int, full: int, steps: int, multiple: int) -> tuple[int, ...]:
-    """``steps`` evenly spaced channel counts from ``fewest`` to ``full`` (multiples of ``multiple``), both ends included."""
-    inner = {round(full * k / steps / multiple) * multiple for k in range(1, steps)}
-    return tuple(sorted({fewest, full} | {count for count in inner if fewest < count < full}))
-
-
-def _bracket(points: tuple[int, ...], value: int) -> tuple[int, int, float]:
-    """Indices of the grid points around ``value`` and the weight of the upper one (clamped at the ends)."""
-    if len(points) == 1:
-        return 0, 0, 0.0
-    upper = min(max(bisect.bisect_left(points, value), 1), len(points) - 1)
-    low, high = points[upper - 1], points[upper]
-    return upper - 1, upper, min(max((value - low) / (high - low), 0.0), 1.0)
-
-
-def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares ``y = a + b x`` with ``b >= 0`` (a flat line when the slope comes out negative)."""
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else 0.0
-    slope = max(slope, 0.0)
-    return mean_y - slope * mean_x, slope
-
-
-def _factor_geometries(whole: _Geometry, scheme: str, output_size: tuple[int, ...]) -> tuple[_Geometry, _Geometry]:
-    """The geometries of the two layers `compress.lowrank.factorized_shell` makes of a layer of geometry ``whole``."""
-    if whole.kind == "linear":
-        return _Geometry("linear", bias=False, size=whole.size), whole
-    if scheme == "pair":
-        first = _Geometry(
-            "conv", whole.kernel, whole.stride, whole.padding, whole.dilation, whole.padding_mode, 1, False, whole.size
-        )
-        return first, _Geometry("conv", (1, 1), (1, 1), (0, 0), (1, 1), "zeros", 1, whole.bias, output_size)
-    (kh, kw), (sh, sw), (dh, dw) = whole.kernel, whole.stride, whole.dilation
-    first = _Geometry(
-        "conv",
-        (kh, 1),
-        (sh, 1),
-        whole.padding if isinstance(whole.padding, str) else (whole.padding[0], 0),
-        (dh, 1),
-        "zeros",
-        1,
-        False,
-        whole.size,
-    )
-    middle = (output_size[0], whole.size[1])  # the k x 1 conv keeps the input's width
-    second = _Geometry(
-        "conv",
-        (1, kw),
-        (1, sw),
-        whole.padding if isinstance(whole.padding, str) else (0, whole.padding[1]),
-        (1, dw),
-        "zeros",
-        1,
-        whole.bias,
-        middle,
-    )
-    return first, second
-
-
-def _tuple_or_str(padding: tuple[int, ...] | str) -> tuple[int, ...] | str:
-    return padding if isinstance(padding, str) else tuple(padding)
-
-
-def _spatial(layer: LayerInfo, output_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The output's size apart from its channels."""
-    return tuple(output_shape[:-1]) if layer.kind == "linear" else tuple(output_shape[1:])
 
 
 def _architecture_key(graph: ModelGraph, modules: dict[str, nn.Module]) -> str:
