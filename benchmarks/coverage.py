@@ -390,13 +390,17 @@ def coverage_table(args: argparse.Namespace) -> list[list[str]]:
     rows = []
     for case in cases(args.models):
         large = case.reference_macs is not None and case.reference_macs / 1e9 > LARGE_GMACS
-        if case.name not in done:
-            done[case.name] = skipped_row(case) if args.skip_large and large else isolated_row(case, args)
+        if args.skip_large and large:
+            row = skipped_row(case)  # not kept: a later run with --no-skip-large measures it
+        elif case.name in done:
+            row = done[case.name]
+        else:
+            row = done[case.name] = isolated_row(case, args)
             saved.parent.mkdir(parents=True, exist_ok=True)
             saved.with_suffix(".tmp").write_text(json.dumps(done, indent=0))
             saved.with_suffix(".tmp").replace(saved)
-        print(" | ".join(f"{name}: {cell}" for name, cell in zip(HEADER, done[case.name])), flush=True)
-        rows.append(done[case.name])
+        print(" | ".join(f"{name}: {cell}" for name, cell in zip(HEADER, row)), flush=True)
+        rows.append(row)
     return rows
 
 
