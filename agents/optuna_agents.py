@@ -18,6 +18,7 @@ from agents.base import Agent, is_number, is_whole, register_agent
 from autocomp.evaluate import EvalResult
 from autocomp.policy import Policy
 from search_spaces import Budget, Space
+from search_spaces.pareto import pareto_front
 
 
 def trial_state(result: EvalResult | None) -> TrialState:
@@ -306,9 +307,8 @@ class NSGA2Agent(OptunaAgent):
             self._finished[number] = FrontPoint(proposal, self.project(proposal), accuracy, usage)
 
     def pareto_front(self) -> list[FrontPoint]:
-        """The non-dominated finished candidates (Optuna's `best_trials`), cheapest first."""
-        front = [self._finished[trial.number] for trial in self._study.best_trials]
-        return sorted(front, key=lambda point: (point.usage, -point.accuracy))
+        """The non-dominated finished candidates, cheapest first."""
+        return pareto_front(self._finished.values(), lambda point: point.accuracy, lambda point: point.usage)
 
 
 def _widened(space: Space, margin: float) -> dict[str, BaseDistribution]:

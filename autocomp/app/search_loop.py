@@ -41,6 +41,7 @@ from autocomp.policy import Policy
 from autocomp.runtime import Runtime, Throughput
 from autocomp.train import Distillation, TrainSettings, train
 from search_spaces import Budget
+from search_spaces.pareto import pareto_front
 
 log = logger(__name__)
 
@@ -199,7 +200,7 @@ def _report(
         },
         "trials": len(trials),
         "probe_trials": sum(bool(t.user_attrs.get("probe")) for t in trials),
-        "pareto_front": pareto_front(trials, setup.budget),
+        "pareto_front": report_front(trials, setup.budget),
         "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
         "pruned_trials": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         "cached_trials": sum(bool(t.user_attrs.get("cached")) for t in trials),
@@ -261,7 +262,7 @@ def _bits(policy: Policy) -> dict[str, list[int | None]]:
     return {name: [d.weight_bits, d.act_bits] for name, d in policy.layers.items() if d.weight_bits is not None}
 
 
-def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:
+def report_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:
     """The measured-feasible candidates no other beats on both held-out accuracy and measured budget use, cheapest first."""
     points = [
         (t.number, complete_value(t), budget.measured_usage(Cost.from_dict(t.user_attrs)))
@@ -271,15 +272,8 @@ def pareto_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list
     first: dict[tuple[float, float], int] = {}  # a repeated candidate (a cache hit) is one point: its earliest trial
     for number, value, usage in points:
         first.setdefault((value, usage), number)
-    front = [
-        (number, value, usage)
-        for (value, usage), number in first.items()
-        if not any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in first)
-    ]
-    return [
-        {"trial": number, "val_accuracy": value, "usage": usage}
-        for number, value, usage in sorted(front, key=lambda p: p[2])
-    ]
+    front = pareto_front(first.items(), lambda point: point[0][0], lambda point: point[0][1])
+    return [{"trial": number, "val_accuracy": value, "usage": usage} for (value, usage), number in front]
 
 
 def _runtime_report(runtime: Runtime, finetuning: Throughput, evaluator: Evaluator) -> dict[str, Any]:
