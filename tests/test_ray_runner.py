@@ -19,12 +19,14 @@ import autocomp
 from autocomp.app.baseline import prepare_baseline
 from autocomp.app.config import build_config
 from autocomp.app.runners.context import build_evaluator, prepare
-from autocomp.app.runners.ray_searcher import AgentSearcher, encode_result
+from autocomp.app.runners.ray_searcher import AgentSearcher, decode_result, encode_result
 from autocomp.app.runners.reachable import check_address
-from autocomp.app.runners.study import open_study
+from autocomp.app.runners.study import finished_trial, open_study, result_of
 from autocomp.app.tuning import load_tune_config, tune
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
+from autocomp.evaluate.timing import Timing
+from tests.test_agents import tiny_setting
 
 TINY = {
     "model": {"name": "resnet20"},
@@ -254,3 +256,13 @@ def test_an_address_where_no_cluster_answers_is_refused_in_one_sentence():
         check_address("127.0.0.1:1")
     with pytest.raises(ConfigError, match="HOST:PORT"):
         check_address("nowhere")
+
+
+def test_a_result_crosses_from_a_worker_and_through_the_study_whole():
+    graph, space, budget = tiny_setting()
+    proposal = space.smallest()
+    measured = autocomp.measure(graph.model, graph.example_inputs)
+    result = EvalResult(0.9, measured, 2.0, loss=0.3, curve=((10, 0.875),), timing=Timing(2.0, 1.5))
+    assert decode_result(encode_result(result)) == result
+    recorded = result_of(finished_trial(space, proposal, proposal, budget, "key", result, probe=False))
+    assert recorded == result

@@ -14,9 +14,9 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -122,6 +122,38 @@ class EvalResult:
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-ready data (what a Ray worker reports)."""
+        return {
+            "accuracy": self.accuracy,
+            "cost": None if self.cost is None else self.cost.to_dict(),
+            "seconds": self.seconds,
+            "loss": self.loss,
+            "error": self.error,
+            "retry": self.retry,
+            "curve": [list(point) for point in self.curve],
+            "stopped_at": self.stopped_at,
+            "timing": {"total": self.timing.total, "compute": self.timing.compute},
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        """The result `to_dict` wrote."""
+        cost, timing = data["cost"], data["timing"]
+        return cls(
+            data["accuracy"],
+            None if cost is None else Cost.from_dict(cost),
+            data["seconds"],
+            loss=data["loss"],
+            error=data["error"],
+            retry=data["retry"],
+            curve=tuple((int(step), float(score)) for step, score in data["curve"]),
+            stopped_at=data["stopped_at"],
+            timing=Timing(timing["total"], timing["compute"]),
+            cached=data["cached"],
+        )
 
     @property
     def measured_cost(self) -> Cost:

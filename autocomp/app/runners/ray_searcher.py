@@ -225,26 +225,10 @@ def _failure(experiment: Path, trial_id: str) -> str:
 
 
 def encode_result(result: EvalResult) -> str:
-    """An evaluation as the JSON a worker reports."""
-    return json.dumps(
-        {
-            "accuracy": result.accuracy,
-            "cost": None if result.cost is None else result.cost.to_dict(),
-            "seconds": result.seconds,
-            "loss": result.loss,
-            "error": result.error,
-            "retry": result.retry,
-            "curve": result.curve,
-            "stopped_at": result.stopped_at,
-            "cached": result.cached,
-        }
-    )
+    """An evaluation as the JSON a worker reports (`EvalResult.to_dict`: every field, its timing too)."""
+    return json.dumps(result.to_dict())
 
 
 def decode_result(text: str) -> EvalResult:
     """The evaluation `encode_result` wrote."""
-    data = json.loads(text)
-    cost, curve = data.pop("cost"), data.pop("curve")
-    return EvalResult(
-        cost=None if cost is None else Cost.from_dict(cost), curve=tuple(tuple(point) for point in curve), **data
-    )
+    return EvalResult.from_dict(json.loads(text))

@@ -15,6 +15,7 @@ from autocomp.app.config import RunConfig
 from autocomp.app.runners.storage import shared_storage
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult, Evaluator, Reporter
+from autocomp.evaluate.timing import Timing
 from autocomp.policy import Policy
 from search_spaces import Budget, Space
 
@@ -64,6 +65,7 @@ def result_of(trial: FrozenTrial) -> EvalResult:
         retry=attrs.get("retry", False),
         curve=tuple(sorted(trial.intermediate_values.items())),
         stopped_at=attrs.get("stopped_at"),
+        timing=Timing(**attrs["timing"]) if "timing" in attrs else Timing(attrs.get("seconds", 0.0), 0.0),
     )
 
 
@@ -123,6 +125,7 @@ def finished_trial(
         "policy": policy.to_dict(),
         "score_key": score_key,
         "seconds": result.seconds,
+        "timing": {"total": result.timing.total, "compute": result.timing.compute},
         "cached": result.cached,
         "probe": probe,
     }
