@@ -287,7 +287,8 @@ def coverage_row(case: Case) -> list[str]:
         small = attempt(errors, "compress", lambda: compressed(model, layers, x))
     if small is not None:
         kept = attempt(errors, "measure small", lambda: autocomp.measure(small, x).macs / macs if macs else None)
-        heads = f"{attention_heads(model)} -> {attention_heads(small)}" if attention_heads(model) else ""
+        before = attention_heads(model)
+        heads = f"{before} -> {attention_heads(small)}" if before else ""
         saved = attempt(errors, "save/load", lambda: save_load(small, x))
         export = attempt(errors, "export", lambda: exported(small, x))
         speed = attempt(errors, "speed-up", lambda: speedup(model, small, x))

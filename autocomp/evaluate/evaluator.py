@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sized
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import torch
@@ -134,7 +134,7 @@ class EvalResult:
             "retry": self.retry,
             "curve": [list(point) for point in self.curve],
             "stopped_at": self.stopped_at,
-            "timing": {"total": self.timing.total, "compute": self.timing.compute},
+            "timing": asdict(self.timing),
             "cached": self.cached,
         }
 
@@ -151,7 +151,7 @@ class EvalResult:
             retry=data["retry"],
             curve=tuple((int(step), float(score)) for step, score in data["curve"]),
             stopped_at=data["stopped_at"],
-            timing=Timing(timing["total"], timing["compute"]),
+            timing=Timing(**timing),
             cached=data["cached"],
         )
 

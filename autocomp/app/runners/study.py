@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -125,7 +126,7 @@ def finished_trial(
         "policy": policy.to_dict(),
         "score_key": score_key,
         "seconds": result.seconds,
-        "timing": {"total": result.timing.total, "compute": result.timing.compute},
+        "timing": dataclasses.asdict(result.timing),
         "cached": result.cached,
         "probe": probe,
     }
