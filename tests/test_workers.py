@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -74,52 +76,78 @@ def test_a_postgresql_restart_under_three_workers_and_the_search_loses_no_trial_
     with running_postgres() as server:
         search = cli("search", "--config", str(config), "--storage", server.url, "--out", str(tmp_path / "run"))
         worker = cli("worker", "--config", str(config), "--storage", server.url)
-        processes = [
-            subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for command in (search, worker, worker, worker)
-        ]
-        in_flight = being_evaluated(server.url, len(processes))
+        commands = (search, worker, worker, worker)
+        logs = [tmp_path / f"process{i}.log" for i in range(len(commands))]
+        with trials_held(server.url):  # no trial is planned until every process has joined (past its start)
+            processes = [
+                subprocess.Popen(command, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+                for command, log in zip(commands, logs)
+            ]
+            joined(logs, processes)
+            assert load(server.url).get_trials() == []  # held: joined, none planned yet
+        in_flight = being_evaluated(server.url)
         server.restart(down_seconds=5)
-        outputs = [process.communicate(timeout=300) for process in processes]
-        for process, (_, stderr) in zip(processes, outputs):
-            assert process.returncode == 0 and "Traceback" not in stderr, stderr
-        logs = [" ".join(stderr.split()) for _, stderr in outputs]
-        assert any("does not answer" in log for log in logs)  # the outage reached them, and they waited it out
+        for process, log in zip(processes, logs):
+            process.wait(timeout=300)
+            assert process.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()
+        outputs = [" ".join(log.read_text().split()) for log in logs]
+        assert any("does not answer" in output for output in outputs)  # the outage reached them, and they waited it out
         trials = load(server.url).get_trials()
     assert sorted(t.number for t in trials) == list(range(9))  # none lost, no retry copy
     assert all(t.state == TrialState.COMPLETE and t.user_attrs["feasible"] for t in trials)
     assert len({frozenset(t.params.items()) for t in trials}) == 9  # no candidate evaluated twice
     assert len({t.user_attrs["worker"] for t in trials}) >= 2  # shared: more than one process evaluated
     assert all(trials[t.number].params == t.params for t in in_flight)  # in flight at the restart: finished once
-    evaluated = [int(re.search(r"trials are done, (\d+) of them here", log).group(1)) for log in logs]
+    evaluated = [int(re.search(r"trials are done, (\d+) of them here", output).group(1)) for output in outputs]
     assert sum(evaluated) == 9  # each trial evaluated by one process, once
     report = yaml.safe_load((tmp_path / "run" / "report.json").read_text())
     assert report["trials"] == 9 and report["failed_trials"] == 0
 
 
-def being_evaluated(url: str, processes: int, timeout: float = 300) -> list[FrozenTrial]:
-    """The shared study's running trials whose candidate is written, once a trial is finished and each of the
-    ``processes`` has taken one (none is still starting)."""
-    deadline, storage = time.monotonic() + timeout, None
+@contextmanager
+def trials_held(url: str) -> Iterator[None]:
+    """Create the study tables, and keep every process from writing a trial (planning included) until the block ends:
+    a lock on the trials table, held by a connection of the test's own."""
+    optuna.storages.RDBStorage(url).engine.dispose()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("LOCK TABLE trials IN EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def joined(logs: list[Path], processes: list[subprocess.Popen], timeout: float = 300) -> None:
+    """Wait until each process has logged that it opened the shared study (every storage call patient from then)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        outputs = [" ".join(log.read_text().split()) for log in logs]
+        if all("the shared study at" in output for output in outputs):
+            return
+        for process, output in zip(processes, outputs):
+            assert process.poll() is None, output  # a process that ended before joining: its output says why
         time.sleep(0.2)
-        try:  # one connection, and no tables created here: the processes create them
-            storage = storage or optuna.storages.RDBStorage(url, skip_table_creation=True)
+    raise AssertionError(f"not every one of {len(logs)} processes joined the shared study within {timeout:.0f} s")
+
+
+def being_evaluated(url: str, timeout: float = 300) -> list[FrozenTrial]:
+    """The shared study's running trials whose candidate is written, once a trial is finished."""
+    deadline, storage = time.monotonic() + timeout, optuna.storages.RDBStorage(url, skip_table_creation=True)
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
             trials = optuna.load_study(study_name="autocomp", storage=storage).get_trials()
-        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
-            continue  # the processes are still creating the study
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [
-            t for t in trials if t.state == TrialState.RUNNING and done and t.params.keys() == done[0].params.keys()
-        ]
-        if running and len({t.user_attrs.get("worker") for t in trials} - {None}) == processes:
-            storage.engine.dispose()
-            return running
-        if trials and len(done) == len(trials):
-            raise AssertionError(
-                f"the study's {len(trials)} trials finished before each of {processes} processes took one"
-            )
-    raise AssertionError(f"no trial was being evaluated by one of {processes} processes within {timeout:.0f} s")
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [
+                t for t in trials if t.state == TrialState.RUNNING and done and t.params.keys() == done[0].params.keys()
+            ]
+            if running:
+                return running
+            assert not trials or len(done) < len(trials), "every trial finished before one was seen running"
+    finally:
+        storage.engine.dispose()
+    raise AssertionError(f"no trial was seen running with its candidate written within {timeout:.0f} s")
 
 
 def test_a_storage_away_longer_than_the_patience_is_refused_in_one_line(monkeypatch):

@@ -19,6 +19,7 @@ from autocomp.app.report import REPORT_VERSION, write_report
 from autocomp.app.run_folder import check_run_folder, claim_run_folder
 from autocomp.app.runners.context import Setup, build_evaluator, prepare
 from autocomp.app.runners.local import run_local
+from autocomp.app.runners.storage import safe_url
 from autocomp.app.runners.study import (
     complete_value,
     finished_trials,
@@ -314,6 +315,10 @@ def _search_trials(
 
             run_ray(config, setup, baseline, evaluator, study, run_dir)
         elif config.runner.storage is not None:  # a shared study: `autocomp worker` processes may join this one
+            log.info(
+                f"search: opened the shared study at {safe_url(config.runner.storage)}; more processes join it "
+                "with `autocomp worker` and the same config and storage"
+            )
             plan(study, config)
             Worker(config, setup, evaluator, study).run()
         else:

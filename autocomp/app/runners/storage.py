@@ -33,7 +33,7 @@ def check_storage(url: str | None) -> None:
             pass
     except sqlalchemy.exc.SQLAlchemyError as error:
         raise ConfigError(
-            f"cannot reach the study storage {_safe(url)}: {_reason(error)}; check that it is "
+            f"cannot reach the study storage {safe_url(url)}: {_reason(error)}; check that it is "
             "up and the URL right, or give another storage."
         ) from None
     finally:
@@ -68,7 +68,7 @@ def shared_storage(url: str, heartbeat: int, max_failures: int) -> optuna.storag
             if attempts < 3 and any(isinstance(cause, races) for cause in error_chain(error)):
                 time.sleep(0.5 + random.random())
                 continue
-            raise ConfigError(f"cannot open the study storage {_safe(url)}: {_reason(error)}") from None
+            raise ConfigError(f"cannot open the study storage {safe_url(url)}: {_reason(error)}") from None
 
 
 def _check_driver(url: str) -> None:
@@ -79,7 +79,7 @@ def _check_driver(url: str) -> None:
         dialect = sqlalchemy.engine.make_url(url).get_dialect()
     except sqlalchemy.exc.ArgumentError as error:  # unparsable, or an unknown database
         raise ConfigError(
-            f"storage {_safe(url)} is not a database URL SQLAlchemy knows ({_reason(error)}); give "
+            f"storage {safe_url(url)} is not a database URL SQLAlchemy knows ({_reason(error)}); give "
             "postgresql://user@host/db, sqlite:///file.db or a journal file path."
         ) from None
     try:
@@ -92,7 +92,7 @@ def _check_driver(url: str) -> None:
         )
         module = error.name or dialect.driver
         raise ConfigError(
-            f"storage {_safe(url)} needs the Python module {module!r} (SQLAlchemy's {dialect.name}+"
+            f"storage {safe_url(url)} needs the Python module {module!r} (SQLAlchemy's {dialect.name}+"
             f"{dialect.driver} driver), which is not installed; {advice}."
         ) from None
 
@@ -123,12 +123,12 @@ def _patiently(method: Callable[..., Any]) -> Callable[..., Any]:
                     raise
                 if time.monotonic() + pause > deadline:
                     raise ConfigError(
-                        f"the study storage {_safe(storage.url)} did not answer for "
+                        f"the study storage {safe_url(storage.url)} did not answer for "
                         f"{STORAGE_PATIENCE_SECONDS:.0f} s: {_reason(error)}"
                     ) from None
                 if pause == FIRST_PAUSE:
                     log.warning(
-                        f"[yellow]warning:[/] the study storage {_safe(storage.url)} does not answer "
+                        f"[yellow]warning:[/] the study storage {safe_url(storage.url)} does not answer "
                         f"({_reason(error)}); trying again for up to {STORAGE_PATIENCE_SECONDS:.0f} s"
                     )
             time.sleep(pause * (0.5 + random.random()))  # jittered: the workers do not all come back at once
@@ -178,7 +178,7 @@ def _outage(error: BaseException) -> bool:
     )
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` with its password hidden."""
     import sqlalchemy
 

@@ -145,7 +145,7 @@ def work(config: RunConfig) -> int:
     number this worker evaluated."""
     from autocomp.app.baseline import prepare_baseline
     from autocomp.app.runners.context import build_evaluator, prepare
-    from autocomp.app.runners.storage import shared_storage
+    from autocomp.app.runners.storage import safe_url, shared_storage
     from autocomp.app.runners.study import open_study
 
     runner = config.runner
@@ -160,6 +160,7 @@ def work(config: RunConfig) -> int:
             "a study with other workers; run it with `autocomp search` alone."
         )
     study = open_study(shared_storage(runner.storage, runner.heartbeat, runner.max_failures))
+    log.info(f"worker: joined the shared study at {safe_url(runner.storage)}")
     plan(study, config)
     baseline = prepare_baseline(config, setup.data, setup.runtime)
     return Worker(config, setup, build_evaluator(config, setup, baseline.model), study).run()
