@@ -18,11 +18,12 @@ import agents
 import autocomp
 from autocomp.app.baseline import prepare_baseline
 from autocomp.app.config import build_config
+from autocomp.app.config.tune import load_tune_config
 from autocomp.app.runners.context import build_evaluator, prepare
 from autocomp.app.runners.ray_searcher import AgentSearcher, decode_result, encode_result
 from autocomp.app.runners.reachable import check_address
 from autocomp.app.runners.study import finished_trial, open_study, result_of
-from autocomp.app.tuning import load_tune_config, tune
+from autocomp.app.tuning import tune
 from autocomp.errors import ConfigError
 from autocomp.evaluate import EvalResult
 from autocomp.evaluate.timing import Timing

@@ -221,7 +221,7 @@ def tune(
 
     Several processes, on any machines, can share one tuning: give each the same --storage URL.
     """
-    from autocomp.app.tuning import load_tune_config
+    from autocomp.app.config.tune import load_tune_config
     from autocomp.app.tuning import tune as run_tune
 
     with _user_errors():
