@@ -19,6 +19,7 @@ import agents
 import autocomp
 from autocomp.app.baseline import prepare_baseline
 from autocomp.app.config import build_config
+from autocomp.app.config.tune import load_tune_config
 from autocomp.app.runners import ray_runner
 from autocomp.app.runners.context import build_evaluator, prepare
 from autocomp.app.runners.ray_searcher import (
@@ -31,7 +32,7 @@ from autocomp.app.runners.ray_searcher import (
 )
 from autocomp.app.runners.reachable import check_address
 from autocomp.app.runners.study import finished_trial, open_study, result_of
-from autocomp.app.tuning import load_tune_config, tune
+from autocomp.app.tuning import tune
 from autocomp.errors import ConfigError, SearchError
 from autocomp.evaluate import EvalResult
 from autocomp.evaluate.timing import Timing
