@@ -51,6 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import autocomp
 from autocomp.app.config import RunConfig, build_config
+from autocomp.graph.attention import HeadAttention
 from autocomp.graph.heads import HEAD_COUNTS
 from autocomp.io import export_program
 
@@ -216,9 +217,13 @@ def compressed(model: nn.Module, layers: list, x: torch.Tensor) -> nn.Module:
 
 
 def attention_heads(model: nn.Module) -> int:
-    """The heads of every attention module that projects them itself (a Linear or Hugging Face Conv1D child)."""
+    """The heads of every attention module that projects them itself (a Linear or Hugging Face Conv1D child); an
+    nn.MultiheadAttention autocomp unpacked (graph.attention) has as many as its projections' width holds."""
     total = 0
     for module in model.modules():
+        if isinstance(module, HeadAttention):
+            total += module.q_proj.out_features // module.head_dim
+            continue
         projects = any(isinstance(child, nn.Linear) or type(child).__name__ == "Conv1D" for child in module.children())
         count = next((getattr(module, name) for name in HEAD_COUNTS if type(getattr(module, name, None)) is int), 0)
         total += count if projects else 0
