@@ -1,4 +1,4 @@
-"""report.json and report.md of a finished run."""
+"""A finished run's report files: report.md and its figures, then report.json (last: its presence marks a finished run)."""
 
 from __future__ import annotations
 
