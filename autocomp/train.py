@@ -22,6 +22,7 @@ from autocomp.logs import logger
 from autocomp.memory_format import channels_last
 from autocomp.progress import progress_bar
 from autocomp.runtime import CPU, Runtime, Throughput
+from autocomp.settings import Momentum, NonNegativeFloat, Positive, PositiveFloat, Weight, check
 
 log = logger(__name__)
 
@@ -30,14 +31,19 @@ CHECKPOINT_EVERY_STEPS = 100
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    """SGD with momentum and a one-cycle learning-rate schedule."""
+
+    epochs: Positive = 3
+    batch_size: Positive = 128
+    lr: PositiveFloat = 0.1
+    momentum: Momentum = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
     seed: int = 0
-    max_steps: int | None = None
+    max_steps: Positive | None = None
     """Stop after this many steps (the schedule shortened to them) instead of ``epochs`` full passes."""
+
+    def __post_init__(self) -> None:
+        check(self, "training")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Steps of the whole training."""
@@ -57,8 +63,11 @@ class Distillation:
     """Hinton et al. 2015: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``."""
 
     teacher: nn.Module
-    temperature: float = 4.0
-    alpha: float = 0.7
+    temperature: PositiveFloat = 4.0
+    alpha: Weight = 0.7
+
+    def __post_init__(self) -> None:
+        check(self, "distillation")
 
 
 def descend(

@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import optuna
+from annotated_types import Ge, Le
 
 from autocomp.errors import ConfigError
-from autocomp.policy import MAX_BITS, MIN_BITS
+from autocomp.policy import MAX_BITS, MIN_BITS, RANK_SCHEMES
+from autocomp.settings import Fraction, OneOf, check
 
 MODEL_KINDS = ("width", "resolution")
 
+Bits = Annotated[int, Ge(MIN_BITS), Le(MAX_BITS)]
+"""A bit-width a layer may take."""
 
-def _check_range(low: float, high: float, what: str) -> None:
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"{what} range [{low}, {high}] is not allowed; need 0 < low <= high <= 1.")
+
+def _check_range(dim: ContinuousDim, what: str) -> None:
+    check(dim, what)
+    if dim.low > dim.high:
+        raise ConfigError(f"{what} range [{dim.low}, {dim.high}] is empty; need low <= high.")
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,12 @@ class ContinuousDim:
 class PruneRatio(ContinuousDim):
     """The fraction of a channel group's channels kept."""
 
-    low: float = 0.2
-    high: float = 1.0
+    low: Fraction = 0.2
+    high: Fraction = 1.0
     kind = "keep"
 
     def __post_init__(self) -> None:
-        _check_range(self.low, self.high, "keep")
+        _check_range(self, "keep")
 
 
 @dataclass(frozen=True)
@@ -67,13 +74,13 @@ class LowRank(ContinuousDim):
     many MACs as the layer itself (`Space.whole_from`), so cost never falls as the value grows.
     """
 
-    low: float = 0.25
-    high: float = 1.0
-    scheme: str = "pair"
+    low: Fraction = 0.25
+    high: Fraction = 1.0
+    scheme: Annotated[str, OneOf(RANK_SCHEMES)] = "pair"
     kind = "rank"
 
     def __post_init__(self) -> None:
-        _check_range(self.low, self.high, "rank")
+        _check_range(self, "rank")
 
 
 @dataclass(frozen=True)
@@ -139,10 +146,10 @@ class BitWidth:
     in HAQ and most quantization papers.
     """
 
-    low: int = 2
-    high: int = 8
+    low: Bits = 2
+    high: Bits = 8
     target: str = "weights"
-    frozen: int | None = 8
+    frozen: Bits | None = 8
 
     def __post_init__(self) -> None:
         for value in (self.low, self.high):

@@ -457,7 +457,7 @@ class BertOnPatches(nn.Module):
         return self.classifier(self.layers(self.embed(x).flatten(2).transpose(1, 2)).mean(dim=1))
 
 
-# --- 9. torchvision's ViT: nn.MultiheadAttention in each encoder block -----------------------------------
+# --- 9. torchvision's ViT: nn.MultiheadAttention in each block, patches reshaped to hidden_dim -------------
 
 
 class EncoderBlock(nn.Module):
@@ -477,6 +477,7 @@ class EncoderBlock(nn.Module):
 class MultiheadViT(nn.Module):
     def __init__(self, num_classes: int = 10, dim: int = 32, heads: int = 4, hidden: int = 64, depth: int = 2) -> None:
         super().__init__()
+        self.hidden_dim = dim  # read in forward, as torchvision's ViT does: pruning must lower it
         self.conv_proj = nn.Conv2d(3, dim, 4, 4)
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, 65, dim) * 0.02)
@@ -485,9 +486,32 @@ class MultiheadViT(nn.Module):
         self.heads = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = self.conv_proj(x).reshape(x.shape[0], self.hidden_dim, -1).permute(0, 2, 1)
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
         return self.heads(self.ln(self.layers(x))[:, 0])
+
+
+# --- 10. torchvision's Swin: channels-last windows and a patch merging that slices height and width ----------
+
+
+class WindowsAndPatchMerging(nn.Module):
+    def __init__(self, num_classes: int = 10, dim: int = 24, window: int = 4) -> None:
+        super().__init__()
+        self.window = window
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.head = nn.Linear(2 * dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        b, h, w, c = x.shape
+        s = self.window
+        windows = x.view(b, h // s, s, w // s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, c)
+        windows = windows + self.mlp(windows)
+        x = windows.view(b, h // s, w // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+        return self.head(self.reduction(x).mean(dim=(1, 2)))
 
 
 PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -503,6 +527,7 @@ PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
     "convnext": ConvNeXt,
     "bert": BertOnPatches,
     "vit_multihead": MultiheadViT,
+    "swin_windows": WindowsAndPatchMerging,
 }
 
 PATTERN_INPUTS: dict[str, tuple[int, ...]] = {

@@ -40,12 +40,12 @@ def tiny(width: int = 16) -> tuple[nn.Module, torch.Tensor]:
     [
         ({"device": "tpu"}, "'tpu'"),
         ({"device": "cuda:0"}, "'cuda:0'"),
-        ({"threads": 0}, "threads=0"),
-        ({"threads": 1.5}, "threads=1.5"),
-        ({"batch_size": 0}, "batch_size=0"),
-        ({"batch_size": True}, "batch_size=True"),
-        ({"warmup": -1}, "warmup=-1"),
-        ({"repeats": 0}, "repeats=0"),
+        ({"threads": 0}, "threads must be a positive integer or None, not 0."),
+        ({"threads": 1.5}, "threads must be a positive integer or None, not 1.5."),
+        ({"batch_size": 0}, "batch_size must be a positive integer, not 0."),
+        ({"batch_size": True}, "batch_size must be a positive integer, not True."),
+        ({"warmup": -1}, "warmup must be a whole number >= 0, not -1."),
+        ({"repeats": 0}, "repeats must be a positive integer, not 0."),
     ],
 )
 def test_bad_targets_are_refused_naming_the_value(options, named):

@@ -1,4 +1,5 @@
-"""The Ray Tune runner on a real two-node Ray cluster (loopback): placement, retries, ASHA, resume, any agent."""
+"""The Ray Tune runner on a real two-node Ray cluster (loopback): placement, retries, ASHA, resume, any agent, a
+worker's programming error."""
 
 import dataclasses
 import json
@@ -18,12 +19,21 @@ import agents
 import autocomp
 from autocomp.app.baseline import prepare_baseline
 from autocomp.app.config import build_config
+from autocomp.app.config.tune import load_tune_config
+from autocomp.app.runners import ray_runner
 from autocomp.app.runners.context import build_evaluator, prepare
-from autocomp.app.runners.ray_searcher import AgentSearcher, decode_result, encode_result
+from autocomp.app.runners.ray_searcher import (
+    AgentSearcher,
+    StopOnBug,
+    WorkerTraceback,
+    decode_result,
+    encode_bug,
+    encode_result,
+)
 from autocomp.app.runners.reachable import check_address
 from autocomp.app.runners.study import finished_trial, open_study, result_of
-from autocomp.app.tuning import load_tune_config, tune
-from autocomp.errors import ConfigError
+from autocomp.app.tuning import tune
+from autocomp.errors import ConfigError, SearchError
 from autocomp.evaluate import EvalResult
 from autocomp.evaluate.timing import Timing
 from tests.test_agents import tiny_setting
@@ -187,6 +197,62 @@ def test_a_worker_killed_during_a_trial_is_retried_and_the_study_completes(clust
     failed = [path.parent.name for path in (tmp_path / "ray" / "search-1").glob("*/error.txt")]
     assert failed == [trials[0].user_attrs["ray_trial"]]  # the killed trial ran again, and finished
     assert "died" in (tmp_path / "ray" / "search-1" / failed[0] / "error.txt").read_text()
+
+
+def _faulty(error: str, trials: int, scheduler: str = "none") -> autocomp.app.config.RunConfig:
+    """A search whose every candidate raises ``error`` in its forward (`tests.faulty_model`), on the Ray workers."""
+    return _config(
+        "random",
+        trials,
+        model={"factory": "tests.faulty_model:Faulty", "kwargs": {"error": error}},
+        runner={"kind": "ray", "scheduler": scheduler},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["none", "asha"])
+def test_a_programming_error_on_a_worker_stops_the_search_with_its_traceback_and_is_never_retried(
+    cluster, tmp_path, scheduler
+):
+    with pytest.raises(TypeError, match=r"^the planted fault of a pruned Faulty model$") as raised:
+        autocomp.search(_faulty("TypeError", 6, scheduler), tmp_path)
+    cause = raised.value.__cause__
+    assert isinstance(cause, WorkerTraceback) and "raised on the Ray worker of node" in str(cause)
+    assert 'faulty_model.py", line' in str(cause) and "in forward" in str(cause)  # where it was raised, on the worker
+    assert f'"{ray_runner.__file__}", line' in str(cause)  # the worker ran the driver's own autocomp
+    experiment = tmp_path / "ray" / "search-1"
+    assert not list(experiment.glob("*/error.txt"))  # no trial failed in Tune's eyes: none was retried
+    assert 1 <= len([path for path in experiment.iterdir() if path.is_dir()]) <= 2  # stopped as the first ones ended
+    assert _study(tmp_path).trials == []  # a bug is no candidate's result
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_an_evaluation_error_on_a_worker_is_a_failed_trial_as_before(cluster, tmp_path):
+    with pytest.raises(SearchError, match="no candidate of the 2 trials could be evaluated"):
+        autocomp.search(_faulty("RuntimeError", 2), tmp_path)
+    trials = _study(tmp_path).trials
+    assert [t.state for t in trials] == [FAIL, FAIL] and all("ray_node" in t.user_attrs for t in trials)
+    assert all(t.user_attrs["error"].startswith("RuntimeError while ") for t in trials)
+    assert not list((tmp_path / "ray" / "search-1").glob("*/error.txt"))  # the evaluator's own failure: no retry
+
+
+def test_a_programming_error_crosses_from_a_worker_as_its_own_kind_caused_by_the_workers_traceback():
+    def broken() -> None:
+        raise ModuleNotFoundError("no module named 'missing'")
+
+    try:
+        broken()
+    except ImportError as err:
+        bug = {"score": float("nan"), "bug": encode_bug(err, "n1")}
+    stopper = StopOnBug()
+    assert stopper("a", {"score": 0.5}) is False and stopper.stop_all() is False
+    assert stopper("b", bug) is True and stopper.stop_all() is True
+    error = stopper.bug
+    assert type(error) is ImportError and str(error) == "no module named 'missing'"
+    assert isinstance(error.__cause__, WorkerTraceback)
+    assert "node n1" in str(error.__cause__) and "in broken" in str(error.__cause__)
+    assert str(error.__cause__).rstrip().endswith("ModuleNotFoundError: no module named 'missing'")
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ import autocomp.app.tuning
 from autocomp import io
 from autocomp.app.cli import app
 from autocomp.app.config import load_config
-from autocomp.app.tuning import TUNE_STUDY, load_tune_config, tune
+from autocomp.app.config.tune import load_tune_config
+from autocomp.app.tuning import TUNE_STUDY, tune
 from autocomp.data import load_dataset
 from autocomp.errors import ConfigError
 from autocomp.evaluate import accuracy

@@ -22,7 +22,7 @@ from autocomp.locking import file_lock
 from autocomp.logs import logger
 from autocomp.models.user import file_digest, load_checkpoint
 from autocomp.runtime import CPU, Runtime
-from autocomp.train import TrainSettings, train
+from autocomp.train import train
 
 log = logger(__name__)
 
@@ -46,7 +46,7 @@ def baseline_key(config: RunConfig) -> str:
         "version": BASELINE_FORMAT_VERSION,
         "model": config.model.model_dump(mode="json", exclude_none=True),
         "data": data,
-        "train": config.baseline.model_dump(mode="json", exclude_none=True),
+        "train": config.baseline.defining(),
     }
     if config.precision != "fp32":
         defining["precision"] = config.precision
@@ -80,7 +80,7 @@ def _load_or_build(config: RunConfig, data: DataBundle, folder: Path, runtime: R
             io.load(model_path, trust_factory=config.model.factory), meta["val_accuracy"], meta["test_accuracy"], folder
         )
 
-    settings = TrainSettings(**config.baseline.model_dump())
+    settings = config.baseline
     torch.manual_seed(settings.seed)
     model = config.model.build(data.num_classes, data.in_channels)
     checkpoint = folder / "train.ckpt"

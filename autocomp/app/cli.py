@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from autocomp.errors import AutocompError, ConfigError, disk_full
-from autocomp.logs import console, plain_width, set_verbosity
+from autocomp.app.cli_errors import fail, stdout, user_errors
+from autocomp.app.cli_models import cost, export, zoo
+from autocomp.errors import AutocompError
+from autocomp.logs import console, set_verbosity
 
 if TYPE_CHECKING:
     from autocomp.app.report import Report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
-stdout = plain_width(Console())
 
 
 @app.callback()
@@ -33,32 +31,6 @@ def options(
     """AutoML compression search for PyTorch: smaller models within a MACs, size or latency budget."""
     set_verbosity(logging.ERROR if quiet else logging.INFO)  # quiet: no progress or warning lines
     console.quiet = quiet  # no progress bars
-
-
-def _fail(err: AutocompError) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-RESUME = "run the same command again to resume where it stopped."
-
-
-@contextmanager
-def _user_errors(interrupted: str = RESUME) -> Iterator[None]:
-    """A user's error (a full disk included): its one sentence and exit code 2; Ctrl-C: ``interrupted`` (what happens
-    next) and code 130."""
-    try:
-        yield
-    except AutocompError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        Console(stderr=True).print(f"interrupted: {interrupted}")
-        raise typer.Exit(code=130) from None
-    except Exception as err:
-        full = disk_full(err)
-        if full is None:
-            raise
-        _fail(full)
 
 
 def _summary(report: Report) -> Table:
@@ -130,7 +102,7 @@ def search(
     from autocomp.app.config import load_config
     from autocomp.app.search_loop import search as run_search
 
-    with _user_errors():
+    with user_errors():
         run_config = load_config(config, [*(overrides or []), *_runner_overrides(runner, address, storage, device)])
         if dry_run:
             from autocomp.app.inspection import preview_search
@@ -171,7 +143,7 @@ def worker(
     from autocomp.app.config import load_config
     from autocomp.app.runners.workers import work
 
-    with _user_errors("this worker's trial is retried by another worker after the grace period."):
+    with user_errors("this worker's trial is retried by another worker after the grace period."):
         evaluated = work(load_config(config, [*(overrides or []), *_runner_overrides(None, None, storage, device)]))
     stdout.print(f"worker done: {evaluated} trials evaluated here.")
 
@@ -196,10 +168,10 @@ def tune(
 
     Several processes, on any machines, can share one tuning: give each the same --storage URL.
     """
-    from autocomp.app.tuning import load_tune_config
+    from autocomp.app.config.tune import load_tune_config
     from autocomp.app.tuning import tune as run_tune
 
-    with _user_errors():
+    with user_errors():
         result = run_tune(
             load_tune_config(tune_file, overrides or []),
             out if out is not None else Path("runs") / f"tune-{tune_file.stem}",
@@ -246,7 +218,7 @@ def dashboard(
     try:
         serve(run, port, storage)
     except AutocompError as err:
-        _fail(err)
+        fail(err)
     except KeyboardInterrupt:
         raise typer.Exit(code=0) from None
 
@@ -266,7 +238,7 @@ def evaluate(
     from autocomp.app.inspection import score_policy
     from autocomp.policy import Policy
 
-    with _user_errors("nothing was written."):
+    with user_errors("nothing was written."):
         scored = score_policy(
             load_config(config, [*(overrides or []), *_runner_overrides(None, None, None, device)]), Policy.load(policy)
         )
@@ -274,65 +246,6 @@ def evaluate(
     stdout.print(f"held-out accuracy {result.accuracy:.2%} (loss {result.loss:.3f}) in {result.seconds:.1f} s")
     stdout.print(f"MACs {cost.macs:,}  params {cost.params:,}  size {cost.size_bytes:,} bytes")
     stdout.print(f"budget: {scored.budget}: {'within' if scored.within_budget else 'OVER'} the budget")
-
-
-TrustFactory = Annotated[
-    str | None,
-    typer.Option(
-        "--trust-factory",
-        help="Rebuild a model made by your factory (package.module:function) by importing it; without it "
-        "such a model loads as its torch.export program.",
-    ),
-]
-
-
-@app.command()
-def cost(
-    model_file: Annotated[Path, typer.Argument(help="A model saved by autocomp (a run's model.pt).")],
-    latency: Annotated[
-        bool, typer.Option("--latency", help="Also time a forward pass at batch 1 on this CPU.")
-    ] = False,
-    threads: Annotated[int | None, typer.Option("--threads", help="Threads for the latency timing.")] = None,
-    trust_factory: TrustFactory = None,
-) -> None:
-    """A model's MACs, parameters, size and bit operations, and its layer table.
-
-    Example: autocomp cost runs/demo/model.pt --latency
-    """
-    from autocomp import io
-    from autocomp.app.inspection import layer_costs, model_cost
-    from autocomp.cost.macs import COUNTED_TYPES
-
-    with _user_errors("nothing was written."):
-        model, example = io.load(model_file, trust_factory=trust_factory), io.example_input(model_file)
-        if not any(isinstance(module, COUNTED_TYPES) for module in model.modules()):
-            factory = io.factory_import(model_file)
-            hint = f"pass --trust-factory {factory} to rebuild it" if factory else "it was saved without a recipe"
-            raise ConfigError(
-                f"model file {model_file} loads as a torch.export program, whose layers autocomp cannot count; {hint}."
-            )
-        (rows, whole), total = layer_costs(model, example), model_cost(model, example, latency, threads)
-    table = Table(title=f"{model_file}: input {'x'.join(map(str, example.shape[1:]))}")
-    for column in ("layer", "kind", "channels", "kernel", "stride", "output", "MACs", "share"):
-        table.add_column(column, justify="right" if column in ("MACs", "share") else "left")
-    for row in rows:
-        table.add_row(
-            row.name,
-            row.kind,
-            row.channels,
-            row.kernel,
-            row.stride,
-            row.output,
-            f"{row.macs:,}",
-            f"{row.macs / max(1, total.macs):.1%}",
-        )
-    stdout.print(table)
-    for line in whole:
-        stdout.print(line, markup=False)
-    summary = f"MACs {total.macs:,}  params {total.params:,}  size {total.size_bytes:,} bytes  BOPs {total.bops:,}"
-    if total.latency_ms is not None:
-        summary += f"  latency {total.latency_ms:.2f} ms (batch 1)"
-    stdout.print(summary)
 
 
 @app.command()
@@ -343,40 +256,13 @@ def report(run: Annotated[Path, typer.Argument(help="A finished run folder (its 
     """
     from autocomp.app.report import load_report, write_report
 
-    with _user_errors("the report may be incomplete; run the command again."):
+    with user_errors("the report may be incomplete; run the command again."):
         write_report(run, load_report(run))
     stdout.print(f"report: {run / 'report.md'} (pareto.png, progress.png, layers.png)")
 
 
-@app.command()
-def export(
-    run: Annotated[Path, typer.Argument(help="A finished run folder (its model.pt and policy.json).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write (default: RUN/export).")] = None,
-    trust_factory: TrustFactory = None,
-) -> None:
-    """Export a run's compressed model: model.pt (autocomp.load), policy.json and model.pt2 (torch.export, any batch
-    size), checked to reproduce the model's outputs.
-
-    Example: autocomp export runs/demo --out deploy/   then in Python: torch.export.load("deploy/model.pt2").module()
-    """
-    from autocomp.app.export import export_run
-
-    with _user_errors("nothing was written."):
-        exported = export_run(run, out if out is not None else run / "export", trust_factory)
-    for path in exported.files:
-        stdout.print(f"wrote {path}")
-    stdout.print(
-        f"the program's outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch"
-    )
-
-
-@app.command()
-def zoo() -> None:
-    """List the models of the built-in zoo."""
-    from autocomp import models
-
-    for name in models.names():
-        stdout.print(name)
+for command in (cost, export, zoo):
+    app.command()(command)
 
 
 def main() -> None:

@@ -43,14 +43,14 @@ from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
 from autocomp.cost import Cost, compare_latency_ms, measure
 from autocomp.errors import ConfigError, InfeasibleError, SearchError, disk_full
-from autocomp.evaluate import Evaluator, Fidelity, accuracy
+from autocomp.evaluate import Evaluator, accuracy
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.files import save_state
 from autocomp.graph import LayerInfo
 from autocomp.logs import logger
 from autocomp.policy import Policy
 from autocomp.runtime import Runtime, Throughput
-from autocomp.train import Distillation, TrainSettings, train
+from autocomp.train import Distillation, train
 from search_spaces import Budget
 from search_spaces.pareto import pareto_front
 
@@ -85,13 +85,12 @@ def fine_tune(
     (resumable: its checkpoint lives in ``folder`` until the fine-tune ends)."""
     small = evaluator.build(policy)
     finetune = config.finetune
-    settings = TrainSettings(**finetune.model_dump(exclude={"temperature", "alpha", "finalists"}))
     distill = Distillation(evaluator.teacher, temperature=finetune.temperature, alpha=finetune.alpha)
     checkpoint = folder / f"finetune-{policy.key()}.ckpt"  # a new best policy never resumes another's weights
     train(
         small,
         setup.data.train,
-        settings,
+        finetune.training(),
         checkpoint=checkpoint,
         distill=distill,
         label="fine-tune",
@@ -196,9 +195,7 @@ def _report(
         cached_trials=sum(bool(t.user_attrs.get("cached")) for t in trials),
         evaluator=EvaluatorRecord(
             config.evaluator.fidelity,
-            Fidelity(
-                config.evaluator.fidelity, steps=config.evaluator.steps, epochs=config.evaluator.epochs
-            ).describe(),
+            config.evaluator.level().describe(),
             _seconds_per_evaluation(trials),
         ),
         wall_seconds=wall_seconds,

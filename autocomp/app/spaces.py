@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from autocomp.app.config import RunConfig, SpaceConfig
 from autocomp.cost import Cost, LatencyTarget
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from search_spaces.constraints import Budget, Constraint, refuse_latency_with_bits
-from search_spaces.dims import (
-    BitWidth,
-    LowRank,
-    PruneRatio,
-    Resolution,
-    WidthMultiplier,
-)
+from search_spaces.dims import Resolution, WidthMultiplier
 from search_spaces.space import Axis, Space
 
 
@@ -21,12 +17,12 @@ def space_from_config(graph: ModelGraph, config: SpaceConfig) -> Space:
     """The decisions a config's ``space`` section asks for over ``graph``."""
     axes = []
     if config.keep is not None:
-        axes.append(Axis(PruneRatio(config.keep.low, config.keep.high), config.keep.grouping))
+        axes.append(Axis(config.keep.dim(), config.keep.grouping))
     for target, axis in (("weights", config.weight_bits), ("activations", config.act_bits)):
         if axis is not None:
-            axes.append(Axis(BitWidth(axis.low, axis.high, target, axis.frozen), axis.grouping))
+            axes.append(Axis(axis.dim(target), axis.grouping))
     if config.rank is not None:
-        axes.append(Axis(LowRank(config.rank.low, config.rank.high, config.rank.scheme), config.rank.grouping))
+        axes.append(Axis(config.rank.dim(), config.rank.grouping))
     if config.width is not None:
         axes.append(Axis(WidthMultiplier(tuple(config.width.choices)), "global"))
     if config.resolution is not None:
@@ -38,14 +34,7 @@ def latency_target(config: RunConfig) -> LatencyTarget | None:
     """The target candidates' latency is measured on, when a constraint bounds latency (else None)."""
     if not any(c.metric == "latency_ms" for c in config.constraints):
         return None
-    latency = config.latency
-    return LatencyTarget(
-        device=latency.device,
-        threads=latency.threads,
-        batch_size=latency.batch_size,
-        warmup=latency.warmup,
-        repeats=latency.repeats,
-    )
+    return LatencyTarget(**asdict(config.latency))
 
 
 def budget_from_config(config: RunConfig, graph: ModelGraph, space: Space, baseline: Cost) -> Budget:

@@ -16,45 +16,44 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from autocomp.errors import ConfigError
 from autocomp.modes import evaluating
+from autocomp.settings import NonNegative, OneOf, Positive, check
 
 DEVICES = ("cpu", "cuda")
 
 
-def _check_count(value: object, what: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"latency target {what}={value!r} is not allowed; allowed: a whole number >= {minimum}.")
+@dataclass(frozen=True)
+class LatencySettings:
+    """Where and how latency is measured: device, CPU threads (None: torch's current count), batch size,
+    warm-up passes before timing and timed passes whose median is reported (a run config's ``latency`` section)."""
+
+    device: Annotated[str, OneOf(DEVICES)] = "cpu"
+    threads: Positive | None = None
+    batch_size: Positive = 1
+    warmup: NonNegative = 5
+    repeats: Positive = 20
+
+    def __post_init__(self) -> None:
+        check(self, "latency target")
 
 
 @dataclass(frozen=True)
-class LatencyTarget:
-    """Where and how latency is measured: device, CPU threads (None: torch's current count), batch size,
-    warm-up passes before timing and timed passes whose median is reported."""
-
-    device: str = "cpu"
-    threads: int | None = None
-    batch_size: int = 1
-    warmup: int = 5
-    repeats: int = 20
+class LatencyTarget(LatencySettings):
+    """Latency settings this machine can measure (a cuda target needs a GPU here)."""
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ConfigError(f"latency target device {self.device!r} is not known; allowed: {', '.join(DEVICES)}.")
+        super().__post_init__()
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 "latency target device 'cuda' is not available on this machine "
                 "(torch.cuda.is_available() is False); allowed here: 'cpu'."
             )
-        if self.threads is not None:
-            _check_count(self.threads, "threads", 1)
-        _check_count(self.batch_size, "batch_size", 1)
-        _check_count(self.warmup, "warmup", 0)
-        _check_count(self.repeats, "repeats", 1)
 
     @property
     def used_threads(self) -> int:

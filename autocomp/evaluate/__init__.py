@@ -6,6 +6,7 @@ from autocomp.evaluate.evaluator import (
     Evaluator,
     EvaluatorSettings,
     Reporter,
+    Scoring,
 )
 from autocomp.evaluate.fidelity import FIDELITY_LEVELS, Fidelity, ProxyTraining
 from autocomp.evaluate.metrics import accuracy, held_out_score
@@ -20,6 +21,7 @@ __all__ = [
     "Fidelity",
     "ProxyTraining",
     "Reporter",
+    "Scoring",
     "Timing",
     "accuracy",
     "held_out_score",

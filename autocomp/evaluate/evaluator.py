@@ -27,9 +27,9 @@ from autocomp.compress.resize import InputResize
 from autocomp.cost import Cost, LatencyTarget, measure
 from autocomp.data.batching import BatchReader
 from autocomp.distill import attention_points
-from autocomp.errors import PROGRAMMING_ERRORS, ConfigError
+from autocomp.errors import PROGRAMMING_ERRORS
 from autocomp.evaluate.bn import recalibrate_batchnorm
-from autocomp.evaluate.fidelity import Fidelity, ProxyTraining, check_positive_int
+from autocomp.evaluate.fidelity import Fidelity, ProxyTraining
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.evaluate.metrics import held_out_score
 from autocomp.evaluate.proxy import proxy_finetune
@@ -37,6 +37,7 @@ from autocomp.evaluate.stream import MemoryBound, TrainingStream
 from autocomp.evaluate.timing import Stopwatch, Timing
 from autocomp.policy import Policy
 from autocomp.runtime import CPU, Runtime, Throughput
+from autocomp.settings import NonNegativeFloat, Positive, check
 
 _CRITERION_BATCHES = 4
 """Training batches that data-driven criteria (taylor, apoz) and reconstruction see."""
@@ -46,41 +47,38 @@ Reporter = Callable[[int, float], bool]
 
 
 @dataclass(frozen=True)
-class EvaluatorSettings:
-    """What a score depends on.
+class Scoring:
+    """How a candidate is scored, whatever its fidelity and compression (a run config's ``evaluator`` section).
 
     ``bn_batches`` training batches of ``batch_size`` recalibrate BatchNorm; ``val_examples``
     held-out examples (None: all) give the score. With a reporter, an intermediate score on
     the first ``report_examples`` of them comes every ``report_every`` fine-tune steps.
     """
 
-    fidelity: Fidelity = field(default_factory=Fidelity)
     proxy: ProxyTraining = field(default_factory=ProxyTraining)
-    bn_batches: int = 20
-    batch_size: int = 256
-    val_examples: int | None = 2500
-    report_every: int = 10
-    report_examples: int = 500
+    bn_batches: Positive = 20
+    batch_size: Positive = 256
+    val_examples: Positive | None = 2500
+    report_every: Positive = 10
+    report_examples: Positive = 500
+    cache_mb: NonNegativeFloat = 1024.0
+    """Megabytes of fixed batches (the proxy fine-tune's with their teacher outputs first, then BatchNorm's) kept on the
+    device; what does not fit is read again for each candidate."""
+
+    def __post_init__(self) -> None:
+        check(self, "evaluator")
+
+
+@dataclass(frozen=True)
+class EvaluatorSettings(Scoring):
+    """What a score depends on: the scoring, the fidelity, how a policy is compressed, the seed, the latency target."""
+
+    fidelity: Fidelity = field(default_factory=Fidelity)
     criterion: str = "l1"
     reconstruct: bool = False
     seed: int = 0
     latency: LatencyTarget | None = None
     """Where each candidate's latency is measured (None: not measured)."""
-    cache_mb: float = 1024.0
-    """Megabytes of fixed batches (the proxy fine-tune's with their teacher outputs first, then BatchNorm's) kept on the
-    device; what does not fit is read again for each candidate."""
-
-    def __post_init__(self) -> None:
-        for name in ("bn_batches", "batch_size", "report_every", "report_examples"):
-            check_positive_int(getattr(self, name), f"evaluator {name}")
-        if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, (int, float)) or not self.cache_mb >= 0:
-            raise ConfigError(f"evaluator cache_mb must be a number of megabytes >= 0, not {self.cache_mb!r}.")
-        if self.val_examples is not None and (
-            isinstance(self.val_examples, bool) or not isinstance(self.val_examples, int) or self.val_examples < 1
-        ):
-            raise ConfigError(
-                f"evaluator val_examples must be a positive integer or None (all), not {self.val_examples!r}."
-            )
 
     def defining(self) -> dict[str, object]:
         """The settings a finished score depends on (not how intermediate scores are reported)."""

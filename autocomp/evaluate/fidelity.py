@@ -3,38 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
-from autocomp.errors import ConfigError
+from autocomp.settings import Momentum, NonNegativeFloat, OneOf, Positive, PositiveFloat, Weight, check
 
 FIDELITY_LEVELS = ("bn", "proxy", "epochs")
 """bn: BatchNorm recalibration only (AutoSlim, EagleEye); proxy: ``steps`` fine-tune steps with
 distillation; epochs: ``epochs`` full passes over the training split, the same way."""
 
-
-def check_positive_int(value: object, name: str) -> None:
-    """ConfigError naming ``name`` unless ``value`` is an int >= 1 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}.")
-
-
-def _non_negative(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"{name} must be a number >= 0, not {value!r}.")
+FidelityLevel = Annotated[str, OneOf(FIDELITY_LEVELS)]
 
 
 @dataclass(frozen=True)
 class Fidelity:
     """One fidelity level: ``bn``, ``proxy`` (``steps`` fine-tune steps) or ``epochs`` (full passes)."""
 
-    level: str = "proxy"
-    steps: int = 50
-    epochs: int = 1
+    level: FidelityLevel = "proxy"
+    steps: Positive = 50
+    epochs: Positive = 1
 
     def __post_init__(self) -> None:
-        if self.level not in FIDELITY_LEVELS:
-            raise ConfigError(f"fidelity level {self.level!r} is not allowed; allowed: {', '.join(FIDELITY_LEVELS)}.")
-        check_positive_int(self.steps, "fidelity steps")
-        check_positive_int(self.epochs, "fidelity epochs")
+        check(self, "fidelity")
 
     def training_steps(self, steps_per_epoch: int) -> int:
         """Fine-tune steps a candidate gets at this level (0 for ``bn``)."""
@@ -65,30 +54,16 @@ class ProxyTraining:
     resolution (Zagoruyko & Komodakis use 1000).
     """
 
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    temperature: float = 4.0
-    alpha: float = 0.7
-    attention: float = 0.0
+    batch_size: Positive = 128
+    lr: PositiveFloat = 0.01
+    momentum: Momentum = 0.9
+    weight_decay: NonNegativeFloat = 0.0
+    temperature: PositiveFloat = 4.0
+    alpha: Weight = 0.7
+    attention: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
-        check_positive_int(self.batch_size, "proxy batch_size")
-        for name in ("lr", "momentum", "weight_decay", "attention"):
-            _non_negative(getattr(self, name), f"proxy {name}")
-        if not self.lr > 0:
-            raise ConfigError(f"proxy lr must be > 0, not {self.lr!r}.")
-        if not self.momentum < 1:
-            raise ConfigError(f"proxy momentum must be in [0, 1), not {self.momentum!r}.")
-        if (
-            isinstance(self.temperature, bool)
-            or not isinstance(self.temperature, (int, float))
-            or not self.temperature > 0
-        ):
-            raise ConfigError(f"proxy temperature must be a number > 0, not {self.temperature!r}.")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
-            raise ConfigError(f"proxy alpha must be in [0, 1], not {self.alpha!r}.")
+        check(self, "proxy")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

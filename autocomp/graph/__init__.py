@@ -23,6 +23,7 @@ from autocomp.graph.layers import ChannelGroup, LayerInfo, Share, rounded_channe
 from autocomp.graph.policy_costs import PolicyCosts
 from autocomp.graph.standard import standard_form
 from autocomp.graph.trace import Trace, trace_layers
+from autocomp.graph.widths import HIDDEN_WIDTHS, lower_attributes, owner_of
 
 
 class ModelGraph(PolicyCosts):
@@ -219,6 +220,10 @@ class ModelGraph(PolicyCosts):
             pruning_group.prune()
             if group.index in self._head_groups:
                 set_head_count(self.model, self._head_groups[group.index], n_keep // group.unit)
+            else:
+                lower_attributes(
+                    self.model, owner_of((*group.layers, *group.consumers)), [(HIDDEN_WIDTHS, group.channels, n_keep)]
+                )
         self._pruned = True
         return {
             layer.name: torch.tensor(sorted(set(range(layer.out_channels)) - dropped[layer.name]), dtype=torch.long)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def _graph_class():
             module2node = super()._trace(*args, **kwargs)
             tokens = not self._2d_4d  # Torch-Pruning saw a Linear on (B, N, C) tokens: channels last
             (self.unsafe_nodes, self.flatten_nodes, self.head_nodes, self.regroup_nodes, self.product_nodes) = (
-                _scrambling_nodes(module2node, tokens)
+                _scrambling_nodes(self, module2node, tokens)
             )
             return module2node
 
@@ -180,16 +181,17 @@ _PRODUCTS = frozenset(
 """Autograd nodes of a product of two activations (attention's scores and their product with v)."""
 
 
-def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dict, dict, set]:
+def _scrambling_nodes(graph, module2node: Mapping, tokens: bool) -> tuple[set, set, dict, dict, set]:
     """(nodes that move channels out of Torch-Pruning's sight, flatten nodes that need its mapping,
     reshapes into or out of attention heads -> (blocks, head size), reshapes that regroup the leading dimensions ->
-    the size of the last one, products of two activations)."""
+    the size of the last one, products of two activations). Slices of other dimensions than the channels become plain
+    element-wise nodes."""
     from torch_pruning import ops
 
     unsafe, flattens, heads, regroups, products = set(), set(), {}, {}, set()
     for node in module2node.values():
         if node.type == ops.OPTYPE.RESHAPE:
-            kind = _reshape_kind(node.grad_fn, tokens)
+            kind = _reshape_kind(node.grad_fn, tokens, _input_channels(graph, node))
             if kind == "flatten":
                 flattens.add(node)
             elif kind != "same":
@@ -199,10 +201,14 @@ def _scrambling_nodes(module2node: Mapping, tokens: bool) -> tuple[set, set, dic
                     heads[node] = kind
                 elif kind == "regroup":
                     regroups[node] = int(node.grad_fn._input_metadata[0].shape[-1])
-        elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND) or (
-            node.type == ops.OPTYPE.SLICE and _slices_channels(node.grad_fn)
-        ):
+        elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND):
             unsafe.add(node)
+        elif node.type == ops.OPTYPE.SLICE:
+            cut = _sliced_dimension(node.grad_fn, _input_channels(graph, node))
+            if cut == "channels":
+                unsafe.add(node)
+            elif cut == "other":
+                node.type = ops.OPTYPE.ELEMENTWISE  # Torch-Pruning would map dimension 1 of (B, H, W, C) as channels
         elif node.grad_fn is not None and node.grad_fn.name() in _PRODUCTS:
             products.add(node)
     return unsafe, flattens, heads, regroups, products
@@ -239,14 +245,15 @@ def _map_last_dimension_split(node) -> None:
                 break
 
 
-def _reshape_kind(grad_fn, tokens: bool) -> str | tuple[int, int] | None:
+def _reshape_kind(grad_fn, tokens: bool, channels: int | None = None) -> str | tuple[int, int] | None:
     """How a reshape treats the channel dimension: "same" (left alone), "flatten" ((B, C, H, W) -> (B, C*H*W)),
     "regroup" (the last dimension kept, the leading ones merged or split: channels-last tensors into rows, as a
     Linear on (B, H, W, C) does, or attention's heads into the batch); (1, d) for a split of the last dimension into
     heads of d channels, (..., C) -> (..., C/d, d), or its merge; (3, d) for packed q, k and v split into heads,
     (..., 3C) -> (..., 3, C/d, d); else None.
 
-    ``tokens``: the model runs Linear layers on (B, N, C) tensors, whose channels are the last dimension.
+    ``tokens``: the model runs Linear layers on (B, N, C) tensors, whose channels are the last dimension;
+    ``channels``: those of the reshaped tensor, as Torch-Pruning infers them (None: unknown).
     """
     sizes = getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None)
     metadata = getattr(grad_fn, "_input_metadata", None)  # the shapes of the op's outputs
@@ -257,6 +264,8 @@ def _reshape_kind(grad_fn, tokens: bool) -> str | tuple[int, int] | None:
         return "same"  # (B, N, C) tokens, channels last: batch and tokens merged or split (as nn.Linear does)
     if [s for s in before if s != 1] == [s for s in after if s != 1]:
         return "same"  # only size-1 dimensions added or removed (a batch of one included)
+    if before[-1] == after[-1] == channels != before[1]:
+        return "same"  # channels last, the others merged or split: Swin's windows, (B, H, W, C) -> (B, h, w, w', w', C)
     if before[:1] != after[:1]:
         return "regroup" if before[-1] == after[-1] else None
     if len(before) >= 4 and after[:2] == before[:2]:
@@ -272,18 +281,43 @@ def _reshape_kind(grad_fn, tokens: bool) -> str | tuple[int, int] | None:
     return None
 
 
-def _slices_channels(grad_fn) -> bool:
-    """Whether a slice cuts the dimension Torch-Pruning takes for channels (1, or 2 for (B, N, C) tokens)."""
+def _input_channels(graph, node) -> int | None:
+    """The channels of the tensor a single-input node reads, as Torch-Pruning infers them from the layers before it,
+    else from those after it (None: unknown)."""
+    from torch_pruning.dependency.shape_infer import infer_in_channels_recursively, infer_out_channels_recursively
+
+    if len(node.inputs) != 1:
+        return None
+    with warnings.catch_warnings():  # long chains of element-wise ops: None after Torch-Pruning's depth limit
+        warnings.simplefilter("ignore", UserWarning)
+        channels = infer_out_channels_recursively(graph, node.inputs[0], [0])
+        if channels is None and len(node.outputs) == 1:
+            channels = infer_in_channels_recursively(graph, node.outputs[0], [0])
+    return channels
+
+
+def _sliced_dimension(grad_fn, channels: int | None) -> str | None:
+    """What a slice cuts: "channels", "other" (a dimension that is not the channels, which Torch-Pruning may still take
+    for them: the height of a channels-last (B, H, W, C) tensor), or None (nothing: the whole dimension).
+
+    A dimension as wide as the channels Torch-Pruning infers for the sliced tensor is taken for them; when the last
+    dimension is that wide, any other is not; else the channels are dimension 1, or 2 of (B, N, C) tokens, as
+    Torch-Pruning has them.
+    """
     sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
     dim = getattr(grad_fn, "_saved_dim", None)
     if sizes is None or dim is None:
-        return True
+        return "channels"
     sizes = tuple(int(s) for s in sizes)
-    if dim % len(sizes) != (2 if len(sizes) == 3 else 1):
-        return False
+    dim %= len(sizes)
     start, end, step = (getattr(grad_fn, f"_saved_{k}", None) for k in ("start", "end", "step"))
-    whole = start in (0, None) and (end is None or end >= sizes[dim]) and step in (1, None)
-    return not whole
+    if start in (0, None) and (end is None or end >= sizes[dim]) and step in (1, None):
+        return None
+    if sizes[dim] == channels:
+        return "channels"
+    if sizes[-1] == channels:  # channels last, and another dimension cut
+        return "other"
+    return "channels" if dim == (2 if len(sizes) == 3 else 1) else "other"
 
 
 @dataclass(frozen=True)

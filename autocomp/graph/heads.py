@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from autocomp.cost.macs import COUNTED_TYPES, MacCounter
+from autocomp.cost.macs import MacCounter
+from autocomp.graph.widths import lower_attributes, owner_of
 
 HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 """Attributes of attention modules that hold their number of heads (torch, timm, Hugging Face)."""
@@ -42,31 +43,19 @@ class HeadGroup:
     @property
     def owner(self) -> str:
         """The innermost module holding all its layers (the attention), '' for the model itself."""
-        parts = [name.split(".") for name in (*self.producers, *self.consumers)]
-        common = []
-        for level in zip(*parts):
-            if len(set(level)) > 1:
-                break
-            common.append(level[0])
-        return ".".join(common[: min(len(p) for p in parts) - 1])
+        return owner_of((*self.producers, *self.consumers))
 
 
 def set_head_count(model: nn.Module, group: HeadGroup, heads: int) -> dict[tuple[nn.Module, str], int]:
     """Set the head count (and heads x head size) attributes of ``group``'s attention to ``heads``; the old values."""
-    old = {}
-    for module in model.get_submodule(group.owner).modules():
-        if isinstance(module, COUNTED_TYPES):
-            continue
-        for names, before, after in (
+    return lower_attributes(
+        model,
+        group.owner,
+        [
             (HEAD_COUNTS, group.heads, heads),
             (HEAD_WIDTHS, group.heads * group.head_size, heads * group.head_size),
-        ):
-            for name in names:
-                value = getattr(module, name, None)
-                if type(value) is int and value == before:
-                    old[module, name] = value
-                    setattr(module, name, after)
-    return old
+        ],
+    )
 
 
 def probe_heads(

@@ -232,7 +232,9 @@ class PolicyCosts:
                 old_in_per_group = layer.in_channels // layer.groups
                 result[layer.name] = macs * new_out * in_per_group // (layer.out_channels * old_in_per_group)
             else:
-                result[layer.name] = self._lowrank_macs(layer, new_in, new_out, input_shape, output_shape, decision)
+                result[layer.name] = self._lowrank_macs(
+                    layer, new_in, new_out, macs, input_shape, output_shape, decision
+                )
         return result
 
     def _lowrank_macs(
@@ -240,11 +242,14 @@ class PolicyCosts:
         layer: LayerInfo,
         new_in: int,
         new_out: int,
+        macs: int,
         input_shape: tuple[int, ...],
         output_shape: tuple[int, ...],
         decision: LayerDecision,
     ) -> int:
-        """MACs of ``layer`` factorized as ``decision`` says, once it has ``new_in``/``new_out`` channels."""
+        """MACs of ``layer`` factorized as ``decision`` says, once it has ``new_in``/``new_out`` channels (``macs``:
+        the whole layer's per example; a linear layer's rows are those, as its input's shape may hold a part of them
+        in the batch: Swin's windows)."""
         if decision.rank is None:
             raise ValueError(f"layer {layer.name!r} is not factorized by its decision; it has no low-rank MACs.")
         rank = rank_of(decision.rank, new_in, new_out, as_pair(layer.kernel), decision.rank_scheme)
@@ -261,7 +266,7 @@ class PolicyCosts:
                 (1, 1),
                 rank,
                 decision.rank_scheme,
-                rows=math.prod(input_shape[:-1]),
+                rows=macs // (layer.in_channels * layer.out_channels),
             )
         conv = cast(nn.Conv2d, self.model.get_submodule(layer.name))  # a factorizable conv is 2-d
         padding = conv.padding if isinstance(conv.padding, str) else as_pair(conv.padding)

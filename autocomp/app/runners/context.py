@@ -21,8 +21,6 @@ from autocomp.evaluate import (
     EvalResult,
     Evaluator,
     EvaluatorSettings,
-    Fidelity,
-    ProxyTraining,
 )
 from autocomp.graph import ModelGraph
 from autocomp.logs import logger
@@ -94,8 +92,8 @@ def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
     """The evaluator settings a run config asks for."""
     ev = config.evaluator
     return EvaluatorSettings(
-        fidelity=Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs),
-        proxy=ProxyTraining(**ev.proxy.model_dump()),
+        fidelity=ev.level(),
+        proxy=ev.proxy,
         bn_batches=ev.bn_batches,
         batch_size=ev.batch_size,
         val_examples=ev.val_examples,

@@ -9,7 +9,9 @@ discarded and the agent asked again (its draws are seeded apart while candidates
 flight), and after `REPEATS_BEFORE_WAITING` repeats in a row the searcher waits for a result.
 A trial that Tune gives up on after `runner.max_failures` retries is a FAIL trial (``retry``: it
 may pass another time); one that ASHA stops is a PRUNED trial whose last intermediate score is
-its result.
+its result. A programming error (`PROGRAMMING_ERRORS`) is neither: the worker reports it rather
+than raising it (Tune would retry it, then fail the trial), `StopOnBug` stops every trial, and
+the driver raises it with the worker's traceback as its cause.
 
 Workers: `evaluate_candidate` builds the evaluator once per process (the data set read on the
 worker's node, the baseline's weights from the object store, never trained again), scores the
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,13 +51,20 @@ from ray.tune.search import ConcurrencyLimiter
 from autocomp.app.baseline import Baseline
 from autocomp.app.config import RunConfig
 from autocomp.app.runners.context import Setup, evaluator_settings, replay
-from autocomp.app.runners.ray_searcher import ASHA_REDUCTION, AgentSearcher, EarlyStopping, encode_result
+from autocomp.app.runners.ray_searcher import (
+    ASHA_REDUCTION,
+    AgentSearcher,
+    EarlyStopping,
+    StopOnBug,
+    encode_bug,
+    encode_result,
+)
 from autocomp.app.runners.reachable import check_address
 from autocomp.app.runners.study import best_so_far, finished_trials
 from autocomp.app.spaces import latency_target
 from autocomp.cost import measure
 from autocomp.data import num_batches
-from autocomp.errors import ConfigError
+from autocomp.errors import PROGRAMMING_ERRORS, ConfigError
 from autocomp.evaluate import Evaluator, Fidelity
 from autocomp.logs import logger
 from autocomp.policy import Policy
@@ -98,7 +108,18 @@ def _worker_parts(run: dict[str, Any], baseline: dict[str, torch.Tensor]) -> tup
 def evaluate_candidate(
     trial: dict[str, Any], run: dict[str, Any], baseline: dict[str, torch.Tensor], asha: bool
 ) -> None:
-    """Worker side of a trial: score its policy, reporting the intermediate scores and then the result to Tune."""
+    """Worker side of a trial (`_evaluate_candidate`). A programming error is reported rather than raised, which Tune
+    would retry: the driver stops the search and raises it."""
+    try:
+        _evaluate_candidate(trial, run, baseline, asha)
+    except PROGRAMMING_ERRORS as err:  # a score too, which ASHA requires of every report
+        tune.report({"score": math.nan, "bug": encode_bug(err, ray.get_runtime_context().get_node_id())})
+
+
+def _evaluate_candidate(
+    trial: dict[str, Any], run: dict[str, Any], baseline: dict[str, torch.Tensor], asha: bool
+) -> None:
+    """Score a trial's policy, reporting the intermediate scores and then the result to Tune."""
     torch.set_num_threads(max(1, int(run["runner"]["cpus_per_trial"])))
     config, evaluator, steps = _worker_parts(run, baseline)
     policy = Policy.from_dict(json.loads(trial["policy"]))
@@ -202,9 +223,11 @@ def _tuner(
     baseline: Baseline,
     searcher: AgentSearcher,
     scheduler: EarlyStopping | None,
+    stopper: StopOnBug,
     experiment: Path,
 ) -> tune.Tuner:
-    """Tune's experiment: the worker function with its resources, the searcher, the scheduler, retries, storage."""
+    """Tune's experiment: the worker function with its resources, the searcher, the scheduler, the stopper, retries,
+    storage."""
     runner = config.runner
     trainable = tune.with_parameters(
         evaluate_candidate, run=_worker_config(config), baseline=baseline.model.state_dict(), asha=scheduler is not None
@@ -224,6 +247,7 @@ def _tuner(
             name=experiment.name,
             storage_path=str(experiment.parent),
             failure_config=tune.FailureConfig(max_failures=runner.max_failures),
+            stop=stopper,
             verbose=0,
         ),
     )
@@ -233,7 +257,8 @@ def run_ray(
     config: RunConfig, setup: Setup, baseline: Baseline, evaluator: Evaluator, study: optuna.Study, run_dir: Path
 ) -> None:
     """Evaluate candidates on Ray until the study holds ``search.trials`` finished trials (a resumed run replays them
-    first); every trial is recorded in ``study`` by this process, as the local runner records it."""
+    first); every trial is recorded in ``study`` by this process, as the local runner records it. A programming error
+    on a worker stops the search and is raised here, caused by the worker's traceback."""
     done = finished_trials(study)
     if len(done) >= config.search.trials:
         return
@@ -255,6 +280,9 @@ def run_ray(
 
             stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda _: False)
             searcher = AgentSearcher(setup, evaluator, study, config.search.trials, experiment, stopped, advance)
-            _tuner(config, setup, baseline, searcher, scheduler, experiment).fit()
+            stopper = StopOnBug()
+            _tuner(config, setup, baseline, searcher, scheduler, stopper, experiment).fit()
+        if stopper.bug is not None:
+            raise stopper.bug
     if not searcher.finished:
         raise KeyboardInterrupt("the Ray Tune run was interrupted before the study held every trial")

@@ -1,12 +1,14 @@
 """The Ray runner's driver side: `AgentSearcher`, a Tune searcher around the run's agent, which records every finished
 trial in the study and tells the agent (the whole design: `ray_runner`); `EarlyStopping`, ASHA remembering the trials it
-stopped; the JSON a worker reports an evaluation in."""
+stopped; `StopOnBug`, which stops the search at a worker's programming error; the JSON a worker reports an evaluation or
+a programming error in."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +17,12 @@ from typing import Any
 import optuna
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
 from autocomp.app.runners.context import Setup, learn
 from autocomp.app.runners.study import finished_trial, finished_trials
 from autocomp.cost import Cost
+from autocomp.errors import PROGRAMMING_ERRORS
 from autocomp.evaluate import EvalResult, Evaluator
 from autocomp.policy import Policy
 
@@ -214,6 +218,25 @@ class EarlyStopping(ASHAScheduler):
         return action
 
 
+class StopOnBug(Stopper):
+    """Stops every trial once one reports a programming error (``bug``: `encode_bug`), kept for the driver to raise."""
+
+    def __init__(self) -> None:
+        self.bug: Exception | None = None
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if "bug" in result and self.bug is None:
+            self.bug = decode_bug(result["bug"])
+        return "bug" in result
+
+    def stop_all(self) -> bool:
+        return self.bug is not None
+
+
+class WorkerTraceback(Exception):
+    """Where a Ray worker raised a programming error: its traceback, the cause the driver shows for it."""
+
+
 def _failure(experiment: Path, trial_id: str) -> str:
     """Why Tune gave a trial up: the first sentence of its error file's last line, when there is one."""
     lines = []
@@ -232,3 +255,20 @@ def encode_result(result: EvalResult) -> str:
 def decode_result(text: str) -> EvalResult:
     """The evaluation `encode_result` wrote."""
     return EvalResult.from_dict(json.loads(text))
+
+
+def encode_bug(error: Exception, node: str) -> str:
+    """A programming error raised on ``node`` as the JSON a worker reports: its `PROGRAMMING_ERRORS` class, its message
+    and its traceback."""
+    kind = next(kind for kind in PROGRAMMING_ERRORS if isinstance(error, kind))
+    where = f"raised on the Ray worker of node {node}:\n{''.join(traceback.format_exception(error))}"
+    return json.dumps({"kind": kind.__name__, "message": str(error), "traceback": where})
+
+
+def decode_bug(text: str) -> Exception:
+    """The error `encode_bug` wrote, as its `PROGRAMMING_ERRORS` class (the traceback names the exact one), caused by
+    the worker's traceback."""
+    bug = json.loads(text)
+    error = {kind.__name__: kind for kind in PROGRAMMING_ERRORS}[bug["kind"]](bug["message"])
+    error.__cause__ = WorkerTraceback(bug["traceback"])
+    return error

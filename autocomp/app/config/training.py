@@ -1,0 +1,77 @@
+"""How models are trained and candidates scored and searched: the ``finetune``, ``evaluator`` and ``search`` sections.
+
+The ``baseline`` section is the library's `TrainSettings` and ``evaluator.proxy`` its `ProxyTraining`; the sections
+here extend the library's settings dataclasses with what only a run needs, so each field and default is defined once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Annotated, Any
+
+from pydantic import Field, with_config
+
+from autocomp.app.config.section import STRICT, Section
+from autocomp.evaluate import EvaluatorSettings, Scoring
+from autocomp.evaluate.fidelity import Fidelity, FidelityLevel
+from autocomp.settings import OneOf, Positive, PositiveFloat, Weight
+from autocomp.train import Distillation, TrainSettings
+
+PRUNERS = ("none", "median")
+"""none, or median: a candidate whose intermediate score falls below the median of earlier ones at that step stops."""
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class FinetuneConfig(TrainSettings):
+    """Final fine-tune of the best candidate, distilled from the baseline (`Distillation`'s defaults).
+
+    ``finalists`` > 1 fine-tunes the search's best few distinct candidates the same way and keeps the one most accurate
+    on the held-out data afterwards (each finalist costs one more fine-tune)."""
+
+    epochs: Positive = 2
+    lr: PositiveFloat = 0.02
+    temperature: PositiveFloat = Distillation.temperature
+    alpha: Weight = Distillation.alpha
+    finalists: Positive = 1
+
+    def training(self) -> TrainSettings:
+        """The training settings alone."""
+        return TrainSettings(**{f.name: getattr(self, f.name) for f in fields(TrainSettings)})
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class EvaluatorConfig(Scoring):
+    """How candidates are scored: ``fidelity`` bn (BatchNorm recalibration on ``bn_batches`` training
+    batches), proxy (then ``steps`` fine-tune steps) or epochs (then ``epochs`` passes); accuracy on
+    ``val_examples`` held-out examples. ``pruner: median`` stops a candidate whose intermediate score
+    (every ``report_every`` steps) falls below the median of earlier candidates at that step."""
+
+    fidelity: FidelityLevel = Fidelity.level
+    steps: Positive = Fidelity.steps
+    epochs: Positive = Fidelity.epochs
+    pruner: Annotated[str, OneOf(PRUNERS)] = "none"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pruner != "none" and self.fidelity == "bn":
+            raise ValueError(
+                f"pruner {self.pruner} needs intermediate scores, which fidelity bn has none of; "
+                "use fidelity proxy or epochs, or pruner none"
+            )
+
+    def level(self) -> Fidelity:
+        """The fidelity this section asks for."""
+        return Fidelity(self.fidelity, steps=self.steps, epochs=self.epochs)
+
+
+class SearchConfig(Section):
+    """Who searches: ``agent`` (a name from `agents.agent_names()`) with its own ``options`` (the agent's Options)."""
+
+    agent: str = "tpe"
+    options: dict[str, Any] = Field(default_factory=dict)
+    trials: Positive = 40
+    seed: int = EvaluatorSettings.seed
+    criterion: str = EvaluatorSettings.criterion
+    reconstruct: bool = EvaluatorSettings.reconstruct
