@@ -438,16 +438,16 @@ def search_row(arch: str, folder: Path, args: argparse.Namespace) -> list[str]:
         report = autocomp.search(search_config(arch, folder, args), out=run).report
     except Exception as err:  # a model the search cannot take: reported, and the next one runs
         return [arch, *["-"] * 7, f"{time.perf_counter() - started:.0f}", first_line(err)]
-    base, best = report["baseline"], report["best"]
+    base, best = report.baseline, report.best
     return [
         arch,
-        str(report["trials"]),
-        str(report["failed_trials"]),
-        f"{base['macs'] / 1e9:.4f}",
-        f"{best['macs'] / base['macs']:.1%}",
-        f"{base['test_accuracy']:.1%}",
-        f"{best['val_accuracy']:.1%}",
-        f"{best['test_accuracy']:.1%}",
+        str(report.trials),
+        str(report.failed_trials),
+        f"{base.macs / 1e9:.4f}",
+        f"{best.macs / base.macs:.1%}",
+        f"{base.test_accuracy:.1%}",
+        f"{best.val_accuracy:.1%}",
+        f"{best.test_accuracy:.1%}",
         f"{time.perf_counter() - started:.0f}",
         "",
     ]

@@ -16,7 +16,6 @@ the memory the tree really holds; the RSS sum, shown beside it, counts a shared 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -31,6 +30,7 @@ from make_image_folder import check_request, make_image_folder
 from results import append_section, markdown_table, print_table
 
 from autocomp import zoo
+from autocomp.app.report import Report, load_report
 
 CONFIG = "configs/imagefolder_mobilenet_v2.yaml"
 SHORT = {  # flag: (config key, default), each passed to the search as --set KEY=VALUE
@@ -179,25 +179,24 @@ def search_command(config: str, run: Path, settings: list[str]) -> list[str]:
     ]
 
 
-def number(value: object, spec: str) -> str:
-    """``value`` formatted, or n/a when the report lacks it."""
+def number(value: float | None, spec: str) -> str:
+    """``value`` formatted, or n/a where the run measured none."""
     return "n/a" if value is None else format(value, spec)
 
 
-def table_row(size: int, peaks: Peaks, report: dict) -> list[str]:
-    """One row of `HEADER` from the peaks and the run's report.json (absent keys: n/a)."""
-    runtime, evaluator = report.get("runtime", {}), report.get("evaluator", {})
-    device = "/".join(str(runtime[key]) for key in ("device", "precision") if key in runtime) or "n/a"
+def table_row(size: int, peaks: Peaks, report: Report) -> list[str]:
+    """One row of `HEADER` from the peaks and the run's report."""
+    runtime = report.runtime
     return [
         str(size),
         f"{peaks.tree_mb:.0f}",
         f"{peaks.main_mb:.0f}",
         f"{peaks.tree_pss_mb:.0f}",
-        number(runtime.get("train_images_per_second"), ".0f"),
-        number(runtime.get("score_images_per_second"), ".0f"),
-        number(evaluator.get("seconds_per_evaluation"), ".2f"),
-        number(report.get("wall_seconds"), ".0f"),
-        device,
+        number(runtime.train_images_per_second, ".0f"),
+        number(runtime.score_images_per_second, ".0f"),
+        f"{report.evaluator.seconds_per_evaluation:.2f}",
+        f"{report.wall_seconds:.0f}",
+        f"{runtime.device}/{runtime.precision}",
     ]
 
 
@@ -247,7 +246,7 @@ def measure(args: argparse.Namespace, size: int, checkpoint: Path) -> tuple[list
     if code != 0:
         sys.stderr.writelines(log.read_text().splitlines(keepends=True)[-30:])
         sys.exit(f"full_size.py: the search on {size} images failed with exit code {code}; its output is in {log}.")
-    row = table_row(size, peaks, json.loads((run / "report.json").read_text()))
+    row = table_row(size, peaks, load_report(run))
     print(", ".join(f"{name}: {cell}" for name, cell in zip(HEADER, row)), flush=True)
     return row, peaks
 

@@ -193,18 +193,18 @@ def constrained_search(config_path: str, fraction: float, trials: int, out: Path
     )
     start = time.perf_counter()
     report = autocomp.search(config, out).report
-    latency = next(c for c in report["constraints"] if c["metric"] == "latency_ms")
+    latency = next(c for c in report.constraints if c.metric == "latency_ms")
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{out / 'study.db'}")
     feasible = sum(bool(t.user_attrs.get("feasible")) for t in study.trials)
     return ConstrainedSearch(
-        latency["limit"],
-        latency["baseline"],
-        latency["best"],
+        latency.limit,
+        latency.baseline,
+        latency.best,
         len(study.trials),
         feasible,
         time.perf_counter() - start,
-        report["best"]["test_accuracy"],
-        report["baseline"]["test_accuracy"],
+        report.best.test_accuracy,
+        report.baseline.test_accuracy,
     )
 
 

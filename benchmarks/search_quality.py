@@ -80,18 +80,18 @@ def run_one(model: str, budget: float, agent: str, seed: int, args: argparse.Nam
         Path(args.out) / f"{model}-{round(100 * budget)}-{agent}-s{seed}-t{args.trials}-{args.fidelity}{run_tag(args)}"
     )
     report = autocomp.search(config, out).report
-    macs = next(c for c in report["constraints"] if c["metric"] == "macs")
+    macs = next(c for c in report.constraints if c.metric == "macs")
     return Run(
         model,
         budget,
         agent,
         seed,
-        report["best"]["test_accuracy"],
-        report["baseline"]["test_accuracy"],
-        macs["best"] / macs["limit"],
-        report["wall_seconds"],
-        report["best"]["channels"],
-        report["best"].get("finetuned_val_accuracy"),
+        report.best.test_accuracy,
+        report.baseline.test_accuracy,
+        macs.used,
+        report.wall_seconds,
+        report.best.channels,
+        report.best.finetuned_val_accuracy,
     )
 
 

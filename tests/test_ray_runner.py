@@ -97,7 +97,7 @@ def two_node_run(cluster, tmp_path_factory):
 def test_a_search_on_two_nodes_records_every_trial_as_the_local_runner_does(two_node_run):
     run, result = two_node_run
     trials = _study(run).trials
-    assert [t.number for t in trials] == list(range(6)) and result.report["trials"] == 6
+    assert [t.number for t in trials] == list(range(6)) and result.report.trials == 6
     assert all(t.state == COMPLETE for t in trials)
     for trial in trials:
         attrs = trial.user_attrs
@@ -193,7 +193,7 @@ def test_a_worker_killed_during_a_trial_is_retried_and_the_study_completes(clust
         killer.join()
     assert len(killed) == 1
     trials = _study(tmp_path).trials
-    assert len(trials) == 1 and trials[0].state == COMPLETE and result.report["best"]["trial"] == 0
+    assert len(trials) == 1 and trials[0].state == COMPLETE and result.report.best.trial == 0
     failed = [path.parent.name for path in (tmp_path / "ray" / "search-1").glob("*/error.txt")]
     assert failed == [trials[0].user_attrs["ray_trial"]]  # the killed trial ran again, and finished
     assert "died" in (tmp_path / "ray" / "search-1" / failed[0] / "error.txt").read_text()
@@ -266,7 +266,7 @@ def test_asha_stops_trials_whose_intermediate_scores_trail(cluster, tmp_path):
     result = autocomp.search(config, tmp_path)
     trials = _study(tmp_path).trials
     pruned = [t for t in trials if t.state == PRUNED]
-    assert len(trials) == 8 and 0 < len(pruned) == result.report["pruned_trials"] < 8
+    assert len(trials) == 8 and 0 < len(pruned) == result.report.pruned_trials < 8
     for trial in trials:
         steps = sorted(trial.intermediate_values)
         if trial.state == PRUNED:

@@ -49,14 +49,14 @@ sums differently, which moves a 300-image accuracy by a few images; hence the to
 
 def test_a_cpu_search_gives_the_result_recorded_before_devices_existed(tmp_path):
     report = autocomp.search(build_config(TINY), tmp_path / "run").report
-    baseline, best = report["baseline"], report["best"]
-    assert [baseline["val_accuracy"], baseline["test_accuracy"]] == pytest.approx(RECORDED["baseline"], abs=0.02)
-    history = [h["val_accuracy"] for h in report["history"]]
+    baseline, best, runtime = report.baseline, report.best, report.runtime
+    assert [baseline.val_accuracy, baseline.test_accuracy] == pytest.approx(RECORDED["baseline"], abs=0.02)
+    history = [h.val_accuracy for h in report.history]
     assert np.mean(history) == pytest.approx(np.mean(RECORDED["history"]), abs=0.05)
-    assert [best["finetuned_val_accuracy"], best["test_accuracy"]] == pytest.approx(RECORDED["best"], abs=0.05)
-    assert best["macs"] <= 0.5 * baseline["macs"]
-    assert report["runtime"]["device"] == "cpu" and report["runtime"]["precision"] == "fp32"
-    assert report["runtime"]["train_images_per_second"] > 0 and report["runtime"]["score_images_per_second"] > 0
+    assert [best.finetuned_val_accuracy, best.test_accuracy] == pytest.approx(RECORDED["best"], abs=0.05)
+    assert best.macs <= 0.5 * baseline.macs
+    assert runtime.device == "cpu" and runtime.precision == "fp32"
+    assert (runtime.train_images_per_second or 0) > 0 and (runtime.score_images_per_second or 0) > 0
 
 
 COUNTING_SOURCE = textwrap.dedent('''
@@ -138,11 +138,10 @@ def counted_config(checkpoint, kind="map", **changes):
 def test_the_same_data_in_memory_or_read_item_by_item_through_workers_gives_the_same_search(counted, tmp_path):
     in_memory = autocomp.search(counted_config(counted[1], "tensors"), tmp_path / "tensors").report
     read = autocomp.search(counted_config(counted[1], "map", **{"data.workers": 2}), tmp_path / "read").report
-    for key in ("history", "pareto_front"):
-        assert read[key] == in_memory[key]
+    assert (read.history, read.pareto_front) == (in_memory.history, in_memory.pareto_front)
     for key in ("val_accuracy", "finetuned_val_accuracy", "test_accuracy", "macs", "channels"):
-        assert read["best"][key] == in_memory["best"][key]
-    assert read["baseline"]["test_accuracy"] == in_memory["baseline"]["test_accuracy"]
+        assert getattr(read.best, key) == getattr(in_memory.best, key)
+    assert read.baseline.test_accuracy == in_memory.baseline.test_accuracy
 
 
 def test_a_search_reads_only_the_batches_it_uses_and_the_bound_decides_what_is_read_again(counted, tmp_path):
@@ -183,7 +182,7 @@ def test_a_factory_may_return_data_loaders_or_an_iterable_data_set(counted, tmp_
     first = torch.stack([item[0] for item, _ in zip(iter(data.train.data), range(300))])
     assert torch.equal(val_images, first)  # a stream holds out its first examples
     report = autocomp.search(stream, tmp_path / "stream").report
-    assert report["trials"] == 2 and 0 < report["best"]["test_accuracy"] <= 1
+    assert report.trials == 2 and 0 < report.best.test_accuracy <= 1
 
 
 def write_images(root, sizes=((30, 20), (24, 24), (40, 28)), per_class=5, suffix=".png"):
@@ -358,8 +357,8 @@ def test_a_run_folder_resumes_on_another_device_but_not_at_another_precision(tmp
 def test_on_a_gpu_the_teacher_the_candidates_and_the_batches_live_there(tmp_path):
     config = build_config({**TINY, "device": "cuda", "precision": "bf16"})
     report = autocomp.search(config, tmp_path / "gpu").report
-    assert report["runtime"]["device"].startswith("cuda") and report["runtime"]["precision"] == "bf16"
-    assert report["best"]["test_accuracy"] > 0.5
+    assert report.runtime.device.startswith("cuda") and report.runtime.precision == "bf16"
+    assert report.best.test_accuracy > 0.5
     data = load_dataset("digits", val_size=300)
     model = autocomp.zoo.create("resnet20", num_classes=10, in_channels=1)
     cuda = Runtime.create("cuda")

@@ -41,7 +41,7 @@ def test_the_run_folder_holds_model_policy_report_and_study(finished_run):
     for name in ("model.pt", "policy.json", "report.json", "report.md", "study.db", "config.yaml"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    assert report == json.loads(json.dumps(result.report))
+    assert report == json.loads(json.dumps(result.report.to_dict()))
     assert report["trials"] == 6
     assert "report" in (out / "report.md").read_text()
 
@@ -102,7 +102,7 @@ def test_evaluate_scores_one_policy_as_the_search_scored_it(finished_run, tmp_pa
     args = ["evaluate", "--config", str(out / "config.yaml"), "--policy", str(out / "policy.json")]
     scored = CliRunner().invoke(app, args, terminal_width=200)
     assert scored.exit_code == 0, scored.output
-    assert f"held-out accuracy {result.report['best']['val_accuracy']:.2%}" in scored.output  # the same seeded score
+    assert f"held-out accuracy {result.report.best.val_accuracy:.2%}" in scored.output  # the same seeded score
     assert "within the budget" in scored.output
     foreign = tmp_path / "foreign.json"
     autocomp.Policy({"features.0": autocomp.LayerDecision(keep=0.5)}).save(foreign)
@@ -115,17 +115,17 @@ def test_the_saved_model_meets_the_budget_when_remeasured(finished_run):
     model = autocomp.load(out / "model.pt")
     x = torch.zeros(1, 1, 8, 8)
     macs = autocomp.measure(model, x).macs
-    baseline_macs = result.report["baseline"]["macs"]
+    baseline_macs = result.report.baseline.macs
     assert macs <= 0.5 * baseline_macs
     assert macs >= 0.4 * baseline_macs  # the budget is used, not wasted
-    assert result.report["best"]["macs"] == macs
+    assert result.report.best.macs == macs
 
 
 def test_the_compressed_model_still_classifies_digits(finished_run):
     _, result = finished_run
-    best, baseline = result.report["best"], result.report["baseline"]
-    assert baseline["test_accuracy"] > 0.8
-    assert best["test_accuracy"] > baseline["test_accuracy"] - 0.15
+    best, baseline = result.report.best, result.report.baseline
+    assert baseline.test_accuracy > 0.8
+    assert best.test_accuracy > baseline.test_accuracy - 0.15
 
 
 def test_every_candidate_is_a_trial_of_the_study(finished_run):
@@ -142,17 +142,15 @@ def test_every_candidate_is_a_trial_of_the_study(finished_run):
 def test_the_report_holds_the_pareto_front_of_the_candidates(finished_run):
     out, result = finished_run
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{out / 'study.db'}")
-    limit = result.report["constraints"][0]["limit"]
+    limit = result.report.constraints[0].limit
     points = {t.number: (t.value, t.user_attrs["macs"] / limit) for t in study.trials if t.user_attrs.get("feasible")}
-    front = {point["trial"] for point in result.report["pareto_front"]}
+    front = {point.trial for point in result.report.pareto_front}
     for number, (value, usage) in points.items():  # brute force: on the front exactly when nothing dominates it
         dominated = any(v >= value and u <= usage and (v, u) != (value, usage) for v, u in points.values())
         repeat = any(p == (value, usage) and n < number for n, p in points.items())  # listed once, at its first trial
         assert (number in front) == (not dominated and not repeat)
-    assert result.report["best"]["trial"] in front  # the most accurate candidate is always on it
-    assert [p["usage"] for p in result.report["pareto_front"]] == sorted(
-        p["usage"] for p in result.report["pareto_front"]
-    )
+    assert result.report.best.trial in front  # the most accurate candidate is always on it
+    assert [p.usage for p in result.report.pareto_front] == sorted(p.usage for p in result.report.pareto_front)
     assert "## Accuracy against budget use" in (out / "report.md").read_text()
 
 
@@ -168,7 +166,7 @@ def test_a_longer_budget_resumes_the_same_study(finished_run, tmp_path):
     assert len(study.trials) == 8
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(params)) == 8  # the resumed agent did not repeat earlier proposals
-    assert result.report["trials"] == 8
+    assert result.report.trials == 8
 
 
 def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_kept(finished_run, tmp_path, monkeypatch):
@@ -204,23 +202,19 @@ def test_several_finalists_are_each_fine_tuned_and_the_most_accurate_after_is_ke
     for trial in sorted(study.trials, key=lambda t: (-t.value, t.user_attrs["macs"], t.number)):
         if trial.user_attrs["feasible"]:
             by_policy.setdefault(json.dumps(trial.user_attrs["policy"], sort_keys=True), trial.number)
-    finalists = report["finalists"]
-    assert [f["trial"] for f in finalists] == list(by_policy.values())[:3]
-    assert [f["val_accuracy"] for f in finalists] == sorted((f["val_accuracy"] for f in finalists), reverse=True)
-    winner = max(finalists, key=lambda f: f["finetuned_val_accuracy"])
-    assert report["best"]["trial"] == winner["trial"]
+    finalists = report.finalists
+    assert [f.trial for f in finalists] == list(by_policy.values())[:3]
+    assert [f.val_accuracy for f in finalists] == sorted((f.val_accuracy for f in finalists), reverse=True)
+    winner = max(finalists, key=lambda f: f.finetuned_val_accuracy)
+    assert report.best.trial == winner.trial
     saved = autocomp.load(copy / "model.pt")
     held_out = accuracy(saved, prepare(config).data.val)
-    assert (
-        report["best"]["finetuned_val_accuracy"]
-        == pytest.approx(held_out, abs=1e-6)
-        == winner["finetuned_val_accuracy"]
-    )
-    assert json.loads((copy / "policy.json").read_text()) == study.trials[winner["trial"]].user_attrs["policy"]
+    assert report.best.finetuned_val_accuracy == pytest.approx(held_out, abs=1e-6) == winner.finetuned_val_accuracy
+    assert json.loads((copy / "policy.json").read_text()) == study.trials[winner.trial].user_attrs["policy"]
     assert not (copy / "finalists").exists()
     markdown = (copy / "report.md").read_text()
     assert "3 best candidates were each fine-tuned" in markdown
-    before, after = report["baseline"]["val_accuracy"], winner["finetuned_val_accuracy"]
+    before, after = report.baseline.val_accuracy, winner.finetuned_val_accuracy
     assert f"| held-out accuracy after the fine-tune | {before:.2%} | {after:.2%} |" in markdown
     assert autocomp.search(config, copy).report == report  # finished: read back, nothing fine-tuned again
     assert len(fine_tuned) == 3
@@ -259,8 +253,8 @@ def test_a_median_pruner_sees_every_candidates_intermediate_scores(tmp_path):
     result = autocomp.search(build_config(config), tmp_path)
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
     states = [t.state for t in study.trials]
-    assert len(states) == 8 == result.report["trials"]
-    assert result.report["pruned_trials"] == states.count(optuna.trial.TrialState.PRUNED)
+    assert len(states) == 8 == result.report.trials
+    assert result.report.pruned_trials == states.count(optuna.trial.TrialState.PRUNED)
     for trial in study.trials:
         steps = sorted(trial.intermediate_values)
         if trial.state == optuna.trial.TrialState.PRUNED:
@@ -307,18 +301,18 @@ def test_a_search_under_several_constraints_meets_each_one_on_the_saved_model(tm
     )
     result = autocomp.search(build_config(config), tmp_path)
     cost = autocomp.measure(autocomp.load(tmp_path / "model.pt"), torch.zeros(1, 1, 8, 8))
-    limits = {c["metric"]: c["limit"] for c in result.report["constraints"]}
+    limits = {c.metric: c.limit for c in result.report.constraints}
     assert limits == {
-        "params": 0.5 * result.report["baseline"]["params"],
-        "size_bytes": 0.2 * result.report["baseline"]["size_bytes"],
+        "params": 0.5 * result.report.baseline.params,
+        "size_bytes": 0.2 * result.report.baseline.size_bytes,
     }
     assert cost.params <= limits["params"] and cost.size_bytes <= limits["size_bytes"]
     assert max(cost.params / limits["params"], cost.size_bytes / limits["size_bytes"]) >= 0.97  # the budget is used
-    assert {c["metric"]: c["best"] for c in result.report["constraints"]} == {
+    assert {c.metric: c.best for c in result.report.constraints} == {
         "params": cost.params,
         "size_bytes": cost.size_bytes,
     }
-    assert "- size_bytes <= " in (tmp_path / "report.md").read_text()
+    assert "| budget: size_bytes <= " in (tmp_path / "report.md").read_text()
 
 
 def test_a_best_model_at_a_lower_resolution_with_factorized_layers_is_reported(tmp_path):
@@ -333,7 +327,7 @@ def test_a_best_model_at_a_lower_resolution_with_factorized_layers_is_reported(t
     small = autocomp.load(tmp_path / "model.pt")
     assert isinstance(small, InputResize) and small.size == (6, 6)
     factorized = {name for name, module in small.model.named_modules() if isinstance(module, LowRank)}
-    channels = result.report["best"]["channels"]
+    channels = result.report.best.channels
     assert factorized and factorized <= set(channels)
     layers = dict(small.model.named_modules())
     for name, (kept, original) in channels.items():
@@ -356,14 +350,14 @@ def test_a_latency_constrained_search_measures_every_candidate_on_the_target(tmp
         finetune=dict(TINY["finetune"], epochs=1),
     )
     result = autocomp.search(build_config(config), tmp_path)
-    latency = result.report["constraints"][0]
-    assert latency["metric"] == "latency_ms" and latency["limit"] == pytest.approx(0.9 * latency["baseline"])
-    assert latency["best"] > 0  # the final model, measured again on the target
+    latency = result.report.constraints[0]
+    assert latency.metric == "latency_ms" and latency.limit == pytest.approx(0.9 * latency.baseline)
+    assert latency.best > 0  # the final model, measured again on the target
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
     for trial in study.trials:
-        assert trial.user_attrs["feasible"] == (trial.user_attrs["latency_ms"] <= latency["limit"])
-    best = study.trials[result.report["best"]["trial"]]
-    assert best.user_attrs["latency_ms"] <= latency["limit"]  # only a measured-feasible candidate can win
+        assert trial.user_attrs["feasible"] == (trial.user_attrs["latency_ms"] <= latency.limit)
+    best = study.trials[result.report.best.trial]
+    assert best.user_attrs["latency_ms"] <= latency.limit  # only a measured-feasible candidate can win
     assert list((autocomp.app.baseline.cache_root() / "latency").glob("*.json"))  # the table is cached for the target
 
 
@@ -392,13 +386,13 @@ def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path
         finetune=dict(TINY["finetune"], epochs=1),
     )
     result = autocomp.search(build_config(config), tmp_path)
-    metric, limit = constraint["metric"], result.report["constraints"][0]["limit"]
+    metric, limit = constraint["metric"], result.report.constraints[0].limit
     assert getattr(autocomp.measure(autocomp.load(tmp_path / "model.pt"), torch.zeros(1, 1, 8, 8)), metric) <= limit
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert len(study.trials) == (6 if agent == "sensitivity" else 7)  # 1 iteration x (3 stages + 2) + 1: then done
     probes = [t for t in study.trials if t.user_attrs["probe"]]
     assert all(not t.user_attrs["feasible"] for t in probes)  # measured, never a result
-    assert not study.trials[result.report["best"]["trial"]].user_attrs["probe"]
+    assert not study.trials[result.report.best.trial].user_attrs["probe"]
     assert bool(probes) == (agent == "sensitivity")  # its reference and per-decision probes sit outside the budget
     policy = autocomp.Policy.load(tmp_path / "policy.json")
     if agent == "haq":
@@ -406,7 +400,7 @@ def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path
     if agent == "nas":
         assert policy.width in (0.5, 0.75, 1.0)
     if agent == "nsga2":  # proposals within the budget are evaluated as they are: the front spreads along the cost
-        assert min(p["usage"] for p in result.report["pareto_front"]) < 0.97
+        assert min(p.usage for p in result.report.pareto_front) < 0.97
 
 
 @pytest.mark.parametrize(("trials", "warned"), [(5, True), (6, False)])

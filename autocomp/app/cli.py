@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 
 from autocomp.app.cli_errors import fail, stdout, user_errors
 from autocomp.app.cli_models import cost, export, zoo
-from autocomp.cost.format import format_number
-from autocomp.errors import AutocompError, ConfigError
+from autocomp.errors import AutocompError
 from autocomp.logs import console, set_verbosity
+
+if TYPE_CHECKING:
+    from autocomp.app.report import Report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML compression search for PyTorch.")
 
@@ -31,42 +33,15 @@ def options(
     console.quiet = quiet  # no progress bars
 
 
-def _summary(report: dict) -> Table:
-    base, best = report["baseline"], report["best"]
-    table = Table(
-        title=f"autocomp: {report['model']} on {report['data']}",
-        caption=f"agent {report['agent']}, {report['trials']} trials, best trial {best['trial']} scored "
-        f"{best['val_accuracy']:.2%} on held-out data before its fine-tune; {report['wall_seconds']:.0f} s",
-    )
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("", "left"),
-        ("baseline", "right"),
-        ("compressed", "right"),
-        ("ratio", "right"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
-    table.add_row(
-        "test accuracy",
-        f"{base['test_accuracy']:.2%}",
-        f"{best['test_accuracy']:.2%}",
-        f"{100 * (best['test_accuracy'] - base['test_accuracy']):+.2f} pt",
-    )
-    for label, key in (("MACs", "macs"), ("params", "params"), ("size (bytes)", "size_bytes")):
-        table.add_row(label, f"{base[key]:,}", f"{best[key]:,}", f"{best[key] / base[key]:.1%}")
-    table.add_row(
-        f"latency, batch {report['latency']['batch_size']} (ms)",
-        f"{base['latency_ms']:.1f}",
-        f"{best['latency_ms']:.1f}",
-        f"{base['latency_ms'] / best['latency_ms']:.2f}x faster",
-    )
-    for constraint in report["constraints"]:
-        table.add_row(
-            f"budget: {constraint['metric']} <= {format_number(constraint['limit'])}",
-            format_number(constraint["baseline"]),
-            format_number(constraint["best"]),
-            f"{constraint['best'] / constraint['limit']:.1%} used",
-        )
+def _summary(report: Report) -> Table:
+    """The report's comparison (`summary.comparison`) as a table, under its title and run sentence."""
+    from autocomp.app.report.summary import COLUMNS, comparison, run_sentence, title
+
+    table = Table(title=escape(title(report)), caption=escape(run_sentence(report)))
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column else "left")
+    for row in comparison(report):
+        table.add_row(*map(escape, row))
     return table
 
 
@@ -279,15 +254,10 @@ def report(run: Annotated[Path, typer.Argument(help="A finished run folder (its 
 
     Example: autocomp report runs/demo
     """
-    import json
-
-    from autocomp.app.report import write_report
+    from autocomp.app.report import load_report, write_report
 
     with user_errors("the report may be incomplete; run the command again."):
-        path = run / "report.json"
-        if not path.is_file():
-            raise ConfigError(f"{run} holds no report.json; give the folder of a finished `autocomp search`.")
-        write_report(run, json.loads(path.read_text()))
+        write_report(run, load_report(run))
     stdout.print(f"report: {run / 'report.md'} (pareto.png, progress.png, layers.png)")
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import optuna
 import torch
@@ -15,7 +14,18 @@ import torch
 from autocomp import io
 from autocomp.app.baseline import Baseline, prepare_baseline
 from autocomp.app.config import RunConfig
-from autocomp.app.report import REPORT_VERSION, write_report
+from autocomp.app.report import Finalist, Report, load_report, write_report
+from autocomp.app.report.record import (
+    BestRecord,
+    ConstraintRecord,
+    EvaluatorRecord,
+    FrontPoint,
+    HistoryPoint,
+    LatencySettings,
+    ModelRecord,
+    RuntimeRecord,
+    SpaceRecord,
+)
 from autocomp.app.run_folder import check_run_folder, claim_run_folder
 from autocomp.app.runners.context import Setup, build_evaluator, prepare
 from autocomp.app.runners.local import run_local
@@ -32,7 +42,7 @@ from autocomp.app.spaces import latency_target
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
 from autocomp.cost import Cost, compare_latency_ms, measure
-from autocomp.errors import InfeasibleError, SearchError, disk_full
+from autocomp.errors import ConfigError, InfeasibleError, SearchError, disk_full
 from autocomp.evaluate import Evaluator, accuracy
 from autocomp.evaluate.memory import release_free_memory
 from autocomp.files import save_state
@@ -60,7 +70,7 @@ def latency_batch(example: torch.Tensor) -> int:
 @dataclass(frozen=True)
 class SearchResult:
     run_dir: Path
-    report: dict[str, Any]
+    report: Report
 
 
 def fine_tune(
@@ -90,17 +100,6 @@ def fine_tune(
     release_free_memory()  # the training's freed activations back to the system before the scoring passes
     checkpoint.unlink(missing_ok=True)
     return small
-
-
-@dataclass(frozen=True)
-class Finalist:
-    """One of the search's best candidates after the final fine-tune."""
-
-    trial: int
-    val_accuracy: float
-    """The search's score."""
-    finetuned_val_accuracy: float
-    """Held-out accuracy after the fine-tune: what chooses among the finalists."""
 
 
 def fine_tune_finalists(
@@ -138,18 +137,16 @@ def fine_tune_finalists(
     return finalists[winner], small.eval(), scored
 
 
-def _finished_report(run_dir: Path, finalists: list[optuna.trial.FrozenTrial], trials: int) -> dict[str, Any] | None:
-    """The report of an earlier finish of the same trials with the same finalists, if there is one."""
-    path = run_dir / "report.json"
-    if not (path.exists() and (run_dir / "model.pt").exists()):
+def _finished_report(run_dir: Path, finalists: list[optuna.trial.FrozenTrial], trials: int) -> Report | None:
+    """The report of an earlier finish of the same trials with the same finalists, if there is one (a report this
+    autocomp cannot read is finished again)."""
+    if not (run_dir / "model.pt").exists():
         return None
-    report = json.loads(path.read_text())
-    reported = [f["trial"] for f in report.get("finalists", [report.get("best", {})])]
-    same = (
-        report.get("version") == REPORT_VERSION
-        and report.get("trials") == trials
-        and reported == [t.number for t in finalists]
-    )
+    try:
+        report = load_report(run_dir)
+    except ConfigError:
+        return None
+    same = report.trials == trials and [f.trial for f in report.finalists] == [t.number for t in finalists]
     return report if same else None
 
 
@@ -162,9 +159,9 @@ def _report(
     small: torch.nn.Module,
     test_accuracy: float,
     finalists: list[Finalist],
-    runtime: dict[str, Any],
+    runtime: RuntimeRecord,
     wall_seconds: float,
-) -> dict[str, Any]:
+) -> Report:
     """Everything report.json records: baseline and best model (on the CPU), constraint, trials, the runtime and its
     images per second, wall time, config."""
     trials = finished_trials(study)
@@ -177,90 +174,89 @@ def _report(
                 f"[yellow]warning:[/] the final model measures {constraint.describe(constraint.value_of(best_cost))}"
                 " on this run, over the limit its trial measured within: timing noise on this machine"
             )
-    return {
-        "version": REPORT_VERSION,
-        "model": config.model.label,
-        "data": config.data.label,
-        "agent": config.search.agent,
-        "constraints": [
-            {
-                "metric": c.metric,
-                "limit": c.limit,
-                "max": given.max,
-                "relative": given.relative,
-                "best": best_cost.to_dict()[c.metric],
-                "baseline": setup.baseline_cost.to_dict()[c.metric],
-            }
+    return Report(
+        model=config.model.label,
+        data=config.data.label,
+        agent=config.search.agent,
+        constraints=tuple(
+            ConstraintRecord(
+                c.metric, c.limit, given.max, given.relative, c.value_of(best_cost), c.value_of(setup.baseline_cost)
+            )
             for c, given in zip(setup.budget.constraints, config.constraints)
-        ],
-        "space": {
-            "decisions": len(setup.space.decisions),
-            "projection": config.space.projection,
-            "axes": sorted({d.kind for d in setup.space.decisions}),
-        },
-        "trials": len(trials),
-        "probe_trials": sum(bool(t.user_attrs.get("probe")) for t in trials),
-        "pareto_front": report_front(trials, setup.budget),
-        "failed_trials": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
-        "pruned_trials": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-        "cached_trials": sum(bool(t.user_attrs.get("cached")) for t in trials),
-        "evaluator": {
-            "fidelity": config.evaluator.fidelity,
-            "describe": config.evaluator.level().describe(),
-            "seconds_per_evaluation": _seconds_per_evaluation(trials),
-        },
-        "wall_seconds": wall_seconds,
-        "runtime": runtime,
-        "latency": {"batch_size": batch, "threads": torch.get_num_threads(), "device": "cpu"},
-        "baseline": {
-            "val_accuracy": baseline.val_accuracy,
-            "test_accuracy": baseline.test_accuracy,
-            **setup.baseline_cost.to_dict(),
-            "latency_ms": latency["baseline"],
-        },
-        "history": [
-            {
-                "trial": t.number,
-                "val_accuracy": t.value,
-                "feasible": bool(t.user_attrs.get("feasible")),
-                "usage": setup.budget.measured_usage(Cost.from_dict(t.user_attrs)),
-            }
+        ),
+        space=SpaceRecord(
+            len(setup.space.decisions), config.space.projection, tuple(sorted({d.kind for d in setup.space.decisions}))
+        ),
+        trials=len(trials),
+        probe_trials=sum(bool(t.user_attrs.get("probe")) for t in trials),
+        pareto_front=report_front(trials, setup.budget),
+        failed_trials=sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        pruned_trials=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        cached_trials=sum(bool(t.user_attrs.get("cached")) for t in trials),
+        evaluator=EvaluatorRecord(
+            config.evaluator.fidelity,
+            config.evaluator.level().describe(),
+            _seconds_per_evaluation(trials),
+        ),
+        wall_seconds=wall_seconds,
+        runtime=runtime,
+        latency=LatencySettings(batch, torch.get_num_threads(), "cpu"),
+        baseline=ModelRecord(
+            baseline.val_accuracy, baseline.test_accuracy, **_costs(setup.baseline_cost), latency_ms=latency["baseline"]
+        ),
+        history=tuple(
+            HistoryPoint(
+                t.number,
+                complete_value(t),
+                bool(t.user_attrs.get("feasible")),
+                setup.budget.measured_usage(Cost.from_dict(t.user_attrs)),
+            )
             for t in trials
             if t.state == optuna.trial.TrialState.COMPLETE
-        ],
-        "best": {
-            "trial": best.number,
-            "val_accuracy": best.value,
-            # what `autocomp tune` compares
-            "finetuned_val_accuracy": next(f.finetuned_val_accuracy for f in finalists if f.trial == best.number),
-            "test_accuracy": test_accuracy,
-            **best_cost.to_dict(),
-            "latency_ms": latency["best"],
-            "channels": _measured_channels(small, setup.graph.prunable),
-            "bits": _bits(Policy.from_dict(best.user_attrs["policy"])),
-        },
-        "finalists": [asdict(finalist) for finalist in finalists],
-        "config": config.to_dict(),
+        ),
+        best=BestRecord(
+            complete_value(best),
+            test_accuracy,
+            **_costs(best_cost),
+            latency_ms=latency["best"],
+            trial=best.number,
+            finetuned_val_accuracy=next(f.finetuned_val_accuracy for f in finalists if f.trial == best.number),
+            channels=_measured_channels(small, setup.graph.prunable),
+            bits=_bits(Policy.from_dict(best.user_attrs["policy"])),
+        ),
+        finalists=tuple(finalists),
+        config=config.to_dict(),
+    )
+
+
+def _costs(cost: Cost) -> dict[str, int]:
+    """``cost``'s counts, as a `ModelRecord` takes them (its latency is the report's own timing)."""
+    return {
+        "macs": cost.macs,
+        "params": cost.params,
+        "size_bytes": cost.size_bytes,
+        "size_bits": cost.size_bits,
+        "bops": cost.bops,
     }
 
 
-def _measured_channels(small: torch.nn.Module, layers: list[LayerInfo]) -> dict[str, list[int]]:
+def _measured_channels(small: torch.nn.Module, layers: list[LayerInfo]) -> dict[str, tuple[int, int]]:
     """Each of ``layers``' [kept, original] output channels as the compressed model ``small`` has them (behind its input
     resize, if it has one; a factorized layer's are its second factor's)."""
     modules = dict((small.model if isinstance(small, InputResize) else small).named_modules())
-    return {layer.name: [_out_channels(modules[layer.name]), layer.out_channels] for layer in layers}
+    return {layer.name: (_out_channels(modules[layer.name]), layer.out_channels) for layer in layers}
 
 
 def _out_channels(module: torch.nn.Module) -> int:
     return module.out_channels if isinstance(module, LowRank) else cast(torch.Tensor, module.weight).shape[0]
 
 
-def _bits(policy: Policy) -> dict[str, list[int | None]]:
+def _bits(policy: Policy) -> dict[str, tuple[int | None, int | None]]:
     """Each quantized layer's [weight bits, activation bits] (empty when nothing is quantized)."""
-    return {name: [d.weight_bits, d.act_bits] for name, d in policy.layers.items() if d.weight_bits is not None}
+    return {name: (d.weight_bits, d.act_bits) for name, d in policy.layers.items() if d.weight_bits is not None}
 
 
-def report_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list[dict[str, Any]]:
+def report_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> tuple[FrontPoint, ...]:
     """The measured-feasible candidates no other beats on both held-out accuracy and measured budget use, cheapest first."""
     points = [
         (t.number, complete_value(t), budget.measured_usage(Cost.from_dict(t.user_attrs)))
@@ -271,24 +267,24 @@ def report_front(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> list
     for number, value, usage in points:
         first.setdefault((value, usage), number)
     front = pareto_front(first.items(), lambda point: point[0][0], lambda point: point[0][1])
-    return [{"trial": number, "val_accuracy": value, "usage": usage} for (value, usage), number in front]
+    return tuple(FrontPoint(number, value, usage) for (value, usage), number in front)
 
 
-def _runtime_report(runtime: Runtime, finetuning: Throughput, evaluator: Evaluator) -> dict[str, Any]:
+def _runtime_report(runtime: Runtime, finetuning: Throughput, evaluator: Evaluator) -> RuntimeRecord:
     """Where the run computed and how fast: images per second of the final fine-tune, of the candidates' proxy
     fine-tunes and of their held-out scores in this process (None where none ran here)."""
 
     def rate(throughput: Throughput) -> float | None:
         return throughput.per_second if throughput.images else None
 
-    return {
-        "device": str(runtime.device),
-        "describe": runtime.describe(),
-        "precision": runtime.precision,
-        "train_images_per_second": rate(finetuning),
-        "proxy_images_per_second": rate(evaluator.training),
-        "score_images_per_second": rate(evaluator.scoring),
-    }
+    return RuntimeRecord(
+        str(runtime.device),
+        runtime.describe(),
+        runtime.precision,
+        train_images_per_second=rate(finetuning),
+        proxy_images_per_second=rate(evaluator.training),
+        score_images_per_second=rate(evaluator.scoring),
+    )
 
 
 def _seconds_per_evaluation(trials: list[optuna.trial.FrozenTrial]) -> float:
@@ -357,7 +353,7 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
         )
     finished = _finished_report(run_dir, finalists, len(finished_trials(study)))
     if finished is not None:
-        log.info(f"search: {run_dir} is already finished with trial {finished['best']['trial']} as the best")
+        log.info(f"search: {run_dir} is already finished with trial {finished.best.trial} as the best")
         shutil.rmtree(run_dir / "finalists", ignore_errors=True)  # left by a finish stopped right after its report
         return SearchResult(run_dir, finished)
     evaluator.drop_kept_batches()

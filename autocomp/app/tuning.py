@@ -38,7 +38,7 @@ from autocomp.app.runners.optuna_access import running_trial, storage_of, sugges
 from autocomp.app.runners.shared import drain, heartbeat, plan_trials, retry_running
 from autocomp.app.runners.storage import check_storage, shared_storage
 from autocomp.app.runners.study import complete_value
-from autocomp.errors import AutocompError, ConfigError, SearchError
+from autocomp.errors import AutocompError, ConfigError
 from autocomp.locking import file_lock
 from autocomp.logs import logger
 from autocomp.policy import Policy
@@ -207,13 +207,8 @@ def _search(config: RunConfig, folder: Path) -> tuple[float, dict[str, Any]]:
     """A whole search (resumed when its folder holds part of it); its fine-tuned model's held-out accuracy."""
     from autocomp.app.search_loop import search
 
-    best = search(config, folder).report["best"]
-    if "finetuned_val_accuracy" not in best:
-        raise SearchError(
-            f"{folder} holds a search finished by an older autocomp, without the fine-tuned model's "
-            "held-out accuracy; delete that folder to search again."
-        )
-    return best["finetuned_val_accuracy"], {"macs": best["macs"], "search_val_accuracy": best["val_accuracy"]}
+    best = search(config, folder).report.best
+    return best.finetuned_val_accuracy, {"macs": best.macs, "search_val_accuracy": best.val_accuracy}
 
 
 def _finetune(config: RunConfig, policy: Policy, folder: Path) -> tuple[float, dict[str, Any]]:

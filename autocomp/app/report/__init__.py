@@ -1,5 +1,6 @@
-"""Reports of finished runs."""
+"""Reports of finished runs: the typed record (report.json), its wording (the terminal and report.md), its files."""
 
-from autocomp.app.report.writer import REPORT_VERSION, write_report
+from autocomp.app.report.record import REPORT_VERSION, Finalist, Report, load_report, save_report
+from autocomp.app.report.writer import write_report
 
-__all__ = ["REPORT_VERSION", "write_report"]
+__all__ = ["REPORT_VERSION", "Finalist", "Report", "load_report", "save_report", "write_report"]
