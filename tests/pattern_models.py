@@ -12,10 +12,13 @@ of 4 and at least 16, so that keep ratios of 0.25/0.5/0.75 give whole channel co
 * ``lenet``: convolutions, then Flatten of a 4x4 map into Linear layers (each channel owns 16 features)
 * ``vit_cls`` / ``vit_mean``: patch embedding, class token or mean pooling, position embedding,
   pre-norm blocks with a hand-written multi-head self-attention and an MLP
+* ``swin``: torchvision's Swin in small, with copies of its ShiftedWindowAttention(V2) (q/k/v and output
+  projections applied to their weights), shifted and padded windows, patch merging
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -514,6 +517,225 @@ class WindowsAndPatchMerging(nn.Module):
         return self.head(self.reduction(x).mean(dim=(1, 2)))
 
 
+# --- 11. torchvision's Swin blocks: ShiftedWindowAttention(V2) applies qkv and proj to their weights -------------
+
+
+def shifted_window_attention(
+    input: torch.Tensor,
+    qkv_weight: torch.Tensor,
+    proj_weight: torch.Tensor,
+    relative_position_bias: torch.Tensor,
+    window_size: list[int],
+    num_heads: int,
+    shift_size: list[int],
+    attention_dropout: float = 0.0,
+    dropout: float = 0.0,
+    qkv_bias: torch.Tensor | None = None,
+    proj_bias: torch.Tensor | None = None,
+    logit_scale: torch.Tensor | None = None,
+    training: bool = True,
+) -> torch.Tensor:
+    """torchvision 0.29's ``shifted_window_attention``, as it is (comments cut)."""
+    B, H, W, C = input.shape
+    pad_r = (window_size[1] - W % window_size[1]) % window_size[1]
+    pad_b = (window_size[0] - H % window_size[0]) % window_size[0]
+    x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
+    _, pad_H, pad_W, _ = x.shape
+    shift_size = shift_size.copy()
+    if window_size[0] >= pad_H:
+        shift_size[0] = 0
+    if window_size[1] >= pad_W:
+        shift_size[1] = 0
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+    num_windows = (pad_H // window_size[0]) * (pad_W // window_size[1])
+    x = x.view(B, pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * num_windows, window_size[0] * window_size[1], C)
+    if logit_scale is not None and qkv_bias is not None:
+        qkv_bias = qkv_bias.clone()
+        length = qkv_bias.numel() // 3
+        qkv_bias[length : 2 * length].zero_()
+    qkv = F.linear(x, qkv_weight, qkv_bias)
+    qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    if logit_scale is not None:
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        logit_scale = torch.clamp(logit_scale, max=math.log(100.0)).exp()
+        attn = attn * logit_scale
+    else:
+        q = q * (C // num_heads) ** -0.5
+        attn = q.matmul(k.transpose(-2, -1))
+    attn = attn + relative_position_bias
+    if sum(shift_size) > 0:
+        attn_mask = x.new_zeros((pad_H, pad_W))
+        h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]), (-shift_size[0], None))
+        w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]), (-shift_size[1], None))
+        count = 0
+        for h in h_slices:
+            for w in w_slices:
+                attn_mask[h[0] : h[1], w[0] : w[1]] = count
+                count += 1
+        attn_mask = attn_mask.view(pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1])
+        attn_mask = attn_mask.permute(0, 2, 1, 3).reshape(num_windows, window_size[0] * window_size[1])
+        attn_mask = attn_mask.unsqueeze(1) - attn_mask.unsqueeze(2)
+        attn_mask = attn_mask.masked_fill(attn_mask != 0, -100.0).masked_fill(attn_mask == 0, 0.0)
+        attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, x.size(1), x.size(1))
+        attn = attn + attn_mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, num_heads, x.size(1), x.size(1))
+    attn = F.softmax(attn, dim=-1)
+    attn = F.dropout(attn, p=attention_dropout, training=training)
+    x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), C)
+    x = F.linear(x, proj_weight, proj_bias)
+    x = F.dropout(x, p=dropout, training=training)
+    x = x.view(B, pad_H // window_size[0], pad_W // window_size[1], window_size[0], window_size[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
+    return x[:, :H, :W, :].contiguous()
+
+
+class ShiftedWindowAttention(nn.Module):
+    """torchvision's ShiftedWindowAttention: the same attributes, buffers and forward."""
+
+    def __init__(self, dim: int, window_size: list[int], shift_size: list[int], num_heads: int) -> None:
+        super().__init__()
+        self.window_size, self.shift_size, self.num_heads = window_size, shift_size, num_heads
+        self.attention_dropout, self.dropout = 0.0, 0.0
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.define_relative_position_bias_table()
+        self.define_relative_position_index()
+
+    def define_relative_position_bias_table(self) -> None:
+        size = (2 * self.window_size[0] - 1) * (2 * self.window_size[1] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.randn(size, self.num_heads) * 0.02)
+
+    def define_relative_position_index(self) -> None:
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(self.window_size[0]), torch.arange(self.window_size[1]), indexing="ij")
+        )
+        coords_flatten = torch.flatten(coords, 1)
+        relative_coords = (coords_flatten[:, :, None] - coords_flatten[:, None, :]).permute(1, 2, 0).contiguous()
+        relative_coords[:, :, 0] += self.window_size[0] - 1
+        relative_coords[:, :, 1] += self.window_size[1] - 1
+        relative_coords[:, :, 0] *= 2 * self.window_size[1] - 1
+        self.register_buffer("relative_position_index", relative_coords.sum(-1).flatten())
+
+    def get_relative_position_bias(self) -> torch.Tensor:
+        return _get_relative_position_bias(
+            self.relative_position_bias_table, self.relative_position_index, self.window_size
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return shifted_window_attention(
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            self.get_relative_position_bias(),
+            self.window_size,
+            self.num_heads,
+            shift_size=self.shift_size,
+            attention_dropout=self.attention_dropout,
+            dropout=self.dropout,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+            training=self.training,
+        )
+
+
+class ShiftedWindowAttentionV2(ShiftedWindowAttention):
+    """torchvision's ShiftedWindowAttentionV2: cosine attention, the bias from a small MLP."""
+
+    def __init__(self, dim: int, window_size: list[int], shift_size: list[int], num_heads: int) -> None:
+        super().__init__(dim, window_size, shift_size, num_heads)
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+        length = self.qkv.bias.numel() // 3
+        self.qkv.bias[length : 2 * length].data.zero_()
+
+    def define_relative_position_bias_table(self) -> None:
+        h = torch.arange(-(self.window_size[0] - 1), self.window_size[0], dtype=torch.float32)
+        w = torch.arange(-(self.window_size[1] - 1), self.window_size[1], dtype=torch.float32)
+        table = torch.stack(torch.meshgrid([h, w], indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+        table[:, :, :, 0] /= self.window_size[0] - 1
+        table[:, :, :, 1] /= self.window_size[1] - 1
+        table *= 8
+        self.register_buffer("relative_coords_table", torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0)
+
+    def get_relative_position_bias(self) -> torch.Tensor:
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        return 16 * torch.sigmoid(_get_relative_position_bias(table, self.relative_position_index, self.window_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return shifted_window_attention(
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            self.get_relative_position_bias(),
+            self.window_size,
+            self.num_heads,
+            shift_size=self.shift_size,
+            attention_dropout=self.attention_dropout,
+            dropout=self.dropout,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+            logit_scale=self.logit_scale,
+            training=self.training,
+        )
+
+
+def _get_relative_position_bias(table: torch.Tensor, index: torch.Tensor, window_size: list[int]) -> torch.Tensor:
+    n = window_size[0] * window_size[1]
+    return table[index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, attention: ShiftedWindowAttention, dim: int) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), attention
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm, self.reduction = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-3:-1]
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+        return self.reduction(self.norm(x))
+
+
+class TinySwin(nn.Module):
+    """torchvision's Swin in small: 4x4 patches (8x8 of 24 channels), windows of 4, unshifted, then shifted by 2 in a V2
+    block (cosine attention, a 3-d parameter before the patch merging's concatenation), patch merging to 4x4 of 48
+    channels, a block in windows of 3: padded to 6x6, shifted by 1."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 24) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute([0, 2, 3, 1]), nn.LayerNorm(dim)),
+            nn.Sequential(
+                SwinBlock(ShiftedWindowAttention(dim, [4, 4], [0, 0], 2), dim),
+                SwinBlock(ShiftedWindowAttentionV2(dim, [4, 4], [2, 2], 2), dim),
+            ),
+            PatchMerging(dim),
+            nn.Sequential(SwinBlock(ShiftedWindowAttention(2 * dim, [3, 3], [1, 1], 4), 2 * dim)),
+        )
+        self.norm = nn.LayerNorm(2 * dim)
+        self.head = nn.Linear(2 * dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.features(x)).permute(0, 3, 1, 2).mean(dim=(2, 3)))
+
+
 PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
     "mobilenet_v3": MobileNetV3,
     "shufflenet_v2": ShuffleNetV2,
@@ -528,6 +750,7 @@ PATTERN_MODELS: dict[str, Callable[[], nn.Module]] = {
     "bert": BertOnPatches,
     "vit_multihead": MultiheadViT,
     "swin_windows": WindowsAndPatchMerging,
+    "swin": TinySwin,
 }
 
 PATTERN_INPUTS: dict[str, tuple[int, ...]] = {

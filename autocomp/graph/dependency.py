@@ -133,6 +133,7 @@ def _graph_class():
 
         def _trace(self, *args, **kwargs):
             module2node = super()._trace(*args, **kwargs)
+            _map_last_dimension_concatenations(module2node)
             tokens = not self._2d_4d  # Torch-Pruning saw a Linear on (B, N, C) tokens: channels last
             (self.unsafe_nodes, self.flatten_nodes, self.head_nodes, self.regroup_nodes, self.product_nodes) = (
                 _scrambling_nodes(self, module2node, tokens)
@@ -212,6 +213,23 @@ def _scrambling_nodes(graph, module2node: Mapping, tokens: bool) -> tuple[set, s
         elif node.grad_fn is not None and node.grad_fn.name() in _PRODUCTS:
             products.add(node)
     return unsafe, flattens, heads, regroups, products
+
+
+def _map_last_dimension_concatenations(module2node: Mapping) -> None:
+    """Torch-Pruning leaves every concatenation unmapped when a 3-d parameter is computed before it (for ViT's class
+    token and position embedding, concatenated along the tokens); a concatenation along the last dimension (Swin's
+    patch merging, after V2's per-head ``logit_scale``) is not that case and keeps its mapping (which still checks
+    that the parts' channels add up to the result's)."""
+    from torch_pruning import ops
+
+    for node in module2node.values():
+        grad_fn = node.grad_fn
+        dim, metadata = getattr(grad_fn, "_saved_dim", None), getattr(grad_fn, "_input_metadata", None)
+        if node.type != ops.OPTYPE.CONCAT or dim is None or not metadata:
+            continue
+        rank = len(metadata[0].shape)
+        if rank >= 3 and (dim - (1 << 64) if dim >= 1 << 63 else dim) % rank == rank - 1:
+            node.enable_index_mapping = True
 
 
 def _map_last_dimension_split(node) -> None:
