@@ -6,7 +6,9 @@
   becomes the ``nn.Linear`` it computes;
 * torchvision's ``ShiftedWindowAttention`` and ``ShiftedWindowAttentionV2`` (Swin: ``qkv`` and ``proj``
   applied functionally to their weights) become a `WindowAttention` / `WindowAttentionV2`
-  (graph.window_attention), which call them as layers.
+  (graph.window_attention), which call them as layers;
+* torchvision's ``RelativePositionalMultiHeadAttention`` (MaxViT: heads merged to the width of its
+  input) gets a forward that merges them to their own width (graph.relative_attention).
 
 All keep the weights and compute the same; the swap happens in place, so a `ModelGraph`'s layer
 names are those of this form (``attn.q_proj``, ...) and a compressed model has it.
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from autocomp.graph.attention import HeadAttention
+from autocomp.graph.relative_attention import is_relative_attention, own_width_class
 from autocomp.graph.window_attention import WindowAttention, WindowAttentionV2
 
 WINDOW_ATTENTIONS = {"ShiftedWindowAttention": WindowAttention, "ShiftedWindowAttentionV2": WindowAttentionV2}
@@ -54,7 +57,7 @@ def needs_standard_form(model: nn.Module) -> bool:
 def _hides_layers(module: nn.Module) -> bool:
     if isinstance(module, nn.MultiheadAttention):  # learned key/value biases and zero attention stay as they are
         return module.bias_k is None and module.bias_v is None and not module.add_zero_attn
-    return _is_transposed_linear(module) or _is_window_attention(module)
+    return _is_transposed_linear(module) or _is_window_attention(module) or is_relative_attention(module)
 
 
 def _shown(module: nn.Module) -> nn.Module | None:
@@ -62,6 +65,9 @@ def _shown(module: nn.Module) -> nn.Module | None:
         return None
     if isinstance(module, nn.MultiheadAttention):
         return HeadAttention(module)
+    if is_relative_attention(module):
+        module.__class__ = own_width_class(type(module))  # the same module, its forward merging heads to their width
+        return module
     if _is_window_attention(module):
         return WINDOW_ATTENTIONS[type(module).__name__](module)
     weight, bias = cast(torch.Tensor, module.weight), cast("torch.Tensor | None", module.bias)  # Conv1D's
