@@ -48,6 +48,9 @@ class Agent(ABC):
     """The dataclass of this agent's own settings (`search.options` in a config)."""
     fills: ClassVar[bool] = True
     """Whether a proposal within the budget is filled up to it; agents comparing costs (NSGA-II, NAS tables) say no."""
+    stoppable: ClassVar[bool] = True
+    """Whether a candidate may be stopped early by a pruner (successive halving), its score then from a lower rung;
+    agents that compare every candidate's score with the others' (the greedy walks) say no: theirs climb every rung."""
     parallel: ClassVar[bool] = True
     """Whether candidates may be evaluated while others are pending (told later, out of order, or asked by another
     process's agent); agents walking one path (uniform, the greedy baselines) say no."""

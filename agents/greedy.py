@@ -70,6 +70,7 @@ class GreedyAgent(Agent):
 
     Options = GreedyOptions
     parallel = False
+    stoppable = False
 
     def __init__(
         self, space: Space, budget: Budget, seed: int = 0, projection: str = "auto", options: Any = None

@@ -144,6 +144,7 @@ class OptunaAgent(SamplerAgent):
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
         state = trial_state(result)
         values = self.objectives(proposal, result) if result is not None and state == TrialState.COMPLETE else None
+        curve = self._partial_scores(result) if state == TrialState.PRUNED else {}
         trial = self._told_trial(proposal)
         super().tell(proposal, result)
         if trial is None:  # the run's study holds a proposal this agent would not make: a finished trial as it is
@@ -151,7 +152,11 @@ class OptunaAgent(SamplerAgent):
             number = len(self._study.get_trials(deepcopy=False))
             self._study.add_trial(
                 optuna.trial.create_trial(
-                    params=dict(params), distributions=self.distributions(), values=values, state=state
+                    params=dict(params),
+                    distributions=self.distributions(),
+                    values=values,
+                    state=state,
+                    intermediate_values=curve,
                 )
             )
         else:
@@ -159,8 +164,17 @@ class OptunaAgent(SamplerAgent):
             learned = self.learned_params(trial.params, proposal)
             if learned != trial.params:
                 self._set_params(trial, learned)
+            for step, score in curve.items():
+                trial.report(score, step)
             self._study.tell(trial, values, state=state)
         self.learned(number, proposal, result)
+
+    def _partial_scores(self, result: EvalResult | None) -> dict[int, float]:
+        """A stopped candidate's intermediate scores, which the sampler ranks it by (TPE: below every complete one,
+        by the furthest step reached, then the score there); none for a study of several objectives."""
+        if result is None or len(self.directions) > 1:
+            return {}
+        return dict(result.curve)
 
     def learned(self, number: int, proposal: Policy, result: EvalResult | None) -> None:
         """After the tell of ``proposal``, recorded as trial ``number`` of the agent's own study (by default nothing)."""

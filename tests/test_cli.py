@@ -22,7 +22,7 @@ GOOD = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 1, "batch_size": 64},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "random", "trials": 2},
+    "search": {"agent": "random", "trials": 2, "reference": False},
     "evaluator": {"fidelity": "bn", "bn_batches": 2, "val_examples": 100},
     "finetune": {"epochs": 1, "batch_size": 64},
 }
@@ -75,7 +75,7 @@ def with_change(section: str, key: str, value) -> dict:
             {**GOOD, "search": {**GOOD["search"], "agent": "amc", "options": {"reward": "loss"}}},
             "reward 'loss' is not known; allowed: error, error_log_macs, accuracy",
         ),
-        (with_change("evaluator", "pruner", "median"), "pruner median needs intermediate scores"),
+        (with_change("evaluator", "pruner", "median"), "pruner median does not apply to fidelity bn"),
         (with_change("evaluator", "fidelity", "fast"), "config key 'evaluator.fidelity' = 'fast' is not allowed"),
         ({**GOOD, "data": {"name": "fashion_mnist", "dir": "/nonexistent/fmnist"}}, "/nonexistent/fmnist"),
     ],

@@ -28,7 +28,7 @@ CONFIG = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 2, "batch_size": 128, "lr": 0.1},  # two epochs: a kill after the first checkpoint
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "tpe", "trials": 3},
+    "search": {"agent": "tpe", "trials": 3, "reference": False},
     "evaluator": {"fidelity": "bn", "bn_batches": 2, "batch_size": 128, "val_examples": 200},
     "finetune": {"epochs": 2, "batch_size": 128, "lr": 0.05},
     "device": "cpu",

@@ -270,7 +270,7 @@ def test_a_lower_resolution_student_distils_attention_from_the_full_size_teacher
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: Fidelity("fast"), "fidelity level 'fast' is not allowed; allowed: bn, proxy, epochs."),
+        (lambda: Fidelity("fast"), "fidelity level 'fast' is not allowed; allowed: bn, proxy, epochs, halving."),
         (lambda: Fidelity("proxy", steps=0), "fidelity steps must be a positive integer, not 0."),
         (lambda: ProxyTraining(alpha=1.5), "proxy alpha must be in [0, 1], not 1.5."),
         (lambda: ProxyTraining(lr=0.0), "proxy lr must be > 0, not 0.0."),

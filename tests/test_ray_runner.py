@@ -43,8 +43,15 @@ TINY = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 4, "batch_size": 64, "lr": 0.1},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "tpe", "trials": 6},
-    "evaluator": {"steps": 10, "proxy": {"batch_size": 64}, "bn_batches": 4, "batch_size": 128, "val_examples": 300},
+    "search": {"agent": "tpe", "trials": 6, "reference": False},
+    "evaluator": {
+        "fidelity": "proxy",
+        "steps": 10,
+        "proxy": {"batch_size": 64},
+        "bn_batches": 4,
+        "batch_size": 128,
+        "val_examples": 300,
+    },
     "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.05},
     "runner": {"kind": "ray"},
 }
@@ -80,7 +87,7 @@ def cluster(tmp_path_factory):
 
 
 def _config(agent: str, trials: int, **sections) -> autocomp.app.config.RunConfig:
-    return build_config({**TINY, "search": {"agent": agent, "trials": trials}, **sections})
+    return build_config({**TINY, "search": {"agent": agent, "trials": trials, "reference": False}, **sections})
 
 
 def _study(run: Path) -> optuna.Study:
@@ -162,7 +169,9 @@ def _kill_first_trial_worker(killed: list[int], stop: threading.Event) -> None:
 
 @pytest.mark.slow
 def test_a_tuning_whose_searches_run_on_the_ray_cluster(cluster, tmp_path):
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**TINY, "search": {"agent": "random", "trials": 2}}))
+    (tmp_path / "run.yaml").write_text(
+        yaml.safe_dump({**TINY, "search": {"agent": "random", "trials": 2, "reference": False}})
+    )
     (tmp_path / "tune.yaml").write_text(
         yaml.safe_dump(
             {"config": "run.yaml", "trials": 2, "params": {"finetune.lr": {"low": 0.01, "high": 0.1, "log": True}}}

@@ -32,7 +32,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         finished = CliRunner().invoke(app, ["--quiet", "search", "--config", str(config), "--out", str(root / "run")])
         assert finished.exit_code == 0, finished.output
     other = root / "other.yaml"
-    other.write_text(yaml.safe_dump({**FINISHED, "search": {"agent": "tpe", "trials": 2}}))
+    other.write_text(yaml.safe_dump({**FINISHED, "search": {"agent": "tpe", "trials": 2, "reference": False}}))
     nan_alpha = root / "nan.yaml"
     nan_alpha.write_text(yaml.safe_dump(FINISHED).replace("max_steps: 2", "max_steps: 2\n  alpha: .nan"))
     (root / "a-file").write_text("not a folder")

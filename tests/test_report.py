@@ -28,7 +28,7 @@ GOOD = {
     "model": {"name": "resnet20"},
     "data": {"name": "digits", "val_size": 300},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "random", "trials": 2},
+    "search": {"agent": "random", "trials": 2, "reference": False},
 }
 
 REPORT = Report(

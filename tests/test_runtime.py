@@ -33,8 +33,15 @@ TINY = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 2, "batch_size": 64, "lr": 0.1},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "tpe", "trials": 4},
-    "evaluator": {"steps": 8, "proxy": {"batch_size": 64}, "bn_batches": 3, "batch_size": 128, "val_examples": 300},
+    "search": {"agent": "tpe", "trials": 4, "reference": False},
+    "evaluator": {
+        "fidelity": "proxy",
+        "steps": 8,
+        "proxy": {"batch_size": 64},
+        "bn_batches": 3,
+        "batch_size": 128,
+        "val_examples": 300,
+    },
     "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.05},
     "device": "cpu",
 }
@@ -393,7 +400,7 @@ def test_ray_trials_compute_on_the_gpu_share_ray_assigns_them(tmp_path):
             {
                 **TINY,
                 "device": "auto",
-                "search": {"agent": "random", "trials": 4},
+                "search": {"agent": "random", "trials": 4, "reference": False},
                 "runner": {"kind": "ray", "gpus_per_trial": 0.5, "cpus_per_trial": 1},
             }
         )

@@ -23,8 +23,15 @@ TINY = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 4, "batch_size": 64, "lr": 0.1},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "tpe", "trials": 6},
-    "evaluator": {"steps": 10, "proxy": {"batch_size": 64}, "bn_batches": 4, "batch_size": 128, "val_examples": 300},
+    "search": {"agent": "tpe", "trials": 6, "reference": False},
+    "evaluator": {
+        "fidelity": "proxy",
+        "steps": 10,
+        "proxy": {"batch_size": 64},
+        "bn_batches": 4,
+        "batch_size": 128,
+        "val_examples": 300,
+    },
     "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.05},
 }
 
@@ -384,7 +391,7 @@ def test_each_kind_of_agent_searches_to_a_saved_model_within_the_budget(tmp_path
         TINY,
         constraints=[constraint],
         space=space,
-        search={"agent": agent, "trials": 7, "options": options},
+        search={"agent": agent, "trials": 7, "options": options, "reference": False},
         evaluator={"fidelity": "bn", "bn_batches": 2},
         finetune=dict(TINY["finetune"], epochs=1),
     )
@@ -411,7 +418,7 @@ def test_a_greedy_agent_given_fewer_trials_than_its_walk_needs_is_warned_about(c
     config = dict(
         TINY,
         space={"keep": {"low": 0.3, "grouping": "stage"}},
-        search={"agent": "sensitivity", "trials": trials, "options": {"iterations": 1}},
+        search={"agent": "sensitivity", "trials": trials, "options": {"iterations": 1}, "reference": False},
     )
     prepare(build_config(config))  # 1 iteration x (3 stages + 2) + 1 = 6 evaluations
     err = " ".join(capsys.readouterr().err.split())
@@ -421,7 +428,7 @@ def test_a_greedy_agent_given_fewer_trials_than_its_walk_needs_is_warned_about(c
 def test_output_that_is_not_a_terminal_gets_a_line_per_finished_trial(tmp_path, capsys):
     config = dict(
         TINY,
-        search={"agent": "random", "trials": 3},
+        search={"agent": "random", "trials": 3, "reference": False},
         evaluator={"fidelity": "bn", "bn_batches": 2},
         finetune=dict(TINY["finetune"], epochs=1),
     )

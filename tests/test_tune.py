@@ -30,7 +30,7 @@ RUN = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 1, "batch_size": 64},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "random", "trials": 2},
+    "search": {"agent": "random", "trials": 2, "reference": False},
     "evaluator": {
         "fidelity": "proxy",
         "steps": 3,

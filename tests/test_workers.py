@@ -37,7 +37,7 @@ CONFIG = {
     "data": {"name": "digits", "val_size": 300},
     "baseline": {"epochs": 1, "batch_size": 64},
     "constraints": [{"metric": "macs", "max": 0.5}],
-    "search": {"agent": "tpe", "trials": 9},
+    "search": {"agent": "tpe", "trials": 9, "reference": False},
     "evaluator": {
         "fidelity": "proxy",
         "steps": 4,
@@ -250,7 +250,11 @@ def test_a_worker_with_another_config_or_a_sequential_agent_is_refused(tmp_path)
     assert "another config (first difference: search.seed)" in result.stderr
     assert "Traceback" not in result.stderr
     with pytest.raises(ConfigError, match="agent 'sensitivity' needs each result before its next proposal"):
-        work(build_config({**CONFIG, "search": {"agent": "sensitivity"}, "runner": {"storage": storage}}))
+        work(
+            build_config(
+                {**CONFIG, "search": {"agent": "sensitivity", "reference": False}, "runner": {"storage": storage}}
+            )
+        )
 
 
 def test_a_killed_workers_trial_is_failed_and_retried_by_another(tmp_path):
@@ -298,7 +302,7 @@ def test_a_trial_whose_worker_died_while_writing_its_candidate_gets_a_whole_new_
     config = build_config(
         {
             **CONFIG,
-            "search": {"agent": "tpe", "trials": 2},
+            "search": {"agent": "tpe", "trials": 2, "reference": False},
             "evaluator": {"fidelity": "bn"},
             "runner": {"storage": storage},
         }

@@ -23,17 +23,20 @@ from autocomp.app.report.record import (
     HistoryPoint,
     LatencySettings,
     ModelRecord,
+    ReferenceRecord,
     RuntimeRecord,
     SpaceRecord,
 )
 from autocomp.app.run_folder import check_run_folder, claim_run_folder
 from autocomp.app.runners.context import Setup, build_evaluator, prepare
 from autocomp.app.runners.local import run_local
+from autocomp.app.runners.reference import score_reference
 from autocomp.app.runners.storage import safe_url
 from autocomp.app.runners.study import (
     complete_value,
     finished_trials,
     open_study,
+    reference_trial,
     study_storage,
     top_trials,
 )
@@ -197,6 +200,7 @@ def _report(
             config.evaluator.fidelity,
             config.evaluator.level().describe(),
             _seconds_per_evaluation(trials),
+            _rung_counts(config, trials),
         ),
         wall_seconds=wall_seconds,
         runtime=runtime,
@@ -226,7 +230,23 @@ def _report(
         ),
         finalists=tuple(finalists),
         config=config.to_dict(),
+        reference=_reference_record(study),
     )
+
+
+def _rung_counts(config: RunConfig, trials: list[optuna.trial.FrozenTrial]) -> tuple[tuple[int, int], ...]:
+    """At fidelity halving, each rung's steps and the candidates scored there (a cache hit is not scored again)."""
+    if config.evaluator.fidelity != "halving":
+        return ()
+    return tuple((rung, sum(rung in t.intermediate_values for t in trials)) for rung in config.evaluator.rungs)
+
+
+def _reference_record(study: optuna.Study) -> ReferenceRecord | None:
+    """The reference candidate's score, when it was scored and did not fail."""
+    trial = reference_trial(study)
+    if trial is None or trial.state != optuna.trial.TrialState.COMPLETE:
+        return None
+    return ReferenceRecord(trial.number, complete_value(trial), trial.user_attrs["macs"])
 
 
 def _costs(cost: Cost) -> dict[str, int]:
@@ -303,6 +323,7 @@ def _search_trials(
     written = "the study's storage" if config.runner.storage else f"the study {run_dir / 'study.db'}"
     try:
         study = open_study(study_storage(config, run_dir))
+        score_reference(config, setup, evaluator, study)
         if config.runner.kind == "ray":
             from autocomp.app.runners.ray_runner import run_ray
 

@@ -266,15 +266,15 @@ class Evaluator:
                 with watch.computing():
                     recalibrate_batchnorm(small, self._calibration.images(), self.runtime)
                 stage = "fine-tuning"
-                curve, stopped_at = self._fine_tune(small, report, watch)
-                stage = "scoring"
-                if stopped_at is None:
-                    with watch.computing():
-                        acc, loss = held_out_score(
-                            small, self._val_reader, runtime=self.runtime, throughput=self.scoring
-                        )
+                if self.settings.fidelity.level == "halving":
+                    curve, stopped_at, (acc, loss) = self._climb_rungs(small, report, watch)
                 else:
-                    acc, loss = curve[-1][1], math.nan
+                    curve, stopped_at = self._fine_tune(small, report, watch)
+                    stage = "scoring"
+                    if stopped_at is None:
+                        acc, loss = self._held_out(small, watch)
+                    else:
+                        acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
                 cost = measure(small.cpu(), self.example_inputs, self.settings.latency)
         except PROGRAMMING_ERRORS:
@@ -296,6 +296,46 @@ class Evaluator:
         timing = watch.timing()
         return EvalResult(acc, cost, timing.total, loss=loss, curve=tuple(curve), stopped_at=stopped_at, timing=timing)
 
+    def _held_out(self, small: nn.Module, watch: Stopwatch) -> tuple[float, float]:
+        """``small``'s accuracy and cross-entropy on the held-out examples that score candidates."""
+        with watch.computing():
+            return held_out_score(small, self._val_reader, runtime=self.runtime, throughput=self.scoring)
+
+    def _climb_rungs(
+        self, small: nn.Module, report: Reporter | None, watch: Stopwatch
+    ) -> tuple[list[tuple[int, float]], int | None, tuple[float, float]]:
+        """Successive halving's part: the held-out score at each rung, trained from one rung to the next (a cosine of
+        its own per stretch); before the last rung the reporter may stop it. The curve, the rung it stopped at, and the
+        accuracy and loss at the last rung reached."""
+        curve: list[tuple[int, float]] = []
+        rungs, done = self.settings.fidelity.rungs, 0
+        for rung in rungs:
+            if rung > done:
+                self._train(small, rung - done, done, None, watch)
+                done = rung
+            acc, loss = self._held_out(small, watch)
+            curve.append((rung, acc))
+            if rung != rungs[-1] and report is not None and not report(rung, acc):
+                return curve, rung, (acc, loss)
+        return curve, None, (acc, loss)
+
+    def _train(
+        self, small: nn.Module, steps: int, start: int, after_step: Callable[[int], bool] | None, watch: Stopwatch
+    ) -> None:
+        """The proxy fine-tune of ``small`` on ``steps`` batches of the stream from batch ``start``."""
+        points = self._attention_points
+        if isinstance(small, InputResize):
+            points = [f"model.{name}" for name in points]
+        before, reached = watch.compute, [start]
+
+        def counted(step: int) -> bool:
+            reached[0] = step
+            return after_step is None or after_step(step)
+
+        stream = cast(TrainingStream, self._stream)
+        proxy_finetune(small, stream, steps, self.settings.proxy, points, counted, watch, self.runtime, start=start)
+        self.training.add((reached[0] - start) * self.settings.proxy.batch_size, watch.compute - before)
+
     def _fine_tune(
         self, small: nn.Module, report: Reporter | None, watch: Stopwatch
     ) -> tuple[list[tuple[int, float]], int | None]:
@@ -304,11 +344,8 @@ class Evaluator:
         if self._stream is None:
             return curve, None
         stopped: list[int] = []
-        done = 0
 
         def after_step(step: int) -> bool:
-            nonlocal done
-            done = step
             if report is None or (step % self.settings.report_every and step != self._training_steps):
                 return True
             with watch.computing():
@@ -320,14 +357,7 @@ class Evaluator:
                 return False
             return True
 
-        points = self._attention_points
-        if isinstance(small, InputResize):
-            points = [f"model.{name}" for name in points]
-        before = watch.compute
-        proxy_finetune(
-            small, self._stream, self._training_steps, self.settings.proxy, points, after_step, watch, self.runtime
-        )
-        self.training.add(done * self.settings.proxy.batch_size, watch.compute - before)
+        self._train(small, self._training_steps, 0, after_step, watch)
         return curve, stopped[0] if stopped else None
 
 

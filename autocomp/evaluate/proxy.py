@@ -31,9 +31,10 @@ def proxy_finetune(
     after_step: StepCallback | None = None,
     stopwatch: Stopwatch | None = None,
     runtime: Runtime = CPU,
+    start: int = 0,
 ) -> None:
-    """Fine-tune ``student`` (on ``runtime``'s device) in place on the stream's first ``steps`` batches (fewer if
-    ``after_step`` stops it).
+    """Fine-tune ``student`` (on ``runtime``'s device) in place on ``steps`` batches of the stream from batch ``start``
+    (fewer if ``after_step`` stops it; it is told the steps done counted from the stream's first batch).
 
     SGD (Nesterov momentum) with the learning rate decaying from ``settings.lr`` to 0 on a
     cosine, at ``runtime``'s precision. Raises FloatingPointError when the loss stops being finite.
@@ -50,12 +51,12 @@ def proxy_finetune(
     watch = stopwatch or Stopwatch()
     attention = settings.attention > 0 and bool(attention_points)
     student.train()
-    done = 0
+    done = start
     with (
         FeatureTaps(student, attention_points) if attention else nullcontext() as taps,
         channels_last(student) as layout,
     ):
-        for batch in stream.batches(steps, watch):
+        for batch in stream.batches(start + steps, watch, start):
             with watch.computing():
                 with runtime.autocast():
                     logits = student(layout(batch.images)).float()

@@ -92,13 +92,13 @@ class TrainingStream:
         self._memo.clear()
         self._memo_steps = 0
 
-    def batches(self, steps: int, stopwatch: Stopwatch | None = None) -> Iterator[TeacherBatch]:
-        """The first ``steps`` batches of the stream, on the device; the teacher's passes count as compute on
+    def batches(self, steps: int, stopwatch: Stopwatch | None = None, start: int = 0) -> Iterator[TeacherBatch]:
+        """Batches ``start`` to ``steps`` - 1 of the stream, on the device; the teacher's passes count as compute on
         ``stopwatch``."""
         watch = stopwatch or Stopwatch()
-        for step in range(min(steps, len(self._memo))):
+        for step in range(start, min(steps, len(self._memo))):
             yield self._memo[step]
-        step = len(self._memo)
+        step = max(start, len(self._memo))
         while step < steps:
             epoch, first = divmod(step, self.steps_per_epoch)
             for images, labels in self._reader.batches(

@@ -69,10 +69,13 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _scheduler_needs_scores(self) -> RunConfig:
-        if self.runner.scheduler != "none" and self.evaluator.fidelity == "bn":
+        if self.runner.scheduler != "none" and self.evaluator.fidelity in ("bn", "halving"):
+            reason = "needs intermediate scores, which fidelity bn has none of"
+            if self.evaluator.fidelity == "halving":
+                reason = "would stop candidates beside fidelity halving, which stops them itself"
             raise ValueError(
-                f"runner.scheduler {self.runner.scheduler} needs intermediate scores, which fidelity bn has "
-                "none of; use evaluator.fidelity proxy or epochs, or scheduler none"
+                f"runner.scheduler {self.runner.scheduler} {reason}; use evaluator.fidelity proxy or epochs, "
+                "or scheduler none"
             )
         return self
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
+from annotated_types import Ge
 from pydantic import Field, with_config
 
 from autocomp.app.config.section import STRICT, Section
@@ -45,25 +46,39 @@ class FinetuneConfig(TrainSettings):
 class EvaluatorConfig(Scoring):
     """How candidates are scored: ``fidelity`` bn (BatchNorm recalibration on ``bn_batches`` training
     batches), proxy (then ``steps`` fine-tune steps) or epochs (then ``epochs`` passes); accuracy on
-    ``val_examples`` held-out examples. ``pruner: median`` stops a candidate whose intermediate score
-    (every ``report_every`` steps) falls below the median of earlier candidates at that step."""
+    ``val_examples`` held-out examples; or halving (the default: scored at each of ``rungs`` fine-tune steps, 0 after
+    the recalibration, where only the best ``1/reduction`` go on; `HalvingPruner`). ``pruner: median`` stops a proxy
+    or epochs candidate whose intermediate score (every ``report_every`` steps) falls below the median of earlier
+    candidates at that step."""
 
     fidelity: FidelityLevel = Fidelity.level
     steps: Positive = Fidelity.steps
     epochs: Positive = Fidelity.epochs
+    rungs: tuple[int, ...] = Fidelity.rungs
+    reduction: Annotated[int, Ge(2)] = 3
+    """halving: the best 1/reduction of the candidates scored at a rung go on to the next."""
+    brackets: Positive = 1
+    """halving: > 1 splits the candidates into Hyperband-style brackets, bracket b first compared at rung b."""
     pruner: Annotated[str, OneOf(PRUNERS)] = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pruner != "none" and self.fidelity == "bn":
+        if self.pruner != "none" and self.fidelity in ("bn", "halving"):
             raise ValueError(
-                f"pruner {self.pruner} needs intermediate scores, which fidelity bn has none of; "
+                f"pruner {self.pruner} does not apply to fidelity {self.fidelity} "
+                f"({'it has no intermediate scores' if self.fidelity == 'bn' else 'it stops candidates itself'}); "
                 "use fidelity proxy or epochs, or pruner none"
+            )
+        self.level()  # the rungs checked as the library checks them
+        if self.brackets > len(self.rungs) - 1:
+            raise ValueError(
+                f"brackets {self.brackets} is more than the {len(self.rungs) - 1} rungs a candidate can be stopped at; "
+                f"use at most {len(self.rungs) - 1}"
             )
 
     def level(self) -> Fidelity:
         """The fidelity this section asks for."""
-        return Fidelity(self.fidelity, steps=self.steps, epochs=self.epochs)
+        return Fidelity(self.fidelity, steps=self.steps, epochs=self.epochs, rungs=self.rungs)
 
 
 class SearchConfig(Section):
@@ -75,3 +90,6 @@ class SearchConfig(Section):
     seed: int = EvaluatorSettings.seed
     criterion: str = EvaluatorSettings.criterion
     reconstruct: bool = EvaluatorSettings.reconstruct
+    reference: bool = True
+    """Score uniform pruning to the same budget the same way, as a reference candidate the report compares the best
+    with (chosen only if it wins; not one of ``trials``; none for the uniform agent, whose one candidate it is)."""

@@ -70,6 +70,8 @@ class EvaluatorRecord:
     fidelity: str
     describe: str
     seconds_per_evaluation: float
+    rungs: tuple[tuple[int, int], ...] = ()
+    """At fidelity halving: each rung's fine-tune steps and how many candidates were scored there."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,16 @@ class Finalist:
 
 
 @dataclass(frozen=True)
+class ReferenceRecord:
+    """The reference candidate, uniform pruning to the same budget, scored as every candidate was."""
+
+    trial: int
+    val_accuracy: float
+    """Its search score (held-out), beside the best candidate's."""
+    macs: int
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything a finished run records: the run, its trials, the baseline against the chosen model, the config."""
 
@@ -154,6 +166,8 @@ class Report:
     finalists: tuple[Finalist, ...]
     config: dict[str, Any]
     """The run config, as `RunConfig.to_dict` writes it."""
+    reference: ReferenceRecord | None = None
+    """None when the run scored no reference (``search.reference: false``, the uniform agent, or it failed)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the version, then every field."""

@@ -36,7 +36,19 @@ def run_sentence(report: Report) -> str:
     return (
         f"Agent {report.agent}, {report.trials} trials ({report.failed_trials} failed, {report.pruned_trials} stopped "
         f"early, {report.cached_trials} from the cache, {report.probe_trials} probes outside the budget), best is "
-        f"trial {report.best.trial}; wall time {report.wall_seconds:.0f} s."
+        f"trial {report.best.trial}; wall time {report.wall_seconds:.0f} s.{_lead(report)}"
+    )
+
+
+def _lead(report: Report) -> str:
+    """`` Lead over uniform pruning to the same budget (trial 0, 88.10%): +0.80 pt held-out.`` ("" without one)."""
+    reference = report.reference
+    if reference is None:
+        return ""
+    lead = 100 * (report.best.val_accuracy - reference.val_accuracy)
+    return (
+        f" Lead over uniform pruning to the same budget (trial {reference.trial}, {percent(reference.val_accuracy)}"
+        f" held-out): {lead:+.2f} pt."
     )
 
 

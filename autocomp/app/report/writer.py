@@ -28,6 +28,12 @@ def _scoring_lines(report: Report) -> list[str]:
     """How candidates were scored and, when several finalists were fine-tuned, each one's search score and held-out
     accuracy after."""
     lines = [f"Candidates scored by {report.evaluator.describe}, {report.evaluator.seconds_per_evaluation:.1f} s each."]
+    if report.evaluator.rungs:
+        lines.append(
+            "Candidates scored at each rung: "
+            + ", ".join(f"{count} at {steps} steps" for steps, count in report.evaluator.rungs)
+            + "."
+        )
     if len(report.finalists) > 1:
         each = "; ".join(
             f"trial {f.trial}: {percent(f.val_accuracy)} -> {percent(f.finetuned_val_accuracy)}"

@@ -136,10 +136,13 @@ def evaluate(
 ) -> tuple[optuna.trial.FrozenTrial, Policy, EvalResult]:
     """Project and score ``proposal``: the finished trial that records it, the evaluated policy and its result.
 
-    With a ``pruner``, the candidate's intermediate scores are compared with ``study``'s trials.
+    With a ``pruner``, the candidate's intermediate scores are compared with ``study``'s trials (unless the agent's
+    candidates are not `stoppable`).
     """
     policy = setup.agent.project(proposal)
-    reporter = pruning_reporter(study, pruner, setup.space, proposal) if study is not None else None
+    reporter = None
+    if study is not None and setup.agent.stoppable:
+        reporter = pruning_reporter(study, pruner, setup.space, proposal)
     result = evaluator.score(policy, reporter)
     trial = finished_trial(
         setup.space,

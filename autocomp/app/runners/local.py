@@ -20,7 +20,7 @@ def run_local(config: RunConfig, setup: Setup, evaluator: Evaluator, study: optu
     A trial is written only once it is finished, so a run killed in the middle of a candidate
     loses that candidate and nothing else.
     """
-    pruner = make_pruner(config.evaluator.pruner)
+    pruner = make_pruner(config.evaluator)
     done = finished_trials(study)
     replay(setup, evaluator, done)
     if done:

@@ -65,7 +65,7 @@ from autocomp.app.spaces import latency_target
 from autocomp.cost import measure
 from autocomp.data import num_batches
 from autocomp.errors import PROGRAMMING_ERRORS, ConfigError
-from autocomp.evaluate import Evaluator, Fidelity
+from autocomp.evaluate import Evaluator
 from autocomp.logs import logger
 from autocomp.policy import Policy
 from autocomp.progress import advance_trials, progress_bar
@@ -81,9 +81,7 @@ QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0"}
 def training_steps(config: RunConfig, train_examples: torch.utils.data.Dataset) -> int:
     """Fine-tune steps of one candidate at the config's fidelity."""
     ev = config.evaluator
-    return Fidelity(ev.fidelity, steps=ev.steps, epochs=ev.epochs).training_steps(
-        num_batches(train_examples, ev.proxy.batch_size, drop_last=True)
-    )
+    return ev.level().training_steps(num_batches(train_examples, ev.proxy.batch_size, drop_last=True))
 
 
 _WORKER_PARTS: dict[str, tuple[RunConfig, Evaluator, int]] = {}
@@ -133,9 +131,12 @@ def _evaluate_candidate(
             measure(evaluator.build(policy).cpu(), evaluator.example_inputs, latency_target(config)).to_dict()
         )
 
+    rungs = config.evaluator.rungs if config.evaluator.fidelity == "halving" else None
+
     def report(step: int, score: float) -> bool:
         if step < steps:  # the last step's score comes with the result: no scheduler may stop a finished trial
-            tune.report({"score": score, "step": step, **where})
+            rung = {} if rungs is None else {"rung": config.evaluator.reduction ** rungs.index(step)}
+            tune.report({"score": score, "step": step, **rung, **where})
         return True
 
     result = evaluator.score(policy, report if asha else None)  # without a scheduler, no one reads them (as locally)
@@ -189,7 +190,21 @@ def _concurrency(config: RunConfig, parallel: bool) -> int:
 
 
 def _scheduler(config: RunConfig, steps: int) -> EarlyStopping | None:
-    """ASHA over the fine-tune steps when ``runner.scheduler`` asks for it (first rung at the first report)."""
+    """Successive halving over the evaluator's rungs at fidelity halving (Tune's ASHA, its milestones 1, reduction,
+    reduction^2, ... at the rungs: what `HalvingPruner` does locally); else ASHA over the fine-tune steps when
+    ``runner.scheduler`` asks for it (first rung at the first report)."""
+    ev = config.evaluator
+    if ev.fidelity == "halving":
+        return EarlyStopping(
+            time_attr="rung",
+            metric="score",
+            mode="max",
+            max_t=ev.reduction ** (len(ev.rungs) - 1),
+            grace_period=1,
+            reduction_factor=ev.reduction,
+            brackets=ev.brackets,
+            stop_last_trials=False,
+        )
     if config.runner.scheduler != "asha":
         return None
     return EarlyStopping(
@@ -269,7 +284,7 @@ def run_ray(
         if done:
             log.info(f"search: resuming with {len(done)} finished trials from the study")
         experiment = (run_dir / EXPERIMENTS).resolve() / _experiment_name(run_dir)
-        scheduler = _scheduler(config, training_steps(config, setup.data.train))
+        scheduler = _scheduler(config, training_steps(config, setup.data.train)) if setup.agent.stoppable else None
         with progress_bar() as bar:
             task = bar.add_task(
                 f"search ({config.search.agent}, ray)", total=config.search.trials, completed=len(done), info=""

@@ -13,6 +13,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autocomp.app.config import RunConfig
+from autocomp.app.config.training import EvaluatorConfig
+from autocomp.app.runners.halving import HalvingPruner
 from autocomp.app.runners.storage import shared_storage
 from autocomp.cost import Cost
 from autocomp.evaluate import EvalResult, Evaluator, Reporter
@@ -22,6 +24,8 @@ from search_spaces import Budget, Space
 
 STUDY_NAME = "autocomp"
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+REFERENCE = "reference"
+"""The user attribute marking the reference candidate's trial (uniform pruning to the budget)."""
 
 
 def default_storage(run_dir: Path) -> str:
@@ -71,8 +75,16 @@ def result_of(trial: FrozenTrial) -> EvalResult:
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The study's finished trials (complete, failed, pruned) in trial order."""
-    return sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+    """The study's finished trials (complete, failed, pruned) of the agent's candidates, in trial order (not the
+    reference: `reference_trial`)."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    return sorted((t for t in trials if not t.user_attrs.get(REFERENCE)), key=lambda t: t.number)
+
+
+def reference_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The finished trial of the reference candidate (uniform pruning to the budget), None when there is none."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    return next((t for t in trials if t.user_attrs.get(REFERENCE)), None)
 
 
 def complete_value(trial: FrozenTrial) -> float:
@@ -178,6 +190,9 @@ def pruning_reporter(
     return report
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner | None:
-    """The Optuna pruner a config's ``evaluator.pruner`` names (``none``: None)."""
-    return {"none": None, "median": optuna.pruners.MedianPruner(n_startup_trials=5)}[name]
+def make_pruner(evaluator: EvaluatorConfig) -> optuna.pruners.BasePruner | None:
+    """The Optuna pruner of a config's ``evaluator`` section: successive halving's at fidelity halving, else the one
+    ``pruner`` names (``none``: None)."""
+    if evaluator.fidelity == "halving":
+        return HalvingPruner(evaluator.rungs, evaluator.reduction, evaluator.brackets)
+    return {"none": None, "median": optuna.pruners.MedianPruner(n_startup_trials=5)}[evaluator.pruner]

@@ -57,7 +57,7 @@ class Worker:
         self.config, self.setup, self.evaluator, self.study = config, setup, evaluator, study
         self.seeded = False
         """Whether the agent has been seeded from this worker's first trial."""
-        self.pruner = make_pruner(config.evaluator.pruner)
+        self.pruner = make_pruner(config.evaluator)
         self.told: set[int] = set()
         self.evaluated = 0
 
