@@ -716,15 +716,16 @@ class PatchMerging(nn.Module):
 class TinySwin(nn.Module):
     """torchvision's Swin in small: 4x4 patches (8x8 of 24 channels), windows of 4, unshifted, then shifted by 2 in a V2
     block (cosine attention, a 3-d parameter before the patch merging's concatenation), patch merging to 4x4 of 48
-    channels, a block in windows of 3: padded to 6x6, shifted by 1."""
+    channels, a block in windows of 3: padded to 6x6, shifted by 1. Four heads in every block (whole heads at keeps
+    of 1/4)."""
 
     def __init__(self, num_classes: int = 10, dim: int = 24) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute([0, 2, 3, 1]), nn.LayerNorm(dim)),
             nn.Sequential(
-                SwinBlock(ShiftedWindowAttention(dim, [4, 4], [0, 0], 2), dim),
-                SwinBlock(ShiftedWindowAttentionV2(dim, [4, 4], [2, 2], 2), dim),
+                SwinBlock(ShiftedWindowAttention(dim, [4, 4], [0, 0], 4), dim),
+                SwinBlock(ShiftedWindowAttentionV2(dim, [4, 4], [2, 2], 4), dim),
             ),
             PatchMerging(dim),
             nn.Sequential(SwinBlock(ShiftedWindowAttention(2 * dim, [3, 3], [1, 1], 4), 2 * dim)),

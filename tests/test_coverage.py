@@ -19,6 +19,7 @@ from torch import nn
 import autocomp
 from autocomp.compress.criteria import get_criterion
 from autocomp.graph import ModelGraph
+from autocomp.graph.layers import Share
 from autocomp.graph.standard import standard_form
 
 ZOO = {"resnet20": {}, "mobilenet_v2": {"width_mult": 0.5}, "vgg_small": {}}
@@ -74,13 +75,17 @@ def asked_macs(graph: ModelGraph, keeps: list[float]) -> float:
     (depthwise convolutions: outputs only, their inputs are the same channels), plus the MACs outside layers."""
     total = float(graph.other_macs(policy_for(graph, keeps)))
     for layer in graph.layers:
-        out_fraction = 1.0 if layer.group is None else keeps[layer.group]
-        shares = graph._in_shares[layer.name]
-        from_groups = sum(share.count for share in shares)
-        kept_in = sum(share.count * keeps[share.group] for share in shares) + layer.in_channels - from_groups
-        in_fraction = 1.0 if layer.depthwise else kept_in / layer.in_channels
+        out_fraction = kept_fraction(layer.out_channels, graph._out_shares[layer.name], keeps)
+        in_fraction = 1.0 if layer.depthwise else kept_fraction(layer.in_channels, graph._in_shares[layer.name], keeps)
         total += layer.macs * in_fraction * out_fraction
     return total
+
+
+def kept_fraction(channels: int, shares: list[Share], keeps: list[float]) -> float:
+    """The fraction of a layer's ``channels`` (inputs or outputs) kept when the groups it shares them with keep
+    ``keeps`` (outputs: those of its own group, or one per attention head: Swin V2's ``cpb_mlp``)."""
+    from_groups = sum(share.count for share in shares)
+    return (sum(share.count * keeps[share.group] for share in shares) + channels - from_groups) / channels
 
 
 def width(module: nn.Module) -> int:

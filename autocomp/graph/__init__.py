@@ -18,7 +18,7 @@ from torch import nn
 from autocomp.cost.macs import COUNTED_TYPES, float_bits
 from autocomp.errors import ConfigError
 from autocomp.graph.dependency import Verdict, dependency_graph, group_verdict
-from autocomp.graph.heads import HeadGroup, probe_heads, set_head_count
+from autocomp.graph.heads import HeadGroup, HeadParts, keep_head_parameters, probe_heads, set_head_count
 from autocomp.graph.layers import ChannelGroup, LayerInfo, Share, rounded_channels
 from autocomp.graph.policy_costs import PolicyCosts
 from autocomp.graph.standard import standard_form
@@ -52,6 +52,7 @@ class ModelGraph(PolicyCosts):
         ("pass through ..."; `whole_lines` words it for a user)."""
         self._in_shares: dict[str, list[Share]] = {name: [] for name in traced}
         self._out_shares: dict[str, list[Share]] = {name: [] for name in traced}
+        per_head_of: dict[HeadGroup, frozenset] = {}
         for first, group in self._dg.followed_groups(COUNTED_TYPES):
             if isinstance(group, Exception):
                 if names.get(first) in traced:
@@ -60,10 +61,14 @@ class ModelGraph(PolicyCosts):
                         f"({type(group).__name__}: {_first_line(group)})"
                     )
                 continue
+            root = group[0].dep
+            verdict = group_verdict(self._dg, group, self._dg.get_out_channels(root.target.module))
             producers: dict[str, int] = {}
             consumers: dict[str, int] = {}
             carriers: dict[nn.Module, tuple[object, set[int]]] = {}
             for dep, idxs in group:
+                if dep.target.module in verdict.per_head:  # one entry per head: the attention's keep_heads cuts it
+                    continue
                 name = names.get(dep.target.module)
                 if name not in traced:
                     if _has_parameters(dep.target.module):  # a norm, a PReLU, a free parameter: pruned with the group
@@ -77,8 +82,6 @@ class ModelGraph(PolicyCosts):
                     consumers[name] = len(idxs)
             if not consumers:  # nothing reads these channels: they are the model's output
                 continue
-            root = group[0].dep
-            verdict = group_verdict(self._dg, group, self._dg.get_out_channels(root.target.module))
             if any(_depthwise_multiplier(modules[name]) for name in (*producers, *consumers)):
                 verdict = Verdict(reason="feed a depthwise convolution that makes several channels of each")
             if verdict.reason is not None:  # see graph.dependency: never pruned
@@ -94,18 +97,26 @@ class ModelGraph(PolicyCosts):
                     verdict.head_size,
                     blocks,
                 )
+                per_head_of[heads] = verdict.per_head
             else:
                 blocks = math.lcm(*(_conv_groups(modules[name]) for name in (*producers, *consumers)))
             raw_groups.append((min(order[n] for n in producers), root, producers, consumers, blocks, carriers, heads))
 
         raw_groups.sort(key=lambda item: item[0])
-        raw_groups, head_macs = self._probed(raw_groups, trace)
+        raw_groups, head_macs, head_parts = self._probed(raw_groups, trace)
         self.groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
         group_of: dict[str, int] = {}
         self._head_groups: dict[int, HeadGroup] = {}
         self._carriers: list[tuple[object, Share]] = []
         """(Torch-Pruning dependency on a module or parameter outside the layers, its share of a group's channels)."""
+        self._head_parameters: list[tuple[nn.Parameter, Share]] = []
+        """(Parameter outside the layers that holds one entry per head, its share of a head group: heads, elements)."""
+        self._per_head: dict[int, frozenset] = {}
+        """Head group index -> the targets of its Torch-Pruning group that hold one entry per head (left to
+        keep_heads)."""
+        self._head_parts: dict[int, HeadParts] = {}
+        """Head group index -> what one of its heads holds outside its layers (graph.heads)."""
         for index, (_, root, producers, consumers, blocks, carriers, heads) in enumerate(raw_groups):
             channels = self._dg.get_out_channels(root.target.module)
             self.groups.append(
@@ -121,6 +132,15 @@ class ModelGraph(PolicyCosts):
             self._roots.append((root.target.module, root.handler))
             if heads is not None:
                 self._head_groups[index] = heads
+                self._per_head[index] = per_head_of[heads]
+                self._head_parts[index] = parts = head_parts[heads]
+                for name, (inputs, outputs) in parts.layers.items():
+                    self._in_shares[name] += [Share(index, heads.heads * inputs)] if inputs else []
+                    self._out_shares[name] += [Share(index, heads.heads * outputs)] if outputs else []
+                self._head_parameters += [
+                    (self.model.get_parameter(name), Share(index, heads.heads, elements))
+                    for name, elements in parts.elements.items()
+                ]
             for name, count in producers.items():
                 group_of[name] = index
                 self._out_shares[name].append(Share(index, count))
@@ -160,18 +180,21 @@ class ModelGraph(PolicyCosts):
                 )
             )
 
-    def _probed(self, raw_groups: list, trace: Trace) -> tuple[list, dict[str, dict[HeadGroup, int]]]:
+    def _probed(
+        self, raw_groups: list, trace: Trace
+    ) -> tuple[list, dict[str, dict[HeadGroup, int]], dict[HeadGroup, HeadParts]]:
         """``raw_groups`` without the attention heads the model's code cannot lose (see graph.heads, each named in
-        ``whole``), and per module the MACs one head of each remaining group computes there outside layers."""
+        ``whole``), per module the MACs one head of each remaining group computes there outside layers, and what one
+        head of each holds outside its layers."""
         heads = [raw[-1] for raw in raw_groups if raw[-1] is not None]
         if not heads:
-            return raw_groups, {}
-        reasons, per_head = probe_heads(self.model, self.example_inputs, heads, trace.other_macs)
+            return raw_groups, {}, {}
+        reasons, per_head, parts = probe_heads(self.model, self.example_inputs, heads, trace.other_macs)
         failed = {group for group, reason in zip(heads, reasons) if reason is not None}
         for group, reason in zip(heads, reasons):
             if reason is not None:
                 self.whole.update((name, reason) for name in group.producers)
-        return [raw for raw in raw_groups if raw[-1] not in failed], per_head
+        return [raw for raw in raw_groups if raw[-1] not in failed], per_head, parts
 
     def whole_lines(self) -> list[str]:
         """One line per layer kept whole though other layers read it, saying why."""
@@ -189,8 +212,8 @@ class ModelGraph(PolicyCosts):
     def channel_scores(self, criterion) -> list[torch.Tensor]:
         """One score per channel of every group (``criterion`` scores a full Torch-Pruning group)."""
         scores = []
-        for (module, handler), group in zip(self._roots, self.groups):
-            full = self._dg.get_pruning_group(module, handler, list(range(group.channels)))
+        for group in self.groups:
+            full = self._pruning_group(group.index, list(range(group.channels)))
             score = torch.as_tensor(criterion(full)).detach().float().cpu().flatten()
             if score.numel() != group.channels:
                 name = getattr(criterion, "name", type(criterion).__name__)
@@ -201,6 +224,15 @@ class ModelGraph(PolicyCosts):
             scores.append(score)
         return scores
 
+    def _pruning_group(self, index: int, channels: list[int]):
+        """Torch-Pruning's group of ``channels`` of group ``index``, without what holds one entry per attention head
+        (which its channel indices do not describe: the attention's ``keep_heads`` cuts it)."""
+        module, handler = self._roots[index]
+        group = self._dg.get_pruning_group(module, handler, channels)
+        per_head = self._per_head.get(index, frozenset())
+        group.items[:] = [item for item in group.items if item.dep.target.module not in per_head]
+        return group
+
     def prune(self, kept: list[int], scores: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Remove channels from ``self.model`` in place so that group i keeps its ``kept[i]`` best-scored channels.
 
@@ -208,18 +240,23 @@ class ModelGraph(PolicyCosts):
         """
         names = {module: name for name, module in self.model.named_modules()}
         dropped: dict[str, set[int]] = {layer.name: set() for layer in self.layers}
-        for (module, handler), group, n_keep, score in zip(self._roots, self.groups, kept, scores):
+        for group, n_keep, score in zip(self.groups, kept, scores):
             if n_keep >= group.channels:
                 continue
             drop = _lowest(score, group.channels - n_keep, group.blocks, group.head_size)
-            pruning_group = self._dg.get_pruning_group(module, handler, sorted(drop))
+            pruning_group = self._pruning_group(group.index, sorted(drop))
             for dep, idxs in pruning_group:
                 name = names.get(dep.target.module)
                 if name in dropped and self._dg.is_out_channel_pruning_fn(dep.handler):
                     dropped[name].update(int(getattr(i, "idx", i)) for i in idxs)
             pruning_group.prune()
             if group.index in self._head_groups:
-                set_head_count(self.model, self._head_groups[group.index], n_keep // group.unit)
+                heads = self._head_groups[group.index]
+                lost = {channel // group.head_size % group.heads for channel in drop}
+                set_head_count(self.model, heads, n_keep // group.unit)
+                keep_head_parameters(self.model, heads, [h for h in range(group.heads) if h not in lost])
+                for name, (_, outputs) in self._head_parts[group.index].layers.items():
+                    dropped[name].update(h * outputs + i for h in lost for i in range(outputs))
             else:
                 lower_attributes(
                     self.model, owner_of((*group.layers, *group.consumers)), [(HIDDEN_WIDTHS, group.channels, n_keep)]

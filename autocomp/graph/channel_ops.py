@@ -1,6 +1,6 @@
 """How the ops between layers move channels, as Torch-Pruning's dependency graph sees them: which reshapes, slices,
-splits and products of activations it cannot map (`scrambling_nodes`), and its mappings of the last dimension set
-right (`map_last_dimension_split`, `map_last_dimension_concatenations`)."""
+splits and products of activations it cannot map (`scrambling_nodes`), and its mappings of the last dimension and of
+unbinds set right (`map_last_dimension_split`, `map_last_dimension_concatenations`, `map_unbind`)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,36 @@ def map_last_dimension_split(node) -> None:
             if dep.target == node:
                 dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[i : i + 2], reverse=True)
                 break
+
+
+def map_unbind(graph, node) -> None:
+    """Torch-Pruning cuts an unbind of dimension 0 (q, k and v out of their packed heads) into as many parts as it has
+    consumers, in their order: a part read twice (Swin V2's cosine attention normalizes q, a norm and a division) makes
+    four parts of three. Here each consumer gets the part it reads; run once the graph is built, as the node then
+    becomes a split of dimension 0, whose offsets and mapping Torch-Pruning leaves as they are (it maps splits of
+    dimension 1 only)."""
+    from torch_pruning import ops
+    from torch_pruning.dependency.index_mapping import _SplitIndexMapping
+
+    grad_fn = node.grad_fn
+    if node.type != ops.OPTYPE.UNBIND or grad_fn is None or int(getattr(grad_fn, "_saved_dim", -1)) != 0:
+        return
+    parts, channels = len(grad_fn._input_metadata), _input_channels(graph, node)
+    read = [
+        {index for fn, index in getattr(out.grad_fn, "next_functions", ()) if fn is grad_fn} for out in node.outputs
+    ]
+    if channels is None or channels % parts or any(len(indices) != 1 for indices in read):
+        return
+    offsets = [i * channels // parts for i in range(parts + 1)]
+    for out, (part,) in zip(node.outputs, read):
+        for dep in node.dependencies:
+            if dep.target == out:
+                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[part : part + 2], reverse=False)
+        for dep in out.dependencies:
+            if dep.target == node:
+                dep.index_mapping[0] = _SplitIndexMapping(offset=offsets[part : part + 2], reverse=True)
+    node.module.offsets = offsets
+    node.type = ops.OPTYPE.SPLIT
 
 
 def _reshape_kind(grad_fn, tokens: bool, channels: int | None = None) -> str | tuple[int, int] | None:

@@ -13,7 +13,12 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from autocomp.errors import ConfigError
-from autocomp.graph.channel_ops import map_last_dimension_concatenations, map_last_dimension_split, scrambling_nodes
+from autocomp.graph.channel_ops import (
+    map_last_dimension_concatenations,
+    map_last_dimension_split,
+    map_unbind,
+    scrambling_nodes,
+)
 
 
 def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
@@ -145,6 +150,12 @@ def _graph_class():
                 for node in module2node.values():
                     map_last_dimension_split(node)
 
+        def build_dependency(self, *args, **kwargs):
+            super().build_dependency(*args, **kwargs)
+            for node in self.module2node.values():
+                map_unbind(self, node)
+            return self
+
         def followed_groups(self, root_types: tuple[type, ...]) -> Iterator[tuple[nn.Module, list | Exception]]:
             """Torch-Pruning's ``get_all_groups`` (each group once, rooted at its first layer), yielding (root, group);
             where Torch-Pruning's index mapping fails on a group (torchvision's ShuffleNetV2) or grows without end
@@ -178,6 +189,9 @@ class Verdict:
     blocks: int = 1
     reason: str | None = None
     """Why the group's channels are kept whole, said of them ("pass through ..."); None when they can be pruned."""
+    per_head: frozenset = frozenset()
+    """Modules and parameters of the group that hold one entry per head (a bias table, a per-head scale), not one per
+    channel: Torch-Pruning's channel indices do not apply to them, the attention's ``keep_heads`` cuts them."""
 
 
 def group_verdict(dg, group, channels: int) -> Verdict:
@@ -190,6 +204,8 @@ def group_verdict(dg, group, channels: int) -> Verdict:
     if heads is None:
         return Verdict(reason="meet in a product of activations (attention) without whole heads to prune")
     blocks, head_size = heads
+    heads_per_block = channels // (blocks * head_size) if head_size > 1 else None
+    per_head = set()
     for dep, idxs in group:
         node = dep.target
         if isinstance(node.module, nn.MultiheadAttention):
@@ -217,8 +233,11 @@ def group_verdict(dg, group, channels: int) -> Verdict:
         except AttributeError:  # an op without channels of its own
             limit = None
         if limit is not None and idxs and max(int(i) for i in idxs) >= limit:
+            if limit == heads_per_block:
+                per_head.add(node.module)
+                continue
             return Verdict(reason=f"reach {_op_name(node)} at indices beyond its channels (a reduction over channels)")
-    return Verdict(head_size=head_size, blocks=blocks)
+    return Verdict(head_size=head_size, blocks=blocks, per_head=frozenset(per_head))
 
 
 def _heads(dg, nodes: set, channels: int) -> tuple[int, int] | None:

@@ -33,6 +33,7 @@ class PolicyCosts:
     _in_shares: dict[str, list[Share]]
     _out_shares: dict[str, list[Share]]
     _carriers: list[tuple[object, Share]]
+    _head_parameters: list[tuple[nn.Parameter, Share]]
     _head_macs: dict[str, dict[int, int]]
     _float_bits: dict[str, tuple[int, int | None]]
 
@@ -200,9 +201,12 @@ class PolicyCosts:
         """Every parameter outside the traced conv/linear layers, with what each group's pruning takes from it.
 
         What one pruned channel takes from each parameter of a norm, a PReLU or a free parameter
-        is found once, by letting Torch-Pruning's own handler for it drop one channel of a copy.
+        is found once, by letting Torch-Pruning's own handler for it drop one channel of a copy; what one attention
+        head takes from a parameter that holds one entry per head, by the head probe (graph.heads).
         """
         lost: dict[int, list[Share]] = {}
+        for parameter, share in self._head_parameters:
+            lost.setdefault(id(parameter), []).append(share)
         for dep, share in self._carriers:
             if self.groups[share.group].channels < 2:
                 continue  # a single channel is never pruned

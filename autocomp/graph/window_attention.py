@@ -7,7 +7,8 @@ attention can be pruned. `WindowAttention` computes the same (padding, cyclic sh
 heads with the relative position bias and the shift mask, windows reversed, shift undone,
 padding cut) with ``self.qkv(x)`` and ``self.proj(x)``; `WindowAttentionV2` adds V2's cosine
 attention (``logit_scale``) and its bias from a small MLP (``cpb_mlp``). `graph.standard` swaps
-them in, with the same parameters and buffers (the same state-dict names).
+them in, with the same parameters and buffers (the same state-dict names). Their heads are pruned
+whole: ``keep_heads`` cuts the parameters that hold one entry per head (see graph.heads).
 """
 
 from __future__ import annotations
@@ -52,10 +53,19 @@ class _ShiftedWindows(nn.Module):
         """Scaled dot products of (windows, heads, N, head size) queries and keys."""
         return (q * q.shape[-1] ** -0.5).matmul(k.transpose(-2, -1))
 
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """q, k and v of (windows, N, C) tokens side by side: (windows, N, 3C)."""
+        return self.qkv(x)
+
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k and v of (windows, N, C) tokens, each (windows, heads, N, head size)."""
-        qkv = self.qkv(x).reshape(x.shape[0], x.shape[1], 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        qkv = self.packed(x).reshape(x.shape[0], x.shape[1], 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # Torch-Pruning maps an unbind's parts to their own channels, not a select's
+        return q, k, v
+
+    def keep_heads(self, heads: list[int]) -> None:
+        """Keep only ``heads`` (in that order) of the parameters that hold one entry per head."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C), as torchvision's ``shifted_window_attention``."""
@@ -96,6 +106,10 @@ class WindowAttention(_ShiftedWindows):
     def relative_position_bias(self) -> torch.Tensor:
         return self._per_pair(self.relative_position_bias_table)
 
+    def keep_heads(self, heads: list[int]) -> None:
+        """The bias table's columns of ``heads``."""
+        self.relative_position_bias_table = _kept(self.relative_position_bias_table, heads, dim=1)
+
 
 class WindowAttentionV2(_ShiftedWindows):
     """torchvision's ``ShiftedWindowAttentionV2``: cosine attention scaled per head, the bias from ``cpb_mlp``."""
@@ -110,17 +124,40 @@ class WindowAttentionV2(_ShiftedWindows):
         table = self.cpb_mlp(self.relative_coords_table)
         return 16 * torch.sigmoid(self._per_pair(table.reshape(-1, table.shape[-1])))
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The key bias taken back out: torchvision zeroes it in every call, so it neither counts nor learns."""
-        q, k, v = super().project(x)
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """The key bias taken back out: torchvision zeroes it in every call, so it neither counts nor learns.
+
+        Subtracted through a mask over all the channels (a slice would hide the heads from Torch-Pruning), with the
+        layer's output the last term (Torch-Pruning infers an element-wise op's channels from its last input).
+        """
+        qkv = self.qkv(x)
         bias = _output_bias(self.qkv)
-        if bias is not None:
-            k = k - bias.view(3, self.num_heads, 1, -1)[1]
-        return q, k, v
+        if bias is None:
+            return qkv
+        width = bias.shape[0] // 3
+        keys = torch.zeros_like(bias)
+        keys[width : 2 * width] = -1
+        return bias * keys + qkv
+
+    def keep_heads(self, heads: list[int]) -> None:
+        """``logit_scale``'s rows of ``heads``, and the rows of ``cpb_mlp``'s last layer, which makes one bias per
+        head."""
+        self.logit_scale = _kept(self.logit_scale, heads)
+        last = cast(nn.Linear, cast(nn.Sequential, self.cpb_mlp)[-1])
+        last.weight = _kept(last.weight, heads)
+        if last.bias is not None:
+            last.bias = _kept(last.bias, heads)
+        last.out_features = len(heads)
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         return attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+
+
+def _kept(parameter: torch.Tensor, heads: list[int], dim: int = 0) -> nn.Parameter:
+    """A new parameter holding ``heads``' entries of ``parameter`` along ``dim``."""
+    index = torch.tensor(heads, dtype=torch.long, device=parameter.device)
+    return nn.Parameter(parameter.detach().index_select(dim, index), requires_grad=parameter.requires_grad)
 
 
 def _output_bias(layer: nn.Module) -> torch.Tensor | None:
