@@ -25,6 +25,7 @@ from autocomp.app.report.record import (
     ModelRecord,
     ReferenceRecord,
     RuntimeRecord,
+    SensitivityProfile,
     SpaceRecord,
 )
 from autocomp.app.run_folder import check_run_folder, claim_run_folder
@@ -41,6 +42,7 @@ from autocomp.app.runners.study import (
     top_trials,
 )
 from autocomp.app.runners.workers import Worker, plan
+from autocomp.app.sensitivity import add_warm_start, load_or_measure, load_profile
 from autocomp.app.spaces import latency_target
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
@@ -164,9 +166,10 @@ def _report(
     finalists: list[Finalist],
     runtime: RuntimeRecord,
     wall_seconds: float,
+    sensitivity: SensitivityProfile | None,
 ) -> Report:
     """Everything report.json records: baseline and best model (on the CPU), constraint, trials, the runtime and its
-    images per second, wall time, config."""
+    images per second, wall time, config, the reference candidate and the sensitivity profile."""
     trials = finished_trials(study)
     batch = latency_batch(setup.example)
     latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, batch)
@@ -231,6 +234,7 @@ def _report(
         finalists=tuple(finalists),
         config=config.to_dict(),
         reference=_reference_record(study),
+        sensitivity=sensitivity,
     )
 
 
@@ -324,6 +328,8 @@ def _search_trials(
     try:
         study = open_study(study_storage(config, run_dir))
         score_reference(config, setup, evaluator, study)
+        if config.search.warm_start == "sensitivity":
+            add_warm_start(config, setup, evaluator, study, load_or_measure(config, setup, baseline.model, run_dir))
         if config.runner.kind == "ray":
             from autocomp.app.runners.ray_runner import run_ray
 
@@ -389,7 +395,17 @@ def search(config: RunConfig, out: str | Path) -> SearchResult:
 
     runtime = _runtime_report(setup.runtime, finetuning, evaluator)
     report = _report(
-        config, setup, baseline, study, best, small, test_accuracy, scored, runtime, time.perf_counter() - started
+        config,
+        setup,
+        baseline,
+        study,
+        best,
+        small,
+        test_accuracy,
+        scored,
+        runtime,
+        time.perf_counter() - started,
+        load_profile(run_dir),
     )
     write_report(run_dir, report)
     shutil.rmtree(run_dir / "finalists", ignore_errors=True)

@@ -18,6 +18,8 @@ from autocomp.evaluate.fidelity import Fidelity, FidelityLevel
 from autocomp.settings import OneOf, Positive, PositiveFloat, Weight
 from autocomp.train import Distillation, TrainSettings
 
+WARM_STARTS = ("none", "sensitivity")
+"""How a search starts: with the agent's own first proposal, or with the sensitivity profile's guided policy."""
 PRUNERS = ("none", "median")
 """none, or median: a candidate whose intermediate score falls below the median of earlier ones at that step stops."""
 
@@ -90,6 +92,9 @@ class SearchConfig(Section):
     seed: int = EvaluatorSettings.seed
     criterion: str = EvaluatorSettings.criterion
     reconstruct: bool = EvaluatorSettings.reconstruct
+    warm_start: Annotated[str, OneOf(WARM_STARTS)] = "none"
+    """sensitivity: probe each decision first (`app.sensitivity`), draw the profile in the report, and evaluate the
+    profile-guided policy as the first candidate."""
     reference: bool = True
     """Score uniform pruning to the same budget the same way, as a reference candidate the report compares the best
     with (chosen only if it wins; not one of ``trials``; none for the uniform agent, whose one candidate it is)."""

@@ -132,6 +132,30 @@ class Finalist:
 
 
 @dataclass(frozen=True)
+class SensitivityProfile:
+    """A sensitivity profile (`app.sensitivity`): the largest policy's held-out score and, per decision, (probed value,
+    score with only it there) pairs, at the points `app.sensitivity.POINTS` of its range."""
+
+    reference: float
+    probes: dict[str, tuple[tuple[float, float], ...]]
+
+    def drops(self) -> dict[str, tuple[float, ...]]:
+        """Each decision's score drop at each probed point."""
+        return {name: tuple(self.reference - score for _, score in pairs) for name, pairs in self.probes.items()}
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "reference": self.reference,
+            "probes": {n: [list(p) for p in pairs] for n, pairs in self.probes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SensitivityProfile:
+        probes = {name: tuple((float(v), float(s)) for v, s in pairs) for name, pairs in data["probes"].items()}
+        return cls(float(data["reference"]), probes)
+
+
+@dataclass(frozen=True)
 class ReferenceRecord:
     """The reference candidate, uniform pruning to the same budget, scored as every candidate was."""
 
@@ -168,6 +192,8 @@ class Report:
     """The run config, as `RunConfig.to_dict` writes it."""
     reference: ReferenceRecord | None = None
     """None when the run scored no reference (``search.reference: false``, the uniform agent, or it failed)."""
+    sensitivity: SensitivityProfile | None = None
+    """The profile, when the search measured one (``search.warm_start: sensitivity``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the version, then every field."""

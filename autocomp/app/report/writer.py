@@ -46,6 +46,30 @@ def _scoring_lines(report: Report) -> list[str]:
     return lines
 
 
+def _sensitivity_lines(report: Report) -> list[str]:
+    """The sensitivity profile as a table: each decision's probed values and the held-out drop at each ([] without)."""
+    profile = report.sensitivity
+    if profile is None:
+        return []
+    drops = profile.drops()
+    return [
+        "",
+        "## Sensitivity profile",
+        "",
+        f"Each decision lowered alone (others at their highest), scored after BN recalibration; the largest policy "
+        f"scores {percent(profile.reference)}. Drop in points at each probed value:",
+        "",
+        *_markdown_table(
+            ("decision", *(f"point {index + 1}" for index in range(max(map(len, drops.values()), default=0)))),
+            "l" + "r" * max(map(len, drops.values()), default=0),
+            [
+                (f"`{name}`", *(f"{value:g}: {100 * drop:+.2f}" for (value, _), drop in zip(pairs, drops[name])))
+                for name, pairs in profile.probes.items()
+            ],
+        ),
+    ]
+
+
 def write_report(run_dir: Path, report: Report) -> None:
     """Write a short ``report.md``, its figures and ``report.json`` (the full record) into ``run_dir``, each file whole
     or not at all; ``report.json`` comes last, so its presence means the report is complete."""
@@ -83,6 +107,7 @@ def write_report(run_dir: Path, report: Report) -> None:
             ],
         ),
     ]
+    lines += _sensitivity_lines(report)
     try:
         figures = [f"![{caption}]({name})" for name, caption in write_figures(run_dir, report).items()]
     except ConfigError as missing:  # no matplotlib: the report without its figures, and why
@@ -130,8 +155,19 @@ def write_figures(run_dir: Path, report: Report) -> dict[str, str]:
             for index, kind in enumerate(("weights", "activations"))
         }
     plots.layer_chart(run_dir / "layers.png", layers, panels, f"Per-layer decisions of the chosen model: {name}")
-    return {
+    figures = {
         "pareto.png": "Held-out accuracy against budget use, with the Pareto front",
         "progress.png": "Held-out accuracy of each trial and the best so far",
         "layers.png": "Per-layer kept channels" + (" and bits" if bits else ""),
     }
+    if report.sensitivity is not None:
+        drops = report.sensitivity.drops()
+        points = max(map(len, drops.values()), default=0)
+        plots.layer_chart(
+            run_dir / "sensitivity.png",
+            list(drops),
+            {"held-out drop (pt)": {f"point {i + 1}": [100 * d[i] for d in drops.values()] for i in range(points)}},
+            f"Sensitivity profile: each decision lowered alone ({name})",
+        )
+        figures["sensitivity.png"] = "Held-out drop with each decision lowered alone (sensitivity profile)"
+    return figures
