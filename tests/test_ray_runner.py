@@ -293,6 +293,25 @@ def test_asha_stops_trials_whose_intermediate_scores_trail(cluster, tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_successive_halving_on_ray_stops_trials_at_the_rungs_only(cluster, tmp_path):
+    config = _config(
+        "random", 8, runner={"kind": "ray"}, evaluator={**TINY["evaluator"], "fidelity": "halving", "rungs": [0, 4, 12]}
+    )
+    result = autocomp.search(config, tmp_path)
+    trials = _study(tmp_path).trials
+    pruned = [t for t in trials if t.state == PRUNED]
+    assert len(trials) == 8 and 0 < len(pruned) == result.report.pruned_trials < 8
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        if trial.state == PRUNED:  # stopped by Tune's ASHA at a rung, its score there trailing
+            assert steps in ([0], [0, 4]) and trial.user_attrs["stopped_at"] == steps[-1]
+            others = [t.intermediate_values[steps[-1]] for t in trials if steps[-1] in t.intermediate_values]
+            assert trial.intermediate_values[steps[-1]] < max(others)
+        else:
+            assert trial.state == COMPLETE and steps == [0, 4, 12] and trial.value == trial.intermediate_values[12]
+
+
 def test_the_searcher_records_failures_stops_and_repeats_and_never_runs_a_policy_twice_at_once(tmp_path):
     config = _config("random", 5)
     setup = prepare(config)
