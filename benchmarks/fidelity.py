@@ -1,19 +1,30 @@
-"""How well do the evaluator's cheap scores rank candidates? ResNet-20 / Fashion-MNIST at 50% MACs.
+"""How well do the evaluator's cheap scores rank candidates? One model at one MACs budget (default ResNet-20 at 50%).
 
 20 random feasible policies (random keep ratios per channel group, projected onto the MACs
 budget as every search does). The reference for each: the compressed model fine-tuned for
 one epoch with distillation from the baseline (the run's final fine-tune at 1 epoch), then
-its test accuracy. Each evaluator fidelity scores the same policies on the held-out split
-of the training set; the table gives its seconds per candidate, its share of time outside
-forward/backward passes, and Kendall's tau between its scores and the reference.
+its test accuracy, averaged over ``--reference-seeds`` fine-tune seeds (their spread is
+reported: the tau of one seed's references against another's is the ceiling any score can
+reach). Each evaluator fidelity scores the same policies on the held-out split of the
+training set, by accuracy and by -loss; the table gives its seconds per candidate and
+Kendall's tau between its scores and the reference. Successive halving (the default
+fidelity) scores each policy once at every rung, giving the tau of each rung, and then
+replays the search: the policies in order, `HalvingPruner` stopping them, ranked as the
+search sees them (every complete candidate above every stopped one, then by the score at
+the furthest rung), with the share of fine-tune steps that costs.
 A last phase runs 200 evaluations of distinct policies and reports the memory growth.
 
-References are cached on disk (they take ~3 min each); the timed reference of the table is
+References are cached on disk (they take ~2 min each); the timed reference of the table is
 re-measured in the same run as the fidelities, so the cost ratio compares like with like.
 
-    python benchmarks/fidelity.py                   # ~1 h on 2 cores the first time, ~25 min after
+    python benchmarks/fidelity.py                   # ~2 h on 2 cores the first time, ~45 min after
+    python benchmarks/fidelity.py --config configs/fmnist_mobilenet_v2.yaml --macs 0.3   # candidates differ more
     python benchmarks/fidelity.py --policies 6 --memory-evals 20 --no-record
+    python benchmarks/fidelity.py --policies 3 --memory-evals 0 --reference-steps 5 --val-examples 500 --no-record
     python benchmarks/fidelity.py --speed 6 --device cuda --precision bf16   # resnet56 proxy candidates per second
+
+The fourth is a smoke test only: ``--reference-steps`` cuts the references' fine-tune short (cached apart, never
+recorded). ``--channel-multiple 1`` rounds kept channels as the mobilenet_v2 search-quality table did.
 """
 
 from __future__ import annotations
@@ -24,25 +35,33 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+import optuna
 import torch
+from optuna.trial import TrialState
 from results import append_section, markdown_table, print_table, trained_baseline
 
 import agents
 from autocomp import zoo
 from autocomp.app.baseline import baseline_key
+from autocomp.app.runners.halving import HalvingPruner
 from autocomp.cache import cache_root
 from autocomp.cost import measure
-from autocomp.data import load_dataset
+from autocomp.data import DataBundle, load_dataset
 from autocomp.evaluate import (
+    EvalResult,
     Evaluator,
     EvaluatorSettings,
     Fidelity,
     ProxyTraining,
+    Reporter,
     accuracy,
     kendall_tau,
 )
+from autocomp.evaluate.timing import Stopwatch
 from autocomp.graph import ModelGraph
 from autocomp.policy import Policy
 from autocomp.runtime import Runtime
@@ -59,8 +78,36 @@ FIDELITIES = {  # label: evaluator fidelity and proxy training
 
 @dataclass(frozen=True)
 class Reference:
+    """A policy's test accuracy after the reference fine-tune, and that fine-tune's seconds."""
+
     test_accuracy: float
     seconds: float
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out score of a candidate and the seconds since its evaluation began."""
+
+    accuracy: float
+    loss: float
+    seconds: float
+
+
+class RungRecorder(Evaluator):
+    """An evaluator that keeps every held-out score of the candidate it scored last: at fidelity halving, the accuracy
+    and the loss at each rung (`EvalResult.curve` has the accuracies only)."""
+
+    held_out: list[HeldOut]
+    _began: float
+
+    def score(self, policy: Policy, report: Reporter | None = None) -> EvalResult:
+        self.held_out, self._began = [], time.perf_counter()
+        return super().score(policy, report)
+
+    def _held_out(self, small: torch.nn.Module, watch: Stopwatch) -> tuple[float, float]:
+        acc, loss = super()._held_out(small, watch)
+        self.held_out.append(HeldOut(acc, loss, time.perf_counter() - self._began))
+        return acc, loss
 
 
 def random_policies(space: Space, budget: Budget, count: int, seed: int) -> list[Policy]:
@@ -123,14 +170,161 @@ def candidate_speed(runtime: Runtime, count: int, steps: int = 50, batch_size: i
     return [runtime.describe(), count, steps, batch_size, f"{seconds:.2f}", f"{1 / seconds:.2f}"]
 
 
-def cached_reference(folder, policy: Policy, compute) -> Reference:
-    path = folder / f"{policy.key()}.json"
+def reference_path(folder: Path, policy: Policy, seed: int, max_steps: int | None) -> Path:
+    """Where a reference is cached: ``<policy key>.json`` for seed 0 (as before seeds), a suffix for another seed and
+    for a fine-tune cut short."""
+    suffix = (f"-seed{seed}" if seed else "") + (f"-steps{max_steps}" if max_steps else "")
+    return folder / f"{policy.key()}{suffix}.json"
+
+
+def cached_reference(path: Path, compute: Callable[[], Reference]) -> Reference:
+    """The reference cached at ``path``, else ``compute()``'s, cached there."""
     if path.exists():
         return Reference(**json.loads(path.read_text()))
     result = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.__dict__))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(result)))
     return result
+
+
+def references(
+    policies: list[Policy],
+    seed: int,
+    folder: Path,
+    max_steps: int | None,
+    compute: Callable[[Policy, int], Reference],
+) -> list[float]:
+    """Each policy's reference test accuracy at fine-tune ``seed``: ``compute(policy, seed)``, cached in ``folder``."""
+    accuracies = []
+    for index, policy in enumerate(policies):
+        path = reference_path(folder, policy, seed, max_steps)
+        result = cached_reference(path, lambda policy=policy: compute(policy, seed))
+        accuracies.append(result.test_accuracy)
+        print(f"reference {index + 1}/{len(policies)}, seed {seed}: {result.test_accuracy:.2%}", flush=True)
+    return accuracies
+
+
+def seed_spread(by_seed: list[list[float]]) -> tuple[float, float]:
+    """The first two seeds' references: mean |difference| and Kendall's tau between them (the ceiling of any tau)."""
+    first, second = by_seed[0], by_seed[1]
+    difference = sum(abs(a - b) for a, b in zip(first, second)) / len(first)
+    return difference, kendall_tau(first, second)
+
+
+def mean_over_seeds(by_seed: list[list[float]]) -> list[float]:
+    """Each policy's reference averaged over the seeds."""
+    return [sum(values) / len(values) for values in zip(*by_seed)]
+
+
+def score_all(evaluator: Evaluator, policies: list[Policy], label: str) -> list[EvalResult]:
+    """Every policy's result; RuntimeError when one fails."""
+    results = [evaluator.score(policy) for policy in policies]
+    failed = [r for r in results if r.failed]
+    if failed:
+        raise RuntimeError(f"{label}: {len(failed)} candidates failed, first: {failed[0].error}")
+    return results
+
+
+def taus(accuracies: Sequence[float], losses: Sequence[float], truth: Sequence[float]) -> list[str]:
+    """Kendall's tau against ``truth`` of the accuracies and of the negated losses, for a table row."""
+    return [f"{kendall_tau(accuracies, truth):.3f}", f"{kendall_tau([-loss for loss in losses], truth):.3f}"]
+
+
+def halving_reach(
+    curves: list[list[float]],
+    params: list[dict[str, float]],
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    pruner: HalvingPruner,
+) -> list[int]:
+    """How many rungs each candidate climbs when scored in order, as in a search: at each rung but the last ``pruner``
+    may stop it (PRUNED, with its scores so far), else it is COMPLETE; each joins the study the next ones are compared
+    with. ``curves``: each candidate's score at every rung; ``params``: its decisions (they pick its bracket)."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    reached = []
+    for curve, decisions in zip(curves, params):
+        values: dict[int, float] = {}
+        state = TrialState.COMPLETE
+        for rung, score in zip(pruner.rungs, curve):
+            values[rung] = score
+            running = optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=decisions, distributions=distributions, intermediate_values=values
+            )
+            if pruner.prune(study, running):
+                state = TrialState.PRUNED
+                break
+        last = values[pruner.rungs[-1]] if state == TrialState.COMPLETE else None
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state, value=last, params=decisions, distributions=distributions, intermediate_values=values
+            )
+        )
+        reached.append(len(values))
+    return reached
+
+
+def search_ranking(curves: list[list[float]], reached: list[int]) -> list[float]:
+    """Each candidate's rank as a search sees it: by the furthest rung reached, then by the score there."""
+    keys = [(count, curve[count - 1]) for curve, count in zip(curves, reached)]
+    order = sorted(set(keys))
+    return [float(order.index(key)) for key in keys]
+
+
+def rung_scores(evaluator: RungRecorder, policies: list[Policy]) -> list[list[HeldOut]]:
+    """Each policy's held-out scores at every rung of ``evaluator``'s halving fidelity (no reporter: all climb)."""
+    scores = []
+    for policy in policies:
+        score_all(evaluator, [policy], "halving")
+        scores.append(evaluator.held_out)
+    return scores
+
+
+def halving_replay(
+    curves: list[list[float]],
+    seconds: list[list[float]],
+    truth: list[float],
+    pruner: HalvingPruner,
+    space: Space,
+    policies: list[Policy],
+) -> tuple[float, float, str]:
+    """Successive halving over the policies in order, scored by ``curves`` (each one's score at every rung; ``seconds``:
+    the time to reach each): Kendall's tau of the ranking the search sees, seconds per candidate, and what it spent."""
+    rungs, count = pruner.rungs, len(curves)
+    params = [space.to_params(policy) for policy in policies]
+    reached = halving_reach(curves, params, space.distributions(), pruner)
+    climbed = "/".join(str(sum(r > index for r in reached)) for index in range(len(rungs)))
+    steps = sum(rungs[r - 1] for r in reached) / (count * rungs[-1])
+    spent = sum(times[r - 1] for times, r in zip(seconds, reached))
+    share = spent / sum(times[-1] for times in seconds)
+    text = (
+        f"{climbed} of the {count} candidates reach rungs {'/'.join(map(str, rungs))}: {steps:.0%} of the fine-tune "
+        f"steps and {share:.0%} of the seconds of scoring every one at the last rung"
+    )
+    return kendall_tau(search_ranking(curves, reached), truth), spent / count, text
+
+
+def halving_rows(
+    scores: list[list[HeldOut]], truth: list[float], pruner: HalvingPruner, space: Space, policies: list[Policy]
+) -> tuple[list[list[str]], str]:
+    """Table rows of each rung and of the successive-halving ranking (by accuracy and by -loss), and a sentence on
+    what the halving spent."""
+    rows = []
+    for index, rung in enumerate(pruner.rungs):
+        at = [candidate[index] for candidate in scores]
+        seconds = sum(h.seconds for h in at) / len(at)
+        accuracies, losses = [h.accuracy for h in at], [h.loss for h in at]
+        rows.append([f"halving, rung {rung} steps", f"{seconds:.2f}", *taus(accuracies, losses, truth)])
+    times = [[h.seconds for h in candidate] for candidate in scores]
+    by_accuracy = halving_replay([[h.accuracy for h in c] for c in scores], times, truth, pruner, space, policies)
+    by_loss = halving_replay([[-h.loss for h in c] for c in scores], times, truth, pruner, space, policies)
+    label = f"successive halving (reduction {pruner.reduction}), ranked as the search sees them"
+    rows.append([label, f"{by_accuracy[1]:.2f}", f"{by_accuracy[0]:.3f}", f"{by_loss[0]:.3f}"])
+    text = (
+        f"Successive halving replayed on the policies in order (`HalvingPruner`, reduction {pruner.reduction}, "
+        f"{pruner.brackets} bracket(s)): scored by accuracy, {by_accuracy[2]}; scored by -loss (at every rung), "
+        f"{by_loss[2]}. A stopped candidate ranks below every complete one (by the furthest rung, then its score "
+        "there), as TPE sees them."
+    )
+    return rows, text
 
 
 def resident_mb() -> float:
@@ -164,12 +358,71 @@ def memory_growth(
     )
 
 
-def main() -> None:
+def fidelity_rows(
+    baseline: torch.nn.Module,
+    example: torch.Tensor,
+    data: DataBundle,
+    base: EvaluatorSettings,
+    runtime: Runtime,
+    policies: list[Policy],
+    truth: list[float],
+    header: list[str],
+) -> list[list[str]]:
+    """A table row per fidelity of ``FIDELITIES``: its seconds per candidate and its taus (printed as they come)."""
+    rows = []
+    for label, (fidelity, proxy) in FIDELITIES.items():
+        settings = replace(base, fidelity=fidelity, proxy=proxy)
+        results = score_all(Evaluator(baseline, example, data.train, data.val, settings, runtime), policies, label)
+        seconds = sum(r.seconds for r in results) / len(results)
+        rows.append([label, f"{seconds:.2f}", *taus([r.accuracy for r in results], [r.loss for r in results], truth)])
+        print_table(header, rows)
+    return rows
+
+
+def reference_rows(by_seed: list[list[float]], seconds: float) -> list[list[str]]:
+    """The reference's row and, with two seeds or more, the row of seed 1 against seed 0 (the ceiling of tau)."""
+    label = f"reference: 1-epoch KD fine-tune, test accuracy, mean of {len(by_seed)} seed(s)"
+    rows = [[label, f"{seconds:.1f}", "1", "1"]]
+    if len(by_seed) > 1:
+        rows.append(["reference seed 1 against seed 0 (the ceiling)", "", f"{seed_spread(by_seed)[1]:.3f}", ""])
+    return rows
+
+
+def noise_text(by_seed: list[list[float]], test_size: int) -> str:
+    """How far apart the references are, beside the noise of one test reading and between seeds."""
+    truth = mean_over_seeds(by_seed)
+    mean = sum(truth) / len(truth)
+    spread_std = (sum((t - mean) ** 2 for t in truth) / (len(truth) - 1)) ** 0.5
+    sampling_std = (mean * (1 - mean) / test_size) ** 0.5
+    text = (
+        f"Reference spread: standard deviation {spread_std:.2%} across the policies, beside a binomial "
+        f"standard error of {sampling_std:.2%} for one test accuracy on {test_size} images."
+    )
+    if len(by_seed) > 1:
+        difference, ceiling = seed_spread(by_seed)
+        text += (
+            f" Two fine-tune seeds of one policy differ by {difference:.2%} on average (mean |difference|) and rank "
+            f"the policies with tau {ceiling:.3f} against each other: about the best a score can reach against one seed."
+        )
+    return text
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/fmnist_resnet20.yaml", help="whose baseline and search space")
     parser.add_argument("--policies", type=int, default=20)
     parser.add_argument("--macs", type=float, default=0.5, help="MACs budget, fraction of the baseline")
-    parser.add_argument("--memory-evals", type=int, default=200, help="evaluations in the memory-growth phase")
+    parser.add_argument("--channel-multiple", type=int, help="kept channels rounded to this (default: the config's)")
+    parser.add_argument("--reference-seeds", type=int, default=2, help="fine-tune seeds each reference averages")
+    parser.add_argument(
+        "--reference-steps",
+        type=int,
+        help="smoke tests only: cut each reference's fine-tune to N steps (never recorded)",
+    )
+    parser.add_argument("--val-examples", type=int, help="held-out examples per score (default: all)")
+    parser.add_argument(
+        "--memory-evals", type=int, default=200, help="evaluations in the memory-growth phase (0: none)"
+    )
     parser.add_argument("--reference-only", action="store_true", help="compute (and cache) the references only")
     parser.add_argument("--memory-only", action="store_true", help="run (and record) the memory-growth phase only")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
@@ -182,33 +435,45 @@ def main() -> None:
         metavar="N",
         help="only time N resnet56 proxy candidates at 32x32 (candidates per second)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def record(title: str, body: list[str], args: argparse.Namespace) -> None:
+    """Append ``body`` under ``title`` to RESULTS.md with this command, unless ``--no-record`` or a smoke test's
+    ``--reference-steps``."""
+    if not args.no_record and args.reference_steps is None:
+        append_section(title, "python " + shlex.join(sys.argv), body)
+
+
+def speed_only(runtime: Runtime, args: argparse.Namespace) -> None:
+    """The ``--speed`` mode: resnet56 proxy candidates per second."""
+    header = ["device", "candidates", "proxy steps", "batch", "s / candidate", "candidates / s"]
+    rows = [candidate_speed(runtime, args.speed)]
+    print_table(header, rows)
+    record("Proxy candidates per second: resnet56 at 32x32", markdown_table(header, rows), args)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     runtime = Runtime.create(args.device, args.precision)
     if args.speed:
-        header = ["device", "candidates", "proxy steps", "batch", "s / candidate", "candidates / s"]
-        rows = [candidate_speed(runtime, args.speed)]
-        print_table(header, rows)
-        if not args.no_record:
-            append_section(
-                "Proxy candidates per second: resnet56 at 32x32",
-                "python " + shlex.join(sys.argv),
-                markdown_table(header, rows),
-            )
+        speed_only(runtime, args)
         return
 
     config, data, baseline = trained_baseline(args.config)
+    title = f"{config.model.name} on {config.data.name} at {args.macs:.0%} of the MACs"
     example = data.example_input()
     graph = ModelGraph(baseline, example)
+    multiple = args.channel_multiple or config.space.channel_multiple
     # as recorded: every channel group searched (no frozen layers)
-    space = Space.from_graph(
-        graph, (Axis(PruneRatio(low=config.space.keep.low), "group"),), config.space.channel_multiple, frozen=()
-    )
+    space = Space.from_graph(graph, (Axis(PruneRatio(low=config.space.keep.low), "group"),), multiple, frozen=())
     budget = Budget(graph, [Constraint.create("macs", args.macs, True, measure(baseline, example))])
     policies = random_policies(space, budget, args.policies, seed=0)
 
     base = EvaluatorSettings(
-        bn_batches=config.evaluator.bn_batches, val_examples=None, criterion=config.search.criterion
+        bn_batches=config.evaluator.bn_batches, val_examples=args.val_examples, criterion=config.search.criterion
     )
     bn_only = Evaluator(baseline, example, data.train, data.val, replace(base, fidelity=Fidelity("bn")), runtime)
     finetune = TrainSettings(
@@ -217,93 +482,64 @@ def main() -> None:
         lr=config.finetune.lr,
         momentum=config.finetune.momentum,
         weight_decay=config.finetune.weight_decay,
+        max_steps=args.reference_steps,
     )
-    folder = cache_root() / "fidelity" / f"{baseline_key(config)}-macs{args.macs}"
+    suffix = "" if multiple == config.space.channel_multiple else f"-multiple{multiple}"
+    folder = cache_root() / "fidelity" / f"{baseline_key(config)}-macs{args.macs}{suffix}"
 
-    def reference_of(policy: Policy) -> Reference:
-        return reference(bn_only, data, policy, finetune, config.finetune.temperature, config.finetune.alpha)
+    def reference_of(policy: Policy, seed: int = 0) -> Reference:
+        settings = replace(finetune, seed=seed)
+        return reference(bn_only, data, policy, settings, config.finetune.temperature, config.finetune.alpha)
 
-    references = []
-    for index, policy in enumerate(policies):
-        references.append(cached_reference(folder, policy, lambda policy=policy: reference_of(policy)))
-        print(f"reference {index + 1}/{len(policies)}: {references[-1].test_accuracy:.2%}", flush=True)
+    by_seed = [
+        references(policies, seed, folder, args.reference_steps, reference_of) for seed in range(args.reference_seeds)
+    ]
     if args.reference_only:
         return
     if args.memory_only:
         memory = memory_growth(baseline, example, data, base, random_policies(space, budget, args.memory_evals, seed=1))
         print(memory)
-        if not args.no_record:
-            append_section("Evaluator memory: resnet20 on fashion_mnist", "python " + shlex.join(sys.argv), [memory])
+        record(f"Evaluator memory: {config.model.name} on {config.data.name}", [memory], args)
         return
     timed_reference = reference_of(policies[0]).seconds  # measured beside the fidelities below
-    truth = [r.test_accuracy for r in references]
+    truth = mean_over_seeds(by_seed)
 
-    rows = []
-    for label, (fidelity, proxy) in FIDELITIES.items():
-        evaluator = Evaluator(
-            baseline, example, data.train, data.val, replace(base, fidelity=fidelity, proxy=proxy), runtime
-        )
-        results = [evaluator.score(policy) for policy in policies]
-        failed = [r for r in results if r.failed]
-        if failed:
-            raise RuntimeError(f"{label}: {len(failed)} candidates failed, first: {failed[0].error}")
-        seconds = sum(r.seconds for r in results) / len(results)
-        overhead = sum(r.timing.overhead for r in results) / sum(r.seconds for r in results)
-        tau = kendall_tau([r.accuracy for r in results], truth)
-        tau_loss = kendall_tau([-r.loss for r in results], truth)
-        rows.append(
-            [
-                label,
-                f"{seconds:.2f}",
-                f"{timed_reference / seconds:.0f}x",
-                f"{overhead:.1%}",
-                f"{tau:.3f}",
-                f"{tau_loss:.3f}",
-            ]
-        )
-        print_table(
-            ["fidelity", "s/candidate", "cheaper than reference", "overhead", "tau (accuracy)", "tau (-loss)"], rows
-        )
-    header = [
-        "fidelity",
-        "s / candidate",
-        "cheaper than reference",
-        "overhead",
-        "Kendall tau (val accuracy)",
-        "Kendall tau (-val loss)",
-    ]
-    rows.append(["reference: 1-epoch KD fine-tune, test accuracy", f"{timed_reference:.1f}", "1x", "", "1", "1"])
-
+    header = ["fidelity / rung", "s / candidate", "Kendall tau (val accuracy)", "Kendall tau (-val loss)"]
+    rows = fidelity_rows(baseline, example, data, base, runtime, policies, truth, header)
+    halving_fidelity = Fidelity("halving", rungs=tuple(config.evaluator.rungs))  # the search's default schedule
+    settings = replace(base, fidelity=halving_fidelity)
+    recorder = RungRecorder(baseline, example, data.train, data.val, settings, runtime)
+    pruner = HalvingPruner(halving_fidelity.rungs, config.evaluator.reduction, config.evaluator.brackets)
+    halving, halving_text = halving_rows(rung_scores(recorder, policies), truth, pruner, space, policies)
+    rows += halving
+    seeds = args.reference_seeds
+    rows += reference_rows(by_seed, timed_reference)
     print_table(header, rows)
-    memory = memory_growth(baseline, example, data, base, random_policies(space, budget, args.memory_evals, seed=1))
-    print(memory)
+    print(halving_text)
 
-    mean = sum(truth) / len(truth)
-    spread_std = (sum((t - mean) ** 2 for t in truth) / (len(truth) - 1)) ** 0.5
-    sampling_std = (mean * (1 - mean) / len(data.test)) ** 0.5
-    noise = (
-        f"Reference spread: standard deviation {spread_std:.2%} across the policies, beside a binomial "
-        f"standard error of {sampling_std:.2%} for one test accuracy on {len(data.test)} images: the candidates "
-        "differ by about as much as one measurement's noise, which caps the attainable tau."
-    )
+    memory = ""
+    if args.memory_evals:
+        memory = memory_growth(baseline, example, data, base, random_policies(space, budget, args.memory_evals, seed=1))
+        print(memory)
+    noise = noise_text(by_seed, len(data.test))
     print(noise)
 
-    if not args.no_record:
-        spread = f"{min(truth):.2%} to {max(truth):.2%}"
-        body = [
-            f"ResNet-20, {config.data.name}, {len(policies)} random policies projected to {args.macs:.0%} of the "
-            f"baseline MACs (channel multiple {config.space.channel_multiple}, keep >= {config.space.keep.low}). "
-            f"Reference: 1-epoch fine-tune with distillation (batch {finetune.batch_size}, lr {finetune.lr}), test "
-            f"accuracy {spread}. Scores on all {len(data.val)} held-out training examples; overhead = share of "
-            "a candidate's time outside forward/backward passes.",
-            "",
-            *markdown_table(header, rows),
-            "",
-            noise,
-            "",
-            memory,
-        ]
-        append_section("Evaluator fidelity: resnet20 on fashion_mnist", "python " + shlex.join(sys.argv), body)
+    body = [
+        f"{config.model.name}, {config.data.name}, {len(policies)} random policies projected to {args.macs:.0%} of "
+        f"the baseline MACs (channel multiple {multiple}, keep >= {config.space.keep.low}). Reference: 1-epoch "
+        f"fine-tune with distillation (batch {finetune.batch_size}, lr {finetune.lr}), test accuracy averaged "
+        f"over {seeds} seed(s), {min(truth):.2%} to {max(truth):.2%}. Scores on "
+        f"{args.val_examples or len(data.val)} held-out training examples; halving rows: one evaluation "
+        f"at {halving_fidelity.describe()}, s = seconds to reach the rung.",
+        "",
+        *markdown_table(header, rows),
+        "",
+        halving_text,
+        "",
+        noise,
+        *(["", memory] if memory else []),
+    ]
+    record(f"Evaluator fidelity: {title}", body, args)
 
 
 if __name__ == "__main__":
