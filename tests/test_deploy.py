@@ -164,3 +164,23 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(run_folder, 
     result = CliRunner().invoke(app, ["export", str(run_folder), "--format", "onnx", "--out", str(out)])
     assert result.exit_code == 2 and "disagrees with the PyTorch model" in result.output
     assert not (out / "model.onnx").exists() and not (out / "model.pt").exists()
+
+
+def test_the_fast_int8_form_keeps_the_learned_steps_and_quantizes_between_the_layers_too():
+    from autocomp.deploy.qdq import fold_batchnorms
+
+    model = quantized()
+    model_bytes = deploy.int8_onnx(model, EXAMPLE, batch(64).split(32))
+    graph = onnx.load_from_string(model_bytes).graph
+    kinds = [node.op_type for node in graph.node]
+    layers = [name for name, module in model.named_modules() if hasattr(module, "onnx_form")]
+    assert "BatchNormalization" not in kinds and kinds.count("QuantizeLinear") > len(layers)  # the adds' outputs too
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    _, inputs = fold_batchnorms(deploy.to_onnx(resnet20(), EXAMPLE))
+    (quantize,) = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == inputs["layer1.0.conv1"]]
+    assert float(values[quantize.input[1]]) == pytest.approx(float(model.layer1[0].conv1.inputs.step.detach()))
+    assert int(values[quantize.input[2]]) == 0  # after a ReLU: unsigned, zero point 0
+    got = deploy.run(deploy.session(model_bytes, threads=1), batch())
+    with torch.no_grad():
+        expected = model(batch())
+    assert (got - expected).abs().max() <= QDQ_TOLERANCE * max(1.0, float(expected.abs().max()))

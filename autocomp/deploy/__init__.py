@@ -2,7 +2,8 @@
 
 `to_onnx` exports any model (dynamic batch); `check_onnx` runs the export in ONNX Runtime beside
 the PyTorch model; `session` opens an ONNX Runtime CPU session on a number of threads;
-`quantize_static` is ONNX Runtime's static int8 quantization of a floating-point export.
+`int8_onnx` is the fast int8 form: ONNX Runtime's static quantization (`quantize_static`) of the
+floating-point export with BatchNorm folded, keeping a quantized model's learned input steps.
 """
 
 from autocomp.deploy.onnx_export import OnnxForm, to_onnx
@@ -11,6 +12,7 @@ from autocomp.deploy.ort import (
     OnnxMismatchError,
     check_onnx,
     checked_onnx,
+    int8_onnx,
     ort_median_ms,
     quantize_static,
     run,
@@ -23,6 +25,7 @@ __all__ = [
     "OnnxMismatchError",
     "check_onnx",
     "checked_onnx",
+    "int8_onnx",
     "ort_median_ms",
     "quantize_static",
     "run",

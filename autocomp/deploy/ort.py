@@ -3,10 +3,11 @@ timings, and ONNX Runtime's static int8 quantization."""
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,11 +120,38 @@ def checked_onnx(model: nn.Module, example_inputs: torch.Tensor, batch: torch.Te
     return model_bytes, check_onnx(model, model_bytes, batch, tolerance)
 
 
-def quantize_static(model_bytes: bytes, calibration: Iterable[torch.Tensor]) -> bytes:
+@torch.no_grad()
+def int8_onnx(model: nn.Module, example_inputs: torch.Tensor, calibration: Sequence[torch.Tensor]) -> bytes:
+    """The fast int8 form of ``model`` for ONNX Runtime: its floating-point export (a quantized model's quantized
+    weights in float), BatchNorm folded into the convolutions, then ONNX Runtime's static quantization
+    (`quantize_static`), whose fused kernels keep activations in uint8 from layer to layer. The 8-bit inputs of a
+    quantized model's layers keep their learned step (the largest, where layers share an input); every other tensor
+    is calibrated on ``calibration``."""
+    require("onnx", "onnx", "ONNX export")
+    from autocomp.deploy.qdq import fold_batchnorms
+
+    plain, forms = plain_copy(model)
+    folded, inputs = fold_batchnorms(to_onnx(plain, example_inputs))
+    steps: dict[str, tuple[float, int]] = {}
+    for name, form in forms.items():
+        if form.input_step is not None and (form.input_low, form.input_high) in ((-128, 127), (0, 255)):
+            tensor, zero_point = inputs[name], -form.input_low
+            if form.input_step > steps.get(tensor, (0.0, 0))[0]:
+                steps[tensor] = (form.input_step, zero_point)
+    return quantize_static(folded, calibration, steps)
+
+
+def quantize_static(
+    model_bytes: bytes, calibration: Iterable[torch.Tensor], steps: Mapping[str, tuple[float, int]] | None = None
+) -> bytes:
     """ONNX Runtime's static int8 quantization of a floating-point export, in QDQ form: weights int8 per channel,
-    activations uint8 with ranges from ``calibration`` batches (min-max), BatchNorm folded and every tensor between
-    quantizable operators (convolutions, adds, pooling) kept in 8 bits."""
+    activations uint8 with ranges from ``calibration`` batches (min-max) or, for the tensors in ``steps``, that (scale,
+    zero point); every tensor between quantizable operators (convolutions, adds, pooling) kept in 8 bits."""
     quantization = require("onnxruntime.quantization", "onnx", "ONNX Runtime quantization")
+    overrides = {
+        tensor: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point, np.uint8)}]
+        for tensor, (scale, zero_point) in (steps or {}).items()
+    }
     batches = [{INPUT: batch.detach().float().numpy()} for batch in calibration]
     reader_base: Any = quantization.CalibrationDataReader
 
@@ -134,17 +162,23 @@ def quantize_static(model_bytes: bytes, calibration: Iterable[torch.Tensor]) -> 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.left, None)
 
+    root = logging.getLogger()  # ONNX Runtime's quantizer advises its pre-processing on the root logger
+    level = root.level
     with tempfile.TemporaryDirectory() as folder:
-        source, prepared, target = (Path(folder) / name for name in ("model.onnx", "prepared.onnx", "int8.onnx"))
+        source, target = Path(folder) / "model.onnx", Path(folder) / "int8.onnx"
         source.write_bytes(model_bytes)
-        quantization.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantization.quantize_static(
-            str(prepared),
-            str(target),
-            Reader(),
-            quant_format=quantization.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
-        )
+        root.setLevel(logging.ERROR)
+        try:
+            quantization.quantize_static(
+                str(source),
+                str(target),
+                Reader(),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                extra_options={"TensorQuantOverrides": overrides},
+            )
+        finally:
+            root.setLevel(level)
         return target.read_bytes()

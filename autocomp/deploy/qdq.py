@@ -82,7 +82,8 @@ class _Graph:
     def fold_batchnorm(
         self, conv: onnx.NodeProto, integers: np.ndarray, scales: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Fold a BatchNormalization that alone reads ``conv``'s output into its weight scales and bias."""
+        """Fold a BatchNormalization that alone reads ``conv``'s output into its bias and its weight's per-channel
+        ``scales`` (returned with the weight's ``integers``: int8, whose signs absorb negative factors, or float)."""
         readers = self.readers(conv.output[0])
         if len(readers) != 1 or readers[0].op_type != "BatchNormalization" or conv.output[0] in self._outputs():
             return integers, scales
@@ -99,6 +100,8 @@ class _Graph:
             conv.input.append(folded_bias)
         conv.output[0] = norm.output[0]
         self.removed.add(id(norm))
+        if integers.dtype != np.int8:  # floating-point weights: the factor goes in whole
+            return integers, (scales * factor).astype(np.float32)
         sign = np.where(factor < 0, -1, 1).astype(np.int8)
         shape = (-1,) + (1,) * (integers.ndim - 1)
         return integers * sign.reshape(shape), (scales * np.abs(factor)).astype(np.float32)
@@ -154,6 +157,27 @@ class _Graph:
         self.graph.initializer.extend(init for name, init in self.initializers.items() if name in used)
         onnx.checker.check_model(model)
         return model
+
+
+def fold_batchnorms(model_bytes: bytes) -> tuple[bytes, dict[str, str]]:
+    """The floating-point ONNX model ``model_bytes`` with every BatchNormalization that alone reads a Conv's output
+    folded into that Conv's weight and bias, and the data input tensor of every Conv and Gemm by layer name (the name
+    of its weight, less ``.weight``)."""
+    model = onnx.load_from_string(model_bytes)
+    graph = _Graph(model.graph)
+    inputs = {}
+    for node in list(graph.nodes):
+        if node.op_type not in ("Conv", "Gemm") or not node.input[1].endswith(".weight"):
+            continue
+        inputs[node.input[1].removesuffix(".weight")] = node.input[0]
+        if node.op_type == "Conv" and node.input[1] in graph.initializers:
+            weight = graph.constant(node.input[1])
+            ones = np.ones(weight.shape[0], np.float32)
+            folded, factor = graph.fold_batchnorm(node, weight, ones)
+            graph.initializers[node.input[1]] = numpy_helper.from_array(
+                (folded * factor.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(np.float32), node.input[1]
+            )
+    return graph.finish(model).SerializeToString(), inputs
 
 
 def weight_scales(model_bytes: bytes) -> dict[str, np.ndarray]:
