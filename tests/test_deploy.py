@@ -184,3 +184,27 @@ def test_the_fast_int8_form_keeps_the_learned_steps_and_quantizes_between_the_la
     with torch.no_grad():
         expected = model(batch())
     assert (got - expected).abs().max() <= QDQ_TOLERANCE * max(1.0, float(expected.abs().max()))
+
+
+def test_export_int8_writes_the_fast_form_calibrated_on_the_runs_data_and_needs_format_onnx(tmp_path):
+    from autocomp.app.cli import app
+    from autocomp.app.config import load_config
+    from autocomp.data.batching import iterate_batches
+
+    run, example = tmp_path / "run", torch.randn(1, 1, 8, 8)
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {name: resnet20}\ndata: {name: digits, val_size: 300}\n")
+    images = next(iter(iterate_batches(load_config(run / "config.yaml").data.load().train, 64)))[0]
+    model = resnet20()
+    policy = autocomp.Policy.uniform(autocomp.model_layers(model, example), weight_bits=8, act_bits=8)
+    autocomp.save(
+        autocomp.compress(model, policy, example, data=[(images, torch.zeros(64))]), run / "model.pt", example
+    )
+
+    refused = CliRunner().invoke(app, ["export", str(run), "--int8", "--out", str(tmp_path / "torch")])
+    assert refused.exit_code == 2 and "export int8 needs format 'onnx'" in " ".join(refused.output.split())
+    assert not (tmp_path / "torch").exists()
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx", "--int8", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    kinds = [node.op_type for node in onnx.load((tmp_path / "out" / "model.onnx").as_posix()).graph.node]
+    assert "BatchNormalization" not in kinds and kinds.count("QuantizeLinear") > 22  # 22 layers, and the adds

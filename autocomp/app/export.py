@@ -1,7 +1,9 @@
 """`autocomp export`: a run's compressed model for deployment, checked to compute what the saved model computes.
 
 Two formats: ``torch`` (a ``torch.export`` program, ``model.pt2``) and ``onnx`` (``model.onnx``, quantized layers in
-QDQ form, checked in ONNX Runtime); both beside ``model.pt`` and ``policy.json``, both with a free batch size.
+QDQ form, checked in ONNX Runtime); both beside ``model.pt`` and ``policy.json``, both with a free batch size. With
+``int8``, ``model.onnx`` is the fast int8 form instead (`autocomp.deploy.int8_onnx`), calibrated on the first
+training images of the run's own data.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Annotated
 import torch
 
 from autocomp import io
-from autocomp.app.run_folder import check_creatable
+from autocomp.app.run_folder import CONFIG_NAME, check_creatable
 from autocomp.errors import AutocompError, ConfigError
 from autocomp.files import replacing
 from autocomp.settings import OneOf, check
@@ -25,6 +27,8 @@ CHECK_BATCH = 8
 ONNX_CHECK_BATCH = 64
 """Inputs an ONNX export runs on in ONNX Runtime beside the model: enough for its top-1 agreement to mean something."""
 FORMATS = ("torch", "onnx")
+CALIBRATION_BATCHES, CALIBRATION_BATCH = 4, 32
+"""The int8 form's calibration: this many batches of the run's first training images (the next batch checks it)."""
 PROGRAM_FILES = {"torch": "model.pt2", "onnx": "model.onnx"}
 
 
@@ -34,12 +38,16 @@ class ExportError(AutocompError):
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """What `export_run` writes: the program's format (``torch``: torch.export, ``onnx``: ONNX, QDQ when quantized)."""
+    """What `export_run` writes: the program's format (``torch``: torch.export, ``onnx``: ONNX, QDQ when quantized),
+    and with ``int8`` (``onnx`` only) ONNX Runtime's fast int8 form."""
 
     format: Annotated[str, OneOf(FORMATS)] = "torch"
+    int8: bool = False
 
     def __post_init__(self) -> None:
         check(self, "export")
+        if self.int8 and self.format != "onnx":
+            raise ConfigError(f"export int8 needs format 'onnx' (ONNX Runtime's int8 form), not {self.format!r}.")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,11 @@ def export_run(
     model_file, policy_file = run_dir / "model.pt", run_dir / "policy.json"
     if not model_file.is_file():
         raise ConfigError(f"{run_dir} holds no model.pt; give the folder of a finished `autocomp search`.")
+    if settings.int8 and not (run_dir / CONFIG_NAME).is_file():
+        raise ConfigError(
+            f"{run_dir} holds no {CONFIG_NAME}, whose data calibrates the int8 form; give the folder of a finished "
+            "`autocomp search`."
+        )
     check_creatable(out, "export folder")
     program_file = out / PROGRAM_FILES[settings.format]
     targets = [out / "model.pt", program_file] + ([out / "policy.json"] if policy_file.is_file() else [])
@@ -69,7 +82,8 @@ def export_run(
         raise ConfigError(f"{present[0]} exists already; choose another --out (export never overwrites a file).")
     model, example = io.load(model_file, trust_factory=trust_factory), io.example_input(model_file)
     if settings.format == "onnx":
-        exported = _onnx(model, example, program_file, targets)
+        calibration = _training_batches(run_dir / CONFIG_NAME) if settings.int8 else None
+        exported = _onnx(model, example, program_file, targets, calibration)
     else:
         exported = _torch_export(model, example, model_file, program_file, targets)
     shutil.copyfile(model_file, out / "model.pt")
@@ -99,9 +113,27 @@ def _torch_export(
     return Exported(targets, difference)
 
 
-def _onnx(model: torch.nn.Module, example: torch.Tensor, program_file: Path, targets: list[Path]) -> Exported:
-    """Check the ONNX export of ``model`` in ONNX Runtime and write it to ``program_file``."""
-    from autocomp.deploy import OnnxMismatchError, checked_onnx
+def _training_batches(config_file: Path) -> list[torch.Tensor]:
+    """The first CALIBRATION_BATCHES + 1 batches of training images of the run config's data."""
+    from autocomp.app.config import load_config
+    from autocomp.data.batching import iterate_batches
+
+    train = load_config(config_file).data.load().train
+    batches = iterate_batches(train, CALIBRATION_BATCH)
+    return [images for (images, _), _ in zip(batches, range(CALIBRATION_BATCHES + 1))]
+
+
+def _onnx(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    program_file: Path,
+    targets: list[Path],
+    calibration: list[torch.Tensor] | None,
+) -> Exported:
+    """Check the ONNX export of ``model`` (the int8 form, calibrated on all ``calibration`` batches but the last, which
+    checks it) in ONNX Runtime and write it to ``program_file``."""
+    from autocomp.deploy import OnnxMismatchError, check_onnx, checked_onnx, int8_onnx
+    from autocomp.deploy.ort import QDQ_TOLERANCE
 
     if isinstance(model, torch.fx.GraphModule):
         raise ConfigError(
@@ -110,7 +142,11 @@ def _onnx(model: torch.nn.Module, example: torch.Tensor, program_file: Path, tar
         )
     batch = torch.randn(ONNX_CHECK_BATCH, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     try:
-        model_bytes, agreement = checked_onnx(model, example, batch)
+        if calibration is None:
+            model_bytes, agreement = checked_onnx(model, example, batch)
+        else:  # calibrated on real images, so checked on them: random inputs would leave its ranges
+            model_bytes = int8_onnx(model, example, calibration[:-1])
+            agreement = check_onnx(model, model_bytes, calibration[-1], QDQ_TOLERANCE)
     except OnnxMismatchError as err:
         raise ExportError(str(err)) from None
     program_file.parent.mkdir(parents=True, exist_ok=True)
