@@ -208,3 +208,10 @@ def test_export_int8_writes_the_fast_form_calibrated_on_the_runs_data_and_needs_
     assert result.exit_code == 0, result.output
     kinds = [node.op_type for node in onnx.load((tmp_path / "out" / "model.onnx").as_posix()).graph.node]
     assert "BatchNormalization" not in kinds and kinds.count("QuantizeLinear") > 22  # 22 layers, and the adds
+
+
+def test_a_model_onnx_cannot_express_is_refused_in_one_sentence():
+    model = resnet20()
+    resized = autocomp.compress(model, autocomp.Policy(resolution=0.75), EXAMPLE)  # antialiased resize: not in ONNX
+    with pytest.raises(ConfigError, match=r"cannot be exported to ONNX: .*upsample_bilinear2d_aa"):
+        deploy.to_onnx(resized, EXAMPLE)

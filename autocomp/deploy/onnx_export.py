@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from autocomp.errors import PROGRAMMING_ERRORS, ConfigError
 from autocomp.imports import require
 
 OPSET = 17
@@ -66,16 +67,22 @@ def to_onnx(model: nn.Module, example_inputs: torch.Tensor) -> bytes:
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():  # the exporter's deprecation notice
         warnings.simplefilter("ignore")
         path = f"{folder}/model.onnx"
-        torch.onnx.export(
-            plain,
-            (example_inputs,),
-            path,
-            dynamo=False,
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            opset_version=OPSET,
-            do_constant_folding=False,
-        )
+        try:
+            torch.onnx.export(
+                plain,
+                (example_inputs,),
+                path,
+                dynamo=False,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                opset_version=OPSET,
+                do_constant_folding=False,
+            )
+        except PROGRAMMING_ERRORS:
+            raise
+        except Exception as err:  # an operator ONNX lacks, or what the tracer refuses
+            reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
+            raise ConfigError(f"this model cannot be exported to ONNX: {reason}.") from None
         exported = Path(path).read_bytes()
     return insert_qdq(exported, forms) if forms else exported
