@@ -112,6 +112,7 @@ def measure_model(name: str, args: argparse.Namespace) -> list[list[str]]:
     _, data, baseline = trained_baseline(path, overrides)
     example = data.example_input()
     images, labels = as_tensors(data.test)
+    images, labels = images[: args.test_images], labels[: args.test_images]
     train_images, _ = as_tensors(data.train)
     found = variants(baseline, example, train_images[: args.calibration], args.threads)
     accuracies = {variant: test_accuracy(found[variant], images, labels) for variant in found}
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed passes per variant and round at batch 1")
     parser.add_argument("--repeats-64", type=int, default=5, help="timed passes per variant and round at batch 64")
     parser.add_argument("--calibration", type=int, default=128, help="training images that set the int8 ranges")
+    parser.add_argument("--test-images", type=int, default=10_000, help="test images the accuracies are measured on")
     parser.add_argument("--search", action="store_true", help="also run a search under an ONNX Runtime latency limit")
     parser.add_argument("--search-only", action="store_true", help="only the search")
     parser.add_argument("--fraction", type=float, default=0.6, help="the search's limit, fraction of the baseline's")
@@ -184,7 +186,8 @@ def main() -> None:
             f"{name}: {CONFIGS[name][0]} {' '.join(CONFIGS[name][1])}".strip() for name in args.models
         )
         body = [
-            f"Zoo models on Fashion-MNIST (baselines: {baselines}); int8: W8A8 (first and last layer too), LSQ steps "
+            f"Zoo models on Fashion-MNIST (baselines: {baselines}); accuracy on the first {args.test_images} test "
+            "images; int8: W8A8 (first and last layer too), LSQ steps "
             f"from {args.calibration} training images, no fine-tune; {args.threads} threads; latency: median of "
             f"{args.repeats} (batch 1) / {args.repeats_64} (batch 64) passes, the fastest of {ROUNDS} rounds, each "
             f"variant's passes in a row; speed-ups at the same batch. Load average (1 min) at the start "
