@@ -199,7 +199,7 @@ def main() -> None:
     if args.search or args.search_only:
         header, row = search(args)
         body += [
-            "",
+            *([""] if body else []),
             f"ONNX Runtime latency budget: `autocomp search --config {CONFIGS['resnet20'][0]}` with "
             f"`constraints=[{{metric: latency_ms, max: {args.fraction}}}]`, `latency.runtime=onnxruntime`, "
             f"`latency.threads={args.threads}`, {args.trials} trials, evaluator fidelity bn, {args.steps} fine-tune steps; "
