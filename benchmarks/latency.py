@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +179,11 @@ SEARCH_HEADER = [
 ]
 
 
-def constrained_search(config_path: str, fraction: float, trials: int, out: Path) -> ConstrainedSearch:
-    """Search ``config_path``'s model under ``latency_ms <= fraction`` of its baseline; the report's measured figures."""
+def constrained_search(
+    config_path: str, fraction: float, trials: int, out: Path, overrides: Sequence[str] = ()
+) -> ConstrainedSearch:
+    """Search ``config_path``'s model under ``latency_ms <= fraction`` of its baseline (and ``overrides``, such as
+    the latency target's); the report's measured figures."""
     from autocomp.app.config import load_config
 
     config = load_config(
@@ -189,6 +193,7 @@ def constrained_search(config_path: str, fraction: float, trials: int, out: Path
             f"search.trials={trials}",
             "evaluator.fidelity=bn",
             "finetune.epochs=1",
+            *overrides,
         ],
     )
     start = time.perf_counter()

@@ -17,9 +17,10 @@ from autocomp.data import DataBundle
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def trained_baseline(config_path: str) -> tuple[RunConfig, DataBundle, torch.nn.Module]:
-    """The config at ``config_path``, its data and its trained baseline (cached; trained first if need be), in eval mode."""
-    config = load_config(config_path)
+def trained_baseline(config_path: str, overrides: Sequence[str] = ()) -> tuple[RunConfig, DataBundle, torch.nn.Module]:
+    """The config at ``config_path`` (with ``--set``-style ``overrides``), its data and its trained baseline (cached;
+    trained first if need be), in eval mode."""
+    config = load_config(config_path, list(overrides))
     data = config.data.load()
     return config, data, prepare_baseline(config, data).model.eval()
 

@@ -73,21 +73,42 @@ def export(
     run: Annotated[Path, typer.Argument(help="A finished run folder (its model.pt and policy.json).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write (default: RUN/export).")] = None,
     trust_factory: TrustFactory = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="torch: model.pt2 (torch.export); onnx: model.onnx (quantized layers as QuantizeLinear/"
+            "DequantizeLinear), checked in ONNX Runtime.",
+        ),
+    ] = "torch",
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="With --format onnx: ONNX Runtime's fast int8 form (BatchNorm folded, uint8 between fused int8 "
+            "kernels, a quantized model's learned steps kept), calibrated on the run's first training images.",
+        ),
+    ] = False,
 ) -> None:
-    """Export a run's compressed model: model.pt (autocomp.load), policy.json and model.pt2 (torch.export, any batch
-    size), checked to reproduce the model's outputs.
+    """Export a run's compressed model: model.pt (autocomp.load), policy.json and model.pt2 (torch.export) or
+    model.onnx (--format onnx), any batch size, checked to reproduce the model's outputs.
 
     Example: autocomp export runs/demo --out deploy/   then in Python: torch.export.load("deploy/model.pt2").module()
+    Example: autocomp export runs/demo --format onnx --out deploy/   then onnxruntime.InferenceSession("deploy/model.onnx")
+    Example: autocomp export runs/demo --format onnx --int8 --out deploy/   (the fastest on a CPU)
     """
-    from autocomp.app.export import export_run
+    from autocomp.app.export import ExportSettings, export_run
 
     with user_errors("nothing was written."):
-        exported = export_run(run, out if out is not None else run / "export", trust_factory)
+        settings = ExportSettings(format, int8)
+        exported = export_run(run, out if out is not None else run / "export", trust_factory, settings)
     for path in exported.files:
         stdout.print(f"wrote {path}")
-    stdout.print(
-        f"the program's outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch"
-    )
+    runtime = "ONNX Runtime's" if settings.format == "onnx" else "the program's"
+    line = f"{runtime} outputs differ from the model's by at most {exported.max_difference:.2g} on a random batch"
+    if exported.top1 is not None:
+        line += f", same top-1 on {exported.top1:.0%} of it"
+    stdout.print(line)
 
 
 def zoo() -> None:

@@ -24,25 +24,13 @@ from typing import cast
 import torch
 from torch import nn
 
-from autocomp.compress.quantize import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear
+from autocomp.compress.quantize import INTEGER_SCHEMES, QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear
 from autocomp.errors import ConfigError
-
-_INTEGER_SCHEMES = ("uniform", "binary", "ternary")
 
 
 def int8_available() -> bool:
     """Whether this PyTorch build has the oneDNN int8 kernels (x86 CPU builds do)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
-
-
-def integer_weights(layer: QuantizedConv2d | QuantizedLinear) -> tuple[torch.Tensor, torch.Tensor]:
-    """The quantized weight of ``layer`` as int8 integers and one float scale per output channel."""
-    quantized = layer.quantized_weight().detach().float()
-    levels = 2 ** (layer.weight_bits - 1) - 1 if layer.weight_scheme == "uniform" else 1
-    scales = quantized.abs().flatten(1).amax(dim=1) / levels
-    scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # an all-zero channel: any scale
-    integers = (quantized / scales.view(-1, *([1] * (quantized.dim() - 1)))).round().clamp(-127, 127)
-    return integers.to(torch.int8), scales
 
 
 class _Int8Layer(nn.Module):
@@ -61,7 +49,7 @@ class _Int8Layer(nn.Module):
             )
         self.x_scale = float(inputs.step.detach())
         self.signed, self.low, self.high = inputs.signed, inputs.low, inputs.high
-        integers, scales = integer_weights(layer)
+        integers, scales = layer.integer_weights()
         self.register_buffer("w_scales", scales)
         self.register_buffer("w_zero_points", torch.zeros(scales.numel(), dtype=torch.int64))
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
@@ -140,7 +128,7 @@ class Int8Linear(_Int8Layer):
 
 def convertible(layer: nn.Module) -> bool:
     """Whether a quantized layer can run on the int8 kernels (integer weights, quantized inputs, zero padding)."""
-    if not isinstance(layer, QUANTIZED_TYPES) or layer.inputs is None or layer.weight_scheme not in _INTEGER_SCHEMES:
+    if not isinstance(layer, QUANTIZED_TYPES) or layer.inputs is None or layer.weight_scheme not in INTEGER_SCHEMES:
         return False
     if not layer.inputs.initialized:
         return False

@@ -19,11 +19,13 @@ Activations: PACT (Choi et al. 2018), a learned clipping level ``alpha``, k-bit 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from autocomp.compress.lowrank import LowRank
+from autocomp.deploy.onnx_export import OnnxForm
 from autocomp.errors import ConfigError
 from autocomp.geometry import as_pair
 from autocomp.modes import evaluating
@@ -36,6 +38,9 @@ from autocomp.policy import (
     check_weight_precision,
     weight_scheme_for,
 )
+
+INTEGER_SCHEMES = ("uniform", "binary", "ternary")
+"""Weight schemes whose values are integers times one scale per output channel."""
 
 
 def _straight_through(w: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
@@ -197,6 +202,28 @@ class _Quantized:
             "signed_inputs": True if self.inputs is None else self.inputs.signed,
         }
 
+    def integer_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The quantized weight as int8 integers and one float scale per output channel (uniform, binary, ternary)."""
+        quantized = self.quantized_weight().detach().float()
+        levels = 2 ** (self.weight_bits - 1) - 1 if self.weight_scheme == "uniform" else 1
+        scales = quantized.abs().flatten(1).amax(dim=1) / levels
+        scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # an all-zero channel: any scale
+        integers = (quantized / scales.view(-1, *([1] * (quantized.dim() - 1)))).round().clamp(-127, 127)
+        return integers.to(torch.int8), scales
+
+    def _onnx_form(self) -> OnnxForm:
+        """How QDQ ONNX expresses this layer: integer weights with their scales (else floating-point weights), and the
+        input quantizer's step and range; refused while the input step has not been set by a first batch."""
+        integers, scales = self.integer_weights() if self.weight_scheme in INTEGER_SCHEMES else (None, None)
+        if self.inputs is None:
+            return OnnxForm(integers, scales)
+        if not self.inputs.initialized:
+            raise ConfigError(
+                "a quantized layer's activation step is not set yet; compress with data (or run one batch) before "
+                "exporting it to ONNX."
+            )
+        return OnnxForm(integers, scales, float(self.inputs.step.detach()), self.inputs.low, self.inputs.high)
+
     def _precision_repr(self) -> str:
         return f"weights={self.weight_scheme}:{self.weight_bits}, inputs={self.act_bits or 'float'}"
 
@@ -211,6 +238,21 @@ class QuantizedConv2d(_Quantized, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self._quantized_input(x), self.quantized_weight(), self.bias)
 
+    def onnx_form(self) -> tuple[nn.Conv2d, OnnxForm]:
+        """A plain ``nn.Conv2d`` on the quantized weight, and its QDQ form (`autocomp.deploy.to_onnx`)."""
+        twin = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            as_pair(self.kernel_size),
+            as_pair(self.stride),
+            self.padding if isinstance(self.padding, str) else as_pair(self.padding),
+            as_pair(self.dilation),
+            self.groups,
+            self.bias is not None,
+            self.padding_mode,
+        )
+        return _with_weights(twin, self), self._onnx_form()
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._precision_repr()}"
 
@@ -221,11 +263,27 @@ class QuantizedLinear(_Quantized, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(self._quantized_input(x), self.quantized_weight(), self.bias)
 
+    def onnx_form(self) -> tuple[nn.Linear, OnnxForm]:
+        """A plain ``nn.Linear`` on the quantized weight, and its QDQ form (`autocomp.deploy.to_onnx`)."""
+        return _with_weights(
+            nn.Linear(self.in_features, self.out_features, self.bias is not None), self
+        ), self._onnx_form()
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._precision_repr()}"
 
 
 QUANTIZED_TYPES = (QuantizedConv2d, QuantizedLinear)
+Layer = TypeVar("Layer", nn.Conv2d, nn.Linear)
+
+
+@torch.no_grad()
+def _with_weights(twin: Layer, layer: QuantizedConv2d | QuantizedLinear) -> Layer:
+    """``twin`` holding ``layer``'s quantized weight and its bias, in eval mode."""
+    twin.weight.copy_(layer.quantized_weight())
+    if twin.bias is not None and layer.bias is not None:
+        twin.bias.copy_(layer.bias)
+    return twin.eval()
 
 
 def quantized_layer(

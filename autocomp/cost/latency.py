@@ -1,8 +1,11 @@
 """Measured latency: median wall time of forward passes after warm-up, on a described target.
 
-`LatencyTarget` says where and how a model is timed (device, threads, batch size, warm-up,
+`LatencyTarget` says where and how a model is timed (runtime, device, threads, batch size, warm-up,
 repeats); `measure_latency_ms` times one model there, and the per-layer lookup table
-(`latency_table.LatencyTable`) times single layers with the same code.
+(`latency_table.LatencyTable`) times single layers with the same code. The runtime is eager PyTorch
+(``torch``) or ONNX Runtime's CPU execution provider (``onnxruntime``): the model exported to ONNX
+(`autocomp.deploy.to_onnx`, quantized layers as QDQ) and timed in a session on the target's threads,
+so a latency budget is the latency of the runtime the model is deployed with.
 """
 
 from __future__ import annotations
@@ -21,23 +24,28 @@ from typing import Annotated
 import torch
 from torch import nn
 
+from autocomp.deploy import ort_median_ms, session, to_onnx
 from autocomp.errors import ConfigError
+from autocomp.imports import require
 from autocomp.modes import evaluating
 from autocomp.settings import NonNegative, OneOf, Positive, check
 
 DEVICES = ("cpu", "cuda")
+RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
 class LatencySettings:
     """Where and how latency is measured: device, CPU threads (None: torch's current count), batch size,
-    warm-up passes before timing and timed passes whose median is reported (a run config's ``latency`` section)."""
+    warm-up passes before timing, timed passes whose median is reported, and the runtime (eager ``torch``, or
+    ``onnxruntime`` on the CPU) (a run config's ``latency`` section)."""
 
     device: Annotated[str, OneOf(DEVICES)] = "cpu"
     threads: Positive | None = None
     batch_size: Positive = 1
     warmup: NonNegative = 5
     repeats: Positive = 20
+    runtime: Annotated[str, OneOf(RUNTIMES)] = "torch"
 
     def __post_init__(self) -> None:
         check(self, "latency target")
@@ -45,10 +53,17 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class LatencyTarget(LatencySettings):
-    """Latency settings this machine can measure (a cuda target needs a GPU here)."""
+    """Latency settings this machine can measure (a cuda target needs a GPU here, an onnxruntime one the package)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.runtime == "onnxruntime":
+            if self.device != "cpu":
+                raise ConfigError(
+                    f"latency runtime 'onnxruntime' measures on its CPU execution provider, not device "
+                    f"{self.device!r}; allowed with it: device 'cpu'."
+                )
+            require("onnxruntime", "onnx", "the latency runtime 'onnxruntime'")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 "latency target device 'cuda' is not available on this machine "
@@ -72,17 +87,21 @@ class LatencyTarget(LatencySettings):
         return platform.processor() or platform.machine() or "unknown processor"
 
     def describe(self) -> str:
-        """One line for reports: device, processor, threads, batch size, torch version."""
-        return (
+        """One line for reports: device, processor, threads, batch size, torch version (and ONNX Runtime's)."""
+        described = (
             f"{self.device} ({self.processor()}), {self.used_threads} threads, batch {self.batch_size}, "
             f"torch {torch.__version__}"
         )
+        if self.runtime == "onnxruntime":
+            described += f", onnxruntime {require('onnxruntime', 'onnx', 'ONNX Runtime').__version__}"
+        return described
 
     def key(self) -> str:
         """A file-name-safe string that identifies the target (not how many passes are timed)."""
         slug = re.sub(r"[^a-z0-9]+", "-", self.processor().lower()).strip("-")[:40]
         digest = hashlib.sha256(self.describe().encode()).hexdigest()[:10]
-        return f"{self.device}-{slug}-t{self.used_threads}-b{self.batch_size}-{digest}"
+        runtime = "-ort" if self.runtime == "onnxruntime" else ""
+        return f"{self.device}{runtime}-{slug}-t{self.used_threads}-b{self.batch_size}-{digest}"
 
 
 def random_batch(example_inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -106,7 +125,12 @@ def _time_forward(model: nn.Module, batch: torch.Tensor, synchronize: Callable[[
 
 @torch.no_grad()
 def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> float:
-    """Median milliseconds of ``model(batch)`` on ``target``: eval mode, no grad, after warm-up passes."""
+    """Median milliseconds of ``model(batch)`` on ``target``: eval mode, no grad, after warm-up passes (in ONNX
+    Runtime: the model's ONNX export in a session on the target's threads)."""
+    if target.runtime == "onnxruntime":
+        with evaluating(model):
+            model_bytes = to_onnx(model, batch[:1])
+        return ort_median_ms(session(model_bytes, target.used_threads), batch, target.warmup, target.repeats)
     previous = torch.get_num_threads()
     cuda = target.device == "cuda"
     if cuda:
