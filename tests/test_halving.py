@@ -172,7 +172,6 @@ def test_a_halving_search_stops_candidates_at_the_rungs_and_keeps_complete_ones(
                 "val_examples": 300,
             },
             "finetune": {"epochs": 1, "batch_size": 64},
-            "threads": 1,
         }
     )
     result = autocomp.search(config, tmp_path)

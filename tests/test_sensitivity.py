@@ -87,7 +87,6 @@ def test_a_search_with_a_sensitivity_warm_start_starts_from_the_guided_policy(tm
             "search": {"agent": "tpe", "trials": 3, "warm_start": "sensitivity", "reference": False},
             "evaluator": {"fidelity": "bn", "bn_batches": 2, "batch_size": 128, "val_examples": 300},
             "finetune": {"epochs": 1, "batch_size": 64},
-            "threads": 1,
         }
     )
     result = autocomp.search(config, tmp_path)
