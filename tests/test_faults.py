@@ -56,6 +56,7 @@ import autocomp.evaluate.evaluator as evaluator
 import autocomp.app.report.plots as plots
 
 STAGE, SIGNAL, FULL = (os.environ.get(name, "") for name in ("FAULT_STAGE", "FAULT_SIGNAL", "FAULT_FULL"))
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts it, even if the suite ignores SIGINT
 
 
 def strike(stage):
