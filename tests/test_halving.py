@@ -172,9 +172,12 @@ def test_a_halving_search_stops_candidates_at_the_rungs_and_keeps_complete_ones(
                 "val_examples": 300,
             },
             "finetune": {"epochs": 1, "batch_size": 64},
+            "threads": 1,
         }
     )
+    threads = torch.get_num_threads()
     result = autocomp.search(config, tmp_path)
+    assert torch.get_num_threads() == threads == 2  # the search's one thread is not left set in the process
     study = optuna.load_study(study_name="autocomp", storage=f"sqlite:///{tmp_path / 'study.db'}")
     trials = sorted(study.trials, key=lambda t: t.number)
     reference = [t for t in trials if t.user_attrs.get("reference")]

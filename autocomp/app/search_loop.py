@@ -54,7 +54,7 @@ from autocomp.files import save_state
 from autocomp.graph import LayerInfo
 from autocomp.logs import logger
 from autocomp.policy import Policy
-from autocomp.runtime import Runtime, Throughput
+from autocomp.runtime import Runtime, Throughput, torch_threads
 from autocomp.train import Distillation, train
 from search_spaces import Budget
 from search_spaces.pareto import pareto_front
@@ -352,11 +352,14 @@ def _search_trials(
 
 
 def search(config: RunConfig, out: str | Path) -> SearchResult:
-    """Run (or resume) the constrained search of ``config`` in the run folder ``out``."""
+    """Run (or resume) the constrained search of ``config`` in the run folder ``out`` (on ``config.threads`` torch
+    threads; the process's count is restored afterwards)."""
+    with torch_threads(config.threads):
+        return _search(config, Path(out))
+
+
+def _search(config: RunConfig, run_dir: Path) -> SearchResult:
     started = time.perf_counter()
-    run_dir = Path(out)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     setup = prepare(config)
     check_run_folder(run_dir, config)
     claim_run_folder(run_dir, config)

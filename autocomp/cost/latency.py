@@ -28,6 +28,7 @@ from autocomp.deploy import ort_median_ms, session, to_onnx
 from autocomp.errors import ConfigError
 from autocomp.imports import require
 from autocomp.modes import evaluating
+from autocomp.runtime import torch_threads
 from autocomp.settings import NonNegative, OneOf, Positive, check
 
 DEVICES = ("cpu", "cuda")
@@ -131,19 +132,14 @@ def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> f
         with evaluating(model):
             model_bytes = to_onnx(model, batch[:1])
         return ort_median_ms(session(model_bytes, target.used_threads), batch, target.warmup, target.repeats)
-    previous = torch.get_num_threads()
     cuda = target.device == "cuda"
     if cuda:
         model, batch = copy.deepcopy(model).to("cuda"), batch.to("cuda")
     synchronize = torch.cuda.synchronize if cuda else _nothing
-    torch.set_num_threads(target.used_threads)
-    try:
-        with evaluating(model):
-            for _ in range(target.warmup):
-                model(batch)
-            times = [_time_forward(model, batch, synchronize) for _ in range(target.repeats)]
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(target.used_threads), evaluating(model):
+        for _ in range(target.warmup):
+            model(batch)
+        times = [_time_forward(model, batch, synchronize) for _ in range(target.repeats)]
     return 1000 * statistics.median(times)
 
 

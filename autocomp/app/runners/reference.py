@@ -3,13 +3,17 @@ search bought over it."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import optuna
 
+import agents
 from autocomp.app.config import RunConfig
 from autocomp.app.runners.context import Setup
 from autocomp.app.runners.study import REFERENCE, finished_trial, reference_trial
 from autocomp.evaluate import Evaluator
 from autocomp.logs import logger
+from autocomp.policy import Policy
 
 log = logger(__name__)
 
@@ -19,10 +23,15 @@ def score_reference(config: RunConfig, setup: Setup, evaluator: Evaluator, study
     uniform (whose one candidate it is). It climbs every rung (nothing stops it) and is never told to the agent."""
     if not config.search.reference or config.search.agent == "uniform" or reference_trial(study) is not None:
         return
-    largest = setup.space.largest()
-    policy = setup.budget.project(setup.space, largest, config.space.projection)
+    uniform = agents.create_agent(
+        "uniform", setup.space, setup.budget
+    )  # one factor for all, whatever the agent's projection
+    proposal = cast(Policy, uniform.ask())  # the uniform agent's one candidate: every decision at its largest
+    policy = uniform.project(proposal)
     result = evaluator.score(policy)
-    trial = finished_trial(setup.space, largest, policy, setup.budget, evaluator.score_key(policy), result, probe=False)
+    trial = finished_trial(
+        setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result, probe=False
+    )
     trial.set_user_attr(REFERENCE, True)
     study.add_trial(trial)
     if result.failed:

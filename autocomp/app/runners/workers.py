@@ -24,7 +24,6 @@ import socket
 from typing import cast
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import agents
@@ -39,6 +38,7 @@ from autocomp.evaluate import Evaluator
 from autocomp.logs import logger
 from autocomp.policy import Policy
 from autocomp.progress import advance_trials, progress_bar
+from autocomp.runtime import torch_threads
 from search_spaces import Space
 
 log = logger(__name__)
@@ -142,25 +142,29 @@ def _set_params(storage: optuna.storages.BaseStorage, trial_id: int, space: Spac
 
 def work(config: RunConfig) -> int:
     """`autocomp worker`: join the shared study at ``runner.storage`` and evaluate its trials until none is left; the
-    number this worker evaluated."""
+    number this worker evaluated (on ``config.threads`` torch threads; the process's count is restored afterwards)."""
+    runner = config.runner
+    if runner.storage is None:
+        raise ConfigError("a worker needs the shared study's storage: give --storage URL (or runner.storage).")
+    with torch_threads(config.threads):
+        return _work(config, runner.storage)
+
+
+def _work(config: RunConfig, storage: str) -> int:
     from autocomp.app.baseline import prepare_baseline
     from autocomp.app.runners.context import build_evaluator, prepare
     from autocomp.app.runners.storage import safe_url, shared_storage
     from autocomp.app.runners.study import open_study
 
     runner = config.runner
-    if runner.storage is None:
-        raise ConfigError("a worker needs the shared study's storage: give --storage URL (or runner.storage).")
-    if config.threads:
-        torch.set_num_threads(config.threads)
     setup = prepare(config)
     if not setup.agent.parallel:
         raise ConfigError(
             f"agent {config.search.agent!r} needs each result before its next proposal, so it cannot share "
             "a study with other workers; run it with `autocomp search` alone."
         )
-    study = open_study(shared_storage(runner.storage, runner.heartbeat, runner.max_failures))
-    log.info(f"worker: joined the shared study at {safe_url(runner.storage)}")
+    study = open_study(shared_storage(storage, runner.heartbeat, runner.max_failures))
+    log.info(f"worker: joined the shared study at {safe_url(storage)}")
     plan(study, config)
     baseline = prepare_baseline(config, setup.data, setup.runtime)
     return Worker(config, setup, build_evaluator(config, setup, baseline.model), study).run()
