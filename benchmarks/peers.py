@@ -7,7 +7,8 @@ From one cached baseline per model (the config's, or trained for ``--baseline-ep
   ratio allows); the ratio is the smallest that fits the budget (on the measured MACs): what a peer's short script does;
 - ``tp_global``: the same with ``global_pruning=True`` (one L1 ranking over all layers);
 - ``uniform``, ``search``, ``amc``: `autocomp.search` with the uniform agent, the config as it is (the default search)
-  and AMC with the same number of candidates.
+  and AMC with the same number of candidates; with Torch-Pruning's freedom: channel counts unrounded
+  (``space.channel_multiple=1``) and the first layer prunable (``space.frozen=[last]``).
 
 Every model then gets the same fine-tune: the config's ``finetune`` (distilled from the baseline), seeded by the run's
 seed, and the test set is read once per model. Wall time is the method's own (pruning or search, plus the fine-tune).
@@ -46,7 +47,13 @@ CONFIGS = {
     "resnet56": ("configs/fmnist_resnet20.yaml", ["model.name=resnet56"]),
     "mobilenet_v2": ("configs/fmnist_mobilenet_v2.yaml", []),
 }
+AS_TORCH_PRUNING = ["space.channel_multiple=1", "space.frozen=[last]"]
+"""autocomp's rows get Torch-Pruning's freedom: any channel count (no ``round_to``; the budgets are MACs, not latency)
+and every layer's outputs prunable but the classifier's."""
 METHODS = ("tp_uniform", "tp_global", "uniform", "search", "amc")
+BEFORE_HALVING = ["evaluator.fidelity=proxy", "evaluator.steps=50", "search.reference=false"]
+"""``search_proxy``: the default search as it was before successive halving (every candidate 50 proxy steps), for
+its wall time beside today's; not run unless asked for (``--methods ... search_proxy``)."""
 PEERS = ("tp_uniform", "tp_global")
 
 
@@ -148,9 +155,14 @@ def tp_row(model: str, budget: float, method: str, seed: int, args: argparse.Nam
 
 def search_row(model: str, budget: float, method: str, seed: int, args: argparse.Namespace) -> Row:
     """An autocomp search at ``budget`` (its finish is the config's fine-tune), resumed or read back from its folder."""
-    agent = {"uniform": ["search.agent=uniform", "search.trials=1"], "search": [], "amc": ["search.agent=amc"]}
+    agent = {
+        "uniform": ["search.agent=uniform", "search.trials=1"],
+        "search": [],
+        "search_proxy": BEFORE_HALVING,
+        "amc": ["search.agent=amc"],
+    }
     trials = [f"search.trials={args.trials}"] if args.trials and method != "uniform" else []
-    config = run_config(model, budget, seed, args, *agent[method], *trials)
+    config = run_config(model, budget, seed, args, *AS_TORCH_PRUNING, *agent[method], *trials)
     out = Path(args.out) / f"{model}-{round(100 * budget)}-{method}-s{seed}{tag(args)}"
     report = autocomp.search(config, out).report
     macs = next(c for c in report.constraints if c.metric == "macs")
@@ -241,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3, 0.2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, "search_proxy"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=None, help="candidates of search and amc (default: the config's)")
     parser.add_argument("--baseline-epochs", type=int, default=None, help="a longer-trained baseline (cached apart)")
@@ -258,7 +270,8 @@ def main() -> None:
             "Each model: pruned from the same cached baseline, then the config's distilled fine-tune seeded by the run's "
             "seed; test accuracy read once. tp_*: Torch-Pruning "
             f"{tp.__version__} MetaPruner, L1 magnitude, classifier whole, ratio bisected to the MACs budget; search: "
-            "the config's default search (successive halving, TPE, the uniform reference scored beside); amc: the same with "
+            "the config's default search (successive halving, TPE, the uniform reference scored beside), channel counts "
+            "unrounded and the first layer prunable, as in Torch-Pruning; amc: the same with "
             "the AMC agent. 'vs better peer' is the gap of the means to the better Torch-Pruning row. One test reading "
             "of a ~92% model on 10,000 images carries about ±0.27 pt of sampling error.",
             "",

@@ -43,7 +43,6 @@ from autocomp.app.runners.study import (
 )
 from autocomp.app.runners.workers import Worker, plan
 from autocomp.app.sensitivity import add_warm_start, load_or_measure, load_profile
-from autocomp.app.spaces import latency_target
 from autocomp.compress import InputResize
 from autocomp.compress.lowrank import LowRank
 from autocomp.cost import Cost, compare_latency_ms, measure
@@ -171,9 +170,17 @@ def _report(
     """Everything report.json records: baseline and best model (on the CPU), constraint, trials, the runtime and its
     images per second, wall time, config, the reference candidate and the sensitivity profile."""
     trials = finished_trials(study)
-    batch = latency_batch(setup.example)
-    latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, batch)
-    best_cost = measure(small, setup.example, latency_target(config))
+    meter = setup.latency_meter
+    best_cost = measure(small, setup.example, meter)
+    if meter is None:  # the report's latency: eager on this CPU, the two models in turns
+        batch = latency_batch(setup.example)
+        latency = compare_latency_ms({"baseline": baseline.model, "best": small}, setup.example, batch)
+        timed = LatencySettings(batch, torch.get_num_threads(), "cpu")
+    else:  # the constrained latency, as every candidate was measured
+        latency = {"baseline": meter.reference_ms, "best": cast(float, best_cost.latency_ms)}
+        target = meter.target
+        where = "cpu (ONNX Runtime)" if target.runtime == "onnxruntime" else target.device
+        timed = LatencySettings(target.batch_size, target.used_threads, where)
     for constraint in setup.budget.constraints:
         if constraint.value_of(best_cost) > constraint.limit:  # only a timing can move: the trial measured it within
             log.warning(
@@ -207,7 +214,7 @@ def _report(
         ),
         wall_seconds=wall_seconds,
         runtime=runtime,
-        latency=LatencySettings(batch, torch.get_num_threads(), "cpu"),
+        latency=timed,
         baseline=ModelRecord(
             baseline.val_accuracy, baseline.test_accuracy, **_costs(setup.baseline_cost), latency_ms=latency["baseline"]
         ),

@@ -1,8 +1,9 @@
 """Measured latency: median wall time of forward passes after warm-up, on a described target.
 
 `LatencyTarget` says where and how a model is timed (runtime, device, threads, batch size, warm-up,
-repeats); `measure_latency_ms` times one model there, and the per-layer lookup table
-(`latency_table.LatencyTable`) times single layers with the same code. The runtime is eager PyTorch
+repeats); `measure_latency_ms` times one model there, `LatencyMeter` times models against a reference
+(a run's baseline) in alternating rounds, and the per-layer lookup table (`latency_table.LatencyTable`)
+times single layers with the same code. The runtime is eager PyTorch
 (``torch``) or ONNX Runtime's CPU execution provider (``onnxruntime``): the model exported to ONNX
 (`autocomp.deploy.to_onnx`, quantized layers as QDQ) and timed in a session on the target's threads,
 so a latency budget is the latency of the runtime the model is deployed with.
@@ -10,21 +11,22 @@ so a latency budget is the latency of the runtime the model is deployed with.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from autocomp.deploy import ort_median_ms, session, to_onnx
+from autocomp.deploy import INPUT, session, to_onnx
 from autocomp.errors import ConfigError
 from autocomp.imports import require
 from autocomp.modes import evaluating
@@ -110,44 +112,124 @@ def random_batch(example_inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.randn(batch_size, *example_inputs.shape[1:], dtype=example_inputs.dtype)
 
 
-def _nothing() -> None:
-    """No synchronization is needed on the CPU."""
+WHOLE_MODEL_SECONDS = 0.1
+WHOLE_MODEL_ROUNDS = 3
+"""A whole model is timed in `WHOLE_MODEL_ROUNDS` rounds of at least `WHOLE_MODEL_SECONDS` each, beside the target's
+pass counts: a few dozen passes of a sub-millisecond model last milliseconds."""
 
 
-@torch.no_grad()
-def _time_forward(model: nn.Module, batch: torch.Tensor, synchronize: Callable[[], None] = _nothing) -> float:
-    """Seconds of one ``model(batch)``, the device synchronized before and after."""
-    synchronize()
-    start = time.perf_counter()
-    model(batch)
-    synchronize()
-    return time.perf_counter() - start
-
-
-@torch.no_grad()
-def median_ms(model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> float:
-    """Median milliseconds of ``model(batch)`` on ``target``: eval mode, no grad, after warm-up passes (in ONNX
-    Runtime: the model's ONNX export in a session on the target's threads)."""
-    if target.runtime == "onnxruntime":
-        with evaluating(model):
-            model_bytes = to_onnx(model, batch[:1])
-        return ort_median_ms(session(model_bytes, target.used_threads), batch, target.warmup, target.repeats)
-    cuda = target.device == "cuda"
-    if cuda:
-        model, batch = copy.deepcopy(model).to("cuda"), batch.to("cuda")
-    synchronize = torch.cuda.synchronize if cuda else _nothing
-    with torch_threads(target.used_threads), evaluating(model):
-        for _ in range(target.warmup):
-            model(batch)
-        times = [_time_forward(model, batch, synchronize) for _ in range(target.repeats)]
+def median_pass_ms(run: Callable[[], object], warmup: int, repeats: int, min_seconds: float = 0.0) -> float:
+    """Median milliseconds of ``run()`` over at least ``repeats`` passes and ``min_seconds``, after at least ``warmup``
+    passes and a fifth of ``min_seconds``."""
+    warm_until = time.perf_counter() + min_seconds / 5
+    passes = 0
+    while passes < warmup or time.perf_counter() < warm_until:
+        run()
+        passes += 1
+    times: list[float] = []
+    timed_until = time.perf_counter() + min_seconds
+    while len(times) < repeats or time.perf_counter() < timed_until:
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+class _Passes:
+    """``model(batch)`` on a target, ready to run pass after pass (`run`, inside `ready`): an ONNX Runtime session on
+    the model's export, or the model itself in eval mode without grad on the target's threads and device."""
+
+    def __init__(self, model: nn.Module, batch: torch.Tensor, target: LatencyTarget) -> None:
+        self.target = target
+        self._model, self._batch = model, batch
+        self._session: Any = None
+        if target.runtime == "onnxruntime":
+            with evaluating(model):
+                model_bytes = to_onnx(model, batch[:1])
+            self._session, self._feed = session(model_bytes, target.used_threads), {INPUT: batch.float().numpy()}
+        elif target.device == "cuda":
+            self._model, self._batch = copy.deepcopy(model).to("cuda"), batch.to("cuda")
+
+    @contextlib.contextmanager
+    def ready(self) -> Iterator[None]:
+        if self._session is not None:
+            yield
+            return
+        with torch.no_grad(), torch_threads(self.target.used_threads), evaluating(self._model):
+            yield
+
+    def run(self) -> None:
+        if self._session is not None:
+            self._session.run(None, self._feed)
+        elif self.target.device == "cuda":
+            torch.cuda.synchronize()
+            self._model(self._batch)
+            torch.cuda.synchronize()
+        else:
+            self._model(self._batch)
+
+    def median_ms(self, min_seconds: float = 0.0) -> float:
+        """One round: the median of its passes (call inside `ready`)."""
+        return median_pass_ms(self.run, self.target.warmup, self.target.repeats, min_seconds)
+
+
+def median_ms(
+    model: nn.Module, batch: torch.Tensor, target: LatencyTarget, min_seconds: float = 0.0, rounds: int = 1
+) -> float:
+    """Median milliseconds of ``model(batch)`` on ``target`` (eval mode, no grad), the fastest of ``rounds`` rounds of
+    warm-up then timed passes, each round at least ``min_seconds`` long (in ONNX Runtime: the model's ONNX export in a
+    session on the target's threads)."""
+    passes = _Passes(model, batch, target)
+    with passes.ready():
+        return min(passes.median_ms(min_seconds) for _ in range(rounds))
 
 
 def measure_latency_ms(
     model: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget = LatencyTarget()
 ) -> float:
-    """Median milliseconds of a forward pass of a random ``target.batch_size`` batch shaped like ``example_inputs``."""
-    return median_ms(model, random_batch(example_inputs, target.batch_size), target)
+    """Median milliseconds of a forward pass of a random ``target.batch_size`` batch shaped like ``example_inputs``: the
+    fastest of `WHOLE_MODEL_ROUNDS` rounds of at least `WHOLE_MODEL_SECONDS`."""
+    return median_ms(
+        model, random_batch(example_inputs, target.batch_size), target, WHOLE_MODEL_SECONDS, WHOLE_MODEL_ROUNDS
+    )
+
+
+class LatencyMeter:
+    """Measures models on a target against a reference model (a run's baseline): rounds of the reference's passes and
+    the model's alternate, and a model's latency is the median ratio of the two, times the reference's latency.
+
+    On a shared machine, load comes and goes for seconds at a time (ONNX Runtime's pool threads on this project's
+    2-core machine: resnet20 at 60% of its latency measured 0.16 ms for a while, then 0.25-0.41 ms, in fresh
+    sessions of an idle process). It slows both sides of a pair alike, so the ratio holds, and a latency limit
+    relative to the reference is met or missed by the ratio alone.
+    """
+
+    def __init__(
+        self,
+        reference: nn.Module,
+        example_inputs: torch.Tensor,
+        target: LatencyTarget,
+        reference_ms: float | None = None,
+    ) -> None:
+        self.target = target
+        self._batch = random_batch(example_inputs, target.batch_size)
+        self._reference = _Passes(reference, self._batch, target)
+        self.reference_ms = (
+            reference_ms
+            if reference_ms is not None
+            else median_ms(reference, self._batch, target, WHOLE_MODEL_SECONDS, WHOLE_MODEL_ROUNDS)
+        )
+        """The reference's latency: given (the figure a relative limit was computed from), else measured."""
+
+    def ms(self, model: nn.Module) -> float:
+        """``model``'s latency on the target, measured in `WHOLE_MODEL_ROUNDS` pairs of rounds beside the reference."""
+        passes = _Passes(model, self._batch, self.target)
+        ratios = []
+        with self._reference.ready(), passes.ready():
+            for _ in range(WHOLE_MODEL_ROUNDS):
+                reference = self._reference.median_ms(WHOLE_MODEL_SECONDS)
+                ratios.append(passes.median_ms(WHOLE_MODEL_SECONDS) / reference)
+        return statistics.median(ratios) * self.reference_ms
 
 
 @torch.no_grad()
@@ -171,5 +253,7 @@ def compare_latency_ms(
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(repeats):
         for name, model in models.items():
-            times[name].append(_time_forward(model, batch))
+            start = time.perf_counter()
+            model(batch)
+            times[name].append(time.perf_counter() - start)
     return {name: 1000 * statistics.median(values) for name, values in times.items()}

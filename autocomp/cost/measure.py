@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocomp.cost.latency import LatencyTarget, measure_latency_ms
+from autocomp.cost.latency import LatencyMeter, LatencyTarget, measure_latency_ms
 from autocomp.cost.macs import SCALE_BITS, float_bits, is_quantized, profile_ops
 
 
@@ -74,11 +74,19 @@ def storage_bits(model: nn.Module) -> int:
     return sum(quantized_weights.get(id(p), p.numel() * float_bits(p)) for p in model.parameters())
 
 
-def measure(model: nn.Module, example_inputs: torch.Tensor, latency: LatencyTarget | None = None) -> Cost:
+def measure(
+    model: nn.Module, example_inputs: torch.Tensor, latency: LatencyTarget | LatencyMeter | None = None
+) -> Cost:
     """Measure ``model`` on ``example_inputs`` (shape with a batch dimension; costs are per example).
 
-    With a ``latency`` target, its latency there is measured too (a median after warm-up).
+    With a ``latency`` target, its latency there is measured too (a median after warm-up); with a `LatencyMeter`,
+    beside the meter's reference model.
     """
     macs, bops = profile_ops(model, example_inputs)
-    latency_ms = None if latency is None else measure_latency_ms(model, example_inputs, latency)
+    if latency is None:
+        latency_ms = None
+    elif isinstance(latency, LatencyMeter):
+        latency_ms = latency.ms(model)
+    else:
+        latency_ms = measure_latency_ms(model, example_inputs, latency)
     return Cost(macs=macs, params=count_params(model), size_bits=storage_bits(model), bops=bops, latency_ms=latency_ms)

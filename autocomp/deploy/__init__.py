@@ -6,27 +6,26 @@ the PyTorch model; `session` opens an ONNX Runtime CPU session on a number of th
 floating-point export with BatchNorm folded, keeping a quantized model's learned input steps.
 """
 
-from autocomp.deploy.onnx_export import OnnxForm, to_onnx
+from autocomp.deploy.onnx_export import INPUT, OnnxForm, to_onnx
 from autocomp.deploy.ort import (
     Agreement,
     OnnxMismatchError,
     check_onnx,
     checked_onnx,
     int8_onnx,
-    ort_median_ms,
     quantize_static,
     run,
     session,
 )
 
 __all__ = [
+    "INPUT",
     "Agreement",
     "OnnxForm",
     "OnnxMismatchError",
     "check_onnx",
     "checked_onnx",
     "int8_onnx",
-    "ort_median_ms",
     "quantize_static",
     "run",
     "session",

@@ -1,12 +1,10 @@
 """ONNX Runtime on the CPU: sessions on a given number of threads, an export checked against its PyTorch model,
-timings, and ONNX Runtime's static int8 quantization."""
+and ONNX Runtime's static int8 quantization."""
 
 from __future__ import annotations
 
 import logging
-import statistics
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,25 +37,13 @@ def session(model_bytes: bytes, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the optimizer's notes on the initializers it drops are not the user's
     return ort.InferenceSession(model_bytes, options, providers=[PROVIDER])
 
 
 def run(ort_session: Any, batch: torch.Tensor) -> torch.Tensor:
     """The session's output on ``batch``, as a float tensor."""
     return torch.from_numpy(ort_session.run(None, {INPUT: batch.detach().float().numpy()})[0])
-
-
-def ort_median_ms(ort_session: Any, batch: torch.Tensor, warmup: int, repeats: int) -> float:
-    """Median milliseconds of the session on ``batch`` after ``warmup`` passes."""
-    feed = {INPUT: batch.detach().float().numpy()}
-    for _ in range(warmup):
-        ort_session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ort_session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 class OnnxMismatchError(AutocompError):

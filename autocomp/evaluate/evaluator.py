@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Subset
 
 from autocomp.compress import Compressor, get_criterion
 from autocomp.compress.resize import InputResize
-from autocomp.cost import Cost, LatencyTarget, measure
+from autocomp.cost import Cost, LatencyMeter, LatencyTarget, measure
 from autocomp.data.batching import BatchReader
 from autocomp.distill import attention_points
 from autocomp.errors import PROGRAMMING_ERRORS
@@ -165,7 +165,9 @@ class Evaluator:
     """Scores policies against a fixed baseline at one fidelity, on ``runtime``'s device and precision.
 
     Candidates are compressed from ``baseline`` on the CPU and then moved to the device, where a copy of the baseline
-    (the baseline itself on the CPU) is the teacher of their fine-tunes."""
+    (the baseline itself on the CPU) is the teacher of their fine-tunes. With a latency target, each candidate's
+    latency is measured beside a reference (``latency_meter``; by default the baseline, timed when the evaluator is
+    made)."""
 
     def __init__(
         self,
@@ -175,8 +177,14 @@ class Evaluator:
         val: Dataset,
         settings: EvaluatorSettings = EvaluatorSettings(),
         runtime: Runtime = CPU,
+        latency_meter: LatencyMeter | None = None,
     ) -> None:
         self.baseline = baseline.eval()
+        if latency_meter is None and settings.latency is not None:
+            latency_meter = LatencyMeter(self.baseline, example_inputs, settings.latency)
+        self.latency_meter = latency_meter
+        """Measures each candidate's latency on ``settings.latency`` beside the baseline's (a run's own, so that a
+        relative limit and the candidates share one reference)."""
         self.teacher = (copy.deepcopy(baseline) if runtime.cuda else baseline).to(runtime.device).eval()
         self.example_inputs = example_inputs
         self.settings = settings
@@ -276,7 +284,7 @@ class Evaluator:
                     else:
                         acc, loss = curve[-1][1], math.nan
                 stage = "measuring"
-                cost = measure(small.cpu(), self.example_inputs, self.settings.latency)
+                cost = measure(small.cpu(), self.example_inputs, self.latency_meter)
         except PROGRAMMING_ERRORS:
             raise
         except Exception as err:

@@ -65,9 +65,10 @@ def comparison(report: Report) -> list[Row]:
         Row("parameters", f"{base.params:,}", f"{best.params:,}", percent(best.params / base.params)),
         Row("size (bytes)", f"{base.size_bytes:,}", f"{best.size_bytes:,}", percent(best.size_bytes / base.size_bytes)),
         Row(
-            f"CPU latency, batch {latency.batch_size}, {latency.threads} threads (ms)",
-            f"{base.latency_ms:.1f}",
-            f"{best.latency_ms:.1f}",
+            f"{'CPU' if latency.device == 'cpu' else latency.device} latency, batch {latency.batch_size}, "
+            f"{latency.threads} threads (ms)",
+            f"{base.latency_ms:.3g}",
+            f"{best.latency_ms:.3g}",
             f"{base.latency_ms / best.latency_ms:.2f}x faster",
         ),
         *(_budget(constraint) for constraint in report.constraints),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from autocomp.app.runners.reachable import check_reachable
 from autocomp.app.runners.study import finished_trial, pruning_reporter, result_of
 from autocomp.app.spaces import budget_from_config, latency_target, space_from_config
 from autocomp.compress import get_criterion
-from autocomp.cost import Cost, measure
+from autocomp.cost import Cost, LatencyMeter, measure
 from autocomp.data import DataBundle
 from autocomp.evaluate import (
     EvalResult,
@@ -45,6 +46,8 @@ class Setup:
     agent: agents.Agent
     runtime: Runtime
     """The device, precision and data workers every model of the run trains and is scored with."""
+    latency_meter: LatencyMeter | None = None
+    """Measures candidates' latency beside the baseline's (None: latency is not constrained)."""
 
 
 def check_names(config: RunConfig) -> None:
@@ -69,7 +72,11 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
     for line in graph.whole_lines():
         log.info(line)
     space = space_from_config(graph, config.space)
-    baseline_cost = measure(model, example, latency_target(config))
+    target = latency_target(config)
+    meter = None if target is None else LatencyMeter(model, example, target)
+    baseline_cost = measure(model, example)
+    if meter is not None:
+        baseline_cost = dataclasses.replace(baseline_cost, latency_ms=meter.reference_ms)
     budget = budget_from_config(config, graph, space, baseline_cost)
     agent = agents.create_agent(
         config.search.agent,
@@ -85,7 +92,7 @@ def prepare(config: RunConfig, seed: int | None = None) -> Setup:
             f"[yellow]warning:[/] {config.search.agent} needs about {wanted} trials to reach its result here;"
             f" with search.trials={config.search.trials} it stops part-way, close to uniform's result"
         )
-    return Setup(data, example, graph, space, budget, baseline_cost, agent, runtime)
+    return Setup(data, example, graph, space, budget, baseline_cost, agent, runtime, meter)
 
 
 def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
@@ -110,7 +117,13 @@ def evaluator_settings(config: RunConfig) -> EvaluatorSettings:
 def build_evaluator(config: RunConfig, setup: Setup, baseline: nn.Module) -> Evaluator:
     """The evaluator of ``config``'s candidates, pruning copies of ``baseline`` (the teacher of their fine-tunes)."""
     return Evaluator(
-        baseline, setup.example, setup.data.train, setup.data.val, evaluator_settings(config), setup.runtime
+        baseline,
+        setup.example,
+        setup.data.train,
+        setup.data.val,
+        evaluator_settings(config),
+        setup.runtime,
+        setup.latency_meter,
     )
 
 
