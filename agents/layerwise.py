@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import statistics
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -113,8 +114,32 @@ def truncated_normal(
     return float(np.clip(mean, low, high))
 
 
+class RungOffsets:
+    """What a candidate stopped at a rung would likely have scored at the end: its score there plus the mean gap
+    between the final score and the score at that rung of the candidates that went to the end.
+
+    Successive halving stops most candidates after BatchNorm recalibration or a few proxy steps, whose scores sit far
+    below a finished candidate's (50-80% against 88% on mobilenet_v2 at 30% of its MACs). Told as they are, a reward
+    learner would fit the fidelity a candidate reached rather than its policy.
+    """
+
+    def __init__(self) -> None:
+        self._gaps: dict[int, list[float]] = {}
+
+    def estimate(self, result: EvalResult) -> EvalResult:
+        """``result``, a stopped one with its accuracy estimated at the end (as it is before any finished one); a
+        finished one's curve is learned from."""
+        if result.stopped_at is None:
+            for step, score in result.curve:
+                self._gaps.setdefault(step, []).append(result.accuracy - score)
+            return result
+        gaps = self._gaps.get(result.stopped_at)
+        return dataclasses.replace(result, accuracy=result.accuracy + statistics.fmean(gaps)) if gaps else result
+
+
 class LayerwiseAgent(Agent):
-    """One episode per ask over the space's decisions, learned with stable-baselines3's DDPG or TD3."""
+    """One episode per ask over the space's decisions, learned with stable-baselines3's DDPG or TD3. A candidate
+    stopped at a halving rung is rewarded with its estimated final score (`RungOffsets`)."""
 
     Options: ClassVar[type] = LayerwiseOptions
     wall: ClassVar[bool] = False
@@ -133,6 +158,7 @@ class LayerwiseAgent(Agent):
             space, budget, score=lambda policy: None, reward=self.options.reward, wall=self.wall, projection=projection
         )
         self.model = self._make_model()
+        self.rung_offsets = RungOffsets()
 
     def _make_model(self) -> Any:
         from stable_baselines3 import DDPG, TD3
@@ -179,7 +205,8 @@ class LayerwiseAgent(Agent):
         return episode.policy()
 
     def tell(self, proposal: Policy, result: EvalResult | None) -> None:
-        self._store(proposal, reward_of(result, self.options.reward, self.env.largest_macs))
+        estimated = None if result is None or result.failed else self.rung_offsets.estimate(result)
+        self._store(proposal, reward_of(estimated, self.options.reward, self.env.largest_macs))
         super().tell(proposal, result)
         if not self.exploring:
             with _isolated(self.seed, 1, self.told):

@@ -128,6 +128,29 @@ def test_rewards_are_amcs_and_a_failure_is_the_worst():
         assert reward_of(None, name, 5000) < reward_of(result, name, 5000)
 
 
+def test_a_candidate_stopped_at_a_rung_is_rewarded_with_its_estimated_final_score():
+    graph, space, budget = tiny_setting()
+    agent = agents.create_agent("amc", space, budget, seed=0, options={**SMALL, "reward": "accuracy"})
+    cost = Cost(1000, 0, 0, 0)
+    stopped_first = EvalResult(0.3, cost, 0.0, curve=((0, 0.3),), stopped_at=0)
+    finished = [
+        EvalResult(0.8, cost, 0.0, curve=((0, 0.5), (4, 0.7), (8, 0.8))),
+        EvalResult(0.9, cost, 0.0, curve=((0, 0.4), (4, 0.8), (8, 0.9))),
+    ]
+    stopped = [
+        EvalResult(0.2, cost, 0.0, curve=((0, 0.2),), stopped_at=0),
+        EvalResult(0.6, cost, 0.0, curve=((0, 0.35), (4, 0.6)), stopped_at=4),
+    ]
+    for result in (stopped_first, *finished, *stopped):
+        proposal = agent.ask()
+        agent.tell(proposal, result)
+    steps = len(space.decisions)
+    rewards = agent.model.replay_buffer.rewards[: 5 * steps : steps, 0]
+    # before any finished candidate: as scored; then + the mean gap of the finished ones (rung 0: 0.3 and 0.5;
+    # rung 4: 0.1 and 0.1); a finished candidate: its own score
+    assert rewards == pytest.approx([0.3, 0.8, 0.9, 0.2 + 0.4, 0.6 + 0.1])
+
+
 @pytest.mark.parametrize("name", ["amc", "haq"])
 def test_a_resumed_agent_rebuilds_the_replay_buffer_and_the_networks(name):
     graph, space, budget = tiny_setting()
