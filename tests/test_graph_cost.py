@@ -205,3 +205,15 @@ def test_sizes_are_refused_after_pruning():
     graph.prune(graph.kept_channels(Policy()), [torch.ones(group.channels) for group in graph.groups])
     with pytest.raises(RuntimeError, match="unpruned"):
         graph.predict_params(Policy())
+
+
+def test_the_dependency_graph_keeps_no_activation_of_its_trace():
+    # Torch-Pruning keeps the autograd graph of one forward pass; what autograd saved for a backward pass that never
+    # comes is kept as shapes (meta tensors), not as every activation of the pass at once
+    from autocomp.graph.dependency import dependency_graph
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    graph = dependency_graph(model, torch.randn(2, 3, 12, 12))
+    second = graph.module2node[model[2]].grad_fn
+    saved = second._saved_input  # the first ReLU's output, as the convolution's backward would read it
+    assert saved.device.type == "meta" and saved.shape == (2, 8, 10, 10)

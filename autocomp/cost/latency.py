@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import math
 import platform
 import re
 import statistics
@@ -196,12 +197,13 @@ def measure_latency_ms(
 
 class LatencyMeter:
     """Measures models on a target against a reference model (a run's baseline): rounds of the reference's passes and
-    the model's alternate, and a model's latency is the median ratio of the two, times the reference's latency.
+    the model's alternate, and a model's latency is the ratio of the two fastest rounds, times the reference's latency.
 
     On a shared machine, load comes and goes for seconds at a time (ONNX Runtime's pool threads on this project's
     2-core machine: resnet20 at 60% of its latency measured 0.16 ms for a while, then 0.25-0.41 ms, in fresh
-    sessions of an idle process). It slows both sides of a pair alike, so the ratio holds, and a latency limit
-    relative to the reference is met or missed by the ratio alone.
+    sessions of an idle process). Load that lasts slows both sides of a pair alike, so the ratio holds and a limit
+    relative to the reference is met or missed by the ratio alone; load that comes and goes only ever slows a round
+    down, so each side's fastest round is the one to compare.
     """
 
     def __init__(
@@ -214,22 +216,21 @@ class LatencyMeter:
         self.target = target
         self._batch = random_batch(example_inputs, target.batch_size)
         self._reference = _Passes(reference, self._batch, target)
-        self.reference_ms = (
-            reference_ms
-            if reference_ms is not None
-            else median_ms(reference, self._batch, target, WHOLE_MODEL_SECONDS, WHOLE_MODEL_ROUNDS)
-        )
+        if reference_ms is None:
+            with self._reference.ready():
+                reference_ms = min(self._reference.median_ms(WHOLE_MODEL_SECONDS) for _ in range(WHOLE_MODEL_ROUNDS))
+        self.reference_ms = reference_ms
         """The reference's latency: given (the figure a relative limit was computed from), else measured."""
 
-    def ms(self, model: nn.Module) -> float:
-        """``model``'s latency on the target, measured in `WHOLE_MODEL_ROUNDS` pairs of rounds beside the reference."""
+    def ms(self, model: nn.Module, rounds: int = WHOLE_MODEL_ROUNDS) -> float:
+        """``model``'s latency on the target, measured in ``rounds`` pairs of rounds beside the reference."""
         passes = _Passes(model, self._batch, self.target)
-        ratios = []
+        reference, measured = math.inf, math.inf
         with self._reference.ready(), passes.ready():
-            for _ in range(WHOLE_MODEL_ROUNDS):
-                reference = self._reference.median_ms(WHOLE_MODEL_SECONDS)
-                ratios.append(passes.median_ms(WHOLE_MODEL_SECONDS) / reference)
-        return statistics.median(ratios) * self.reference_ms
+            for _ in range(rounds):
+                reference = min(reference, self._reference.median_ms(WHOLE_MODEL_SECONDS))
+                measured = min(measured, passes.median_ms(WHOLE_MODEL_SECONDS))
+        return measured / reference * self.reference_ms
 
 
 @torch.no_grad()

@@ -52,7 +52,7 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
     """
     graph = _graph_class()()
     try:
-        with torch.enable_grad(), _concatenations_left_unmapped_when_unknown(graph):
+        with torch.enable_grad(), _shapes_saved_for_backward(), _concatenations_left_unmapped_when_unknown(graph):
             return graph.build_dependency(
                 model, example_inputs=example_inputs, output_transform=_output_tensors, verbose=False
             )
@@ -63,6 +63,23 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
         raise ConfigError(
             f"Torch-Pruning cannot trace {type(model).__name__} on the example input ({type(err).__name__}: {first})."
         ) from err
+
+
+def _pack_shape(tensor: torch.Tensor) -> tuple[torch.Size, torch.dtype]:
+    return tensor.shape, tensor.dtype
+
+
+def _unpack_shape(packed: tuple[torch.Size, torch.dtype]) -> torch.Tensor:
+    return torch.empty(packed[0], dtype=packed[1], device="meta")
+
+
+@contextmanager
+def _shapes_saved_for_backward() -> Iterator[None]:
+    """Torch-Pruning reads the autograd graph of one forward pass, which no backward pass follows: the tensors autograd
+    saves for backward are kept as their shapes alone (read back as meta tensors). Saved, they held every activation of
+    the pass at once (vit_h_14 at 518x518: over 20 GB, against its 2.5 GB of weights)."""
+    with torch.autograd.graph.saved_tensors_hooks(_pack_shape, _unpack_shape):
+        yield
 
 
 @contextmanager
