@@ -129,7 +129,7 @@ def test_rewards_are_amcs_and_a_failure_is_the_worst():
 
 
 def test_a_candidate_stopped_at_a_rung_is_rewarded_with_its_estimated_final_score():
-    graph, space, budget = tiny_setting()
+    _, space, budget = tiny_setting()
     agent = agents.create_agent("amc", space, budget, seed=0, options={**SMALL, "reward": "accuracy"})
     cost = Cost(1000, 0, 0, 0)
     stopped_first = EvalResult(0.3, cost, 0.0, curve=((0, 0.3),), stopped_at=0)
