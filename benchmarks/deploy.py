@@ -24,12 +24,11 @@ checks that the final model's ONNX Runtime latency is within the limit and uses 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from results import append_section, markdown_table, print_table, trained_baselin
 
 import autocomp
 from autocomp import deploy
+from autocomp.cost.latency import median_pass_ms
 from autocomp.data import as_tensors
 
 CONFIGS = {  # model: (config, overrides); the baselines benchmarks/peers.py prunes (the config's 3 epochs)
@@ -92,14 +92,8 @@ def latencies(found: dict[str, Deployed], example: torch.Tensor, batch: int, rep
     best: dict[str, float] = {}
     for _ in range(ROUNDS):
         for name, variant in found.items():
-            for _ in range(WARMUP):
-                variant(inputs)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                variant(inputs)
-                times.append(time.perf_counter() - start)
-            best[name] = min(best.get(name, float("inf")), 1000 * statistics.median(times))
+            milliseconds = median_pass_ms(functools.partial(variant, inputs), WARMUP, repeats)
+            best[name] = min(best.get(name, float("inf")), milliseconds)
     return best
 
 

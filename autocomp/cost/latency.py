@@ -173,6 +173,11 @@ class _Passes:
         """One round: the median of its passes (call inside `ready`)."""
         return median_pass_ms(self.run, self.target.warmup, self.target.repeats, min_seconds)
 
+    def fastest_ms(self, min_seconds: float = 0.0, rounds: int = 1) -> float:
+        """The fastest of ``rounds`` rounds' medians."""
+        with self.ready():
+            return min(self.median_ms(min_seconds) for _ in range(rounds))
+
 
 def median_ms(
     model: nn.Module, batch: torch.Tensor, target: LatencyTarget, min_seconds: float = 0.0, rounds: int = 1
@@ -180,9 +185,7 @@ def median_ms(
     """Median milliseconds of ``model(batch)`` on ``target`` (eval mode, no grad), the fastest of ``rounds`` rounds of
     warm-up then timed passes, each round at least ``min_seconds`` long (in ONNX Runtime: the model's ONNX export in a
     session on the target's threads)."""
-    passes = _Passes(model, batch, target)
-    with passes.ready():
-        return min(passes.median_ms(min_seconds) for _ in range(rounds))
+    return _Passes(model, batch, target).fastest_ms(min_seconds, rounds)
 
 
 def measure_latency_ms(
@@ -217,8 +220,7 @@ class LatencyMeter:
         self._batch = random_batch(example_inputs, target.batch_size)
         self._reference = _Passes(reference, self._batch, target)
         if reference_ms is None:
-            with self._reference.ready():
-                reference_ms = min(self._reference.median_ms(WHOLE_MODEL_SECONDS) for _ in range(WHOLE_MODEL_ROUNDS))
+            reference_ms = self._reference.fastest_ms(WHOLE_MODEL_SECONDS, WHOLE_MODEL_ROUNDS)
         self.reference_ms = reference_ms
         """The reference's latency: given (the figure a relative limit was computed from), else measured."""
 

@@ -23,15 +23,13 @@ def score_reference(config: RunConfig, setup: Setup, evaluator: Evaluator, study
     uniform (whose one candidate it is). It climbs every rung (nothing stops it) and is never told to the agent."""
     if not config.search.reference or config.search.agent == "uniform" or reference_trial(study) is not None:
         return
-    uniform = agents.create_agent(
-        "uniform", setup.space, setup.budget
-    )  # one factor for all, whatever the agent's projection
+    # the uniform agent's default projection: one factor for all, whatever the run's projection
+    uniform = agents.create_agent("uniform", setup.space, setup.budget)
     proposal = cast(Policy, uniform.ask())  # the uniform agent's one candidate: every decision at its largest
     policy = uniform.project(proposal)
     result = evaluator.score(policy)
-    trial = finished_trial(
-        setup.space, proposal, policy, setup.budget, evaluator.score_key(policy), result, probe=False
-    )
+    key = evaluator.score_key(policy)
+    trial = finished_trial(setup.space, proposal, policy, setup.budget, key, result, probe=False)
     trial.set_user_attr(REFERENCE, True)
     study.add_trial(trial)
     if result.failed:
